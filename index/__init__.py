@@ -1,0 +1,1 @@
+"""tvrec index."""

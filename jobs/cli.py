@@ -1,0 +1,234 @@
+"""The `tvrec` command line: one Typer sub-app per noun.
+
+Heavy libraries (Feast, torch, sentence-transformers) are imported inside the commands that
+need them, so `tvrec --help` and light commands start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tvrec.pipelines.config import Settings, parse_as_of
+from tvrec.pipelines.errors import ConfigError, DataError
+
+app = typer.Typer(
+    help="tvrec: feature-store-backed batch TV recommendations.", no_args_is_help=True
+)
+features_app = typer.Typer(help="Build, inspect and export Feast features.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+
+out = Console()
+err = Console(stderr=True)
+
+WorkdirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workdir", "-w", envvar="TVREC_WORKDIR", help="Work directory (default ./tvrec-work)."
+    ),
+]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="ISO-8601 time; events at or after it are ignored "
+        "(default: just after the last event).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+FORMATS_HELP = "contract|movielens-100k|anime|netflix-titles|streaming-catalogue|tvmaze"
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Bad input and bad settings: a clear message on stderr and exit status 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (DataError, ConfigError) as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _settings(workdir: Path | None) -> Settings:
+    return Settings.load(workdir)
+
+
+def _print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def _summary_table(title: str, rows: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    for k, v in rows.items():
+        table.add_row(str(k), f"{v:,}" if isinstance(v, int) else str(v))
+    return table
+
+
+@app.command()
+@user_errors
+def ingest(
+    directory: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help=FORMATS_HELP)] = "contract",
+    workdir: WorkdirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a dataset and publish it as the work directory's canonical tables."""
+    from tvrec.pipelines.adapters import FORMATS
+    from tvrec.pipelines.ingest import ingest as run_ingest
+    from tvrec.pipelines.workdir import Workdir
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    settings = _settings(workdir)
+    summary = run_ingest(directory, fmt, Workdir(settings.workdir))
+    if as_json:
+        _print_json(summary.to_json())
+        return
+    out.print(
+        _summary_table(f"ingested {summary.name} ({fmt}) in {summary.seconds:.1f}s", summary.rows)
+    )
+    for note in summary.notes:
+        out.print(f"[yellow]note:[/] {note}")
+
+
+@features_app.command("build")
+@user_errors
+def features_build(
+    workdir: WorkdirOpt = None, as_of: AsOfOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Compute show, graph and temporal features; feast apply; materialize online."""
+    from tvrec.pipelines.build import build_features
+    from tvrec.pipelines.workdir import Workdir
+
+    settings = _settings(workdir)
+    summary = build_features(
+        Workdir(settings.workdir), settings, parse_as_of(as_of) if as_of else None
+    )
+    if as_json:
+        _print_json(summary.to_json())
+        return
+    out.print(
+        _summary_table(
+            f"features as of {summary.as_of}",
+            {
+                **summary.rows,
+                **{f"edges:{k}": v for k, v in summary.edges.items()},
+                "texts encoded": summary.texts_encoded,
+                "events used": summary.events_used,
+                "events after as-of (ignored)": summary.events_after_as_of,
+            },
+        )
+    )
+
+
+@features_app.command("get")
+@user_errors
+def features_get(
+    user: Annotated[str | None, typer.Option("--user", help="A user_id.")] = None,
+    show: Annotated[str | None, typer.Option("--show", help="A show_id.")] = None,
+    workdir: WorkdirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print one user's or one show's online features (Feast online retrieval)."""
+    from tvrec.pipelines.store import feature_store, online_features
+    from tvrec.pipelines.workdir import Workdir
+
+    if (user is None) == (show is None):
+        raise ConfigError("give exactly one of --user or --show")
+    wd = Workdir(_settings(workdir).workdir)
+    wd.require("features", "run `tvrec features build` first")
+    values = online_features(feature_store(wd.root), user=user, show=show)
+    flat = {k: v[0] for k, v in values.items()}
+    feature_values = {k: v for k, v in flat.items() if k not in ("user_id", "show_id")}
+    if all(v is None for v in feature_values.values()):
+        raise ConfigError(
+            f"no online features for {'user' if user else 'show'} "
+            f"{user or show!r}: unknown id, or no history before the as-of time"
+        )
+    if as_json:
+        _print_json(flat)
+        return
+    table = Table(title=f"online features of {'user' if user else 'show'} {user or show}")
+    table.add_column("feature")
+    table.add_column("value", overflow="fold")
+    for k, v in flat.items():
+        text = str(v)
+        table.add_row(k, text if len(text) < 120 else text[:117] + "…")
+    out.print(table)
+
+
+@features_app.command("training-set")
+@user_errors
+def features_training_set(
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Parquet or CSV file to write.")],
+    service: Annotated[
+        str, typer.Option("--service", help="Feast FeatureService (one per model).")
+    ] = "collaborative_v1",
+    negatives: Annotated[int, typer.Option(min=0, help="Negatives per positive.")] = 1,
+    seed: Annotated[int, typer.Option(help="Negative-sampling seed.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Keep only the most recent N events.")] = None,
+    workdir: WorkdirOpt = None,
+    as_of: AsOfOpt = None,
+) -> None:
+    """Write a point-in-time-correct training set (events + negatives, Feast features)."""
+    import polars as pl
+
+    from tvrec.pipelines.training import training_set
+    from tvrec.pipelines.workdir import Workdir
+
+    wd = Workdir(_settings(workdir).workdir)
+    df = training_set(
+        wd,
+        service,
+        as_of=parse_as_of(as_of) if as_of else None,
+        negatives=negatives,
+        seed=seed,
+        limit=limit,
+    )
+    frame = pl.from_pandas(df)
+    tmp = out_file.with_name(f".{out_file.name}.tmp")
+    if out_file.suffix == ".csv":
+        frame.with_columns(
+            pl.col(pl.List(pl.Float32), pl.List(pl.Float64), pl.List(pl.Int64))
+            .cast(pl.List(pl.String))
+            .list.join("|")
+        ).write_csv(tmp)
+    else:
+        frame.write_parquet(tmp)
+    tmp.replace(out_file)
+    out.print(f"wrote {frame.height:,} rows x {frame.width} columns to {out_file}")
+
+
+@app.command()
+@user_errors
+def demo(
+    workdir: WorkdirOpt = None,
+    users: Annotated[int, typer.Option(help="Synthetic users.")] = 5000,
+    shows: Annotated[int, typer.Option(help="Synthetic shows.")] = 1500,
+    events: Annotated[int, typer.Option(help="Synthetic viewing events.")] = 300_000,
+    seed: Annotated[int, typer.Option(help="World seed.")] = 7,
+) -> None:
+    """Generate the synthetic TV world, ingest it and build features (no download)."""
+    from tvrec.jobs.demo import run_demo
+
+    run_demo(_settings(workdir), users=users, shows=shows, events=events, seed=seed)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+"""Data layer of tvrec: dataset contract, adapters, synthetic world and feature builders."""
+
+import os
+
+# Nothing downloads at run time: no Feast usage telemetry, no model-hub calls.
+os.environ.setdefault("FEAST_USAGE", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

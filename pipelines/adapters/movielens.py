@@ -1,0 +1,135 @@
+"""MovieLens 100K adapter: ratings with real timestamps, movies with genres, user demographics.
+
+Files (GroupLens ml-100k layout, no headers):
+- u.data  tab-separated user id, item id, rating 1-5, unix seconds -> events (weight = rating)
+- u.item  pipe-separated, **latin-1**: id, title "Name (1995)", release date dd-Mon-yyyy,
+          video release date, IMDb URL, then one 0/1 flag per genre of u.genre -> shows
+- u.genre pipe-separated genre name and flag index
+- u.user  pipe-separated id, age, gender, occupation, zip code -> users (optional)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from ..contract import RawDataset
+from ..errors import DataError
+from ._common import bad_rows, parse_number, read_delimited, read_text, require_file
+
+ITEM_FIELDS = ("show_id", "title", "release_date", "video_release_date", "imdb_url")
+DATA_FIELDS = ("user_id", "show_id", "weight", "unix_seconds")
+USER_FIELDS = ("user_id", "age", "gender", "occupation", "zip_code")
+# The flag for "unknown" means "no genre recorded": it does not become a genre.
+NO_GENRE = "unknown"
+
+
+def read_genres(path: Path) -> list[str]:
+    """Genre names in flag order, from u.genre lines "Action|1"."""
+    pairs: dict[int, str] = {}
+    for line_no, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, sep, index = line.rpartition("|")
+        if not sep or not index.strip().isdigit() or not name.strip():
+            raise DataError(str(path), "expected 'Genre|index' lines", rows=[line_no])
+        pairs[int(index)] = name.strip()
+    if sorted(pairs) != list(range(len(pairs))):
+        raise DataError(str(path), f"genre indexes are not 0..n-1: {sorted(pairs)}")
+    return [pairs[i] for i in range(len(pairs))]
+
+
+def read_events(path: Path) -> pl.DataFrame:
+    """u.data as canonical-ready events (string ids, UTC timestamps, weight = rating)."""
+    df = read_delimited(path, separator="\t", names=DATA_FIELDS)
+    source = str(path)
+    for col in ("user_id", "show_id"):
+        ids = parse_number(df, col, source, pl.Int64())
+        if ids.is_null().any():
+            raise DataError(source, "empty id", column=col, rows=bad_rows(ids.is_null()))
+    seconds = parse_number(df, "unix_seconds", source, pl.Int64())
+    if seconds.is_null().any():
+        raise DataError(
+            source, "missing timestamp", column="unix_seconds", rows=bad_rows(seconds.is_null())
+        )
+    weight = parse_number(df, "weight", source, pl.Float64())
+    return pl.DataFrame(
+        {
+            "user_id": df["user_id"].str.strip_chars(),
+            "show_id": df["show_id"].str.strip_chars(),
+            "event_timestamp": pl.from_epoch(seconds, time_unit="s")
+            .dt.cast_time_unit("us")
+            .dt.replace_time_zone("UTC"),
+            "weight": weight,
+            "event_type": pl.Series(["rating"] * df.height, dtype=pl.String),
+        }
+    )
+
+
+def _genre_list(df: pl.DataFrame, genres: list[str], source: str) -> pl.Expr:
+    """The names of the genre flags set to 1 (flags must be 0 or 1)."""
+    for genre in genres:
+        flag = df[genre].str.strip_chars()
+        bad = ~flag.is_in(["0", "1"])
+        if bad.any():
+            raise DataError(source, "genre flag is not 0 or 1", column=genre, rows=bad_rows(bad))
+    named = [pl.when(pl.col(g).str.strip_chars() == "1").then(pl.lit(g)) for g in genres]
+    kept = [e for e, g in zip(named, genres, strict=True) if g.lower() != NO_GENRE]
+    return pl.concat_list(kept).list.drop_nulls().alias("genres")
+
+
+def read_shows(path: Path, genres: list[str]) -> pl.DataFrame:
+    """u.item (latin-1) as shows: title, premiered from the release date, genres, type movie."""
+    df = read_delimited(
+        path, separator="|", names=[*ITEM_FIELDS, *genres], encoding="latin-1", quoting=False
+    )
+    source = str(path)
+    released = df["release_date"].str.strip_chars().replace("", None)
+    premiered = released.str.to_date("%d-%b-%Y", strict=False)
+    bad = premiered.is_null() & released.is_not_null()
+    if bad.any():
+        raise DataError(
+            source,
+            "unparsable release date (expected dd-Mon-yyyy)",
+            column="release_date",
+            rows=bad_rows(bad),
+            examples=df.filter(bad)["release_date"].head(5).to_list(),
+        )
+    return df.select(
+        pl.col("show_id").str.strip_chars(),
+        pl.col("title").str.strip_chars(),
+        _genre_list(df, genres, source),
+        premiered.alias("premiered"),
+        pl.lit("movie").alias("type"),
+        # extra columns end up in the canonical `attributes` JSON
+        pl.col("title").str.extract(r"\((\d{4})\)\s*$", 1).alias("year"),
+        pl.col("video_release_date").str.strip_chars().replace("", None),
+        pl.col("imdb_url").str.strip_chars().replace("", None),
+    )
+
+
+def read_users(path: Path) -> pl.DataFrame:
+    """u.user as users; age, gender, occupation and zip code become attributes."""
+    df = read_delimited(path, separator="|", names=USER_FIELDS)
+    return df.with_columns(pl.all().str.strip_chars())
+
+
+def load(directory: Path) -> RawDataset:
+    """Read a MovieLens 100K directory as it is."""
+    data = require_file(directory, "u.data")
+    item = require_file(directory, "u.item")
+    genres = read_genres(require_file(directory, "u.genre"))
+    user = directory / "u.user"
+    sources = {"shows": str(item), "events": str(data)}
+    users = None
+    if user.is_file():
+        users = read_users(user)
+        sources["users"] = str(user)
+    return RawDataset(
+        name=directory.name,
+        shows=read_shows(item, genres),
+        events=read_events(data),
+        users=users,
+        sources=sources,
+    )

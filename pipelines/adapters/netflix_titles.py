@@ -1,0 +1,106 @@
+"""Netflix titles + credits adapter (the Kaggle "Netflix TV Shows and Movies" export).
+
+Files, comma-separated with a header (CRLF line ends):
+- titles.csv   id, title, type SHOW/MOVIE, description, release_year, age_certification, runtime,
+               genres and production_countries as Python-list-like strings "['drama', 'crime']",
+               seasons, imdb_id, imdb_score, imdb_votes, tmdb_popularity, tmdb_score -> shows
+- credits.csv  person_id, id (title id), name, character, role ACTOR/DIRECTOR -> credits
+
+The export writes "Unknown" / "[Unknown]" for missing values; those become null / empty lists.
+It holds no viewing events.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from ..contract import RawDataset
+from ._common import (
+    CATALOGUE_NOTE,
+    clean_text,
+    empty_events,
+    null_placeholder,
+    pylist_column,
+    read_delimited,
+    require_file,
+    with_optional,
+)
+
+TITLES_FILE = "titles.csv"
+CREDITS_FILE = "credits.csv"
+TITLE_REQUIRED = ("id", "title", "type")
+TITLE_OPTIONAL = (
+    "description",
+    "release_year",
+    "age_certification",
+    "runtime",
+    "genres",
+    "production_countries",
+    "seasons",
+)
+# Kept as show attributes, under the export's own names.
+TITLE_EXTRAS = ("imdb_id", "imdb_score", "imdb_votes", "tmdb_popularity", "tmdb_score")
+CREDIT_REQUIRED = ("person_id", "id", "name", "role")
+PLATFORM = "Netflix"
+
+
+def read_shows(path: Path) -> pl.DataFrame:
+    """titles.csv as shows: list-like genres parsed, premiered = January 1 of release_year."""
+    df = read_delimited(path, required=TITLE_REQUIRED)
+    df = with_optional(df, [*TITLE_OPTIONAL, *TITLE_EXTRAS])
+    countries = pylist_column(df["production_countries"])
+    year = clean_text(pl.col("release_year")).cast(pl.Int32, strict=False)
+    return df.select(
+        clean_text(pl.col("id")).alias("show_id"),
+        clean_text(pl.col("title")).alias("title"),
+        clean_text(pl.col("description")).alias("description"),
+        pylist_column(df["genres"]).alias("genres"),
+        pl.lit([PLATFORM], dtype=pl.List(pl.String)).alias("platforms"),
+        pl.date(year, 1, 1).alias("premiered"),
+        clean_text(pl.col("type")).alias("type"),
+        clean_text(pl.col("seasons")).alias("seasons"),
+        clean_text(pl.col("runtime")).alias("runtime_minutes"),
+        # the first production country; the full list stays in the attributes
+        countries.list.first().alias("country"),
+        null_placeholder(pl.col("age_certification")).alias("age_rating"),
+        # extra columns end up in the canonical `attributes` JSON
+        countries.list.join(", ").replace("", None).alias("production_countries"),
+        clean_text(pl.col("release_year")).alias("release_year"),
+        *(clean_text(pl.col(c)).alias(c) for c in TITLE_EXTRAS),
+    )
+
+
+def read_credits(path: Path) -> pl.DataFrame:
+    """credits.csv as credits; the role is lower-cased (actor, director)."""
+    df = with_optional(read_delimited(path, required=CREDIT_REQUIRED), ["character"])
+    return df.select(
+        clean_text(pl.col("id")).alias("show_id"),
+        clean_text(pl.col("person_id")).alias("person_id"),
+        clean_text(pl.col("name")).alias("name"),
+        clean_text(pl.col("role")).str.to_lowercase().alias("role"),
+        clean_text(pl.col("character")).alias("character"),
+    )
+
+
+def load(directory: Path) -> RawDataset:
+    """Read titles.csv (and credits.csv when present) as a catalogue-only dataset."""
+    titles = require_file(directory, TITLES_FILE)
+    credits_path = directory / CREDITS_FILE
+    sources = {"shows": str(titles), "events": str(directory)}
+    notes = [CATALOGUE_NOTE]
+    credits = None
+    if credits_path.is_file():
+        credits = read_credits(credits_path)
+        sources["credits"] = str(credits_path)
+    else:
+        notes.append(f"{CREDITS_FILE} not found: no credits")
+    return RawDataset(
+        name=directory.name,
+        shows=read_shows(titles),
+        events=empty_events(),
+        credits=credits,
+        sources=sources,
+        notes=notes,
+    )

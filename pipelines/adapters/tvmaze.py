@@ -1,0 +1,189 @@
+"""TVmaze adapter: show records from the TVmaze API (`/shows`), optionally with episodes.
+
+Files:
+- tvmaze_shows.json     a JSON array of show objects: id, name, type, language, genres,
+                        premiered, runtime, network {name, country {code}} or webChannel {...},
+                        rating {average}, weight, summary (HTML), externals, url -> shows
+- tvmaze_episodes.json  (optional) a JSON array of episode objects -> seasons/episodes per show
+
+The episodes file is an `/shows/:id/episodes` listing: its objects carry no show id, only their
+own url "https://www.tvmaze.com/episodes/4952/game-of-thrones-1x01-winter-is-coming". An episode
+is attributed to a show by an explicit show id where one is present (`show_id`, `show.id`,
+`_embedded.show.id`, `_links.show.href`), else by the show slug in its url when exactly one show
+has that slug. Episodes that match no show are only counted in a note.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ..contract import RawDataset
+from ..errors import DataError
+from ._common import CATALOGUE_NOTE, empty_events, read_text, require_file, strip_html
+
+SHOWS_FILE = "tvmaze_shows.json"
+EPISODES_FILE = "tvmaze_episodes.json"
+_EPISODE_URL = re.compile(r"/episodes/\d+/(.+?)-\d+x\d+(?:-|$)")
+_SHOW_HREF = re.compile(r"/shows/(\d+)/?$")
+
+
+def read_json_array(path: Path) -> list[dict[str, Any]]:
+    """A file holding a JSON array of objects (UTF-8 checked; a DataError otherwise)."""
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DataError(str(path), f"not valid JSON: {exc.msg}", rows=[exc.lineno]) from exc
+    if not isinstance(data, list):
+        raise DataError(str(path), f"expected a JSON array of objects, found {type(data).__name__}")
+    bad = [i + 1 for i, item in enumerate(data) if not isinstance(item, dict)]
+    if bad:
+        raise DataError(str(path), "array items that are not objects", rows=bad[:50])
+    if not data:
+        raise DataError(str(path), "the array is empty")
+    return data
+
+
+def _get(obj: Any, *keys: str) -> Any:
+    """obj[k1][k2]... or None where any level is missing or null."""
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _require_keys(items: list[dict[str, Any]], keys: tuple[str, ...], source: str) -> None:
+    for key in keys:
+        missing = [i + 1 for i, item in enumerate(items) if item.get(key) in (None, "")]
+        if missing:
+            raise DataError(source, "missing or empty field", column=key, rows=missing[:50])
+
+
+def _show_row(show: dict[str, Any]) -> dict[str, Any]:
+    """One show object as a row of the shows table (extras become attributes)."""
+    channel = show.get("network") or show.get("webChannel")
+    genres = show.get("genres") or []
+    return {
+        "show_id": str(show["id"]),
+        "title": str(show["name"]).strip(),
+        "description": strip_html(show.get("summary")),
+        "genres": [str(g) for g in genres] if isinstance(genres, list) else [str(genres)],
+        "network": _get(channel, "name"),
+        # a web channel (Netflix, Hulu...) is also the platform the show streams on
+        "platforms": [str(n)] if (n := _get(show, "webChannel", "name")) else [],
+        "premiered": show.get("premiered"),
+        "type": show.get("type"),
+        "runtime_minutes": show.get("runtime"),
+        "language": show.get("language"),
+        "country": _get(channel, "country", "code"),
+        "rating": _get(show, "rating", "average"),
+        "weight": show.get("weight"),
+        "status": show.get("status"),
+        "imdb_id": _get(show, "externals", "imdb"),
+        "url": show.get("url"),
+    }
+
+
+SHOW_SCHEMA: dict[str, pl.DataType] = {
+    "show_id": pl.String(),
+    "title": pl.String(),
+    "description": pl.String(),
+    "genres": pl.List(pl.String()),
+    "network": pl.String(),
+    "platforms": pl.List(pl.String()),
+    "premiered": pl.String(),  # validated as YYYY-MM-DD by canonicalize
+    "type": pl.String(),
+    "runtime_minutes": pl.Float64(),
+    "language": pl.String(),
+    "country": pl.String(),
+    "rating": pl.Float64(),
+    "weight": pl.Int64(),
+    "status": pl.String(),
+    "imdb_id": pl.String(),
+    "url": pl.String(),
+}
+
+
+def read_shows(path: Path) -> pl.DataFrame:
+    items = read_json_array(path)
+    _require_keys(items, ("id", "name"), str(path))
+    try:
+        return pl.DataFrame([_show_row(s) for s in items], schema=SHOW_SCHEMA, orient="row")
+    except (TypeError, ValueError, pl.exceptions.PolarsError) as exc:
+        raise DataError(str(path), f"show fields of unexpected types: {exc}") from exc
+
+
+def _slug(url: str | None) -> str | None:
+    return url.rstrip("/").rsplit("/", 1)[-1] if url else None
+
+
+def _episode_show(ep: dict[str, Any], by_slug: dict[str, str]) -> str | None:
+    """The show id of an episode: explicit where given, else from the slug in its url."""
+    explicit = ep.get("show_id") or _get(ep, "show", "id") or _get(ep, "_embedded", "show", "id")
+    if explicit is not None:
+        return str(explicit)
+    href = _get(ep, "_links", "show", "href")
+    if href and (m := _SHOW_HREF.search(str(href))):
+        return m.group(1)
+    m = _EPISODE_URL.search(str(ep.get("url") or ""))
+    return by_slug.get(m.group(1)) if m else None
+
+
+def episode_counts(path: Path, shows: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+    """(show_id, seasons, episodes) for the shows the episodes file covers, plus notes."""
+    items = read_json_array(path)
+    slug_owners: dict[str, list[str]] = defaultdict(list)
+    for show_id, url in shows.select("show_id", "url").iter_rows():
+        if (slug := _slug(url)) is not None:
+            slug_owners[slug].append(show_id)
+    by_slug = {s: ids[0] for s, ids in slug_owners.items() if len(ids) == 1}
+    seasons: dict[str, set[int]] = defaultdict(set)
+    episodes: dict[str, int] = defaultdict(int)
+    unmatched = 0
+    for ep in items:
+        show_id = _episode_show(ep, by_slug)
+        if show_id is None:
+            unmatched += 1
+            continue
+        episodes[show_id] += 1
+        if isinstance(ep.get("season"), int):
+            seasons[show_id].add(ep["season"])
+    counts = pl.DataFrame(
+        {
+            "show_id": list(episodes),
+            "seasons": [len(seasons[s]) or None for s in episodes],
+            "episodes": list(episodes.values()),
+        },
+        schema={"show_id": pl.String, "seasons": pl.Int32, "episodes": pl.Int32},
+    )
+    names = dict(shows.select("show_id", "title").iter_rows())
+    covered = ", ".join(f"{names.get(s, s)} ({n})" for s, n in episodes.items())
+    notes = [f"{EPISODES_FILE}: {len(items)} episodes; counted for {covered or 'no show'}"]
+    if unmatched:
+        notes.append(f"{EPISODES_FILE}: {unmatched} episodes match no show and are ignored")
+    return counts, notes
+
+
+def load(directory: Path) -> RawDataset:
+    """Read the TVmaze shows (and episode counts where the episodes file allows)."""
+    shows_path = require_file(directory, SHOWS_FILE)
+    shows = read_shows(shows_path)
+    notes = [CATALOGUE_NOTE]
+    episodes_path = directory / EPISODES_FILE
+    if episodes_path.is_file():
+        counts, more = episode_counts(episodes_path, shows)
+        shows = shows.join(counts, on="show_id", how="left", maintain_order="left")
+        notes.extend(more)
+    return RawDataset(
+        name=directory.name,
+        shows=shows,
+        events=empty_events(),
+        sources={"shows": str(shows_path), "events": str(directory)},
+        notes=notes,
+    )

@@ -1,0 +1,84 @@
+"""Feast access for tvrec: apply the repo, materialize, online reads, point-in-time training sets.
+
+Everything goes through Feast's real stores (DuckDB offline store over Parquet, SQLite online
+store, SQL registry on SQLite), configured by `feature_repo/feature_store.yaml` with paths
+inside the work directory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from .config import WORKDIR_ENV
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from feast import FeatureStore
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def repo_path() -> Path:
+    import tvrec.feature_repo as repo
+
+    return Path(repo.__file__).resolve().parent
+
+
+def _definitions(workdir: Path) -> ModuleType:
+    """The repo's definitions module, (re)loaded for this work directory."""
+    os.environ[WORKDIR_ENV] = str(workdir)
+    import tvrec.feature_repo.definitions as defs
+
+    if Path(defs.WORKDIR) != workdir:
+        defs = importlib.reload(defs)
+    return defs
+
+
+def feature_store(workdir: Path) -> FeatureStore:
+    from feast import FeatureStore
+
+    workdir = Path(workdir).resolve()
+    _definitions(workdir)
+    (workdir / "feast").mkdir(parents=True, exist_ok=True)
+    return FeatureStore(repo_path=str(repo_path()))
+
+
+def apply(workdir: Path) -> FeatureStore:
+    """The equivalent of `feast apply` for this work directory's feature tables."""
+    defs = _definitions(Path(workdir).resolve())
+    store = feature_store(workdir)
+    store.apply([defs.show, defs.user, *defs.FEATURE_VIEWS, *defs.FEATURE_SERVICES])
+    return store
+
+
+def materialize(store: FeatureStore, as_of: datetime) -> None:
+    """Load the latest value of every feature view (as of `as_of`) into the online store."""
+    store.materialize(start_date=EPOCH, end_date=as_of)
+
+
+def online_features(
+    store: FeatureStore, *, user: str | None = None, show: str | None = None
+) -> dict[str, Any]:
+    """Online feature values of one user or one show, by feature view."""
+    defs = _definitions(Path(os.environ[WORKDIR_ENV]))
+    if (user is None) == (show is None):
+        raise ValueError("give exactly one of user or show")
+    key, value = ("user_id", user) if user is not None else ("show_id", show)
+    views = [fv for fv in defs.FEATURE_VIEWS if fv.entities == [key.split("_")[0]]]
+    refs = [f"{fv.name}:{f.name}" for fv in views for f in fv.features]
+    resp = store.get_online_features(
+        features=refs, entity_rows=[{key: value}], full_feature_names=True
+    )
+    return resp.to_dict()
+
+
+def historical_features(store: FeatureStore, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
+    """Feast point-in-time join of `entity_df` (user_id, show_id, event_timestamp, ...)."""
+    fs = store.get_feature_service(service)
+    job = store.get_historical_features(entity_df=entity_df, features=fs, full_feature_names=True)
+    return job.to_df()

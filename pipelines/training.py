@@ -1,0 +1,100 @@
+"""Point-in-time training sets: viewing events plus sampled negatives, joined through Feast.
+
+Entity rows are (user_id, show_id, event_timestamp, label). Positives are the events before the
+as-of time; each gets `negatives` shows the user had not watched before that event's own
+timestamp (and that had premiered by then), drawn uniformly from the catalogue. Features come
+only from Feast's `get_historical_features` with the model's FeatureService.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from .build import read_manifest
+from .errors import ConfigError
+from .ingest import read_lake
+from .store import feature_store, historical_features
+from .workdir import Workdir
+
+OVERSAMPLE = 4  # candidates drawn per wanted negative, before rejecting already-watched ones
+
+
+def entity_rows(
+    events: pl.DataFrame, shows: pl.DataFrame, negatives: int, seed: int
+) -> pl.DataFrame:
+    """Positives (label 1) and sampled negatives (label 0) at the same timestamps."""
+    pos = events.select(
+        "user_id", "show_id", "event_timestamp", pl.lit(1, dtype=pl.Int8).alias("label")
+    )
+    if negatives == 0 or pos.height == 0:
+        return pos
+    rng = np.random.default_rng(seed)
+    catalogue = shows.select("show_id", "premiered")
+    n_cand = pos.height * negatives * OVERSAMPLE
+    cand = pos.select(
+        pl.col("user_id", "event_timestamp").repeat_by(negatives * OVERSAMPLE).explode(),
+        pl.int_range(pl.len() * negatives * OVERSAMPLE).alias("cand_id"),
+    ).with_columns(
+        pl.Series("show_id", catalogue["show_id"].to_numpy()[rng.integers(0, shows.height, n_cand)])
+    )
+    first_watch = events.group_by("user_id", "show_id").agg(
+        pl.col("event_timestamp").min().alias("first_watch")
+    )
+    cand = (
+        cand.join(first_watch, on=["user_id", "show_id"], how="left")
+        .join(catalogue, on="show_id", how="left")
+        # only shows unseen before the row's own time and already premiered by then
+        .filter(
+            pl.col("first_watch").is_null() | (pl.col("first_watch") >= pl.col("event_timestamp"))
+        )
+        .filter(
+            pl.col("premiered").is_null()
+            | (pl.col("premiered") <= pl.col("event_timestamp").dt.date())
+        )
+        .unique(subset=["user_id", "event_timestamp", "show_id"], keep="first", maintain_order=True)
+    )
+    neg = (
+        cand.with_columns(pl.int_range(pl.len()).over("user_id", "event_timestamp").alias("k"))
+        .filter(pl.col("k") < negatives)
+        .select("user_id", "show_id", "event_timestamp", pl.lit(0, dtype=pl.Int8).alias("label"))
+    )
+    return pl.concat([pos, neg]).sort(
+        "event_timestamp", "user_id", "label", descending=[False, False, True]
+    )
+
+
+def training_set(
+    workdir: Workdir,
+    service: str,
+    *,
+    as_of: datetime | None = None,
+    negatives: int = 1,
+    seed: int = 0,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """The training set of the model behind FeatureService `service`, point in time.
+
+    `as_of` defaults to the as-of time of the current feature build and may not be later
+    (features do not exist past it). `limit` keeps the most recent positives only.
+    """
+    built_as_of = datetime.fromisoformat(read_manifest(workdir)["as_of"])
+    as_of = as_of or built_as_of
+    if as_of > built_as_of:
+        raise ConfigError(
+            f"as-of {as_of.isoformat()} is after the feature build's {built_as_of.isoformat()}; "
+            "rebuild features with a later --as-of"
+        )
+    ds = read_lake(workdir)
+    events = ds.events.filter(pl.col("event_timestamp") < as_of)
+    if limit is not None:
+        events = events.tail(limit)
+    rows = entity_rows(events, ds.shows, negatives, seed).to_pandas()
+    store = feature_store(workdir.root)
+    out = historical_features(store, rows, service)
+    return out.sort_values(
+        ["event_timestamp", "user_id", "label"], ascending=[True, True, False], ignore_index=True
+    )

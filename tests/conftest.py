@@ -1,0 +1,64 @@
+"""Shared fixtures: the synthetic TV world is generated once per session and copied per test
+(sentence-transformers' conftest does the same with its tiny model)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tvrec.pipelines.config import Settings
+from tvrec.pipelines.synthetic import PlantedTruth, WorldConfig, write_world
+from tvrec.pipelines.workdir import Workdir
+
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def world_config() -> WorldConfig:
+    return WorldConfig.small()
+
+
+@pytest.fixture(scope="session")
+def _world_master(
+    tmp_path_factory: pytest.TempPathFactory, world_config: WorldConfig
+) -> tuple[Path, PlantedTruth]:
+    directory = tmp_path_factory.mktemp("world") / "synthetic"
+    truth = write_world(directory, world_config)
+    return directory, truth
+
+
+@pytest.fixture()
+def world_dir(_world_master: tuple[Path, PlantedTruth], tmp_path: Path) -> Path:
+    """A private copy of the small synthetic world (contract layout)."""
+    dest = tmp_path / "synthetic"
+    shutil.copytree(_world_master[0], dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def truth(_world_master: tuple[Path, PlantedTruth]) -> PlantedTruth:
+    return _world_master[1]
+
+
+@pytest.fixture(scope="session")
+def built_workdir(
+    tmp_path_factory: pytest.TempPathFactory, _world_master: tuple[Path, PlantedTruth]
+) -> Workdir:
+    """A work directory with the small world ingested and features built (read-only use)."""
+    from tvrec.pipelines.build import build_features
+    from tvrec.pipelines.ingest import ingest
+    from tvrec.pipelines.progress import StageLog
+
+    wd = Workdir(tmp_path_factory.mktemp("built") / "work")
+    ingest(_world_master[0], "contract", wd)
+    build_features(wd, Settings.load(wd.root), log=StageLog(quiet=True))
+    return wd
+
+
+def shared_dataset(name: str) -> Path:
+    path = SHARED_DATASETS / name
+    if not path.exists():
+        pytest.skip(f"shared dataset {name} not available at {path}")
+    return path
