@@ -24,9 +24,18 @@ OVERSAMPLE = 4  # candidates drawn per wanted negative, before rejecting already
 
 
 def entity_rows(
-    events: pl.DataFrame, shows: pl.DataFrame, negatives: int, seed: int
+    events: pl.DataFrame,
+    shows: pl.DataFrame,
+    negatives: int,
+    seed: int,
+    history: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Positives (label 1) and sampled negatives (label 0) at the same timestamps."""
+    """Positives (label 1) and sampled negatives (label 0) at the same timestamps.
+
+    `history` is the full event log before the as-of time (defaults to `events`); negatives
+    are checked against it, so a subset of positives never yields an already-seen negative.
+    """
+    history = events if history is None else history
     pos = events.select(
         "user_id", "show_id", "event_timestamp", pl.lit(1, dtype=pl.Int8).alias("label")
     )
@@ -41,7 +50,7 @@ def entity_rows(
     ).with_columns(
         pl.Series("show_id", catalogue["show_id"].to_numpy()[rng.integers(0, shows.height, n_cand)])
     )
-    first_watch = events.group_by("user_id", "show_id").agg(
+    first_watch = history.group_by("user_id", "show_id").agg(
         pl.col("event_timestamp").min().alias("first_watch")
     )
     cand = (
@@ -89,10 +98,9 @@ def training_set(
             "rebuild features with a later --as-of"
         )
     ds = read_lake(workdir)
-    events = ds.events.filter(pl.col("event_timestamp") < as_of)
-    if limit is not None:
-        events = events.tail(limit)
-    rows = entity_rows(events, ds.shows, negatives, seed).to_pandas()
+    history = ds.events.filter(pl.col("event_timestamp") < as_of)
+    events = history.tail(limit) if limit is not None else history
+    rows = entity_rows(events, ds.shows, negatives, seed, history).to_pandas()
     store = feature_store(workdir.root)
     out = historical_features(store, rows, service)
     return out.sort_values(

@@ -123,14 +123,15 @@ def test_adversarial_future_events_change_nothing(
     as_of = datetime.fromisoformat(read_manifest(built_workdir)["as_of"])
     base = pl.from_pandas(training_set(built_workdir, "ensemble_v1", negatives=0, limit=400))
     probes = base.sample(20, seed=3)
-    extra = []
-    for r in probes.iter_rows(named=True):
-        t = r["event_timestamp"]
-        for dt in (timedelta(0), timedelta(microseconds=1), timedelta(hours=5), timedelta(days=3)):
-            if t + dt < as_of:
-                extra.append(
-                    {"user_id": r["user_id"], "show_id": r["show_id"], "event_timestamp": t + dt}
-                )
+    # extra events for every probe's (user, show), all at or after the LATEST probe time, so
+    # they lie at or after each probe's own time and in no probe's past
+    t_max = probes["event_timestamp"].max()
+    extra = [
+        {"user_id": r["user_id"], "show_id": r["show_id"], "event_timestamp": t_max + dt}
+        for r in probes.iter_rows(named=True)
+        for dt in (timedelta(0), timedelta(microseconds=1), timedelta(hours=5), timedelta(days=3))
+        if t_max + dt < as_of
+    ]
     events = pl.read_parquet(world_dir / "events.parquet")
     extra_df = pl.DataFrame(extra).with_columns(pl.col("event_timestamp").dt.cast_time_unit("us"))
     events = pl.concat([events, extra_df], how="diagonal_relaxed")

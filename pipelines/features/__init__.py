@@ -1,0 +1,1 @@
+"""tvrec pipelines.features."""
