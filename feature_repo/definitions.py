@@ -213,3 +213,24 @@ FEATURE_SERVICES = [
     meta_v1,
     ensemble_v1,
 ]
+
+# ---- serving --------------------------------------------------------------------------------
+# The current nightly top-k per user (show ids and scores, best first), written by
+# `tvrec recommend` and applied/materialized by it, so an application reads recommendations
+# through Feast online retrieval like any other feature.
+user_recommendations = FeatureView(
+    name="user_recommendations",
+    entities=[user],
+    ttl=NO_TTL,
+    schema=[
+        Field(name="show_ids", dtype=Array(String)),
+        Field(name="scores", dtype=Array(Float32)),
+        Field(name="model_version", dtype=String),
+    ],
+    source=FileSource(
+        name="user_recommendations_source",
+        path=str(WORKDIR / "serving" / "user_recommendations.parquet"),
+        timestamp_field="event_timestamp",
+    ),
+    tags={"family": "serving"},
+)

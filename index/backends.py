@@ -31,7 +31,9 @@ from .hardware import DeviceSetting, Hardware, detect_hardware, pick_profile
 if TYPE_CHECKING:
     import torch
 
-Metric = Literal["ip", "l2"]
+# "ip": cosine (vectors and queries L2-normalised); "dot": raw inner product, for models whose
+# score is <user, show> with a bias folded into the vectors; "l2": squared distance.
+Metric = Literal["ip", "dot", "l2"]
 BackendKind = Literal["faiss-cpu", "faiss-gpu", "torch"]
 IndexType = Literal["flat", "hnsw", "ivf"]
 
@@ -164,7 +166,7 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 
 def _pad_score(metric: Metric) -> float:
     """Score given to -1 padding: the worst possible under the metric."""
-    return -math.inf if metric == "ip" else math.inf
+    return math.inf if metric == "l2" else -math.inf
 
 
 def _padded(nq: int, k: int, metric: Metric) -> tuple[np.ndarray, np.ndarray]:
@@ -381,7 +383,7 @@ def place_on_plan(cpu_index: faiss.Index, plan: BackendPlan, cfg: IndexConfig) -
 
 
 def faiss_metric(metric: Metric) -> int:
-    return faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
 
 def faiss_metric_name(index: faiss.Index) -> Metric:

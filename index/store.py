@@ -256,7 +256,9 @@ def load_index(
     ids = _read_ids(path)
     cpu_index = _read_faiss(path)
     _check_consistent(path, manifest, ids, cpu_index)
-    return ShowIndex(index=place_index(cpu_index, cfg, hw), ids=ids, manifest=manifest)
+    index = place_index(cpu_index, cfg, hw)
+    index._metric = manifest.metric  # faiss stores "ip" and "dot" alike; the manifest knows
+    return ShowIndex(index=index, ids=ids, manifest=manifest)
 
 
 def check_manifest(manifest: IndexManifest, expect: Mapping[str, Any], path: Path) -> None:
@@ -363,7 +365,7 @@ def _check_consistent(
             f"row counts differ: {IDS_FILE} {len(ids)}, manifest {manifest.n_items}, "
             f"{INDEX_FILE} {cpu_index.ntotal}"
         )
-    if metric != manifest.metric:
+    if metric != manifest.metric and {metric, manifest.metric} != {"ip", "dot"}:
         problems.append(f"metric differs: manifest {manifest.metric}, {INDEX_FILE} {metric}")
     if cpu_index.d != manifest.dim:
         problems.append(f"dim differs: manifest {manifest.dim}, {INDEX_FILE} {cpu_index.d}")

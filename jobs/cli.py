@@ -226,6 +226,155 @@ def demo(
     run_demo(_settings(workdir), users=users, shows=shows, events=events, seed=seed)
 
 
+@app.command()
+@user_errors
+def run(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Dataset to ingest first (default: keep the current lake)."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help=FORMATS_HELP)] = "contract",
+    k: Annotated[int, typer.Option("-k", min=1, help="Recommendations per user/show.")] = 50,
+    workdir: WorkdirOpt = None,
+    as_of: AsOfOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The whole nightly job: ingest, features, train, index, recommend, publish."""
+    from tvrec.jobs.nightly import run_nightly
+
+    record = run_nightly(_settings(workdir), data, fmt, parse_as_of(as_of) if as_of else None, k)
+    if as_json:
+        _print_json(record)
+        return
+    rows = {
+        f"{k_}: {s}": f"{v:.1f}s" for k_, (s, v) in enumerate(record["stages"].items(), start=1)
+    }
+    rows.update(
+        {
+            "user_topk rows": record["counts"]["user_topk"],
+            "show_similar rows": record["counts"]["show_similar"],
+            "model": record["model_version"],
+            "as of": record["as_of"],
+        }
+    )
+    out.print(_summary_table(f"nightly run {record['run_id']} succeeded", rows))
+
+
+@app.command()
+@user_errors
+def train(
+    stage: Annotated[str, typer.Option("--stage", help="Model to train.")] = "collaborative",
+    workdir: WorkdirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a model from its Feast training set and make it the current model."""
+    from tvrec.jobs.train import train_stage
+    from tvrec.pipelines.workdir import Workdir
+
+    settings = _settings(workdir)
+    manifest = train_stage(Workdir(settings.workdir), settings, stage)
+    if as_json:
+        _print_json(manifest.to_json())
+        return
+    losses = manifest.metrics.get("train_loss", [])
+    out.print(
+        _summary_table(
+            f"trained {manifest.model_version}",
+            {
+                "feature service": manifest.feature_service,
+                "as of": manifest.as_of,
+                "epochs": len(losses),
+                "first/last loss": f"{losses[0]:.3f} / {losses[-1]:.3f}" if losses else "-",
+            },
+        )
+    )
+
+
+@app.command()
+@user_errors
+def recommend(
+    k: Annotated[int, typer.Option("-k", min=1, help="Recommendations per user/show.")] = 50,
+    workdir: WorkdirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index the current model and publish top-k tables for every user and show."""
+    from tvrec.jobs.recommend import recommend_stage
+    from tvrec.pipelines.workdir import Workdir
+
+    summary = recommend_stage(Workdir(_settings(workdir).workdir), k=k)
+    if as_json:
+        _print_json(summary.to_json())
+        return
+    out.print(_summary_table("published recommendations", summary.to_json()))
+
+
+@app.command()
+@user_errors
+def publish(
+    list_: Annotated[bool, typer.Option("--list", help="List published versions.")] = False,
+    rollback: Annotated[
+        int | None, typer.Option("--rollback", help="Make VERSION current again.")
+    ] = None,
+    table: Annotated[str, typer.Option("--table", help="user_topk or show_similar.")] = "user_topk",
+    workdir: WorkdirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List published table versions or roll one back."""
+    from tvrec.jobs.catalog import Catalog
+
+    catalog = Catalog(_settings(workdir).workdir)
+    if rollback is not None:
+        v = catalog.rollback(table, rollback)
+        out.print(
+            f"{table}: version {v.version} is current again ({v.n_rows:,} rows, "
+            f"model {v.model_version})"
+        )
+        return
+    versions = catalog.versions()  # --list (the default): every table's versions
+    if as_json:
+        _print_json([v.__dict__ | {"path": str(v.path)} for v in versions])
+        return
+    t = Table(title="published versions")
+    for col in ("table", "version", "current", "rows", "model", "as of", "created"):
+        t.add_column(col)
+    for v in versions:
+        t.add_row(
+            v.table_name,
+            str(v.version),
+            "✓" if v.current else "",
+            f"{v.n_rows:,}",
+            v.model_version or "",
+            v.as_of or "",
+            f"{v.created_at:%Y-%m-%d %H:%M:%S}",
+        )
+    out.print(t)
+
+
+export_app = typer.Typer(help="Export published tables and models.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("user-topk")
+@user_errors
+def export_user_topk(
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Parquet or CSV, by extension.")],
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Write the current user top-k table (Parquet or CSV by extension)."""
+    from tvrec.jobs.catalog import Catalog
+
+    frame = Catalog(_settings(workdir).workdir).read_current("user_topk")
+    tmp = out_file.with_name(f".{out_file.name}.tmp")
+    if out_file.suffix.lower() == ".csv":
+        frame.write_csv(tmp)
+    elif out_file.suffix.lower() == ".parquet":
+        frame.write_parquet(tmp)
+    else:
+        raise ConfigError(f"--out {out_file}: use a .parquet or .csv file name")
+    tmp.replace(out_file)
+    out.print(f"wrote {frame.height:,} rows to {out_file}")
+
+
 def main() -> None:
     app()
 

@@ -1,61 +1,92 @@
-"""`tvrec demo`: the main job on the embedded default — a synthetic TV world, DuckDB + SQLite."""
+"""`tvrec demo`: the nightly job on the embedded default — a synthetic TV world, DuckDB +
+SQLite, no servers — ending with a few users' recommendations and a show's similar shows."""
 
 from __future__ import annotations
 
-import time
-
+import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from tvrec.pipelines.build import build_features
+from tvrec.jobs.catalog import Catalog
+from tvrec.jobs.nightly import run_nightly
 from tvrec.pipelines.config import Settings
-from tvrec.pipelines.ingest import ingest
 from tvrec.pipelines.progress import StageLog
-from tvrec.pipelines.store import feature_store, online_features
-from tvrec.pipelines.synthetic import WorldConfig, write_world
+from tvrec.pipelines.synthetic import PlantedTruth, WorldConfig, write_world
 from tvrec.pipelines.workdir import Workdir
 
 console = Console()
 
 
 def run_demo(settings: Settings, *, users: int, shows: int, events: int, seed: int) -> None:
-    t0 = time.perf_counter()
     wd = Workdir(settings.workdir)
-    log = StageLog()
     source = wd.root / "sources" / "synthetic"
     cfg = WorldConfig(n_users=users, n_shows=shows, n_events=events, seed=seed)
-    with log.stage(f"generate synthetic world ({users:,} users, {shows:,} shows)"):
+    log = StageLog()
+    with log.stage(
+        f"generate synthetic world ({users:,} users, {shows:,} shows, {events:,} events)"
+    ):
         truth = write_world(source, cfg)
-    with log.stage("ingest"):
-        summary = ingest(source, "contract", wd)
-    build = build_features(wd, settings, log=log)
-    _print_summary(wd, summary.rows, build.rows, log, time.perf_counter() - t0)
-    user = sorted(truth.user_cluster)[0]
-    show = truth.december_shows[0] if truth.december_shows else sorted(truth.show_cluster)[0]
-    store = feature_store(wd.root)
-    for kind, key in (("user", user), ("show", show)):
-        values = online_features(store, **{kind: key})
-        row = {
-            k.split("__")[-1]: v[0]
-            for k, v in values.items()
-            if not isinstance(v[0], list) and k not in ("user_id", "show_id")
-        }
-        console.print(f"[bold]online features of {kind} {key}[/]: {row}")
+    record = run_nightly(settings, source, "contract")
+    _print_run(wd, {**log.seconds, **record["stages"]}, record)
+    _print_examples(wd, truth)
 
 
-def _print_summary(
-    wd: Workdir,
-    lake_rows: dict[str, int],
-    feature_rows: dict[str, int],
-    log: StageLog,
-    total: float,
-) -> None:
-    table = Table(title=f"tvrec demo — {wd.root}", title_justify="left")
-    table.add_column("stage / table")
-    table.add_column("value", justify="right")
-    for name, secs in log.seconds.items():
-        table.add_row(name, f"{secs:.1f}s")
-    for name, n in {**lake_rows, **feature_rows}.items():
-        table.add_row(f"rows: {name}", f"{n:,}")
-    table.add_row("[bold]total[/]", f"{total:.1f}s")
+def _print_run(wd: Workdir, stages: dict[str, float], record: dict) -> None:
+    table = Table(title=f"tvrec demo — run {record['run_id']} in {wd.root}", title_justify="left")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for name, secs in stages.items():
+        table.add_row(name, f"{secs:.1f}")
+    table.add_row("[bold]total[/]", f"{sum(stages.values()):.1f}")
+    console.print(table)
+    console.print(
+        f"model {record['model_version']}, as of {record['as_of']}; "
+        f"{record['counts']['user_topk']:,} user and "
+        f"{record['counts']['show_similar']:,} show recommendation rows published"
+    )
+
+
+def _print_examples(wd: Workdir, truth: PlantedTruth) -> None:
+    catalog = Catalog(wd.root)
+    titles = pl.read_parquet(wd.lake / "shows.parquet").select("show_id", "title", "genres")
+    users = catalog.read_current("user_topk")
+    for user in sorted(truth.user_cluster)[:3]:
+        recs = users.filter((pl.col("user_id") == user) & (pl.col("rank") <= 5))
+        _print_list(
+            f"top 5 for user {user} (taste cluster {truth.user_cluster[user]})",
+            recs.join(titles, on="show_id", how="left"),
+        )
+    show = truth.near_duplicate_pairs[0][0]
+    similar = catalog.read_current("show_similar").filter(
+        (pl.col("show_id") == show) & (pl.col("rank") <= 5)
+    )
+    name = titles.filter(pl.col("show_id") == show)["title"][0]
+    _print_list(
+        f"shows similar to {name!r} ({show}; planted near-duplicate: "
+        f"{truth.near_duplicate_pairs[0][1]})",
+        similar.rename({"show_id": "query", "similar_show_id": "show_id"}).join(
+            titles, on="show_id", how="left"
+        ),
+    )
+    console.print(
+        "next: [bold]tvrec query --user "
+        + sorted(truth.user_cluster)[0]
+        + '[/] or [bold]tvrec query --show "'
+        + name
+        + '"[/]'
+    )
+
+
+def _print_list(title: str, frame: pl.DataFrame) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in ("rank", "show_id", "title", "genres", "score"):
+        table.add_column(col)
+    for r in frame.sort("rank").iter_rows(named=True):
+        table.add_row(
+            str(r["rank"]),
+            r["show_id"],
+            r["title"],
+            ", ".join(r["genres"] or []),
+            f"{r['score']:.3f}",
+        )
     console.print(table)

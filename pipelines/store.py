@@ -7,7 +7,9 @@ inside the work directory.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,9 +58,14 @@ def apply(workdir: Path) -> FeatureStore:
     return store
 
 
-def materialize(store: FeatureStore, as_of: datetime) -> None:
-    """Load the latest value of every feature view (as of `as_of`) into the online store."""
-    store.materialize(start_date=EPOCH, end_date=as_of)
+def materialize(store: FeatureStore, as_of: datetime, views: list[str] | None = None) -> None:
+    """Load the latest value of each feature view (as of `as_of`) into the online store.
+
+    Feast prints its own progress to stdout; tvrec's stage log reports instead, and stdout
+    stays clean for `--json` output.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):
+        store.materialize(start_date=EPOCH, end_date=as_of, feature_views=views)
 
 
 def online_features(
@@ -82,3 +89,11 @@ def historical_features(store: FeatureStore, entity_df: pd.DataFrame, service: s
     fs = store.get_feature_service(service)
     job = store.get_historical_features(entity_df=entity_df, features=fs, full_feature_names=True)
     return job.to_df()
+
+
+def apply_recommendations(workdir: Path, as_of: datetime) -> None:
+    """Register the `user_recommendations` view and load the current table online."""
+    defs = _definitions(Path(workdir).resolve())
+    store = feature_store(workdir)
+    store.apply([defs.user, defs.user_recommendations])
+    materialize(store, as_of, [defs.user_recommendations.name])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
 from tvrec.pipelines.adapters import FORMATS, detect_format, load_raw
 from tvrec.pipelines.adapters._common import (
     parse_pylist,

@@ -1,0 +1,230 @@
+"""The DuckDB catalogue of a work directory: published table versions and run records.
+
+    tables/<name>/v<version>.parquet   immutable published versions
+    catalog.duckdb                      which version is current, and every run's record
+
+A version becomes current only inside one catalogue transaction, after its Parquet file is
+complete and has passed its checks; a run killed at any earlier point leaves the previous
+version current (its half-written file is ignored and swept by the next publish).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from tvrec.pipelines.errors import ConfigError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS table_versions (
+    table_name VARCHAR, version INTEGER, path VARCHAR, created_at TIMESTAMPTZ,
+    n_rows BIGINT, model_version VARCHAR, as_of VARCHAR, run_id VARCHAR, checks JSON,
+    PRIMARY KEY (table_name, version));
+CREATE TABLE IF NOT EXISTS current_versions (
+    table_name VARCHAR PRIMARY KEY, version INTEGER, switched_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, kind VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ,
+    status VARCHAR, as_of VARCHAR, source VARCHAR, stages JSON, counts JSON, metrics JSON,
+    error VARCHAR);
+"""
+
+Check = Callable[[pl.DataFrame], None]
+
+
+@dataclass(frozen=True)
+class TableVersion:
+    table_name: str
+    version: int
+    path: Path
+    created_at: datetime
+    n_rows: int
+    model_version: str | None
+    as_of: str | None
+    current: bool = False
+
+
+class Catalog:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.path = self.root / "catalog.duckdb"
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(self.path))
+        try:
+            con.execute(SCHEMA)
+            yield con
+        finally:
+            con.close()
+
+    # ---- versions ---------------------------------------------------------------------------
+    def publish(
+        self,
+        name: str,
+        frame: pl.DataFrame,
+        *,
+        checks: list[Check] = (),  # type: ignore[assignment]
+        model_version: str | None = None,
+        as_of: str | None = None,
+        run_id: str | None = None,
+    ) -> TableVersion:
+        """Write `frame` as the next version of `name` and make it current, atomically."""
+        directory = self.root / "tables" / name
+        directory.mkdir(parents=True, exist_ok=True)
+        self._sweep(directory)
+        for check in checks:  # refuse before anything is written
+            check(frame)
+        with self.connect() as con:
+            (latest,) = con.execute(
+                "SELECT coalesce(max(version), 0) FROM table_versions WHERE table_name = ?", [name]
+            ).fetchone()
+        version = int(latest) + 1
+        final = directory / f"v{version}.parquet"
+        tmp = directory / f".v{version}.{uuid.uuid4().hex[:6]}.parquet.tmp"
+        frame.write_parquet(tmp)
+        _pause_for_tests()
+        if pl.scan_parquet(tmp).select(pl.len()).collect().item() != frame.height:
+            raise ConfigError(f"{tmp}: row count changed on write")
+        os.replace(tmp, final)
+        now = datetime.now(UTC)
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            con.execute(
+                "INSERT INTO table_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    name,
+                    version,
+                    str(final),
+                    now,
+                    frame.height,
+                    model_version,
+                    as_of,
+                    run_id,
+                    json.dumps({"passed": [getattr(c, "__name__", "check") for c in checks]}),
+                ],
+            )
+            self._set_current(con, name, version, now)
+            con.execute("COMMIT")
+        return TableVersion(name, version, final, now, frame.height, model_version, as_of, True)
+
+    def rollback(self, name: str, version: int) -> TableVersion:
+        """Make an earlier (still present) version current again."""
+        versions = {v.version: v for v in self.versions(name)}
+        if version not in versions:
+            have = ", ".join(str(v) for v in sorted(versions)) or "none"
+            raise ConfigError(f"table {name!r} has no version {version} (versions: {have})")
+        if not versions[version].path.exists():
+            raise ConfigError(f"version {version} of {name!r} is gone: {versions[version].path}")
+        with self.connect() as con:
+            self._set_current(con, name, version, datetime.now(UTC))
+        return self.current(name)  # type: ignore[return-value]
+
+    def current(self, name: str) -> TableVersion | None:
+        return next((v for v in self.versions(name) if v.current), None)
+
+    def read_current(self, name: str) -> pl.DataFrame:
+        cur = self.current(name)
+        if cur is None:
+            raise ConfigError(
+                f"no published {name!r} table yet: run `tvrec run` or `tvrec recommend`"
+            )
+        return pl.read_parquet(cur.path)
+
+    def versions(self, name: str | None = None) -> list[TableVersion]:
+        if not self.path.exists():
+            return []
+        with self.connect() as con:
+            rows = con.execute(
+                """SELECT v.table_name, v.version, v.path, v.created_at, v.n_rows,
+                          v.model_version, v.as_of, c.version IS NOT NULL
+                   FROM table_versions v LEFT JOIN current_versions c
+                     ON c.table_name = v.table_name AND c.version = v.version
+                   WHERE ? IS NULL OR v.table_name = ?
+                   ORDER BY v.table_name, v.version""",
+                [name, name],
+            ).fetchall()
+        return [
+            TableVersion(r[0], r[1], Path(r[2]), r[3], r[4], r[5], r[6], bool(r[7])) for r in rows
+        ]
+
+    @staticmethod
+    def _set_current(
+        con: duckdb.DuckDBPyConnection, name: str, version: int, now: datetime
+    ) -> None:
+        con.execute(
+            "INSERT OR REPLACE INTO current_versions VALUES (?, ?, ?)", [name, version, now]
+        )
+
+    @staticmethod
+    def _sweep(directory: Path) -> None:
+        """Remove half-written files left by killed runs."""
+        for stray in directory.glob(".v*.parquet.tmp"):
+            stray.unlink(missing_ok=True)
+
+    # ---- run records ------------------------------------------------------------------------
+    def start_run(self, kind: str, *, as_of: str | None = None, source: str | None = None) -> str:
+        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        with self.connect() as con:
+            con.execute(
+                "INSERT INTO runs (run_id, kind, started_at, status, as_of, source) "
+                "VALUES (?, ?, ?, 'running', ?, ?)",
+                [run_id, kind, datetime.now(UTC), as_of, source],
+            )
+        return run_id
+
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        stages: dict[str, float] | None = None,
+        counts: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        error: str | None = None,
+        as_of: str | None = None,
+    ) -> None:
+        with self.connect() as con:
+            con.execute(
+                """UPDATE runs SET finished_at = ?, status = ?, stages = ?, counts = ?,
+                   metrics = ?, error = ?, as_of = coalesce(?, as_of) WHERE run_id = ?""",
+                [
+                    datetime.now(UTC),
+                    status,
+                    json.dumps(stages or {}),
+                    json.dumps(counts or {}),
+                    json.dumps(metrics or {}, default=str),
+                    error,
+                    as_of,
+                    run_id,
+                ],
+            )
+
+    def runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with self.connect() as con:
+            cur = con.execute("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", [limit])
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
+def _pause_for_tests() -> None:
+    """Tests set TVREC_TEST_PUBLISH_PAUSE to kill a publish between write and switch."""
+    pause = os.environ.get("TVREC_TEST_PUBLISH_PAUSE")
+    if pause:
+        import time
+
+        marker = Path(pause)
+        marker.write_text("writing")
+        time.sleep(60)

@@ -1,0 +1,224 @@
+"""`tvrec recommend`: nightly precompute of top-k tables from the current model.
+
+1. Index the model's show embeddings (FAISS, backend chosen by `build_index`).
+2. For every user, the top-k shows by batched index search, excluding shows the user already
+   watched and shows not yet premiered at the as-of time.
+3. For every show, its top-k similar shows (cosine of the show vectors, same filters).
+4. Publish both tables as new catalogue versions after checks, and materialize the user table
+   into Feast's online store (feature view `user_recommendations`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from tvrec.index import IndexConfig, ShowIndex, make_show_index, save_index
+from tvrec.jobs.catalog import Catalog
+from tvrec.jobs.train import load_current_model
+from tvrec.models.base import Recommender
+from tvrec.pipelines.ingest import read_lake
+from tvrec.pipelines.progress import StageLog
+from tvrec.pipelines.workdir import Workdir
+
+USER_TABLE = "user_topk"
+SHOW_TABLE = "show_similar"
+BATCH = 2048  # users per index search
+
+
+@dataclass
+class RecommendSummary:
+    model_version: str
+    as_of: str
+    users: int
+    shows: int
+    k: int
+    user_rows: int
+    show_rows: int
+    user_version: int
+    show_version: int
+    backend: str
+    users_per_second: float
+
+    def to_json(self) -> dict:
+        return self.__dict__.copy()
+
+
+def recommend_stage(
+    wd: Workdir, k: int = 50, log: StageLog | None = None, run_id: str | None = None
+) -> RecommendSummary:
+    import time
+
+    log = log or StageLog()
+    model = load_current_model(wd)
+    manifest = model.manifest
+    assert manifest is not None
+    as_of = datetime.fromisoformat(manifest.as_of)
+    lake = read_lake(wd)
+    ids, vectors = model.show_embeddings()  # (n_shows, dim)
+    upcoming = _not_premiered(lake.shows, ids, as_of.date())
+    with log.stage("index"):
+        user_index = _index(vectors, ids, manifest, "dot")
+        save_index(user_index, wd.root / "index")
+    users = _users(lake.events, lake.users, as_of)
+    with log.stage(f"recommend for {len(users):,} users"):
+        t0 = time.perf_counter()
+        user_topk = _user_topk(model, user_index, users, upcoming, k)
+        rate = len(users) / max(time.perf_counter() - t0, 1e-9)
+    with log.stage("similar shows"):
+        show_index = _index(vectors[:, :-1], ids, manifest, "ip")  # cosine, bias left out
+        show_similar = _show_similar(show_index, vectors[:, :-1], upcoming, k)
+    stamp = {"model_version": manifest.model_version, "as_of": manifest.as_of}
+    user_topk = user_topk.with_columns(**{c: pl.lit(v) for c, v in stamp.items()})
+    show_similar = show_similar.with_columns(**{c: pl.lit(v) for c, v in stamp.items()})
+    catalog = Catalog(wd.root)
+    with log.stage("publish"):
+        known_users, known_shows = set(users), set(ids)
+        uv = catalog.publish(
+            USER_TABLE,
+            user_topk,
+            checks=topk_checks("user_id", "show_id", known_users, known_shows, len(users)),
+            run_id=run_id,
+            **stamp,
+        )
+        sv = catalog.publish(
+            SHOW_TABLE,
+            show_similar,
+            checks=topk_checks("show_id", "similar_show_id", known_shows, known_shows, len(ids)),
+            run_id=run_id,
+            **stamp,
+        )
+    with log.stage("feast: user_recommendations"):
+        materialize_recommendations(wd, user_topk, as_of)
+    return RecommendSummary(
+        manifest.model_version,
+        manifest.as_of,
+        len(users),
+        len(ids),
+        k,
+        uv.n_rows,
+        sv.n_rows,
+        uv.version,
+        sv.version,
+        user_index.index.backend_name,
+        rate,
+    )
+
+
+def _index(vectors: np.ndarray, ids: list[str], manifest, metric: str) -> ShowIndex:  # noqa: ANN001
+    return make_show_index(
+        np.ascontiguousarray(vectors, dtype=np.float32),
+        ids,
+        model_name=manifest.model_name,
+        model_version=manifest.model_version,
+        feature_service=manifest.feature_service,
+        data_snapshot=manifest.data_snapshot,
+        as_of=manifest.as_of,
+        cfg=IndexConfig(metric=metric),
+    )
+
+
+def _not_premiered(shows: pl.DataFrame, ids: list[str], as_of: date) -> set[int]:
+    """Rows of shows whose premiere is after the as-of date (unknown dates stay eligible)."""
+    later = set(shows.filter(pl.col("premiered") > as_of)["show_id"].to_list())
+    return {i for i, s in enumerate(ids) if s in later}
+
+
+def _users(events: pl.DataFrame, users: pl.DataFrame, as_of: datetime) -> list[str]:
+    """Everyone with history before the as-of time, plus registered users without any."""
+    seen = events.filter(pl.col("event_timestamp") < as_of)["user_id"].unique()
+    return sorted(set(seen.to_list()) | set(users["user_id"].to_list()))
+
+
+def _user_topk(
+    model: Recommender, index: ShowIndex, users: list[str], upcoming: set[int], k: int
+) -> pl.DataFrame:
+    parts = []
+    for start in range(0, len(users), BATCH):
+        chunk = users[start : start + BATCH]
+        queries = model.user_embeddings(chunk)  # (chunk, dim)
+        exclude = [s | upcoming for s in model.seen(chunk)]  # type: ignore[attr-defined]
+        scores, rows = index.index.search(queries, k, exclude)  # (chunk, k) each
+        parts.append(_frame("user_id", chunk, "show_id", index.ids, scores, rows))
+    return pl.concat(parts)
+
+
+def _show_similar(
+    index: ShowIndex, vectors: np.ndarray, upcoming: set[int], k: int
+) -> pl.DataFrame:
+    ids = index.ids
+    exclude = [{i} | upcoming for i in range(len(ids))]  # never itself, never unaired
+    scores, rows = index.index.search(vectors, k, exclude)
+    return _frame("show_id", ids, "similar_show_id", ids, scores, rows)
+
+
+def _frame(
+    key: str, keys: list[str], item: str, ids: list[str], scores: np.ndarray, rows: np.ndarray
+) -> pl.DataFrame:
+    """Long (key, rank, item, score) rows from (q, k) search results, -1 padding dropped."""
+    q, k = rows.shape
+    valid = rows.reshape(-1) >= 0
+    id_arr = np.asarray(ids, dtype=object)
+    return pl.DataFrame(
+        {
+            key: np.repeat(np.asarray(keys, dtype=object), k)[valid],
+            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), q)[valid],
+            item: id_arr[rows.reshape(-1)[valid]],
+            "score": scores.reshape(-1)[valid].astype(np.float32),
+        },
+        schema={key: pl.String, "rank": pl.Int32, item: pl.String, "score": pl.Float32},
+    )
+
+
+def topk_checks(key: str, item: str, keys: set[str], items: set[str], n_keys: int) -> list:
+    """Checks a top-k table must pass before it may become current."""
+
+    def every_key_present(df: pl.DataFrame) -> None:
+        missing = n_keys - df[key].n_unique()
+        if missing:
+            raise ValueError(f"{missing} {key}s have no rows")
+
+    def ranks_unique_and_dense(df: pl.DataFrame) -> None:
+        g = df.group_by(key).agg(
+            pl.col("rank").n_unique().alias("u"),
+            pl.len().alias("n"),
+            pl.col("rank").max().alias("m"),
+        )
+        if g.filter((pl.col("u") != pl.col("n")) | (pl.col("m") != pl.col("n"))).height:
+            raise ValueError("duplicate or missing ranks")
+        if df.select(pl.struct(key, item).is_duplicated().any()).item():
+            raise ValueError(f"an {item} appears twice for one {key}")
+
+    def ids_known(df: pl.DataFrame) -> None:
+        bad_k = set(df[key].unique().to_list()) - keys
+        bad_i = set(df[item].unique().to_list()) - items
+        if bad_k or bad_i:
+            raise ValueError(f"unknown ids: {sorted(bad_k)[:5]} {sorted(bad_i)[:5]}")
+
+    return [every_key_present, ranks_unique_and_dense, ids_known]
+
+
+def materialize_recommendations(wd: Workdir, user_topk: pl.DataFrame, as_of: datetime) -> None:
+    """The current user top-k as a Feast feature view, online like any other feature."""
+    from tvrec.pipelines.store import apply_recommendations
+
+    serving = wd.root / "serving"
+    serving.mkdir(exist_ok=True)
+    table = (
+        user_topk.sort("user_id", "rank")
+        .group_by("user_id", maintain_order=True)
+        .agg(
+            pl.col("show_id").alias("show_ids"),
+            pl.col("score").alias("scores"),
+            pl.col("model_version").first(),
+        )
+        .with_columns(pl.lit(as_of).dt.cast_time_unit("us").alias("event_timestamp"))
+    )
+    tmp = serving / ".user_recommendations.parquet.tmp"
+    table.write_parquet(tmp)
+    Path(tmp).replace(serving / "user_recommendations.parquet")
+    apply_recommendations(wd.root, as_of)

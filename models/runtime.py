@@ -1,0 +1,70 @@
+"""Where and how trainers run: the hardware profile, picked once, behind one factory.
+
+CPU profile: float32, modest batches. GPU profile (CUDA seen, or forced by the config):
+bf16 autocast (mixed precision) and larger batches. Trainers ask the Runtime; none of them
+tests for CUDA itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tvrec.pipelines.progress import console
+
+
+@dataclass(frozen=True)
+class Runtime:
+    profile: Literal["cpu", "gpu"]
+    device: torch.device
+    batch_multiplier: int
+    mixed_precision: bool
+
+    @classmethod
+    def cpu(cls) -> Runtime:
+        return cls("cpu", torch.device("cpu"), 1, False)
+
+    @classmethod
+    def gpu(cls) -> Runtime:
+        return cls("gpu", torch.device("cuda"), 8, True)
+
+    @classmethod
+    def detect(cls, setting: Literal["auto", "cpu", "gpu"] = "auto") -> Runtime:
+        """`auto`: the GPU profile when torch sees CUDA; `cpu`/`gpu` force one."""
+        if setting == "gpu" or (setting == "auto" and torch.cuda.is_available()):
+            if not torch.cuda.is_available():
+                from tvrec.pipelines.errors import ConfigError
+
+                raise ConfigError("hardware.profile = 'gpu' but torch sees no CUDA device")
+            return cls.gpu()
+        return cls.cpu()
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.mixed_precision:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int) -> Iterator[Callable[..., None]]:
+    """A per-epoch progress bar; `advance(**metrics)` moves it and shows the metrics."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(label, total=total, info="")
+
+        def advance(**metrics: float) -> None:
+            info = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            progress.update(task, advance=1, info=info)
+
+        yield advance

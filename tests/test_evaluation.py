@@ -1,0 +1,319 @@
+"""Offline evaluation: metrics on hand-made lists, split properties, peers on a planted world."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tvrec.jobs.evaluation import (
+    MetricConfig,
+    Split,
+    bootstrap_ci,
+    evaluate_topk,
+    run_peer_evaluation,
+    split,
+)
+from tvrec.models.peers import (
+    ALS,
+    EASE,
+    ALSConfig,
+    EASEConfig,
+    Interactions,
+    ItemKNN,
+    ItemKNNConfig,
+    MostPopular,
+    cosine_knn,
+    ease_weights,
+    gram,
+)
+from tvrec.pipelines.contract import Dataset, empty
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+# ---- helpers -------------------------------------------------------------------------------
+def pairs(rows: list[tuple[str, str]], minutes: list[int] | None = None) -> pl.DataFrame:
+    """(user, show) rows as split-shaped frames (weight 1, one minute apart by default)."""
+    minutes = minutes if minutes is not None else list(range(len(rows)))
+    return pl.DataFrame(
+        {
+            "user_id": [u for u, _ in rows],
+            "show_id": [s for _, s in rows],
+            "weight": [1.0] * len(rows),
+            "event_timestamp": [T0 + timedelta(minutes=m) for m in minutes],
+        },
+        schema={
+            "user_id": pl.String,
+            "show_id": pl.String,
+            "weight": pl.Float64,
+            "event_timestamp": pl.Datetime("us", "UTC"),
+        },
+    )
+
+
+def dataset(events: pl.DataFrame, timed: bool = True) -> Dataset:
+    shows = pl.DataFrame({"show_id": events["show_id"].unique().sort()})
+    events = events.with_columns(
+        event_type=pl.lit("play"), watch_seconds=pl.lit(None, dtype=pl.Float64)
+    )
+    return Dataset("toy", shows, events, empty("credits"), empty("users"), timed)
+
+
+@pytest.fixture()
+def hand_split() -> Split:
+    """u1 saw a,b and will watch c,d; u2 saw a,c and will watch b; u3 saw a and will watch f."""
+    train = pairs([("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "c"), ("u3", "a")])
+    test = pairs([("u1", "c"), ("u1", "d"), ("u2", "b"), ("u3", "f")])
+    # catalogue = train shows {a, b, c}
+    return Split(train=train, test=test, kind="random")
+
+
+def planted_events(users_per_group: int = 30, items_per_group: int = 12) -> pl.DataFrame:
+    """Two disjoint taste groups: group g users watch 7 random shows of group g only."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for g in ("A", "B"):
+        for u in range(users_per_group):
+            for i in rng.choice(items_per_group, size=7, replace=False):
+                rows.append((f"{g}u{u}", f"{g}s{i}"))
+    return pairs(rows, rng.permutation(len(rows)).tolist())  # groups interleaved in time
+
+
+# ---- metrics on hand-made lists ------------------------------------------------------------
+def test_metrics_known_values(hand_split: Split) -> None:
+    topk = {
+        "u1": ["a", "c", "e", "d"],  # a is seen -> dropped; hits at positions 1 and 3
+        "u2": ["c", "e"],  # c is seen -> dropped; no hit
+        # u3 has no list: zero, but still counted
+    }
+    m = evaluate_topk(topk, hand_split)
+    ndcg_u1 = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))  # 1.5 / 1.6309 = 0.91972
+    assert m.users == 3
+    assert m.hr == pytest.approx(1 / 3)
+    assert m.recall == pytest.approx(1 / 3)  # u1: 2 / min(10, 2) = 1
+    assert m.ndcg == pytest.approx(ndcg_u1 / 3)
+    assert ndcg_u1 == pytest.approx(0.919720, abs=1e-6)
+    # distinct shows recommended after filtering: c, e, d (e, d are cold) over 3 train shows
+    assert m.recommended_shows == 3
+    assert m.coverage == pytest.approx(1.0)
+
+
+def test_metrics_seen_shift_and_cutoff(hand_split: Split) -> None:
+    topk = {
+        "u1": ["e", "g", "c"],  # c is 3rd: outside k = 2
+        "u2": ["a", "b"],  # a is seen -> b moves to position 1
+        "u3": ["f"],
+    }
+    m = evaluate_topk(topk, hand_split, MetricConfig(k=2))
+    assert m.hr == pytest.approx(2 / 3)
+    assert m.recall == pytest.approx((0 + 1 + 1) / 3)
+    assert m.ndcg == pytest.approx(2 / 3)  # both hits at position 1 with one relevant show
+
+
+def test_metrics_partial_recall_and_frame_input(hand_split: Split) -> None:
+    # u1 finds only d at position 2: recall 1/2, ndcg (1/log2 3) / (1 + 1/log2 3)
+    frame = pl.DataFrame({"user_id": ["u1", "u1"], "rank": [1, 2], "show_id": ["e", "d"]})
+    m = evaluate_topk(frame, hand_split)
+    ndcg_u1 = (1 / math.log2(3)) / (1 + 1 / math.log2(3))
+    assert m.recall == pytest.approx(0.5 / 3)
+    assert m.ndcg == pytest.approx(ndcg_u1 / 3)
+    same = evaluate_topk({"u1": ["e", "d"]}, hand_split)
+    assert same.ndcg == m.ndcg
+
+
+def test_perfect_lists_score_one(hand_split: Split) -> None:
+    m = evaluate_topk({"u1": ["d", "c"], "u2": ["b"], "u3": ["f"]}, hand_split)
+    assert (m.hr, m.recall, m.ndcg) == pytest.approx((1.0, 1.0, 1.0))
+    assert m.ndcg_ci == pytest.approx((1.0, 1.0))
+
+
+def test_bootstrap_interval() -> None:
+    values = np.r_[np.zeros(50), np.ones(50)]
+    lo, hi = bootstrap_ci(values, resamples=1_000, seed=0)
+    # the mean's standard error is 0.05: the 95% interval is about 0.5 +- 0.098
+    assert lo == pytest.approx(0.40, abs=0.02) and hi == pytest.approx(0.60, abs=0.02)
+    assert bootstrap_ci(values, seed=0) == (lo, hi)
+
+
+# ---- split properties ----------------------------------------------------------------------
+def test_temporal_split_known_cut() -> None:
+    # ten events one minute apart: the 90% quantile is minute 8.1 -> test = the last event
+    rows = [("u1", "a"), ("u2", "a"), ("u1", "b"), ("u2", "b"), ("u1", "c")]
+    rows += [("u2", "c"), ("u1", "d"), ("u2", "d"), ("u1", "e"), ("u1", "f")]
+    sp = split(dataset(pairs(rows)))
+    assert sp.kind == "temporal"
+    assert sp.cutoff == T0 + timedelta(minutes=8, seconds=6)
+    assert sp.test.select("user_id", "show_id").rows() == [("u1", "f")]
+    assert sp.train.height == 9
+
+
+def test_temporal_split_properties() -> None:
+    rng = np.random.default_rng(3)
+    n = 3_000
+    rows = [(f"u{rng.integers(60)}", f"s{rng.integers(80)}") for _ in range(n)]
+    minutes = rng.permutation(n).tolist()
+    sp = split(dataset(pairs(rows, minutes)))
+    expected = T0 + timedelta(minutes=float(np.quantile(np.arange(n), 0.9)))
+    assert sp.cutoff == expected
+    assert sp.train["event_timestamp"].max() < sp.cutoff
+    assert sp.test["event_timestamp"].min() >= sp.cutoff
+    _check_filters(sp)
+
+
+def _check_filters(sp: Split) -> None:
+    seen = set(sp.train.select("user_id", "show_id").rows())
+    test_pairs = sp.test.select("user_id", "show_id").rows()
+    assert test_pairs and not seen.intersection(test_pairs)
+    assert set(sp.test["user_id"]) <= set(sp.train["user_id"])
+    assert len(test_pairs) == len(set(test_pairs))  # duplicates collapsed
+    assert sp.train.select("user_id", "show_id").is_unique().all()
+
+
+def test_random_split_properties_and_determinism() -> None:
+    rng = np.random.default_rng(5)
+    users, shows = rng.integers(400, size=20_000), rng.integers(900, size=20_000)
+    events = pairs([(f"u{u}", f"s{s}") for u, s in zip(users, shows, strict=True)])
+    events = events.with_columns(event_timestamp=pl.lit(T0, dtype=pl.Datetime("us", "UTC")))
+    events = events.unique(subset=["user_id", "show_id"], keep="first", maintain_order=True)
+    ds = dataset(events, timed=False)
+    sp = split(ds)
+    assert sp.kind == "random" and sp.cutoff is None
+    assert sp.train.height / events.height == pytest.approx(0.8, abs=0.01)
+    _check_filters(sp)
+    again = split(ds)
+    assert again.train.equals(sp.train) and again.test.equals(sp.test)
+    other = split(ds, seed=7)
+    assert not other.test.equals(sp.test)
+
+
+def test_duplicates_collapse() -> None:
+    # 20 events one minute apart: the cutoff is minute 17.1, so minutes 18 and 19 are test
+    rows = [("u1", "c")] * 3 + [("u1", f"s{i}") for i in range(15)] + [("u1", "z")] * 2
+    sp = split(dataset(pairs(rows)))
+    assert sp.train.height == 16
+    assert sp.train.filter(pl.col("show_id") == "c")["event_timestamp"].to_list() == [T0]
+    assert sp.test.select("user_id", "show_id").rows() == [("u1", "z")]
+
+
+# ---- peers on a planted world --------------------------------------------------------------
+@pytest.mark.parametrize(
+    "peer",
+    # the planted world has rank 2: two ALS factors find it for any seed (64 overfit 20 items)
+    [ItemKNN(), EASE(EASEConfig(l2=10.0)), EASE(), ALS(ALSConfig(factors=2))],
+    ids=["itemknn", "ease-fixed", "ease-tuned", "als"],
+)
+def test_peers_recommend_within_group(peer) -> None:
+    train = planted_events()
+    users = [f"Au{u}" for u in range(30)] + [f"Bu{u}" for u in range(30)]
+    recs = peer.fit(train).recommend(users, k=3)
+    assert recs.columns == ["user_id", "rank", "show_id", "score"]
+    assert recs.height == 60 * 3
+    assert (recs["user_id"].str.slice(0, 1) == recs["show_id"].str.slice(0, 1)).all()
+    seen = set(train.select("user_id", "show_id").rows())
+    assert not seen.intersection(recs.select("user_id", "show_id").rows())
+    assert recs.group_by("user_id").agg(pl.col("rank").sort()).row(0)[1] == [1, 2, 3]
+
+
+def test_most_popular_known_order() -> None:
+    train = pairs([("u1", "a"), ("u2", "a"), ("u3", "a"), ("u1", "b"), ("u2", "b"), ("u3", "c")])
+    recs = MostPopular().fit(train).recommend(["u3", "u1", "nobody"], k=2)
+    assert recs.filter(pl.col("user_id") == "u3")["show_id"].to_list() == ["b"]
+    assert recs.filter(pl.col("user_id") == "u1")["show_id"].to_list() == ["c"]
+    everything = MostPopular().fit(train).recommend(["u3"], k=2, exclude_seen=False)
+    assert everything["show_id"].to_list() == ["a", "b"]
+    assert everything["score"].to_list() == [3.0, 2.0]
+
+
+def test_ease_closed_form_matches_numpy() -> None:
+    X = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 1], [1, 1, 1, 0], [0, 0, 1, 1]], float)
+    l2 = 2.5
+    P = np.linalg.inv(X.T @ X + l2 * np.eye(4))
+    expected = np.eye(4) - P / np.diag(P)
+    B = ease_weights(X.T @ X, l2)
+    np.testing.assert_allclose(B, expected, atol=1e-12)
+    assert np.allclose(np.diag(B), 0.0)
+    # and through the model: scores = X B, user 0 ranks the unseen item with the larger score
+    rows = [(f"u{u}", f"s{i}") for u, i in zip(*np.nonzero(X), strict=True)]
+    model = EASE(EASEConfig(l2=l2)).fit(pairs(rows))
+    np.testing.assert_allclose(model.B, expected, atol=1e-6)
+    best = int(np.argmax(np.where(X[0] > 0, -np.inf, X[0] @ expected)))
+    assert model.recommend(["u0"], k=1)["show_id"].to_list() == [f"s{best}"]
+
+
+def test_ease_tuning_uses_the_grid() -> None:
+    grid = (1.0, 10.0, 100.0)
+    model = EASE(EASEConfig(grid=grid)).fit(planted_events())
+    assert set(model.validation_ndcg) == set(grid)
+    assert model.l2 == max(grid, key=lambda g: model.validation_ndcg[g])
+
+
+def test_cosine_knn_keeps_top_neighbours() -> None:
+    rows = [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b"), ("u3", "a"), ("u3", "c")]
+    data = Interactions.from_frame(pairs(rows))
+    G = gram(data.X)  # a: 3 users, b: 2 (both with a), c: 1 (with a)
+    np.testing.assert_allclose(G, [[3, 2, 1], [2, 2, 0], [1, 0, 1]])
+    W = cosine_knn(G, neighbours=1).toarray()
+    # column j holds j's single nearest neighbour: a -> b (2/sqrt 6 > 1/sqrt 3), b -> a, c -> a
+    np.testing.assert_allclose(
+        W,
+        [[0, 2 / math.sqrt(6), 1 / math.sqrt(3)], [2 / math.sqrt(6), 0, 0], [0, 0, 0]],
+        rtol=1e-6,
+    )
+    recs = ItemKNN(ItemKNNConfig(neighbours=1)).fit(pairs(rows)).recommend(["u3"], k=1)
+    assert recs["show_id"].to_list() == ["b"]
+
+
+# ---- the report ----------------------------------------------------------------------------
+def test_report_files_and_extra_models(tmp_path: Path) -> None:
+    ds = dataset(planted_events())
+    oracle_calls: list[Split] = []
+
+    def oracle(sp: Split) -> pl.DataFrame:  # a "model" that peeks at the test set
+        oracle_calls.append(sp)
+        return sp.test.select("user_id", "show_id").with_columns(
+            rank=pl.int_range(1, pl.len() + 1).over("user_id")
+        )
+
+    fixed = pl.DataFrame({"user_id": ["Au0"], "rank": [1], "show_id": ["Bs0"]})
+    report = run_peer_evaluation(
+        ds,
+        {"oracle": oracle, "fixed": fixed},
+        tmp_path / "out",
+        peers={"MostPop": MostPopular(), "ItemKNN": ItemKNN()},
+    )
+    assert [r.name for r in report.results] == ["MostPop", "ItemKNN", "oracle", "fixed"]
+    assert report.result("oracle").metrics.ndcg == pytest.approx(1.0)
+    assert report.result("fixed").metrics.hr == 0.0
+    assert report.result("fixed").fit_seconds is None
+    assert len(oracle_calls) == 1 and oracle_calls[0].kind == "temporal"
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["coverage.png", "hr.png", "ndcg.png", "recall.png", "report.json", "report.md"]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| oracle | 1.000 | 1.000 | 1.000 (1.000–1.000) |" in md
+    assert f"test users: {report.split['test_users']}" in md
+    data = report.to_json()
+    assert data["split"]["kind"] == "temporal"
+    assert data["models"][2]["ndcg@10"] == pytest.approx(1.0)
+
+
+# ---- the real benchmark ----------------------------------------------------------------------
+@pytest.mark.slow
+def test_movielens_matches_the_outside_benchmark(tmp_path: Path) -> None:
+    from tvrec.pipelines.adapters import load_raw
+    from tvrec.pipelines.contract import canonicalize
+
+    path = DATASETS / "movielens-100k"
+    if not path.is_dir():
+        pytest.skip(f"shared dataset not available at {path}")
+    ds = canonicalize(load_raw(path, "movielens-100k"))
+    peers = {"MostPop": MostPopular(), "ItemKNN": ItemKNN(), "EASE": EASE()}
+    report = run_peer_evaluation(ds, out_dir=tmp_path, peers=peers)
+    assert report.split["kind"] == "temporal"
+    assert report.result("EASE").metrics.ndcg == pytest.approx(0.211, abs=0.03)
+    assert report.result("MostPop").metrics.ndcg < report.result("ItemKNN").metrics.ndcg
