@@ -212,8 +212,9 @@ def _drop_excluded(
 class FaissCpuIndex(VectorIndex):
     """A faiss CPU index (flat, HNSW or IVF-Flat)."""
 
-    def __init__(self, index: faiss.Index) -> None:
-        super().__init__(index.d, faiss_metric_name(index))
+    def __init__(self, index: faiss.Index, metric: Metric | None = None) -> None:
+        # faiss stores "ip" and "dot" alike; the caller says which one it is
+        super().__init__(index.d, metric or faiss_metric_name(index))
         self._index = index
         self.backend_name = f"faiss-cpu-{faiss_index_type(index)}"
 
@@ -234,8 +235,10 @@ class FaissGpuIndex(VectorIndex):
 
     max_k = GPU_MAX_K
 
-    def __init__(self, cpu_index: faiss.Index, gpu_id: int = 0) -> None:
-        super().__init__(cpu_index.d, faiss_metric_name(cpu_index))
+    def __init__(
+        self, cpu_index: faiss.Index, gpu_id: int = 0, metric: Metric | None = None
+    ) -> None:
+        super().__init__(cpu_index.d, metric or faiss_metric_name(cpu_index))
         if not hasattr(faiss, "StandardGpuResources"):
             raise RuntimeError("this faiss build has no GPU support (install faiss-gpu)")
         kind = faiss_index_type(cpu_index)
@@ -353,30 +356,40 @@ def build_from_plan(vectors: np.ndarray, plan: BackendPlan, cfg: IndexConfig) ->
         return TorchExactIndex(x, cfg.metric, device=plan.device, chunk_mb=cfg.torch_chunk_mb)
     cpu_index = _build_cpu_faiss(x, plan.index_type, cfg)
     if plan.kind == "faiss-gpu":
-        return FaissGpuIndex(cpu_index, plan.gpu_id)
-    return FaissCpuIndex(cpu_index)
+        return FaissGpuIndex(cpu_index, plan.gpu_id, cfg.metric)
+    return FaissCpuIndex(cpu_index, cfg.metric)
 
 
 def place_index(
-    cpu_index: faiss.Index, cfg: IndexConfig | None = None, hw: Hardware | None = None
+    cpu_index: faiss.Index,
+    cfg: IndexConfig | None = None,
+    hw: Hardware | None = None,
+    metric: Metric | None = None,
 ) -> VectorIndex:
-    """Wrap a CPU faiss index (e.g. read from disk) on the backend this machine would pick."""
+    """Wrap a CPU faiss index (e.g. read from disk) on the backend this machine would pick.
+
+    `metric` tells "dot" from "ip" (faiss stores both as inner product); None: from faiss.
+    """
     cfg = cfg or IndexConfig()
     kind = faiss_index_type(cpu_index)
     plan = choose_backend(int(cpu_index.ntotal), cfg, hw)
-    return place_on_plan(cpu_index, BackendPlan(plan.kind, kind, plan.device, plan.gpu_id), cfg)
+    return place_on_plan(
+        cpu_index, BackendPlan(plan.kind, kind, plan.device, plan.gpu_id), cfg, metric
+    )
 
 
-def place_on_plan(cpu_index: faiss.Index, plan: BackendPlan, cfg: IndexConfig) -> VectorIndex:
+def place_on_plan(
+    cpu_index: faiss.Index, plan: BackendPlan, cfg: IndexConfig, metric: Metric | None = None
+) -> VectorIndex:
     """Tune a CPU faiss index's search knobs and move it where `plan` says."""
     tune_search(cpu_index, cfg)
+    metric = metric or faiss_metric_name(cpu_index)
     if plan.kind == "torch":
         vectors = cpu_vectors(cpu_index)  # (n, d), already normalised for "ip"
-        metric = faiss_metric_name(cpu_index)
         return TorchExactIndex(vectors, metric, device=plan.device, chunk_mb=cfg.torch_chunk_mb)
     if plan.kind == "faiss-gpu" and faiss_index_type(cpu_index) != "hnsw":
-        return FaissGpuIndex(cpu_index, plan.gpu_id)
-    return FaissCpuIndex(cpu_index)  # CPU profile, or HNSW (no GPU version in faiss)
+        return FaissGpuIndex(cpu_index, plan.gpu_id, metric)
+    return FaissCpuIndex(cpu_index, metric)  # CPU profile, or HNSW (no GPU version in faiss)
 
 
 # ----------------------------------------------------------------------------- faiss helpers

@@ -256,8 +256,7 @@ def load_index(
     ids = _read_ids(path)
     cpu_index = _read_faiss(path)
     _check_consistent(path, manifest, ids, cpu_index)
-    index = place_index(cpu_index, cfg, hw)
-    index._metric = manifest.metric  # faiss stores "ip" and "dot" alike; the manifest knows
+    index = place_index(cpu_index, cfg, hw, metric=manifest.metric)
     return ShowIndex(index=index, ids=ids, manifest=manifest)
 
 

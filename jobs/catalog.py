@@ -54,16 +54,21 @@ class TableVersion:
 
 
 class Catalog:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, lock_timeout: float = 30.0) -> None:
         self.root = Path(root)
         self.path = self.root / "catalog.duckdb"
+        self.lock_timeout = lock_timeout  # seconds to wait for another process's connection
 
     @contextlib.contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(self.path))
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection. DuckDB lets one process at a time open the file, so a
+        writer and a reader (`tvrec query`) that collide wait and retry instead of failing."""
+        if not read_only:
+            self.root.mkdir(parents=True, exist_ok=True)
+        con = _connect_with_retry(self.path, read_only, self.lock_timeout)
         try:
-            con.execute(SCHEMA)
+            if not read_only:
+                con.execute(SCHEMA)
             yield con
         finally:
             con.close()
@@ -144,7 +149,7 @@ class Catalog:
     def versions(self, name: str | None = None) -> list[TableVersion]:
         if not self.path.exists():
             return []
-        with self.connect() as con:
+        with self.connect(read_only=True) as con:
             rows = con.execute(
                 """SELECT v.table_name, v.version, v.path, v.created_at, v.n_rows,
                           v.model_version, v.as_of, c.version IS NOT NULL
@@ -213,10 +218,25 @@ class Catalog:
     def runs(self, limit: int = 10) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        with self.connect() as con:
+        with self.connect(read_only=True) as con:
             cur = con.execute("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", [limit])
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
+def _connect_with_retry(path: Path, read_only: bool, timeout: float = 30.0
+                        ) -> duckdb.DuckDBPyConnection:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise ConfigError(f"{path}: catalogue is locked by another process ({exc})"
+                                  ) from exc
+            time.sleep(0.05)
 
 
 def _pause_for_tests() -> None:

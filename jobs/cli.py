@@ -375,6 +375,49 @@ def export_user_topk(
     out.print(f"wrote {frame.height:,} rows to {out_file}")
 
 
+@app.command()
+@user_errors
+def evaluate(
+    data: Annotated[Path, typer.Option("--data", help="Dataset directory to evaluate on.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help=FORMATS_HELP)] = "contract",
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Report directory (default <workdir>/reports/<dataset>)."),
+    ] = None,
+    workdir: WorkdirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score tvrec's published top-k and its peers (MostPop, ItemKNN, EASE, ALS) on one split."""
+    from tvrec.jobs.evaluate import evaluate as run_evaluation
+    from tvrec.jobs.evaluation import markdown
+    from tvrec.pipelines.adapters import load_raw
+    from tvrec.pipelines.contract import canonicalize
+
+    settings = _settings(workdir)
+    ds = canonicalize(load_raw(data, fmt))
+    target = out_dir or settings.workdir / "reports" / ds.name
+    report = run_evaluation(ds, settings, target)
+    if as_json:
+        _print_json(report.to_json())
+        return
+    out.print(markdown(report))
+    out.print(f"report and plots in {target}")
+
+
+def _register_light_commands() -> None:
+    """`tvrec query` answers from the index and published tables only (no torch/Feast)."""
+    from tvrec.jobs.query import query_command
+
+    app.command(
+        "query",
+        help="Recommendations for a user, similar shows, or a text query, "
+        "from the published tables and the FAISS index.",
+    )(query_command)
+
+
+_register_light_commands()
+
+
 def main() -> None:
     app()
 

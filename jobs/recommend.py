@@ -20,7 +20,7 @@ import polars as pl
 from tvrec.index import IndexConfig, ShowIndex, make_show_index, save_index
 from tvrec.jobs.catalog import Catalog
 from tvrec.jobs.train import load_current_model
-from tvrec.models.base import Recommender
+from tvrec.models.base import ModelManifest, Recommender
 from tvrec.pipelines.ingest import read_lake
 from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.workdir import Workdir
@@ -109,7 +109,7 @@ def recommend_stage(
     )
 
 
-def _index(vectors: np.ndarray, ids: list[str], manifest, metric: str) -> ShowIndex:  # noqa: ANN001
+def _index(vectors: np.ndarray, ids: list[str], manifest: ModelManifest, metric: str) -> ShowIndex:
     return make_show_index(
         np.ascontiguousarray(vectors, dtype=np.float32),
         ids,

@@ -62,3 +62,17 @@ def shared_dataset(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared dataset {name} not available at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def served_workdir(built_workdir: Workdir) -> Workdir:
+    """`built_workdir` after training the collaborative model and publishing top-k tables."""
+    from tvrec.jobs.recommend import recommend_stage
+    from tvrec.jobs.train import train_stage
+    from tvrec.pipelines.progress import StageLog
+
+    settings = Settings.load(built_workdir.root)
+    log = StageLog(quiet=True)
+    train_stage(built_workdir, settings, "collaborative", log=log)
+    recommend_stage(built_workdir, k=20, log=log)
+    return built_workdir

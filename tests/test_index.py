@@ -368,3 +368,29 @@ def test_torch_backend_on_cuda_equals_flat() -> None:
     index = build_from_plan(x, BackendPlan("torch", "flat", "cuda:0"), cfg)
     _, want = build_index(x, CPU).search(q, 10)
     assert recall_at(index.search(q, 10)[1], want) >= 0.99
+
+
+def test_dot_metric_keeps_raw_inner_products(tmp_path: Path) -> None:
+    """Models that fold a bias into their vectors need raw inner products, not cosines."""
+    from tvrec.index import IndexConfig, load_index, make_show_index, save_index
+
+    rng = np.random.default_rng(5)
+    shows = rng.normal(size=(300, 9)).astype(np.float32)  # (n_shows, dim)
+    users = rng.normal(size=(7, 9)).astype(np.float32)  # (n_users, dim)
+    expected = users @ shows.T  # (n_users, n_shows)
+    ids = [f"s{i}" for i in range(300)]
+    built = make_show_index(
+        shows,
+        ids,
+        model_name="m",
+        model_version="v",
+        feature_service="f",
+        data_snapshot="d",
+        as_of="2024-01-01T00:00:00+00:00",
+        cfg=IndexConfig(metric="dot", device="cpu"),
+    )
+    save_index(built, tmp_path / "idx")
+    for index in (built, load_index(tmp_path / "idx", cfg=IndexConfig(device="cpu"))):
+        scores, rows = index.index.search(users, 5)
+        np.testing.assert_array_equal(rows, np.argsort(-expected, axis=1)[:, :5])
+        np.testing.assert_allclose(scores, np.sort(expected, axis=1)[:, ::-1][:, :5], rtol=1e-5)
