@@ -224,8 +224,9 @@ class Catalog:
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
 
-def _connect_with_retry(path: Path, read_only: bool, timeout: float = 30.0
-                        ) -> duckdb.DuckDBPyConnection:
+def _connect_with_retry(
+    path: Path, read_only: bool, timeout: float = 30.0
+) -> duckdb.DuckDBPyConnection:
     import time
 
     deadline = time.monotonic() + timeout
@@ -234,8 +235,9 @@ def _connect_with_retry(path: Path, read_only: bool, timeout: float = 30.0
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise ConfigError(f"{path}: catalogue is locked by another process ({exc})"
-                                  ) from exc
+                raise ConfigError(
+                    f"{path}: catalogue is locked by another process ({exc})"
+                ) from exc
             time.sleep(0.05)
 
 

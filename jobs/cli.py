@@ -234,7 +234,12 @@ def run(
         typer.Option("--data", help="Dataset to ingest first (default: keep the current lake)."),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help=FORMATS_HELP)] = "contract",
-    k: Annotated[int, typer.Option("-k", min=1, help="Recommendations per user/show.")] = 50,
+    k: Annotated[
+        int | None,
+        typer.Option(
+            "-k", min=1, help="Recommendations per user/show (default: models.k in tvrec.toml, 50)."
+        ),
+    ] = None,
     workdir: WorkdirOpt = None,
     as_of: AsOfOpt = None,
     as_json: JsonOpt = False,
@@ -263,7 +268,10 @@ def run(
 @app.command()
 @user_errors
 def train(
-    stage: Annotated[str, typer.Option("--stage", help="Model to train.")] = "collaborative",
+    stage: Annotated[
+        str,
+        typer.Option("--stage", help="Model to train: collaborative, multimodal or contrastive."),
+    ] = "collaborative",
     workdir: WorkdirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -294,14 +302,23 @@ def train(
 @user_errors
 def recommend(
     k: Annotated[int, typer.Option("-k", min=1, help="Recommendations per user/show.")] = 50,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Trained model to serve (default: models.serve in tvrec.toml)."
+        ),
+    ] = None,
     workdir: WorkdirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Index the current model and publish top-k tables for every user and show."""
+    """Serve a trained model: index it and publish top-k tables for every user and show."""
     from tvrec.jobs.recommend import recommend_stage
     from tvrec.pipelines.workdir import Workdir
 
-    summary = recommend_stage(Workdir(_settings(workdir).workdir), k=k)
+    settings = _settings(workdir)
+    summary = recommend_stage(
+        Workdir(settings.workdir), k=k, model_name=model or settings.models.serve
+    )
     if as_json:
         _print_json(summary.to_json())
         return
@@ -402,6 +419,15 @@ def evaluate(
         return
     out.print(markdown(report))
     out.print(f"report and plots in {target}")
+
+
+def _register_schedule() -> None:
+    from tvrec.jobs.scheduler import schedule_app
+
+    app.add_typer(schedule_app, name="schedule")
+
+
+_register_schedule()
 
 
 def _register_light_commands() -> None:

@@ -23,9 +23,14 @@ from tvrec.pipelines.progress import StageLog
 
 
 def tvrec_pipeline_topk(
-    ds: Dataset, settings: Settings, k: int = 10, quiet: bool = True
+    ds: Dataset,
+    settings: Settings,
+    model: str = "collaborative",
+    k: int = 10,
+    quiet: bool = True,
 ) -> Callable[[Split], pl.DataFrame]:
-    """A callable for `run_peer_evaluation`: run tvrec on the split's train part."""
+    """A callable for `run_peer_evaluation`: run tvrec (serving `model`) on the split's train
+    part and return the top-k table it publishes."""
 
     def run(sp: Split) -> pl.DataFrame:
         from tvrec.jobs.recommend import recommend_stage
@@ -46,8 +51,8 @@ def tvrec_pipeline_topk(
             eval_settings = settings.model_copy(update={"workdir": wd.root})
             log = StageLog(quiet=quiet)
             build_features(wd, eval_settings, as_of=as_of, log=log)
-            train_stage(wd, eval_settings, "collaborative", log=log)
-            recommend_stage(wd, k=k, log=log)
+            train_stage(wd, eval_settings, model, log=log)
+            recommend_stage(wd, k=k, log=log, model_name=model)
             return Catalog(wd.root).read_current("user_topk").select("user_id", "rank", "show_id")
 
     return run

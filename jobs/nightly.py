@@ -21,7 +21,7 @@ def run_nightly(
     source: Path | None,
     fmt: str = "contract",
     as_of: datetime | None = None,
-    k: int = 50,
+    k: int | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Run every stage; returns the run record. Raises (after recording the failure)."""
@@ -87,7 +87,13 @@ def run_nightly(
             raise
 
 
-def scheduled_run(workdir: str, source: str | None, fmt: str = "contract") -> dict[str, Any]:
+def _final_metrics(history: dict[str, Any]) -> dict[str, Any]:
+    """Last value of each per-epoch curve, scalars as they are."""
+    return {k: (v[-1] if isinstance(v, list) and v else v) for k, v in history.items()}
+
+
+def scheduled_run(
+    settings: Settings, source: Path | str | None, fmt: str = "contract"
+) -> dict[str, Any]:
     """What the scheduler fires: a nightly run over the newest data (as-of: its last event)."""
-    settings = Settings.load(workdir)
     return run_nightly(settings, Path(source) if source else None, fmt, quiet=True)

@@ -19,7 +19,7 @@ import polars as pl
 
 from tvrec.index import IndexConfig, ShowIndex, make_show_index, save_index
 from tvrec.jobs.catalog import Catalog
-from tvrec.jobs.train import load_current_model
+from tvrec.jobs.train import load_current_model, serve_model
 from tvrec.models.base import ModelManifest, Recommender
 from tvrec.pipelines.ingest import read_lake
 from tvrec.pipelines.progress import StageLog
@@ -49,11 +49,18 @@ class RecommendSummary:
 
 
 def recommend_stage(
-    wd: Workdir, k: int = 50, log: StageLog | None = None, run_id: str | None = None
+    wd: Workdir,
+    k: int = 50,
+    log: StageLog | None = None,
+    run_id: str | None = None,
+    model_name: str | None = None,
 ) -> RecommendSummary:
+    """Serve `model_name` (default: the one served now) and publish its top-k tables."""
     import time
 
     log = log or StageLog()
+    if model_name is not None:
+        serve_model(wd, model_name)
     model = load_current_model(wd)
     manifest = model.manifest
     assert manifest is not None
@@ -67,7 +74,8 @@ def recommend_stage(
     users = _users(lake.events, lake.users, as_of)
     with log.stage(f"recommend for {len(users):,} users"):
         t0 = time.perf_counter()
-        user_topk = _user_topk(model, user_index, users, upcoming, k)
+        seen = _seen(lake.events, users, ids, as_of)
+        user_topk = _user_topk(model, user_index, users, [s | upcoming for s in seen], k)
         rate = len(users) / max(time.perf_counter() - t0, 1e-9)
     with log.stage("similar shows"):
         show_index = _index(vectors[:, :-1], ids, manifest, "ip")  # cosine, bias left out
@@ -134,15 +142,32 @@ def _users(events: pl.DataFrame, users: pl.DataFrame, as_of: datetime) -> list[s
     return sorted(set(seen.to_list()) | set(users["user_id"].to_list()))
 
 
+def _seen(
+    events: pl.DataFrame, users: list[str], ids: list[str], as_of: datetime
+) -> list[set[int]]:
+    """Show rows each user watched before the as-of time (never recommended again)."""
+    rows = pl.DataFrame({"show_id": ids, "row": np.arange(len(ids))})
+    watched = (
+        events.filter(pl.col("event_timestamp") < as_of)
+        .select("user_id", "show_id")
+        .unique()
+        .join(rows, on="show_id")
+        .group_by("user_id")
+        .agg("row")
+    )
+    by_user = dict(zip(watched["user_id"].to_list(), watched["row"].to_list(), strict=True))
+    return [set(by_user.get(u, [])) for u in users]
+
+
 def _user_topk(
-    model: Recommender, index: ShowIndex, users: list[str], upcoming: set[int], k: int
+    model: Recommender, index: ShowIndex, users: list[str], exclude: list[set[int]], k: int
 ) -> pl.DataFrame:
+    """Top-k per user by batched index search; `exclude[i]`: rows user i must not get."""
     parts = []
     for start in range(0, len(users), BATCH):
         chunk = users[start : start + BATCH]
         queries = model.user_embeddings(chunk)  # (chunk, dim)
-        exclude = [s | upcoming for s in model.seen(chunk)]  # type: ignore[attr-defined]
-        scores, rows = index.index.search(queries, k, exclude)  # (chunk, k) each
+        scores, rows = index.index.search(queries, k, exclude[start : start + BATCH])
         parts.append(_frame("user_id", chunk, "show_id", index.ids, scores, rows))
     return pl.concat(parts)
 

@@ -1,11 +1,17 @@
-"""`tvrec train`: fit a model from its Feast training set and publish it as the current model.
+"""`tvrec train`: fit a model from its Feast training set and publish it.
 
-<workdir>/model -> .versions/model-...   weights + manifest.json of the current model
+    <workdir>/models/<name> -> .versions/models-<name>-...   each trained model (weights + manifest)
+    <workdir>/model         -> a copy of the served one (what the index and tables came from)
+
+Models are registered by name in MODELS (module:Class), loaded lazily so that a stage only
+imports what it trains.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -18,7 +24,19 @@ from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.training import training_set
 from tvrec.pipelines.workdir import Workdir
 
-STAGES = ("collaborative",)
+MODELS: dict[str, str] = {
+    "collaborative": "tvrec.models.collaborative:CollaborativeModel",
+    "multimodal": "tvrec.models.multimodal:MultimodalModel",
+    "contrastive": "tvrec.models.contrastive:ContrastiveModel",
+}
+SERVED = "model"
+
+
+def model_class(name: str) -> type[Recommender]:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    module, cls = MODELS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def lake_snapshot(wd: Workdir) -> str:
@@ -30,46 +48,47 @@ def lake_snapshot(wd: Workdir) -> str:
     return digest.hexdigest()
 
 
-def new_model(stage: str, settings: Settings) -> Recommender:
-    """The model behind a training stage, on the hardware profile the settings pick."""
-    from tvrec.models.runtime import Runtime
-
-    runtime = Runtime.detect(settings.hardware.profile)
-    if stage == "collaborative":
-        from tvrec.models.collaborative import CollaborativeModel
-
-        return CollaborativeModel(runtime=runtime)
-    raise ConfigError(f"unknown training stage {stage!r}; available: {', '.join(STAGES)}")
+def training_data(wd: Workdir, feature_service: str, negatives: int = 0) -> TrainingData:
+    """The point-in-time training set of a FeatureService, as of the current feature build."""
+    as_of = datetime.fromisoformat(read_manifest(wd)["as_of"])
+    frame = training_set(wd, feature_service, as_of=as_of, negatives=negatives)
+    shows = read_lake(wd).shows["show_id"].to_list()
+    return TrainingData(frame, feature_service, as_of, lake_snapshot(wd), shows, wd.root)
 
 
 def train_stage(
     wd: Workdir, settings: Settings, stage: str = "collaborative", log: StageLog | None = None
 ) -> ModelManifest:
+    """Train model `stage` and publish it under models/<stage>."""
+    from tvrec.models.runtime import Runtime
+
     log = log or StageLog()
-    model = new_model(stage, settings)
-    as_of = datetime.fromisoformat(read_manifest(wd)["as_of"])
+    cls = model_class(stage)
+    model = cls.create(Runtime.detect(settings.hardware.profile))
     with log.stage(f"training set ({model.feature_service})"):
-        frame = training_set(wd, model.feature_service, as_of=as_of, negatives=0)
-        data = TrainingData(
-            frame,
-            model.feature_service,
-            as_of,
-            lake_snapshot(wd),
-            read_lake(wd).shows["show_id"].to_list(),
-        )
+        data = training_data(wd, model.feature_service, negatives=model.negatives)
     with log.stage(f"train {stage}"):
         model.fit(data)
-    with wd.publish("model") as staging:
+    with wd.publish(f"models/{stage}") as staging:
         model.save(staging)
     assert model.manifest is not None
     return model.manifest
 
 
-def load_current_model(wd: Workdir) -> Recommender:
-    path = wd.require("model", "run `tvrec train` or `tvrec run` first")
-    manifest = ModelManifest.read(Path(path))
-    if manifest.model_name == "collaborative":
-        from tvrec.models.collaborative import CollaborativeModel
+def serve_model(wd: Workdir, name: str) -> ModelManifest:
+    """Make trained model `name` the served one (copied, so retraining never pulls it away)."""
+    source = wd.require(f"models/{name}", f"train it first: `tvrec train --stage {name}`")
+    with wd.publish(SERVED) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+    return ModelManifest.read(wd.root / SERVED)
 
-        return CollaborativeModel.load(path)
-    raise ConfigError(f"{path}: unknown model {manifest.model_name!r}")
+
+def load_model(directory: Path) -> Recommender:
+    manifest = ModelManifest.read(directory)
+    return model_class(manifest.model_name).load(directory)
+
+
+def load_current_model(wd: Workdir) -> Recommender:
+    """The served model (what `tvrec recommend` indexed)."""
+    path = wd.require(SERVED, "run `tvrec recommend` or `tvrec run` first")
+    return load_model(Path(path))

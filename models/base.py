@@ -56,6 +56,12 @@ class TrainingData:
     as_of: datetime
     data_snapshot: str
     show_ids: list[str]  # the whole catalogue, so unseen shows still get an embedding
+    workdir: Path | None = None  # for side tables: lake text, graph edge tables
+
+    def positives(self) -> pd.DataFrame:
+        """Unique watched (user_id, show_id) pairs with their first event_timestamp."""
+        pos = self.frame.loc[self.frame["label"] == 1, ["user_id", "show_id", "event_timestamp"]]
+        return pos.sort_values("event_timestamp").drop_duplicates(["user_id", "show_id"])
 
 
 class Recommender(ABC):
@@ -63,8 +69,14 @@ class Recommender(ABC):
 
     name: ClassVar[str]
     feature_service: ClassVar[str]
+    negatives: ClassVar[int] = 0  # sampled negatives per positive wanted in the training set
 
     manifest: ModelManifest | None = None
+
+    @classmethod
+    def create(cls, runtime: Any) -> Recommender:
+        """A fresh, untrained model on this runtime (the hardware profile)."""
+        return cls(runtime=runtime)  # type: ignore[call-arg]
 
     @abstractmethod
     def fit(self, data: TrainingData) -> dict[str, Any]:

@@ -156,10 +156,6 @@ class CollaborativeModel(Recommender):
     def known_users(self) -> list[str]:
         return sorted(self.histories)
 
-    def seen(self, user_ids: list[str]) -> list[set[int]]:
-        """Show rows each user watched before the as-of time (to exclude from top-k)."""
-        return [set(self.histories.get(u, [])) for u in user_ids]
-
     def _net(self) -> CollaborativeNet:
         if self.net is None:
             raise RuntimeError("model is not fitted")

@@ -38,10 +38,19 @@ class HardwareSettings(Strict):
     profile: Literal["auto", "cpu", "gpu"] = "auto"
 
 
+class ModelSettings(Strict):
+    """Which models the nightly job trains, and which one serves the top-k tables."""
+
+    train: tuple[str, ...] = ("collaborative",)
+    serve: str = "collaborative"
+    k: int = Field(50, ge=1, description="recommendations per user and per show")
+
+
 class Settings(Strict):
     workdir: Path = Path(DEFAULT_WORKDIR)
     features: FeatureSettings = FeatureSettings()
     hardware: HardwareSettings = HardwareSettings()
+    models: ModelSettings = ModelSettings()
 
     @classmethod
     def load(cls, workdir: Path | str | None = None) -> Settings:

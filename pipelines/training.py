@@ -106,3 +106,21 @@ def training_set(
     return out.sort_values(
         ["event_timestamp", "user_id", "label"], ascending=[True, True, False], ignore_index=True
     )
+
+
+def entity_features(
+    workdir: Workdir, service: str, entity: str, ids: list[str], as_of: datetime
+) -> pd.DataFrame:
+    """Feature values of each show (entity="show_id") or user ("user_id") as of `as_of`,
+    through Feast's point-in-time join with the FeatureService `service`."""
+    import pandas as pd
+
+    rows = pd.DataFrame({entity: ids, "event_timestamp": pd.Timestamp(as_of)})
+    other = "user_id" if entity == "show_id" else "show_id"
+    fs = feature_store(workdir.root)
+    views = [p.name for p in fs.get_feature_service(service).feature_view_projections]
+    keys = {fv.name: fv.join_keys for fv in fs.list_feature_views() if fv.name in views}
+    if any(other in k for k in keys.values()):  # services mixing entities: drop the other's
+        rows[other] = ""
+    out = historical_features(fs, rows, service)
+    return out.set_index(entity).loc[ids].reset_index()

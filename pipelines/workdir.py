@@ -70,7 +70,8 @@ class Workdir:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         versions = self.root / VERSIONS
         created_versions = not versions.exists()
-        staging = versions / f"{area}-{stamp}-{uuid.uuid4().hex[:6]}"
+        flat = area.replace("/", "-")  # nested areas (models/multimodal) version flat
+        staging = versions / f"{flat}-{stamp}-{uuid.uuid4().hex[:6]}"
         times = {
             d: (d.stat().st_atime_ns, d.stat().st_mtime_ns)
             for d in (self.root, versions)
@@ -93,9 +94,10 @@ class Workdir:
 
     def _swap_link(self, area: str, target: Path) -> None:
         link = self.root / area
+        link.parent.mkdir(parents=True, exist_ok=True)
         previous = link.resolve() if link.is_symlink() else None
-        tmp = self.root / f".{area}.link-{uuid.uuid4().hex[:6]}"
-        os.symlink(os.path.relpath(target, self.root), tmp)
+        tmp = link.parent / f".{link.name}.link-{uuid.uuid4().hex[:6]}"
+        os.symlink(os.path.relpath(target, link.parent), tmp)
         os.replace(tmp, link)  # atomic on POSIX: readers see old or new, never neither
         if previous is not None and previous != target.resolve():
             shutil.rmtree(previous, ignore_errors=True)

@@ -74,5 +74,5 @@ def served_workdir(built_workdir: Workdir) -> Workdir:
     settings = Settings.load(built_workdir.root)
     log = StageLog(quiet=True)
     train_stage(built_workdir, settings, "collaborative", log=log)
-    recommend_stage(built_workdir, k=20, log=log)
+    recommend_stage(built_workdir, k=20, log=log, model_name="collaborative")
     return built_workdir

@@ -1,0 +1,163 @@
+"""Content inputs shared by the content models (multimodal transformer, contrastive encoder).
+
+What a show *is*, as tensors, read point in time:
+- metadata and the MiniLM text embedding from the model's Feast FeatureService, joined as of
+  the training set's as-of time (`entity_features`);
+- cast and crew from the graph edge tables written beside the features;
+- raw "title. description" text from the lake, for fine-tuning a text encoder (GPU profile).
+And what users did: each user's recent shows, and co-watched show pairs, from the positives
+of the training set (never from a side channel).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import torch
+
+from tvrec.models.base import TrainingData
+from tvrec.pipelines.workdir import Workdir
+
+UNKNOWN = 0  # id 0 in every vocabulary: missing / unseen in training
+
+
+@dataclass
+class ShowContent:
+    """Per-show inputs, row i = show_ids[i]. Padded id lists use 0 as padding/unknown."""
+
+    show_ids: list[str]
+    text: torch.Tensor  # (n_shows, text_dim) float32, L2-normalised MiniLM embedding
+    genres: torch.Tensor  # (n_shows, max_genres) long
+    platforms: torch.Tensor  # (n_shows, max_platforms) long
+    network: torch.Tensor  # (n_shows,) long
+    age_rating: torch.Tensor  # (n_shows,) long
+    show_type: torch.Tensor  # (n_shows,) long
+    language: torch.Tensor  # (n_shows,) long
+    year_bucket: torch.Tensor  # (n_shows,) long: 0 unknown, else 5-year buckets
+    seasons_bucket: torch.Tensor  # (n_shows,) long: 0 unknown, 1, 2, 3-4, 5+
+    runtime_bucket: torch.Tensor  # (n_shows,) long: 0 unknown, <=25, <=45, <=70, longer
+    people: torch.Tensor  # (n_shows, max_people) long, ids from `person_vocab`
+    raw_text: list[str] = field(default_factory=list)
+    person_vocab: dict[str, int] = field(default_factory=dict)
+    vocab_sizes: dict[str, int] = field(default_factory=dict)  # embedding table sizes
+
+    def rows(self, show_ids: list[str]) -> list[int]:
+        pos = {s: i for i, s in enumerate(self.show_ids)}
+        return [pos[s] for s in show_ids]
+
+
+def _pad(lists: list[list[int]], width: int | None = None) -> torch.Tensor:
+    width = width or max((len(x) for x in lists), default=1) or 1
+    out = torch.zeros(len(lists), width, dtype=torch.long)  # (n, width)
+    for i, ids in enumerate(lists):
+        ids = [int(v) for v in ids][:width]
+        if ids:
+            out[i, : len(ids)] = torch.tensor(ids)
+    return out
+
+
+def _bucket(values: pd.Series, edges: list[float]) -> torch.Tensor:
+    """0 for unknown (null or negative), else 1 + the bucket index."""
+    v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    out = np.where(np.isnan(v) | (v < 0), 0, 1 + np.searchsorted(edges, v, side="right"))
+    return torch.as_tensor(out, dtype=torch.long)
+
+
+def load_show_content(
+    data: TrainingData,
+    service: str,
+    person_vocab: dict[str, int] | None = None,
+    max_people: int = 12,
+) -> ShowContent:
+    """Every catalogue show's content as of the training set's as-of time.
+
+    `person_vocab` (person_id -> id) comes from training; None builds it from the people of
+    shows that have viewers in the training set, so people seen only on unwatched shows map to
+    the shared unknown id — what a new show's cast looks like to a trained model.
+    """
+    from tvrec.pipelines.training import entity_features
+
+    assert data.workdir is not None, "content models need the work directory"
+    wd = Workdir(data.workdir)
+    feats = entity_features(wd, service, "show_id", data.show_ids, data.as_of)
+    meta = lambda c: feats[f"show_metadata__{c}"]  # noqa: E731
+    credits = _credits(wd.features / "graph" / "show_person.parquet")
+    if person_vocab is None:
+        watched = set(data.positives()["show_id"])
+        people = sorted({p for s, ps in credits.items() if s in watched for p in ps})
+        person_vocab = {p: i + 1 for i, p in enumerate(people)}
+    vocab_meta = json.loads((wd.features / "vocab.json").read_text())
+    year = meta("year").where(meta("year") > 0)
+    return ShowContent(
+        show_ids=list(data.show_ids),
+        text=torch.tensor(
+            np.stack(feats["show_text__text_embedding"].to_numpy()), dtype=torch.float32
+        ),
+        genres=_pad(list(meta("genre_ids"))),
+        platforms=_pad(list(meta("platform_ids"))),
+        network=torch.as_tensor(meta("network_id").to_numpy(), dtype=torch.long),
+        age_rating=torch.as_tensor(meta("age_rating_id").to_numpy(), dtype=torch.long),
+        show_type=torch.as_tensor(meta("type_id").to_numpy(), dtype=torch.long),
+        language=torch.as_tensor(meta("language_id").to_numpy(), dtype=torch.long),
+        year_bucket=_bucket(year, [1960, 1980, 1990, 2000, 2005, 2010, 2015, 2020, 2025]),
+        seasons_bucket=_bucket(meta("seasons").where(meta("seasons") > 0), [1, 2, 4]),
+        runtime_bucket=_bucket(
+            meta("runtime_minutes").where(meta("runtime_minutes") > 0), [25, 45, 70]
+        ),
+        people=_pad(
+            [[person_vocab.get(p, UNKNOWN) for p in credits.get(s, [])] for s in data.show_ids],
+            max_people,
+        ),
+        raw_text=_raw_text(wd, data.show_ids),
+        person_vocab=person_vocab,
+        vocab_sizes={k: len(v) + 1 for k, v in vocab_meta.items() if isinstance(v, list)}
+        | {"people": len(person_vocab) + 1, "year": 11, "seasons": 5, "runtime": 5},
+    )
+
+
+def _credits(path: Path) -> dict[str, list[str]]:
+    if not path.exists():
+        return {}
+    edges = pl.read_parquet(path).group_by("show_id", maintain_order=True).agg("person_id")
+    return dict(zip(edges["show_id"].to_list(), edges["person_id"].to_list(), strict=True))
+
+
+def _raw_text(wd: Workdir, show_ids: list[str]) -> list[str]:
+    shows = pl.read_parquet(wd.lake / "shows.parquet", columns=["show_id", "title", "description"])
+    text = dict(
+        zip(
+            shows["show_id"],
+            (shows["title"] + ". " + shows["description"].fill_null("")).to_list(),
+            strict=True,
+        )
+    )
+    return [text.get(s, "") for s in show_ids]
+
+
+def user_histories(data: TrainingData, max_len: int = 50) -> dict[str, list[str]]:
+    """Each user's most recent `max_len` distinct shows (oldest first) before the as-of."""
+    pos = data.positives().sort_values("event_timestamp")
+    return {u: g.tolist()[-max_len:] for u, g in pos.groupby("user_id")["show_id"]}
+
+
+def cowatch_pairs(data: TrainingData, max_per_user: int = 30, seed: int = 0) -> pd.DataFrame:
+    """(show_a, show_b) pairs watched by the same user: positives for show-show objectives.
+
+    Each user contributes pairs among at most `max_per_user` of their shows (consecutive in
+    watch order, so pairs reflect taste at one time), bounding the quadratic blow-up.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _, g in data.positives().sort_values("event_timestamp").groupby("user_id")["show_id"]:
+        shows = g.tolist()
+        if len(shows) > max_per_user:
+            start = rng.integers(0, len(shows) - max_per_user + 1)
+            shows = shows[start : start + max_per_user]
+        rows.extend(itertools.pairwise(shows))
+    return pd.DataFrame(rows, columns=["show_a", "show_b"])
