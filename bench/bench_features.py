@@ -1,7 +1,7 @@
 """Wall time and peak memory of ingest + features build, on the demo world and the anime set.
 
-Each dataset runs in its own child process so that peak RSS (getrusage of the child) belongs to
-that run alone. Prints a Markdown table; `--json` prints the raw figures.
+Each dataset runs in its own child process, which reports its own peak RSS (getrusage), so
+the figure belongs to that run alone. Prints a Markdown table; `--json` prints the raw figures.
 
     python bench/bench_features.py [--datasets demo,anime] [--repeat 1]
 """
@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 
 CHILD = r"""
-import json, sys, time
+import json, resource, sys, time
 from pathlib import Path
 from tvrec.pipelines.config import Settings
 from tvrec.pipelines.ingest import ingest
@@ -44,7 +43,9 @@ t0 = time.perf_counter()
 with log.stage("ingest"):
     summary = ingest(Path(src), fmt, wd)
 build = build_features(wd, Settings.load(wd.root), log=log)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
 print(json.dumps({"generate_s": gen, "ingest_features_s": time.perf_counter() - t0,
+                  "peak_rss_mib": peak,
                   "stages": log.seconds, "rows": summary.rows, "feature_rows": build.rows}))
 """
 
@@ -61,7 +62,6 @@ def run_one(name: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "work"
         source = str(src) if src else str(Path(tmp) / "world")
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         proc = subprocess.run(
             [sys.executable, "-c", CHILD, source, fmt, str(work)],
             capture_output=True,
@@ -70,10 +70,7 @@ def run_one(name: str) -> dict:
         )
         if proc.returncode != 0:
             raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        result["peak_rss_mib"] = max(peak_kib, before) / 1024
-        return result
+        return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

@@ -401,6 +401,9 @@ def evaluate(
         Path | None,
         typer.Option("--out", help="Report directory (default <workdir>/reports/<dataset>)."),
     ] = None,
+    models: Annotated[
+        str, typer.Option("--models", help="tvrec models to evaluate, each alone, comma-separated.")
+    ] = "collaborative",
     workdir: WorkdirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -413,12 +416,40 @@ def evaluate(
     settings = _settings(workdir)
     ds = canonicalize(load_raw(data, fmt))
     target = out_dir or settings.workdir / "reports" / ds.name
-    report = run_evaluation(ds, settings, target)
+    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    from tvrec.jobs.train import model_class
+
+    for name in names:
+        model_class(name)  # unknown names fail before any work
+    report = run_evaluation(ds, settings, target, models=names)
     if as_json:
         _print_json(report.to_json())
         return
     out.print(markdown(report))
     out.print(f"report and plots in {target}")
+
+
+@export_app.command("onnx")
+@user_errors
+def export_onnx(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for the .onnx files.")],
+    model: Annotated[str, typer.Option("--model", help="Trained model to export.")] = "multimodal",
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Export a content model's show and text encoders to ONNX, checked against torch."""
+    from tvrec.jobs.train import load_model
+    from tvrec.pipelines.workdir import Workdir
+
+    wd = Workdir(_settings(workdir).workdir)
+    trained = load_model(
+        wd.require(f"models/{model}", f"train it first: tvrec train --stage {model}")
+    )
+    exporter = getattr(trained, "export_onnx", None)
+    if exporter is None:
+        raise ConfigError(f"model {model!r} has no ONNX export (content models do)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, path in exporter(out_dir).items():
+        out.print(f"{name}: {path} (matches torch)")
 
 
 def _register_schedule() -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from tvrec.jobs.catalog import Catalog
@@ -20,6 +21,7 @@ from tvrec.jobs.evaluation import EvaluationReport, Split, run_peer_evaluation, 
 from tvrec.pipelines.config import Settings
 from tvrec.pipelines.contract import EVENTS_SCHEMA, Dataset
 from tvrec.pipelines.progress import StageLog
+from tvrec.pipelines.workdir import Workdir
 
 
 def tvrec_pipeline_topk(
@@ -28,16 +30,15 @@ def tvrec_pipeline_topk(
     model: str = "collaborative",
     k: int = 10,
     quiet: bool = True,
-) -> Callable[[Split], pl.DataFrame]:
+) -> Callable[[Split], tuple[pl.DataFrame, pl.DataFrame]]:
     """A callable for `run_peer_evaluation`: run tvrec (serving `model`) on the split's train
     part and return the top-k table it publishes."""
 
-    def run(sp: Split) -> pl.DataFrame:
+    def run(sp: Split) -> tuple[pl.DataFrame, pl.DataFrame]:
         from tvrec.jobs.recommend import recommend_stage
         from tvrec.jobs.train import train_stage
         from tvrec.pipelines.build import build_features
         from tvrec.pipelines.ingest import publish_lake
-        from tvrec.pipelines.workdir import Workdir
 
         with tempfile.TemporaryDirectory(prefix="tvrec-eval-") as tmp:
             wd = Workdir(Path(tmp) / "work")
@@ -53,9 +54,35 @@ def tvrec_pipeline_topk(
             build_features(wd, eval_settings, as_of=as_of, log=log)
             train_stage(wd, eval_settings, model, log=log)
             recommend_stage(wd, k=k, log=log, model_name=model)
-            return Catalog(wd.root).read_current("user_topk").select("user_id", "rank", "show_id")
+            topk = Catalog(wd.root).read_current("user_topk").select("user_id", "rank", "show_id")
+            return topk, _cold_topk(wd, sp, k)
 
     return run
+
+
+def _cold_topk(wd: Workdir, sp: Split, k: int) -> pl.DataFrame:
+    """The served model's top-k among the split's cold shows only, for the cold slice's users.
+
+    Same scores as the index (raw inner product of the served model's vectors)."""
+    from tvrec.jobs.train import load_current_model
+
+    cold_slice = sp.cold_slice()
+    if not cold_slice.test.height:
+        return pl.DataFrame(schema={"user_id": pl.String, "rank": pl.Int32, "show_id": pl.String})
+    model = load_current_model(wd)
+    ids, vectors = model.show_embeddings()
+    rows = [i for i, s in enumerate(ids) if s in set(sp.cold_shows)]
+    users = cold_slice.test_users
+    scores = model.user_embeddings(users) @ vectors[rows].T  # (n_users, n_cold)
+    order = np.argsort(-scores, axis=1)[:, :k]  # (n_users, k)
+    cold_ids = np.asarray(ids, dtype=object)[rows]
+    return pl.DataFrame(
+        {
+            "user_id": np.repeat(np.asarray(users, dtype=object), order.shape[1]),
+            "rank": np.tile(np.arange(1, order.shape[1] + 1, dtype=np.int32), len(users)),
+            "show_id": cold_ids[order.reshape(-1)],
+        }
+    )
 
 
 def _train_dataset(ds: Dataset, sp: Split) -> Dataset:

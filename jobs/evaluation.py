@@ -32,7 +32,9 @@ SplitKind = Literal["temporal", "random"]
 # The columns of a split's train and test frames.
 PAIR_COLUMNS = ("user_id", "show_id", "weight", "event_timestamp")
 TopK = pl.DataFrame | Mapping[str, list[str]]
-ExtraModel = pl.DataFrame | Callable[["Split"], pl.DataFrame]
+# An extra model's answer: its top-k table, or (top-k table, top-k over the cold shows only).
+Answer = pl.DataFrame | tuple[pl.DataFrame, pl.DataFrame]
+ExtraModel = Answer | Callable[["Split"], Answer]
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,17 @@ class Split:
     @property
     def test_users(self) -> list[str]:
         return self.test["user_id"].unique().sort().to_list()
+
+    @property
+    def cold_shows(self) -> list[str]:
+        """Test shows with no training event at all: item cold start."""
+        seen = self.train["show_id"].unique().implode()
+        return self.test.filter(~pl.col("show_id").is_in(seen))["show_id"].unique().sort().to_list()
+
+    def cold_slice(self) -> Split:
+        """The same split with only test pairs of cold shows (and their users)."""
+        cold = self.test.filter(pl.col("show_id").is_in(pl.Series(self.cold_shows).implode()))
+        return Split(self.train, cold, self.kind, self.cutoff, self.seed)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -263,6 +276,7 @@ class ModelResult:
     fit_seconds: float | None  # None for a precomputed table
     score_seconds: float | None = None
     params: dict[str, Any] = field(default_factory=dict)  # e.g. EASE's tuned lambda
+    cold: Metrics | None = None  # the cold-start slice: ranking among cold shows only
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -271,6 +285,7 @@ class ModelResult:
             "fit_seconds": self.fit_seconds,
             "score_seconds": self.score_seconds,
             "params": self.params,
+            "cold_start": self.cold.to_json() if self.cold else None,
         }
 
 
@@ -304,12 +319,16 @@ def _fit_peer(peer: Peer, split: Split, k: int) -> tuple[pl.DataFrame, float, fl
     return topk, fitted - start, time.perf_counter() - fitted
 
 
-def _score_extra(model: ExtraModel, split: Split) -> tuple[pl.DataFrame, float | None]:
-    if isinstance(model, pl.DataFrame):
-        return model, None
+def _score_extra(
+    model: ExtraModel, split: Split
+) -> tuple[pl.DataFrame, pl.DataFrame | None, float | None]:
+    """(top-k, cold-only top-k or None, seconds) of a precomputed or callable model."""
     start = time.perf_counter()
-    topk = model(split)
-    return topk, time.perf_counter() - start
+    answer = model if isinstance(model, pl.DataFrame | tuple) else model(split)
+    seconds = None if isinstance(model, pl.DataFrame | tuple) else time.perf_counter() - start
+    if isinstance(answer, tuple):
+        return answer[0], answer[1], seconds
+    return answer, None, seconds
 
 
 def run_peer_evaluation(
@@ -328,14 +347,20 @@ def run_peer_evaluation(
     """
     cfg = metrics or MetricConfig()
     sp = split(ds, seed=seed)
+    cold = sp.cold_slice()
     results: list[ModelResult] = []
     for name, peer in (peers or default_peers(sp.kind)).items():
         topk, fit_s, score_s = _fit_peer(peer, sp, cfg.k)
         metrics_ = evaluate_topk(topk, sp, cfg)
-        results.append(ModelResult(name, metrics_, fit_s, score_s, peer.params()))
+        # a collaborative peer ranks only shows it saw in train: its list is its cold answer
+        cold_m = evaluate_topk(topk, cold, cfg) if cold.test.height else None
+        results.append(ModelResult(name, metrics_, fit_s, score_s, peer.params(), cold_m))
     for name, model in (extra_models or {}).items():
-        topk, fit_s = _score_extra(model, sp)
-        results.append(ModelResult(name, evaluate_topk(topk, sp, cfg), fit_s))
+        topk, cold_topk, fit_s = _score_extra(model, sp)
+        cold_m = None
+        if cold.test.height:
+            cold_m = evaluate_topk(cold_topk if cold_topk is not None else topk, cold, cfg)
+        results.append(ModelResult(name, evaluate_topk(topk, sp, cfg), fit_s, cold=cold_m))
     report = EvaluationReport(ds.name, sp.describe(), results, notes=list(ds.notes))
     report.files = write_report(report, Path(out_dir))
     return report
@@ -375,10 +400,35 @@ def markdown(report: EvaluationReport) -> str:
             f"({m.ndcg_ci[0]:.3f}–{m.ndcg_ci[1]:.3f}) | {m.coverage:.3f} "
             f"| {_fmt_seconds(r.fit_seconds)} |"
         )
+    lines += _cold_lines(report, k)
     params = [f"- {r.name}: {_fmt_params(r.params)}" for r in report.results if r.params]
     lines += ["", "Parameters:", "", *params] if params else []
     lines += ["", *[f"> note: {n}" for n in report.notes]]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _cold_lines(report: EvaluationReport, k: int) -> list[str]:
+    cold = [r for r in report.results if r.cold is not None]
+    if not cold:
+        return []
+    n_users = cold[0].cold.users if cold[0].cold else 0
+    lines = [
+        "",
+        f"Cold-start slice: test shows with no training event ({n_users:,} users). Models that "
+        "can rank unseen shows are asked to rank the cold shows only; a collaborative peer "
+        "ranks only shows it saw in training, so it scores zero here.",
+        "",
+        f"| model | HR@{k} | Recall@{k} | NDCG@{k} (95% CI) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for r in cold:
+        m = r.cold
+        assert m is not None
+        lines.append(
+            f"| {r.name} | {m.hr:.3f} | {m.recall:.3f} | {m.ndcg:.3f} "
+            f"({m.ndcg_ci[0]:.3f}–{m.ndcg_ci[1]:.3f}) |"
+        )
+    return lines
 
 
 def _bar_chart(report: EvaluationReport, metric: str, label: str, path: Path) -> None:
@@ -408,6 +458,27 @@ def _bar_chart(report: EvaluationReport, metric: str, label: str, path: Path) ->
     plt.close(fig)
 
 
+def _cold_chart(report: EvaluationReport, label: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(r.name, r.cold.recall) for r in report.results if r.cold is not None]
+    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2.5, 3.6))
+    ax.bar([n for n, _ in rows], [v for _, v in rows], color="#dd8452")
+    for x, (_, v) in enumerate(rows):
+        ax.annotate(
+            f"{v:.3f}", (x, v), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8
+        )
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} — {report.dataset}")
+    ax.set_ylim(0, max(0.05, max(v for _, v in rows) * 1.2))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # Metrics attribute -> axis label ({k} is the cut-off)
 CHARTS = {
     "hr": "HR@{k}",
@@ -428,6 +499,10 @@ def write_report(report: EvaluationReport, out_dir: Path) -> list[Path]:
     for metric, label in CHARTS.items():
         path = out_dir / f"{metric}.png"
         _bar_chart(report, metric, label.format(k=k), path)
+        files.append(path)
+    if any(r.cold is not None for r in report.results):
+        path = out_dir / "cold_start_recall.png"
+        _cold_chart(report, f"Recall@{k} on cold-start shows", path)
         files.append(path)
     report.files = files
     js.write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n", encoding="utf-8")
