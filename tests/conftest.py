@@ -12,8 +12,6 @@ from tvrec.pipelines.config import Settings
 from tvrec.pipelines.synthetic import PlantedTruth, WorldConfig, write_world
 from tvrec.pipelines.workdir import Workdir
 
-SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-
 
 @pytest.fixture(scope="session")
 def world_config() -> WorldConfig:
@@ -55,13 +53,6 @@ def built_workdir(
     ingest(_world_master[0], "contract", wd)
     build_features(wd, Settings.load(wd.root), log=StageLog(quiet=True))
     return wd
-
-
-def shared_dataset(name: str) -> Path:
-    path = SHARED_DATASETS / name
-    if not path.exists():
-        pytest.skip(f"shared dataset {name} not available at {path}")
-    return path
 
 
 @pytest.fixture(scope="session")
