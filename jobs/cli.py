@@ -6,10 +6,6 @@ need them, so `tvrec --help` and light commands start fast.
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,8 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tvrec.jobs.cli_common import JsonOpt, WorkdirOpt, print_json, user_errors
 from tvrec.pipelines.config import Settings, parse_as_of
-from tvrec.pipelines.errors import ConfigError, DataError
+from tvrec.pipelines.errors import ConfigError
 
 app = typer.Typer(
     help="tvrec: feature-store-backed batch TV recommendations.", no_args_is_help=True
@@ -27,14 +24,7 @@ features_app = typer.Typer(help="Build, inspect and export Feast features.", no_
 app.add_typer(features_app, name="features")
 
 out = Console()
-err = Console(stderr=True)
 
-WorkdirOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--workdir", "-w", envvar="TVREC_WORKDIR", help="Work directory (default ./tvrec-work)."
-    ),
-]
 AsOfOpt = Annotated[
     str | None,
     typer.Option(
@@ -43,30 +33,11 @@ AsOfOpt = Annotated[
         "(default: just after the last event).",
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 FORMATS_HELP = "contract|movielens-100k|anime|netflix-titles|streaming-catalogue|tvmaze"
-
-
-def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Bad input and bad settings: a clear message on stderr and exit status 2."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (DataError, ConfigError) as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 def _settings(workdir: Path | None) -> Settings:
     return Settings.load(workdir)
-
-
-def _print_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def _summary_table(title: str, rows: dict[str, Any]) -> Table:
@@ -94,7 +65,7 @@ def ingest(
     settings = _settings(workdir)
     summary = run_ingest(directory, fmt, Workdir(settings.workdir))
     if as_json:
-        _print_json(summary.to_json())
+        print_json(summary.to_json())
         return
     out.print(
         _summary_table(f"ingested {summary.name} ({fmt}) in {summary.seconds:.1f}s", summary.rows)
@@ -117,7 +88,7 @@ def features_build(
         Workdir(settings.workdir), settings, parse_as_of(as_of) if as_of else None
     )
     if as_json:
-        _print_json(summary.to_json())
+        print_json(summary.to_json())
         return
     out.print(
         _summary_table(
@@ -158,7 +129,7 @@ def features_get(
             f"{user or show!r}: unknown id, or no history before the as-of time"
         )
     if as_json:
-        _print_json(flat)
+        print_json(flat)
         return
     table = Table(title=f"online features of {'user' if user else 'show'} {user or show}")
     table.add_column("feature")
@@ -249,7 +220,7 @@ def run(
 
     record = run_nightly(_settings(workdir), data, fmt, parse_as_of(as_of) if as_of else None, k)
     if as_json:
-        _print_json(record)
+        print_json(record)
         return
     rows = {
         f"{k_}: {s}": f"{v:.1f}s" for k_, (s, v) in enumerate(record["stages"].items(), start=1)
@@ -282,7 +253,7 @@ def train(
     settings = _settings(workdir)
     manifest = train_stage(Workdir(settings.workdir), settings, stage)
     if as_json:
-        _print_json(manifest.to_json())
+        print_json(manifest.to_json())
         return
     losses = manifest.metrics.get("train_loss", [])
     out.print(
@@ -320,7 +291,7 @@ def recommend(
         Workdir(settings.workdir), k=k, model_name=model or settings.models.serve
     )
     if as_json:
-        _print_json(summary.to_json())
+        print_json(summary.to_json())
         return
     out.print(_summary_table("published recommendations", summary.to_json()))
 
@@ -349,7 +320,7 @@ def publish(
         return
     versions = catalog.versions()  # --list (the default): every table's versions
     if as_json:
-        _print_json([v.__dict__ | {"path": str(v.path)} for v in versions])
+        print_json([v.__dict__ | {"path": str(v.path)} for v in versions])
         return
     t = Table(title="published versions")
     for col in ("table", "version", "current", "rows", "model", "as of", "created"):
@@ -423,7 +394,7 @@ def evaluate(
         model_class(name)  # unknown names fail before any work
     report = run_evaluation(ds, settings, target, models=names)
     if as_json:
-        _print_json(report.to_json())
+        print_json(report.to_json())
         return
     out.print(markdown(report))
     out.print(f"report and plots in {target}")

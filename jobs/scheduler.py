@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import wraps
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -43,6 +42,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tvrec.jobs.cli_common import WorkdirOpt, err, user_errors
 from tvrec.jobs.locks import LockHeld, is_locked, scheduler_lock
 from tvrec.pipelines.config import Settings, Strict
 from tvrec.pipelines.errors import ConfigError, DataError
@@ -350,32 +350,10 @@ schedule_app = typer.Typer(
     no_args_is_help=True,
 )
 _out = Console()
-_err = Console(stderr=True)
-
-WorkdirOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--workdir", "-w", envvar="TVREC_WORKDIR", help="Work directory (default ./tvrec-work)."
-    ),
-]
-
-
-def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Bad settings, a held lock: a clear message on stderr and exit status 2."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (DataError, ConfigError) as exc:
-            _err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 @schedule_app.command()
-@_user_errors
+@user_errors
 def start(
     cron: Annotated[
         str | None,
@@ -487,15 +465,15 @@ def _wait_detached(proc: subprocess.Popen[bytes], log_path: Path, offset: int) -
             return started[-1]
         rc = proc.poll()
         if rc is not None:
-            _err.print("\n".join(lines[-5:]), highlight=False, markup=False, soft_wrap=True)
-            _err.print(f"[bold red]error:[/] the scheduler exited with status {rc}")
+            err.print("\n".join(lines[-5:]), highlight=False, markup=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] the scheduler exited with status {rc}")
             raise typer.Exit(rc or 1)
         time.sleep(0.1)
     raise ConfigError(f"the scheduler did not start within {DETACH_TIMEOUT_S:.0f}s; see {log_path}")
 
 
 @schedule_app.command("run-now")
-@_user_errors
+@user_errors
 def run_now(workdir: WorkdirOpt = None) -> None:
     """Run the configured job now, in this process (refused while a run is in progress)."""
     wd = Settings.load(workdir).workdir
@@ -506,13 +484,13 @@ def run_now(workdir: WorkdirOpt = None) -> None:
     except (ConfigError, DataError):
         raise
     except Exception as exc:
-        _err.print(f"[bold red]run failed:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]run failed:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc
     _out.print(f"run finished in {time.monotonic() - started:.1f}s")
 
 
 @schedule_app.command()
-@_user_errors
+@user_errors
 def status(
     workdir: WorkdirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,

@@ -347,21 +347,25 @@ def canonical_shows(df: pl.DataFrame, source: str) -> pl.DataFrame:
     return df.select(exprs)
 
 
-def canonical_events(df: pl.DataFrame, source: str, show_ids: pl.Series) -> pl.DataFrame:
-    _require(df, "events", source)
-    df = _id_column(df, "user_id", source)
-    df = _id_column(df, "show_id", source)
-    ts = parse_timestamps(df["event_timestamp"], source, "event_timestamp")
+def _require_known_shows(df: pl.DataFrame, source: str, show_ids: pl.Series, what: str) -> None:
     unknown = ~df["show_id"].is_in(show_ids.implode())
     if unknown.any():
         ex = df.filter(unknown)["show_id"].unique(maintain_order=True).head(5).to_list()
         raise DataError(
             source,
-            "events for shows that are not in the shows table",
+            f"{what} for shows that are not in the shows table",
             column="show_id",
             rows=_rows(unknown),
             examples=ex,
         )
+
+
+def canonical_events(df: pl.DataFrame, source: str, show_ids: pl.Series) -> pl.DataFrame:
+    _require(df, "events", source)
+    df = _id_column(df, "user_id", source)
+    df = _id_column(df, "show_id", source)
+    ts = parse_timestamps(df["event_timestamp"], source, "event_timestamp")
+    _require_known_shows(df, source, show_ids, "events")
     weight = pl.lit(1.0)
     if "weight" in df.columns:
         weight = pl.col("weight").cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
@@ -395,16 +399,7 @@ def canonical_credits(df: pl.DataFrame | None, source: str, show_ids: pl.Series)
     _require(df, "credits", source)
     df = _id_column(df, "show_id", source)
     df = _id_column(df, "person_id", source)
-    unknown = ~df["show_id"].is_in(show_ids.implode())
-    if unknown.any():
-        ex = df.filter(unknown)["show_id"].unique(maintain_order=True).head(5).to_list()
-        raise DataError(
-            source,
-            "credits for shows that are not in the shows table",
-            column="show_id",
-            rows=_rows(unknown),
-            examples=ex,
-        )
+    _require_known_shows(df, source, show_ids, "credits")
     exprs = [
         (
             pl.col(c).cast(pl.String).str.strip_chars()
