@@ -48,12 +48,19 @@ def run_nightly(
                     counts["lake"] = ingest(source, fmt, wd).rows
             build = build_features(wd, settings, as_of, log=log)
             counts["features"] = build.rows
-            manifest = train_stage(wd, settings, "collaborative", log=log)
-            metrics["collaborative"] = {
-                "final_loss": manifest.metrics["train_loss"][-1],
-                "n_pairs": manifest.metrics["n_pairs"],
-            }
-            rec = recommend_stage(wd, k=k, log=log, run_id=run_id)
+            for stage in settings.models.train:
+                manifest = train_stage(wd, settings, stage, log=log)
+                metrics[stage] = {
+                    "model_version": manifest.model_version,
+                    **_final_metrics(manifest.metrics),
+                }
+            rec = recommend_stage(
+                wd,
+                k=k or settings.models.k,
+                log=log,
+                run_id=run_id,
+                model_name=settings.models.serve,
+            )
             counts["user_topk"], counts["show_similar"] = rec.user_rows, rec.show_rows
             metrics["users_per_second"] = rec.users_per_second
             record = {

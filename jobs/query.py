@@ -13,6 +13,7 @@ Before answering, the tables and the index must come from the current model
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import sys
@@ -53,6 +54,7 @@ FUZZY_CUTOFF = 0.75  # difflib ratio a misspelt title needs to be taken as the a
 SUGGEST_CUTOFF = 0.4  # ... and to be offered as a suggestion when nothing matches
 MAX_SUGGESTIONS = 5
 MAX_CANDIDATES = 10  # ambiguous matches listed in the error
+DEFAULT_K = 10
 LOCK_WAIT_S = 3.0  # how long to wait for a publishing job to release the catalogue
 
 # ----------------------------------------------------------------------------- answers
@@ -93,6 +95,7 @@ class Context:
     wd: Workdir
     catalog: Catalog
     model: dict[str, Any]
+    strict_k: bool = True  # an explicit -k above what exists is an error; the default caps
 
     @property
     def model_version(self) -> str:
@@ -171,12 +174,16 @@ def check_table_model(table: TableVersion, rows: pl.DataFrame, model_version: st
         )
 
 
-def check_k(k: int, available: int, what: str) -> None:
+def check_k(ctx: Context, k: int, available: int, what: str) -> int:
+    """The k to answer with: an explicit -k must fit; the default is capped silently."""
+    if k > available and not ctx.strict_k:
+        return available
     if k > available:
         raise ConfigError(
             f"-k {k} asks for more than the {available} results available for {what}; "
             f"use -k {available} or less"
         )
+    return k
 
 
 def first_as_of(rows: pl.DataFrame, table: TableVersion) -> str | None:
@@ -234,7 +241,7 @@ def user_query(ctx: Context, user: str, k: int) -> Answer:
     check_table_model(table, rows, ctx.model_version)
     if rows.height == 0:
         raise ConfigError(unknown_user_message(ctx, table, user))
-    check_k(k, rows.height, f"user {user!r}")
+    k = check_k(ctx, k, rows.height, f"user {user!r}")
     top = rows.head(k)
     pairs = list(zip(top["show_id"].to_list(), top["score"].to_list(), strict=True))
     return Answer(
@@ -351,7 +358,7 @@ def show_query(ctx: Context, show: str, k: int) -> Answer:
     check_table_model(table, rows, ctx.model_version)
     if rows.height == 0:  # e.g. a show added after the tables were built
         return index_show_answer(ctx, match.show_id, k, table_k(table), query, heading)
-    check_k(k, rows.height, f"show {match.show_id!r}")
+    k = check_k(ctx, k, rows.height, f"show {match.show_id!r}")
     top = rows.head(k)
     pairs = list(zip(top["similar_show_id"].to_list(), top["score"].to_list(), strict=True))
     return Answer(
@@ -380,7 +387,7 @@ def index_show_answer(
     """Neighbours of the show's own index vector, itself excluded."""
     show_index = load_current_index(ctx)
     available = show_index.index.ntotal - 1
-    check_k(k, min(available, limit) if limit else available, f"show {show_id!r}")
+    k = check_k(ctx, k, min(available, limit) if limit else available, f"show {show_id!r}")
     vector = own_vector(show_index, show_id)  # (dim,)
     hits = show_index.search_ids(vector[None, :], k, exclude_ids=[{show_id}])[0]
     return Answer(
@@ -456,7 +463,7 @@ def text_query(ctx: Context, text: str, k: int) -> Answer:
     """Shows nearest to the text's embedding in the index."""
     vector = encode_text_query(ctx.wd.root, text)  # (dim,)
     show_index = load_current_index(ctx)
-    check_k(k, show_index.index.ntotal, "a text query")
+    k = check_k(ctx, k, show_index.index.ntotal, "a text query")
     hits = show_index.search_ids(vector.reshape(1, -1), k)[0]
     return Answer(
         query={"text": text, "k": k, "source": INDEX_DIR},
@@ -471,14 +478,22 @@ def text_query(ctx: Context, text: str, k: int) -> Answer:
 
 
 def answer_query(
-    workdir: Path | str, *, user: str | None, show: str | None, text: str | None, k: int
+    workdir: Path | str,
+    *,
+    user: str | None,
+    show: str | None,
+    text: str | None,
+    k: int | None,
 ) -> Answer:
-    """Check the arguments and the model, then answer the one query given."""
+    """Check the arguments and the model, then answer the one query given.
+
+    `k` None means "up to DEFAULT_K"; an explicit k must not exceed what exists."""
     if sum(x is not None for x in (user, show, text)) != 1:
         raise ConfigError("give exactly one of --user, --show or --text")
-    if k < 1:
+    if k is not None and k < 1:
         raise ConfigError(f"-k must be at least 1, got {k}")
-    ctx = open_context(workdir)
+    ctx = dataclasses.replace(open_context(workdir), strict_k=k is not None)
+    k = k or DEFAULT_K
     if user is not None:
         return user_query(ctx, user, k)
     if show is not None:
@@ -511,7 +526,10 @@ def query_command(
     text: Annotated[
         str | None, typer.Option("--text", help="Free text (needs a model with a text tower).")
     ] = None,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many results.")] = 10,
+    k: Annotated[
+        int | None,
+        typer.Option("-k", "--k", min=1, help=f"How many results (default: up to {DEFAULT_K})."),
+    ] = None,
     workdir: Annotated[
         Path | None,
         typer.Option(

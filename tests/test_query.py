@@ -283,7 +283,7 @@ def test_text_hook_feeds_the_index(
     work = build_workdir(tmp_path / "work")
     (work / "model" / "text_tower").mkdir()
     code, _, err = run(app, work, "--text", "harbour at night")
-    assert code == 2 and "cannot load text towers yet" in err  # no loader in this build
+    assert code == 2 and "text_tower" in err  # an empty tower directory is refused clearly
     seen: list[tuple[Path, str]] = []
 
     def fake_encoder(workdir: Path, text: str) -> np.ndarray:

@@ -195,3 +195,25 @@ def test_model_round_trip(served_workdir: Workdir, tmp_path: Path) -> None:
     assert datetime.fromisoformat(again.manifest.as_of) <= datetime.fromisoformat(
         json.loads((served_workdir.features / "manifest.json").read_text())["as_of"]
     )
+
+
+def test_nightly_run_records_and_refuses_overlap(world_dir: Path, tmp_path: Path) -> None:
+    from tvrec.jobs.locks import run_lock
+
+    work = tmp_path / "work"
+    work.mkdir()
+    with run_lock(work):  # another run holds the lock: refused at once, exit 2
+        res = runner.invoke(app, ["run", "--data", str(world_dir), "--workdir", str(work)])
+    assert res.exit_code == 2 and "already running" in res.stderr
+    res = runner.invoke(
+        app, ["run", "--data", str(world_dir), "--workdir", str(work), "-k", "5", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    record = json.loads(res.stdout)
+    assert record["status"] == "succeeded" and record["counts"]["user_topk"] > 0
+    runs = Catalog(work).runs()
+    assert [r["status"] for r in runs] == ["succeeded"]
+    assert json.loads(runs[0]["stages"])["train collaborative"] > 0
+    res = runner.invoke(app, ["query", "--user", "u0001", "--workdir", str(work), "--json"])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(res.stdout)["results"]) == 5
