@@ -194,15 +194,32 @@ def _drop_excluded(
     k: int,
     metric: Metric,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per query, drop excluded and -1 ids from (q, k') candidates and keep the first k."""
-    out_s, out_i = _padded(len(ids), k, metric)
-    for row, banned in enumerate(exclude):
-        keep = ids[row] >= 0  # (k',)
-        if banned:
-            keep &= ~np.isin(ids[row], np.fromiter(banned, dtype=np.int64, count=len(banned)))
-        kept_ids = ids[row][keep][:k]
-        out_i[row, : len(kept_ids)] = kept_ids
-        out_s[row, : len(kept_ids)] = scores[row][keep][:k]
+    """Per query, drop excluded and -1 ids from (q, k') candidates and keep the first k.
+
+    Vectorised: a (q, k') "banned" mask from the exclusion pairs, then a stable sort that
+    moves kept candidates to the front in their original (best-first) order.
+    """
+    q, width = ids.shape
+    pair_rows = np.repeat(np.arange(q), [len(b) for b in exclude])  # (n_pairs,)
+    pair_ids = np.fromiter((i for b in exclude for i in b), dtype=np.int64, count=len(pair_rows))
+    # candidates banned for their own query: match (row, id) pairs through one sorted key
+    n = int(max(ids.max(initial=0), pair_ids.max(initial=0))) + 1
+    banned_keys = np.sort(pair_rows.astype(np.int64) * n + pair_ids)
+    cand_keys = np.arange(q, dtype=np.int64)[:, None] * n + ids  # (q, k')
+    pos = np.searchsorted(banned_keys, cand_keys).clip(max=max(len(banned_keys) - 1, 0))
+    banned = (ids < 0) | (
+        (banned_keys[pos] == cand_keys) if len(banned_keys) else np.zeros_like(ids, bool)
+    )
+    order = np.argsort(banned, axis=1, kind="stable")[:, :k]  # (q, k) kept first
+    out_i = np.take_along_axis(ids, order, axis=1)
+    out_s = np.take_along_axis(scores, order, axis=1).astype(np.float32)
+    gone = np.take_along_axis(banned, order, axis=1)
+    out_i[gone] = -1
+    out_s[gone] = _pad_score(metric)
+    if out_i.shape[1] < k:  # fewer candidates than k: pad
+        pad_s, pad_i = _padded(q, k, metric)
+        pad_s[:, :width], pad_i[:, :width] = out_s, out_i
+        return pad_s, pad_i
     return out_s, out_i
 
 

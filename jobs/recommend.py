@@ -162,14 +162,20 @@ def _seen(
 def _user_topk(
     model: Recommender, index: ShowIndex, users: list[str], exclude: list[set[int]], k: int
 ) -> pl.DataFrame:
-    """Top-k per user by batched index search; `exclude[i]`: rows user i must not get."""
+    """Top-k per user by batched index search; `exclude[i]`: rows user i must not get.
+
+    Users are batched by how many shows they exclude, so each search asks for only
+    k + (the batch's largest exclusion) candidates instead of the global largest."""
+    order = np.argsort([len(e) for e in exclude], kind="stable")
     parts = []
     for start in range(0, len(users), BATCH):
-        chunk = users[start : start + BATCH]
+        rows_ = order[start : start + BATCH]
+        chunk = [users[i] for i in rows_]
         queries = model.user_embeddings(chunk)  # (chunk, dim)
-        scores, rows = index.index.search(queries, k, exclude[start : start + BATCH])
+        scores, rows = index.index.search(queries, k, [exclude[i] for i in rows_])
         parts.append(_frame("user_id", chunk, "show_id", index.ids, scores, rows))
-    return pl.concat(parts)
+    # sorted by user: `tvrec query` reads one user's rows by predicate pushdown
+    return pl.concat(parts).sort("user_id", "rank")
 
 
 def _show_similar(

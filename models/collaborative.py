@@ -130,9 +130,12 @@ class CollaborativeModel(Recommender):
         return {u: sorted(g.astype(int).tolist()) for u, g in pos.groupby("user_id")["row"]}
 
     def _history_matrix(self, users: list[str]) -> torch.Tensor:
+        """Binary histories (n_users, n_shows), filled with one scatter."""
+        rows = [self.histories.get(u, []) for u in users]
+        r = np.repeat(np.arange(len(users)), [len(h) for h in rows])
+        c = np.fromiter((s for h in rows for s in h), dtype=np.int64, count=len(r))
         x = torch.zeros(len(users), len(self.show_ids))  # (n_users, n_shows)
-        for i, u in enumerate(users):
-            x[i, self.histories.get(u, [])] = 1.0
+        x[torch.from_numpy(r), torch.from_numpy(c)] = 1.0
         return x
 
     # ---- embeddings -------------------------------------------------------------------------
