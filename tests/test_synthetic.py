@@ -342,10 +342,9 @@ def test_write_world_round_trips_through_the_contract(tmp_path: Path, world) -> 
 
 
 @pytest.mark.slow
-def test_demo_world_generates_in_well_under_30_seconds() -> None:
-    t0 = time.perf_counter()
+def test_demo_world_has_the_demo_sizes() -> None:
+    """Speed is measured by bench/, not asserted here."""
     raw, truth = generate_world(WorldConfig())
-    elapsed = time.perf_counter() - t0
     assert raw.events.height == 300_000 and raw.shows.height == 1500
     assert len(truth.user_cluster) == 5000
-    assert elapsed < 10.0, elapsed
+    assert len(truth.near_duplicate_pairs) == 20 and len(truth.december_shows) == 10
