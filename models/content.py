@@ -11,8 +11,10 @@ of the training set (never from a side channel).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +52,57 @@ class ShowContent:
     def rows(self, show_ids: list[str]) -> list[int]:
         pos = {s: i for i, s in enumerate(self.show_ids)}
         return [pos[s] for s in show_ids]
+
+
+# ---- the content tensors a model consumes ------------------------------------------------
+@dataclass(frozen=True)
+class ShowTensors:
+    """The encoder's inputs for a batch of shows; id 0 = padding/unknown everywhere."""
+
+    text: torch.Tensor  # (b, text_dim) float32, L2-normalised MiniLM embedding
+    genres: torch.Tensor  # (b, max_genres) long
+    platforms: torch.Tensor  # (b, max_platforms) long
+    network: torch.Tensor  # (b,) long
+    age_rating: torch.Tensor  # (b,) long
+    show_type: torch.Tensor  # (b,) long
+    language: torch.Tensor  # (b,) long
+    year_bucket: torch.Tensor  # (b,) long
+    seasons_bucket: torch.Tensor  # (b,) long
+    runtime_bucket: torch.Tensor  # (b,) long
+    people: torch.Tensor  # (b, max_people) long
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_content(cls, content: ShowContent) -> ShowTensors:
+        return cls(**{name: getattr(content, name) for name in cls.names()})
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return tuple(getattr(self, name) for name in self.names())
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> ShowTensors:
+        return ShowTensors(*(fn(t) for t in self.tensors()))
+
+    def rows(self, index: torch.Tensor) -> ShowTensors:
+        return self.map(lambda t: t[index])
+
+    def take(self, rows: torch.Tensor, text: torch.Tensor | None = None) -> ShowTensors:
+        """These rows; `text` replaces the pooled text (fine-tuning computes it per step)."""
+        taken = self.rows(rows)
+        return taken if text is None else dataclasses.replace(taken, text=text)
+
+    def to(self, device: torch.device) -> ShowTensors:
+        return self.map(lambda t: t.to(device))
+
+    @classmethod
+    def concat(cls, parts: list[ShowTensors]) -> ShowTensors:
+        columns = zip(*(p.tensors() for p in parts), strict=True)
+        return cls(*(torch.cat(c) for c in columns))
+
+    def __len__(self) -> int:
+        return len(self.text)
 
 
 def _pad(lists: list[list[int]], width: int | None = None) -> torch.Tensor:

@@ -40,7 +40,6 @@ checkpoint is reused as is; `epochs` may be raised to train on).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -58,7 +57,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import MANIFEST, ModelManifest, Recommender, TrainingData
-from .content import ShowContent, cowatch_pairs, load_show_content, user_histories
+from .content import (
+    ShowContent,
+    ShowTensors,
+    cowatch_pairs,
+    load_show_content,
+    user_histories,
+)
 from .runtime import Runtime, progress_bar
 
 CHECKPOINT = "checkpoint.pt"
@@ -107,51 +112,6 @@ class ContrastiveConfig:
 
 
 # ---- inputs and augmentations ---------------------------------------------------------------
-@dataclass(frozen=True)
-class ShowTensors:
-    """The encoder's inputs for a batch of shows; id 0 = padding/unknown everywhere."""
-
-    text: torch.Tensor  # (b, text_dim) float32, L2-normalised MiniLM embedding
-    genres: torch.Tensor  # (b, max_genres) long
-    platforms: torch.Tensor  # (b, max_platforms) long
-    network: torch.Tensor  # (b,) long
-    age_rating: torch.Tensor  # (b,) long
-    show_type: torch.Tensor  # (b,) long
-    language: torch.Tensor  # (b,) long
-    year_bucket: torch.Tensor  # (b,) long
-    seasons_bucket: torch.Tensor  # (b,) long
-    runtime_bucket: torch.Tensor  # (b,) long
-    people: torch.Tensor  # (b, max_people) long
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_content(cls, content: ShowContent) -> ShowTensors:
-        return cls(**{name: getattr(content, name) for name in cls.names()})
-
-    def tensors(self) -> tuple[torch.Tensor, ...]:
-        return tuple(getattr(self, name) for name in self.names())
-
-    def map(self, fn: Any) -> ShowTensors:
-        return ShowTensors(*(fn(t) for t in self.tensors()))
-
-    def rows(self, index: torch.Tensor) -> ShowTensors:
-        return self.map(lambda t: t[index])
-
-    def to(self, device: torch.device) -> ShowTensors:
-        return self.map(lambda t: t.to(device))
-
-    @classmethod
-    def concat(cls, parts: list[ShowTensors]) -> ShowTensors:
-        columns = zip(*(p.tensors() for p in parts), strict=True)
-        return cls(*(torch.cat(c) for c in columns))
-
-    def __len__(self) -> int:
-        return len(self.text)
-
-
 def drop_ids(ids: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     """Set each known (non-zero) id to unknown 0 with probability p; padding stays 0."""
     drop = torch.rand(ids.shape, generator=gen) < p

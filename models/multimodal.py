@@ -48,7 +48,13 @@ from torch.nn import functional as F
 
 from . import text_tower
 from .base import MANIFEST, ModelManifest, Recommender, TrainingData
-from .content import ShowContent, cowatch_pairs, load_show_content, user_histories
+from .content import (
+    ShowContent,
+    ShowTensors,
+    cowatch_pairs,
+    load_show_content,
+    user_histories,
+)
 from .runtime import Runtime, progress_bar
 
 CHECKPOINT = "checkpoint.pt"
@@ -96,42 +102,6 @@ class MultimodalConfig:
 
 
 # ---- inputs -----------------------------------------------------------------------------------
-@dataclass
-class ShowBatch:
-    """Content tensors of some shows, row i = one show (ShowContent without the strings)."""
-
-    text: torch.Tensor  # (b, text_dim) float, pooled text embedding
-    genres: torch.Tensor  # (b, max_genres) long, 0 = padding
-    platforms: torch.Tensor  # (b, max_platforms) long, 0 = padding
-    network: torch.Tensor  # (b,) long
-    age_rating: torch.Tensor  # (b,) long
-    show_type: torch.Tensor  # (b,) long
-    language: torch.Tensor  # (b,) long
-    year_bucket: torch.Tensor  # (b,) long
-    seasons_bucket: torch.Tensor  # (b,) long
-    runtime_bucket: torch.Tensor  # (b,) long
-    people: torch.Tensor  # (b, max_people) long, 0 = padding or unknown person
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def of(cls, content: ShowContent) -> ShowBatch:
-        return cls(**{name: getattr(content, name) for name in cls.names()})
-
-    def tensors(self) -> tuple[torch.Tensor, ...]:
-        return tuple(getattr(self, name) for name in self.names())
-
-    def take(self, rows: torch.Tensor, text: torch.Tensor | None = None) -> ShowBatch:
-        """These rows; `text` replaces the pooled text (fine-tuning computes it per step)."""
-        taken = ShowBatch(*(t[rows] for t in self.tensors()))
-        return dataclasses.replace(taken, text=taken.text if text is None else text)
-
-    def to(self, device: torch.device) -> ShowBatch:
-        return ShowBatch(*(t.to(device) for t in self.tensors()))
-
-
 def genre_clusters(genres: torch.Tensor, n_genres: int, k: int) -> torch.Tensor:
     """Cluster id (1..k; 0 for padding) of every genre id, by average-linkage clustering of
     the genres' co-occurrence profiles in the catalogue: (n_genres,) long."""
@@ -236,7 +206,7 @@ class MetaArch(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.meta_layers, enable_nested_tensor=False)
         self.token_dropout = cfg.token_dropout
 
-    def forward(self, shows: ShowBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, shows: ShowTensors) -> tuple[torch.Tensor, torch.Tensor]:
         genres = self.genre(shows.genres) + self.genre_cluster(self.cluster_of[shows.genres])
         singles = [  # one token each, (b, dim)
             self.network(shows.network),
@@ -256,7 +226,7 @@ class MetaArch(nn.Module):
         pad = _token_dropout(pad, self.token_dropout, self.training)
         return self.encoder(tokens, src_key_padding_mask=pad), pad
 
-    def _field_ids(self, shows: ShowBatch) -> torch.Tensor:
+    def _field_ids(self, shows: ShowTensors) -> torch.Tensor:
         """The META_FIELDS index of every token position: (n_meta,)."""
         widths = [shows.genres.shape[1], shows.platforms.shape[1]] + [1] * (len(META_FIELDS) - 2)
         fields = torch.arange(len(META_FIELDS), device=shows.genres.device)
@@ -363,7 +333,7 @@ class MultimodalNet(nn.Module):
         self.fusion_arch = FusionArch(cfg)
         self.user_arch = UserArch(cfg)
 
-    def forward(self, shows: ShowBatch) -> torch.Tensor:
+    def forward(self, shows: ShowTensors) -> torch.Tensor:
         """Unit show vectors: (b, dim)."""
         text = self.text_arch(shows.text)  # (b, n_text, dim)
         meta, pad = self.meta_arch(shows)  # (b, n_meta, dim), (b, n_meta)
@@ -388,14 +358,14 @@ class MultimodalNet(nn.Module):
 
 
 class _ShowEncoderExport(nn.Module):
-    """Precomputed content tensors (ShowBatch order) -> show vectors, for ONNX."""
+    """Precomputed content tensors (ShowTensors order) -> show vectors, for ONNX."""
 
     def __init__(self, net: MultimodalNet) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return self.net(ShowBatch(*tensors))
+        return self.net(ShowTensors(*tensors))
 
 
 class _TextProjectionExport(nn.Module):
@@ -476,7 +446,7 @@ class MultimodalModel(Recommender):
         self.show_ids: list[str] = []
         self.histories: dict[str, list[int]] = {}  # user -> recent show rows, oldest first
         self.net: MultimodalNet | None = None
-        self.catalogue: ShowBatch | None = None  # every show's content, pooled text included
+        self.catalogue: ShowTensors | None = None  # every show's content, pooled text included
         self.show_vectors: torch.Tensor | None = None  # (n_shows, dim)
         self.finetuned = False
         self.person_vocab: dict[str, int] = {}
@@ -545,7 +515,7 @@ class MultimodalModel(Recommender):
         text_dim = encoder.hidden_size if encoder else int(content.text.shape[1])
         net = MultimodalNet(cfg, self.sizes, text_dim, clusters)
         net.text_arch.encoder = encoder
-        self.catalogue = ShowBatch.of(content).to(device)
+        self.catalogue = ShowTensors.from_content(content).to(device)
         self.finetuned = encoder is not None
         self.net = net.to(device)
         self._refresh_text(content.raw_text)
@@ -843,7 +813,7 @@ class MultimodalModel(Recommender):
             raise RuntimeError("model is not fitted")
         return self.net
 
-    def _catalogue(self) -> ShowBatch:
+    def _catalogue(self) -> ShowTensors:
         if self.catalogue is None:
             raise RuntimeError("model is not fitted")
         return self.catalogue
@@ -857,7 +827,7 @@ class MultimodalModel(Recommender):
         directory.mkdir(parents=True, exist_ok=True)
         net = self._net().cpu().eval()
         shows = self._catalogue().to(torch.device("cpu"))
-        names = ShowBatch.names()
+        names = ShowTensors.names()
         paths = {
             "show_encoder": directory / "show_encoder.onnx",
             "text_projection": directory / "text_projection.onnx",
@@ -898,7 +868,7 @@ class MultimodalModel(Recommender):
         torch.save(net.saved_state(), directory / "weights.pt")
         shows = self._catalogue().to(torch.device("cpu"))
         torch.save(
-            dict(zip(ShowBatch.names(), shows.tensors(), strict=True)), directory / "content.pt"
+            dict(zip(ShowTensors.names(), shows.tensors(), strict=True)), directory / "content.pt"
         )
         torch.save(self.show_vectors, directory / "show_vectors.pt")
         state = {
@@ -948,7 +918,7 @@ class MultimodalModel(Recommender):
         model.net = MultimodalNet(model.config, model.sizes, state["text_dim"], clusters)
         model.net.load_state_dict(weights)
         content = torch.load(directory / "content.pt", map_location="cpu", weights_only=True)
-        model.catalogue = ShowBatch(**content)
+        model.catalogue = ShowTensors(**content)
         model.show_vectors = torch.load(directory / "show_vectors.pt", weights_only=True)
         model.manifest = manifest
         return model

@@ -20,10 +20,10 @@ import torch
 
 from tvrec.jobs.train import training_data
 from tvrec.models.base import TrainingData
+from tvrec.models.content import ShowTensors
 from tvrec.models.contrastive import (
     ContrastiveConfig,
     ContrastiveModel,
-    ShowTensors,
     audience_matrix,
     augment,
     cowatch_graph,

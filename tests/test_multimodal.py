@@ -25,8 +25,8 @@ import torch
 
 from tvrec.jobs.train import load_model, training_data
 from tvrec.models.base import TrainingData
-from tvrec.models.content import load_show_content
-from tvrec.models.multimodal import CHECKPOINT, MultimodalConfig, MultimodalModel, ShowBatch
+from tvrec.models.content import ShowTensors, load_show_content
+from tvrec.models.multimodal import CHECKPOINT, MultimodalConfig, MultimodalModel
 from tvrec.models.runtime import Runtime
 from tvrec.models.text_tower import encode_query, load_encoder, resolve_encoder
 from tvrec.pipelines.synthetic import GENRE_FAMILIES, PlantedTruth
@@ -162,7 +162,7 @@ def test_onnx_export_matches_torch(model: MultimodalModel, tmp_path: Path) -> No
     rows = torch.arange(37)  # another batch size than the traced one
     batch = catalogue.take(rows)
     session = ort.InferenceSession(str(paths["show_encoder"]))
-    feeds = {n: t.numpy() for n, t in zip(ShowBatch.names(), batch.tensors(), strict=True)}
+    feeds = {n: t.numpy() for n, t in zip(ShowTensors.names(), batch.tensors(), strict=True)}
     got = session.run(None, feeds)[0]
     np.testing.assert_allclose(got, model.show_embeddings()[1][:37], atol=1e-4)
     session = ort.InferenceSession(str(paths["text_projection"]))
