@@ -414,9 +414,10 @@ def _cold_lines(report: EvaluationReport, k: int) -> list[str]:
     n_users = cold[0].cold.users if cold[0].cold else 0
     lines = [
         "",
-        f"Cold-start slice: test shows with no training event ({n_users:,} users). Models that "
-        "can rank unseen shows are asked to rank the cold shows only; a collaborative peer "
-        "ranks only shows it saw in training, so it scores zero here.",
+        f"Cold-start slice: test pairs of shows with no training event ({n_users:,} users). "
+        "tvrec's models rank the catalogue's new shows only (no training event, on air by the "
+        "end of the test period); a collaborative peer ranks only shows it saw in training, so "
+        "it scores zero here.",
         "",
         f"| model | HR@{k} | Recall@{k} | NDCG@{k} (95% CI) |",
         "| --- | ---: | ---: | ---: |",

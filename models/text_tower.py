@@ -71,7 +71,9 @@ def resolve_encoder(name: str | None, base: Path | None = None) -> str:
 def load_encoder(source: str) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """Tokenizer and bare transformer of a local encoder (nothing is downloaded)."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a weight-loading bar per load is noise in job logs
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
     model = AutoModel.from_pretrained(source, local_files_only=True)
     return tokenizer, model

