@@ -7,13 +7,16 @@ from __future__ import annotations
 import traceback
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tvrec.jobs.catalog import Catalog
 from tvrec.jobs.locks import run_lock
 from tvrec.pipelines.config import Settings
 from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.workdir import Workdir
+
+if TYPE_CHECKING:  # numpy and pandas stay out of the scheduler's import
+    from tvrec.models.base import ModelManifest
 
 
 def run_nightly(
@@ -49,11 +52,7 @@ def run_nightly(
             build = build_features(wd, settings, as_of, log=log)
             counts["features"] = build.rows
             for stage in settings.models.train:
-                manifest = train_stage(wd, settings, stage, log=log)
-                metrics[stage] = {
-                    "model_version": manifest.model_version,
-                    **_final_metrics(manifest.metrics),
-                }
+                metrics[stage] = _stage_metrics(train_stage(wd, settings, stage, log=log))
             rec = recommend_stage(
                 wd,
                 k=k or settings.models.k,
@@ -97,6 +96,18 @@ def run_nightly(
 def _final_metrics(history: dict[str, Any]) -> dict[str, Any]:
     """Last value of each per-epoch curve, scalars as they are."""
     return {k: (v[-1] if isinstance(v, list) and v else v) for k, v in history.items()}
+
+
+def _stage_metrics(manifest: ModelManifest) -> dict[str, Any]:
+    """What the run record keeps of a trained model: its version, the last value of each
+    metric, and under "curves" every per-epoch curve whole (loss and validation per epoch)."""
+    from tvrec.jobs.tracking import curves
+
+    return {
+        "model_version": manifest.model_version,
+        **_final_metrics(manifest.metrics),
+        "curves": curves(manifest.metrics),
+    }
 
 
 def scheduled_run(

@@ -78,8 +78,9 @@ def recommend_stage(
         user_topk = _user_topk(model, user_index, users, [s | upcoming for s in seen], k)
         rate = len(users) / max(time.perf_counter() - t0, 1e-9)
     with log.stage("similar shows"):
-        show_index = _index(vectors[:, :-1], ids, manifest, "ip")  # cosine, bias left out
-        show_similar = _show_similar(show_index, vectors[:, :-1], upcoming, k)
+        similarity = model.similarity_vectors()  # (n_shows, d): prior column left out
+        show_index = _index(similarity, ids, manifest, "ip")  # cosine
+        show_similar = _show_similar(show_index, similarity, upcoming, k)
     stamp = {"model_version": manifest.model_version, "as_of": manifest.as_of}
     user_topk = user_topk.with_columns(**{c: pl.lit(v) for c, v in stamp.items()})
     show_similar = show_similar.with_columns(**{c: pl.lit(v) for c, v in stamp.items()})

@@ -1,6 +1,7 @@
 """`tvrec train`: fit a model from its Feast training set and publish it.
 
     <workdir>/models/<name> -> .versions/models-<name>-...   each trained model (weights + manifest)
+    <workdir>/models/<name>/training.png                     its per-epoch curves, plotted
     <workdir>/model         -> a copy of the served one (what the index and tables came from)
 
 Models are registered by name in MODELS (module:Class), loaded lazily so that a stage only
@@ -12,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import shutil
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
+from tvrec.jobs.tracking import TRAINING_PLOT, TrainingRun, build_tracker, plot_training
 from tvrec.models.base import ModelManifest, Recommender, TrainingData
 from tvrec.pipelines.build import read_manifest
 from tvrec.pipelines.config import Settings
@@ -64,14 +67,23 @@ def train_stage(
 
     log = log or StageLog()
     cls = model_class(stage)
-    model = cls.create(Runtime.detect(settings.hardware.profile))
+    overrides = settings.models.params(stage).overrides()
+    runtime = Runtime.detect(settings.hardware.profile)
+    model = cls.create(runtime, overrides)
+    tracker = build_tracker(settings.tracking, wd.root)  # a bad [tracking] fails before training
     with log.stage(f"training set ({model.feature_service})"):
         data = training_data(wd, model.feature_service, negatives=model.negatives)
     with log.stage(f"train {stage}"):
         model.fit(data)
+    assert model.manifest is not None
     with wd.publish(f"models/{stage}") as staging:
         model.save(staging)
-    assert model.manifest is not None
+        plot_training(model.manifest, staging / TRAINING_PLOT)
+    if tracker.enabled:  # after publishing: a tracking failure warns, the model stays
+        plot = wd.root / "models" / stage / TRAINING_PLOT
+        run = TrainingRun.of(model.manifest, asdict(model.config), runtime.profile, [plot])
+        with log.stage(f"track {stage} ({tracker.name})"):
+            tracker.log_training(run)
     return model.manifest
 
 

@@ -8,8 +8,10 @@ with a manifest that ties it to its data snapshot and as-of time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,13 +72,19 @@ class Recommender(ABC):
     name: ClassVar[str]
     feature_service: ClassVar[str]
     negatives: ClassVar[int] = 0  # sampled negatives per positive wanted in the training set
+    # served vectors end in a prior column: show [vector, prior], user [vector, 1]
+    prior_column: ClassVar[bool] = False
 
     manifest: ModelManifest | None = None
 
+    config_class: ClassVar[type]  # the hyper-parameter dataclass, e.g. CollaborativeConfig
+
     @classmethod
-    def create(cls, runtime: Any) -> Recommender:
-        """A fresh, untrained model on this runtime (the hardware profile)."""
-        return cls(runtime=runtime)  # type: ignore[call-arg]
+    def create(cls, runtime: Any, overrides: Mapping[str, Any] | None = None) -> Recommender:
+        """A fresh, untrained model on this runtime (the hardware profile), its config's
+        defaults replaced by `overrides` (from `[models.<name>]` in tvrec.toml)."""
+        config = dataclasses.replace(cls.config_class(), **dict(overrides or {}))
+        return cls(config=config, runtime=runtime)  # type: ignore[call-arg]
 
     @abstractmethod
     def fit(self, data: TrainingData) -> dict[str, Any]:
@@ -88,7 +96,14 @@ class Recommender(ABC):
 
     @abstractmethod
     def user_embeddings(self, user_ids: list[str]) -> np.ndarray:
-        """Embeddings of these users, shape (n_users, dim); unknown users get zeros."""
+        """Embeddings of these users, shape (n_users, dim); unknown users get zeros (in the
+        prior column, if the model has one: 1, so the show prior ranks for them)."""
+
+    def similarity_vectors(self) -> np.ndarray:
+        """Show vectors for show-to-show similarity, (n_shows, d): the served ones without
+        the prior column (a show's popularity says nothing about what it is like)."""
+        vectors = self.show_embeddings()[1]
+        return vectors[:, :-1] if self.prior_column else vectors
 
     def known_users(self) -> list[str]:
         return []

@@ -61,6 +61,8 @@ class CollaborativeNet(nn.Module):
 class CollaborativeModel(Recommender):
     name: ClassVar[str] = "collaborative"
     feature_service: ClassVar[str] = "collaborative_v1"
+    config_class: ClassVar[type] = CollaborativeConfig
+    prior_column: ClassVar[bool] = True
 
     def __init__(
         self, config: CollaborativeConfig | None = None, runtime: Runtime | None = None

@@ -45,6 +45,8 @@ class ShowContent:
     seasons_bucket: torch.Tensor  # (n_shows,) long: 0 unknown, 1, 2, 3-4, 5+
     runtime_bucket: torch.Tensor  # (n_shows,) long: 0 unknown, <=25, <=45, <=70, longer
     people: torch.Tensor  # (n_shows, max_people) long, ids from `person_vocab`
+    premiered_days: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # ^ (n_shows,) int64: premiere as days since 1970-01-01, -1 unknown (the show prior's age)
     raw_text: list[str] = field(default_factory=list)
     person_vocab: dict[str, int] = field(default_factory=dict)
     vocab_sizes: dict[str, int] = field(default_factory=dict)  # embedding table sizes
@@ -167,6 +169,7 @@ def load_show_content(
             [[person_vocab.get(p, UNKNOWN) for p in credits.get(s, [])] for s in data.show_ids],
             max_people,
         ),
+        premiered_days=meta("premiered_days").fillna(-1).to_numpy(dtype=np.int64),
         raw_text=_raw_text(wd, data.show_ids),
         person_vocab=person_vocab,
         vocab_sizes={k: len(v) + 1 for k, v in vocab_meta.items() if isinstance(v, list)}
@@ -197,6 +200,24 @@ def user_histories(data: TrainingData, max_len: int = 50) -> dict[str, list[str]
     """Each user's most recent `max_len` distinct shows (oldest first) before the as-of."""
     pos = data.positives().sort_values("event_timestamp")
     return {u: g.tolist()[-max_len:] for u, g in pos.groupby("user_id")["show_id"]}
+
+
+def user_sequences(
+    data: TrainingData, rows: dict[str, int]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per user with 2+ distinct shows: show rows in watch order and the day (since
+    1970-01-01) each was first watched, both (n_i,) int64."""
+    pos = data.positives().sort_values("event_timestamp")
+    pos = pos[pos["show_id"].isin(rows)]
+    epoch = pd.Timestamp("1970-01-01", tz="UTC")
+    days = (pd.to_datetime(pos["event_timestamp"], utc=True) - epoch).dt.days
+    frame = pd.DataFrame({"user": pos["user_id"], "row": pos["show_id"].map(rows), "day": days})
+    sequences, times = [], []
+    for _, g in frame.groupby("user", sort=True):
+        if len(g) >= 2:
+            sequences.append(g["row"].to_numpy(np.int64))
+            times.append(g["day"].to_numpy(np.int64))
+    return sequences, times
 
 
 def cowatch_pairs(data: TrainingData, max_per_user: int = 30, seed: int = 0) -> pd.DataFrame:

@@ -63,7 +63,9 @@ from .content import (
     cowatch_pairs,
     load_show_content,
     user_histories,
+    user_sequences,
 )
+from .prior import PriorConfig, ShowPrior, day_of, fit_prior
 from .runtime import Runtime, progress_bar
 
 CHECKPOINT = "checkpoint.pt"
@@ -107,6 +109,7 @@ class ContrastiveConfig:
     user_lr: float = 5e-3
     user_batch_size: int = 256
     user_temperature: float = 0.1
+    prior_steps: int = 400  # the show prior (models/prior.py), fitted after the user tower
     seed: int = 0
     checkpoint_dir: str | None = None  # None: <workdir>/checkpoints/contrastive
 
@@ -276,11 +279,14 @@ class UserArch(nn.Module):
 
 
 class ContrastiveNet(nn.Module):
-    def __init__(self, vocab: dict[str, int], text_dim: int, cfg: ContrastiveConfig) -> None:
+    def __init__(
+        self, vocab: dict[str, int], text_dim: int, cfg: ContrastiveConfig, n_shows: int
+    ) -> None:
         super().__init__()
         self.encoder = ShowEncoder(vocab, text_dim, cfg)
         self.projection_head = ProjectionHead(cfg.dim, cfg.proj_dim)
         self.user_arch = UserArch(cfg.dim, cfg.history_len)
+        self.prior_arch = ShowPrior(cfg.dim, n_shows, temperature=cfg.user_temperature)
 
     def contrastive_parameters(self) -> list[nn.Parameter]:
         """What the self-supervised stage trains: the encoder and the projection head."""
@@ -303,7 +309,7 @@ class OnnxShowEncoder(nn.Module):
         self.net = net
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return self.net.embed(ShowTensors(*tensors))  # (b, dim)
+        return self.net.embed(ShowTensors(*tensors))  # (b, dim): the encoder, prior left out
 
 
 # ---- the loss -------------------------------------------------------------------------------
@@ -449,6 +455,8 @@ def sample_hard(table: np.ndarray, rows: torch.Tensor, gen: torch.Generator) -> 
 class ContrastiveModel(Recommender):
     name: ClassVar[str] = "contrastive"
     feature_service: ClassVar[str] = "contrastive_v1"
+    config_class: ClassVar[type] = ContrastiveConfig
+    prior_column: ClassVar[bool] = True
 
     def __init__(
         self, config: ContrastiveConfig | None = None, runtime: Runtime | None = None
@@ -462,6 +470,8 @@ class ContrastiveModel(Recommender):
         self.histories: dict[str, list[str]] = {}
         self.net: ContrastiveNet | None = None
         self._embeddings: np.ndarray | None = None
+        self.premiered_days = torch.zeros(0, dtype=torch.long)  # (n_shows,), -1 unknown
+        self.prior_day = 0  # the as-of day the served prior takes show ages at
 
     # ---- training ---------------------------------------------------------------------------
     def fit(self, data: TrainingData) -> dict[str, Any]:
@@ -470,14 +480,17 @@ class ContrastiveModel(Recommender):
         content = load_show_content(data, self.feature_service)
         self._set_content(content)
         self.histories = user_histories(data, cfg.history_len)
-        self.net = ContrastiveNet(self.vocab, content.text.shape[1], cfg).to(self.runtime.device)
+        net = ContrastiveNet(self.vocab, content.text.shape[1], cfg, len(self.show_ids))
+        self.net = net.to(self.runtime.device)
         graph = cowatch_graph(data, self.show_ids, cfg)
         hard = self._hard_negatives(data, graph)
         history, resumed = self._train_encoder(data, graph, hard)
         user_loss = self._fine_tune_users()
+        prior_loss = self._fit_prior(data)
         self._embeddings = None
         metrics = history | {
             "user_loss": user_loss,
+            "prior_loss": prior_loss,
             "resumed_from_epoch": resumed,
             "n_shows": len(self.show_ids),
             "n_users": len(self.histories),
@@ -496,6 +509,7 @@ class ContrastiveModel(Recommender):
         self.shows = ShowTensors.from_content(content)
         self.person_vocab = dict(content.person_vocab)
         self.vocab = _vocab_sizes(content.vocab_sizes, self.shows)
+        self.premiered_days = torch.as_tensor(content.premiered_days, dtype=torch.long)
 
     def _hard_negatives(self, data: TrainingData, graph: CowatchGraph) -> np.ndarray:
         shows = self._shows()
@@ -650,6 +664,24 @@ class ContrastiveModel(Recommender):
         opt.step()
         return float(loss.detach()) * len(sequences)
 
+    def _fit_prior(self, data: TrainingData) -> list[float]:
+        """Fit the show prior on each user's next show (encoder and user tower frozen)."""
+        cfg, net = self.config, self._net()
+        shows = torch.as_tensor(self._encode_all()).to(self.runtime.device)  # (n, dim)
+        rows = {s: i for i, s in enumerate(self.show_ids)}
+        sequences, days = user_sequences(data, rows)
+        self.prior_day = day_of(data.as_of)
+
+        def embed_users(prefixes: list[np.ndarray]) -> torch.Tensor:
+            rows = [p.tolist() for p in prefixes]
+            index, mask = (t.to(shows.device) for t in _pad_right_aligned(rows, cfg.history_len))
+            return net.user_arch(shows[index], mask)  # (b, dim)
+
+        prior_cfg = PriorConfig(steps=cfg.prior_steps, seed=cfg.seed)
+        return fit_prior(
+            net.prior_arch, shows, self.premiered_days, sequences, days, embed_users, prior_cfg
+        )
+
     def _history_rows(self, user_ids: list[str]) -> list[list[int]]:
         pos = {s: i for i, s in enumerate(self.show_ids)}
         return [[pos[s] for s in self.histories.get(u, []) if s in pos] for u in user_ids]
@@ -667,21 +699,30 @@ class ContrastiveModel(Recommender):
         net.train()
         return torch.cat(out).numpy()
 
-    def show_embeddings(self) -> tuple[list[str], np.ndarray]:
+    def _vectors(self) -> np.ndarray:
+        """Encoder vectors of the catalogue, (n_shows, dim), computed once."""
         if self._embeddings is None:
             self._embeddings = self._encode_all()
-        return list(self.show_ids), self._embeddings.copy()
+        return self._embeddings
+
+    def show_embeddings(self) -> tuple[list[str], np.ndarray]:
+        """Served show vectors (n_shows, dim + 1): the encoder's, then the show prior."""
+        shows = torch.as_tensor(self._vectors()).to(self.runtime.device)
+        prior = self._net().prior_arch
+        return list(self.show_ids), prior.served_shows(shows, self.premiered_days, self.prior_day)
 
     @torch.no_grad()
     def user_embeddings(self, user_ids: list[str]) -> np.ndarray:
-        arch, device = self._net().user_arch, self.runtime.device
-        shows = torch.as_tensor(self.show_embeddings()[1]).to(device)  # (n, dim)
-        out = np.zeros((len(user_ids), self.config.dim), dtype=np.float32)
+        """Served user vectors (n_users, dim + 1): [scale * user tower, 1]; a user without
+        history gets [0, 1], so the show prior alone ranks for them."""
+        net, device = self._net(), self.runtime.device
+        shows = torch.as_tensor(self._vectors()).to(device)  # (n, dim)
+        out = np.zeros((len(user_ids), self.config.dim + 1), dtype=np.float32)
         for start in range(0, len(user_ids), 1024):
             rows = self._history_rows(user_ids[start : start + 1024])
             index, mask = (t.to(device) for t in _pad_right_aligned(rows, self.config.history_len))
-            vec = arch(shows[index], mask) * mask.any(1, keepdim=True)  # (chunk, dim)
-            out[start : start + len(rows)] = vec.float().cpu().numpy()
+            vec = net.user_arch(shows[index], mask) * mask.any(1, keepdim=True)  # (chunk, dim)
+            out[start : start + len(rows)] = net.prior_arch.served_users(vec.float())
         return out
 
     def known_users(self) -> list[str]:
@@ -786,6 +827,8 @@ class ContrastiveModel(Recommender):
             "vocab": self.vocab,
             "person_vocab": self.person_vocab,
             "histories": self.histories,
+            "premiered_days": self.premiered_days.tolist(),
+            "prior_day": self.prior_day,
         }
         (directory / "state.json").write_text(json.dumps(state))
         assert self.manifest is not None
@@ -799,8 +842,11 @@ class ContrastiveModel(Recommender):
         state = json.loads((directory / "state.json").read_text())
         model.show_ids, model.vocab = state["shows"], state["vocab"]
         model.person_vocab, model.histories = state["person_vocab"], state["histories"]
+        model.premiered_days = torch.as_tensor(state["premiered_days"], dtype=torch.long)
+        model.prior_day = int(state["prior_day"])
         model.shows = ShowTensors(**torch.load(directory / "shows.pt", map_location="cpu"))
-        model.net = ContrastiveNet(model.vocab, model.shows.text.shape[1], model.config)
+        text_dim, n_shows = model.shows.text.shape[1], len(model.show_ids)
+        model.net = ContrastiveNet(model.vocab, text_dim, model.config, n_shows)
         model.net.load_state_dict(torch.load(directory / "weights.pt", map_location="cpu"))
         model.manifest = manifest
         return model

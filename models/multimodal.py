@@ -54,7 +54,9 @@ from .content import (
     cowatch_pairs,
     load_show_content,
     user_histories,
+    user_sequences,
 )
+from .prior import PriorConfig, ShowPrior, day_of, fit_prior
 from .runtime import Runtime, progress_bar
 
 CHECKPOINT = "checkpoint.pt"
@@ -97,6 +99,7 @@ class MultimodalConfig:
     text_weight: float = 0.5
     user_weight: float = 1.0
     val_users: int = 500  # users whose last show is held out for recall@10
+    prior_steps: int = 400  # the show prior (models/prior.py), fitted after the epochs
     checkpoint_dir: str | None = None  # None: <workdir>/checkpoints/multimodal
     seed: int = 0
 
@@ -325,6 +328,7 @@ class MultimodalNet(nn.Module):
         sizes: dict[str, int],
         text_dim: int,
         clusters: torch.Tensor,
+        n_shows: int,
     ) -> None:
         super().__init__()
         self.text_arch = TextArch(text_dim, cfg)
@@ -332,6 +336,7 @@ class MultimodalNet(nn.Module):
         self.cast_arch = CastArch(sizes["people"], cfg)
         self.fusion_arch = FusionArch(cfg)
         self.user_arch = UserArch(cfg)
+        self.prior_arch = ShowPrior(cfg.dim, n_shows, temperature=cfg.temperature)
 
     def forward(self, shows: ShowTensors) -> torch.Tensor:
         """Unit show vectors: (b, dim)."""
@@ -365,7 +370,7 @@ class _ShowEncoderExport(nn.Module):
         self.net = net
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return self.net(ShowTensors(*tensors))
+        return self.net(ShowTensors(*tensors))  # (b, dim): the encoder, prior left out
 
 
 class _TextProjectionExport(nn.Module):
@@ -439,6 +444,8 @@ def _info_nce(logits: torch.Tensor, target: torch.Tensor, temperature: float) ->
 class MultimodalModel(Recommender):
     name: ClassVar[str] = "multimodal"
     feature_service: ClassVar[str] = "multimodal_v1"
+    config_class: ClassVar[type] = MultimodalConfig
+    prior_column: ClassVar[bool] = True
 
     def __init__(self, config: MultimodalConfig | None = None, runtime: Runtime | None = None):
         self.config = config or MultimodalConfig()
@@ -448,6 +455,8 @@ class MultimodalModel(Recommender):
         self.net: MultimodalNet | None = None
         self.catalogue: ShowTensors | None = None  # every show's content, pooled text included
         self.show_vectors: torch.Tensor | None = None  # (n_shows, dim)
+        self.premiered_days = torch.zeros(0, dtype=torch.long)  # (n_shows,), -1 unknown
+        self.prior_day = 0  # the as-of day the served prior takes show ages at
         self.finetuned = False
         self.person_vocab: dict[str, int] = {}
         self.sizes: dict[str, int] = {}
@@ -465,6 +474,7 @@ class MultimodalModel(Recommender):
         torch.manual_seed(cfg.seed)
         content = load_show_content(data, self.feature_service, max_people=cfg.max_people)
         self.show_ids, self.person_vocab = list(content.show_ids), content.person_vocab
+        self.premiered_days = torch.as_tensor(content.premiered_days, dtype=torch.long)
         rows = {s: i for i, s in enumerate(self.show_ids)}
         self.histories = {
             u: [rows[s] for s in h] for u, h in user_histories(data, cfg.history_len).items()
@@ -473,6 +483,7 @@ class MultimodalModel(Recommender):
         net = self._build(content)
         metrics, start = self._train(net, split, content.raw_text, data)
         self.show_vectors = self._encode_catalogue(net).cpu()
+        metrics["prior_loss"] = self._fit_prior(data, rows)
         self.manifest = self._manifest(data, metrics, start, split)
         return self.manifest.metrics
 
@@ -513,7 +524,7 @@ class MultimodalModel(Recommender):
         elif not text_tower.is_feature_store_encoder(cfg.text_model):
             content.text = self._frozen_text(content.raw_text)  # (n_shows, text_dim)
         text_dim = encoder.hidden_size if encoder else int(content.text.shape[1])
-        net = MultimodalNet(cfg, self.sizes, text_dim, clusters)
+        net = MultimodalNet(cfg, self.sizes, text_dim, clusters, len(self.show_ids))
         net.text_arch.encoder = encoder
         self.catalogue = ShowTensors.from_content(content).to(device)
         self.finetuned = encoder is not None
@@ -781,16 +792,43 @@ class MultimodalModel(Recommender):
             },
         )
 
+    def _fit_prior(self, data: TrainingData, rows: dict[str, int]) -> list[float]:
+        """Fit the show prior on each user's next show (show vectors and user tower frozen)."""
+        net = self._net()
+        device = next(net.parameters()).device
+        shows = self._vectors().to(device)  # (n_shows, dim)
+        sequences, days = user_sequences(data, rows)
+        self.prior_day = day_of(data.as_of)
+
+        def embed_users(prefixes: list[np.ndarray]) -> torch.Tensor:
+            history, pad = _pad_rows(prefixes, self.config.history_len)
+            return net.embed_users(shows[history.to(device)], pad.to(device))  # (b, dim)
+
+        net.eval()
+        prior_cfg = PriorConfig(steps=self.config.prior_steps, seed=self.config.seed)
+        return fit_prior(
+            net.prior_arch, shows, self.premiered_days, sequences, days, embed_users, prior_cfg
+        )
+
     # ---- embeddings ------------------------------------------------------------------------------
-    def show_embeddings(self) -> tuple[list[str], np.ndarray]:
+    def _vectors(self) -> torch.Tensor:
+        """The encoder's show vectors, (n_shows, dim) float32."""
         if self.show_vectors is None:
             raise RuntimeError("model is not fitted")
-        return list(self.show_ids), self.show_vectors.numpy().astype(np.float32)
+        return self.show_vectors
+
+    def show_embeddings(self) -> tuple[list[str], np.ndarray]:
+        """Served show vectors (n_shows, dim + 1): the encoder's, then the show prior."""
+        net = self._net()
+        shows = self._vectors().to(next(net.parameters()).device)
+        served = net.prior_arch.served_shows(shows, self.premiered_days, self.prior_day)
+        return list(self.show_ids), served
 
     def user_embeddings(self, user_ids: list[str]) -> np.ndarray:
-        net, (_, shows) = self._net(), self.show_embeddings()
+        """Served user vectors (n_users, dim + 1): [scale * user tower, 1]."""
+        net = self._net()
         device = next(net.parameters()).device
-        vectors = torch.as_tensor(shows, device=device)  # (n_shows, dim)
+        vectors = self._vectors().to(device)  # (n_shows, dim)
         net.eval()
         out = []
         for start in range(0, len(user_ids), 1024):
@@ -800,10 +838,11 @@ class MultimodalModel(Recommender):
             ]
             history, pad = _pad_rows(chunk, self.config.history_len)
             with torch.no_grad():
-                out.append(net.embed_users(vectors[history.to(device)], pad.to(device)).cpu())
+                users = net.embed_users(vectors[history.to(device)], pad.to(device))
+            out.append(net.prior_arch.served_users(users))  # (chunk, dim + 1)
         if not out:
-            return np.zeros((0, self.config.dim), dtype=np.float32)
-        return torch.cat(out).numpy().astype(np.float32)
+            return np.zeros((0, self.config.dim + 1), dtype=np.float32)
+        return np.concatenate(out).astype(np.float32)
 
     def known_users(self) -> list[str]:
         return sorted(self.histories)
@@ -878,6 +917,8 @@ class MultimodalModel(Recommender):
             "text_dim": int(shows.text.shape[1]),
             "finetuned": self.finetuned,
             "person_vocab": self.person_vocab,
+            "premiered_days": self.premiered_days.tolist(),
+            "prior_day": self.prior_day,
         }
         (directory / "state.json").write_text(json.dumps(state))
         self._save_text_tower(directory / TEXT_TOWER, int(shows.text.shape[1]))
@@ -893,7 +934,8 @@ class MultimodalModel(Recommender):
         else:  # a frozen encoder of its own: referenced where it lies
             local = Path(str(cfg.text_model))
             source = str(local.resolve()) if local.exists() else str(cfg.text_model)
-        spec = text_tower.TowerSpec(source, cfg.text_max_length, text_dim, cfg.dim)
+        # queries get a 0 in the served prior column: a text query matches content only
+        spec = text_tower.TowerSpec(source, cfg.text_max_length, text_dim, cfg.dim, prior_column=1)
         head = {k: v.cpu() for k, v in arch.head.state_dict().items()}
         encoder = arch.encoder
         text_tower.write_tower(
@@ -913,9 +955,12 @@ class MultimodalModel(Recommender):
         model.show_ids, model.histories = state["shows"], state["histories"]
         model.sizes, model.finetuned = state["sizes"], state["finetuned"]
         model.person_vocab = state["person_vocab"]
+        model.premiered_days = torch.as_tensor(state["premiered_days"], dtype=torch.long)
+        model.prior_day = int(state["prior_day"])
         weights = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
         clusters = weights["meta_arch.cluster_of"]
-        model.net = MultimodalNet(model.config, model.sizes, state["text_dim"], clusters)
+        n_shows = len(model.show_ids)
+        model.net = MultimodalNet(model.config, model.sizes, state["text_dim"], clusters, n_shows)
         model.net.load_state_dict(weights)
         content = torch.load(directory / "content.pt", map_location="cpu", weights_only=True)
         model.catalogue = ShowTensors(**content)

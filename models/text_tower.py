@@ -45,6 +45,7 @@ class TowerSpec:
     max_length: int  # tokens per text
     text_dim: int  # the encoder's hidden size
     dim: int  # the show-embedding space
+    prior_column: int = 0  # zeros appended to a query: the served vectors' show-prior column
 
 
 def is_feature_store_encoder(name: str | None) -> bool:
@@ -152,12 +153,14 @@ class TextTower:
     head: nn.Module
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """(n, dim) float32 unit vectors in the show-embedding space."""
+        """(n, served dim) float32: unit vectors in the show-embedding space, then a 0 in each
+        prior column, so a query scores shows by content alone."""
         import torch
 
         with torch.no_grad():
             pooled = embed_texts(self.tokenizer, self.encoder, texts, self.spec.max_length)
             vec = torch.nn.functional.normalize(self.head(pooled), dim=-1)  # (n, dim)
+            vec = torch.nn.functional.pad(vec, (0, self.spec.prior_column))  # (n, served dim)
         return vec.numpy().astype(np.float32)
 
 

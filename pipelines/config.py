@@ -38,12 +38,73 @@ class HardwareSettings(Strict):
     profile: Literal["auto", "cpu", "gpu"] = "auto"
 
 
+class ModelParams(Strict):
+    """Hyper-parameters a `tvrec.toml` may set for a model (unset: the model's default).
+
+    Each name is a field of the model's own config dataclass (`CollaborativeConfig`, ...),
+    so `[models.<name>]` overrides exactly that field; a test keeps the two in step."""
+
+    epochs: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    dim: int | None = Field(None, ge=4)
+    seed: int | None = None
+
+    def overrides(self) -> dict[str, object]:
+        return self.model_dump(exclude_none=True)
+
+
+class CollaborativeParams(ModelParams):
+    batch_size: int | None = Field(None, ge=1, description="users per step")
+    input_dropout: float | None = Field(None, ge=0, lt=1)
+
+
+class MultimodalParams(ModelParams):
+    text_model: str | None = Field(
+        None, description="local path or name of a Hugging Face encoder (default: bundled MiniLM)"
+    )
+    finetune_text: bool | None = Field(None, description="unset: fine-tune on the GPU profile")
+    finetune_layers: int | None = Field(None, ge=0)
+    text_max_length: int | None = Field(None, ge=8)
+    pair_batch: int | None = Field(None, ge=2, description="co-watch pairs per step")
+    history_len: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, gt=0)
+    prior_steps: int | None = Field(None, ge=0, description="show-prior fit; 0: no prior")
+
+
+class ContrastiveParams(ModelParams):
+    batch_size: int | None = Field(None, ge=2, description="shows per step")
+    user_epochs: int | None = Field(None, ge=0)
+    history_len: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, gt=0)
+    prior_steps: int | None = Field(None, ge=0, description="show-prior fit; 0: no prior")
+
+
 class ModelSettings(Strict):
-    """Which models the nightly job trains, and which one serves the top-k tables."""
+    """Which models the nightly job trains, which one serves the top-k tables, and each
+    model's hyper-parameter overrides (`[models.multimodal]`, ...)."""
 
     train: tuple[str, ...] = ("collaborative",)
     serve: str = "collaborative"
     k: int = Field(50, ge=1, description="recommendations per user and per show")
+    collaborative: CollaborativeParams = CollaborativeParams()
+    multimodal: MultimodalParams = MultimodalParams()
+    contrastive: ContrastiveParams = ContrastiveParams()
+
+    def params(self, model: str) -> ModelParams:
+        """The overrides of `model` (empty for a model without a section)."""
+        found = getattr(self, model, None)
+        return found if isinstance(found, ModelParams) else ModelParams()
+
+
+class TrackingSettings(Strict):
+    """Optional experiment tracking of `tvrec train` (jobs/tracking.py); off by default, and
+    neither backend needs an account: MLflow writes a local store, W&B runs offline."""
+
+    backend: Literal["none", "mlflow", "wandb"] = "none"
+    uri: str | None = Field(
+        None, min_length=1, description="MLflow tracking URI (default: <workdir>/mlflow.db)"
+    )
+    experiment: str = Field("tvrec", min_length=1, description="MLflow experiment / W&B project")
 
 
 class Settings(Strict):
@@ -51,18 +112,32 @@ class Settings(Strict):
     features: FeatureSettings = FeatureSettings()
     hardware: HardwareSettings = HardwareSettings()
     models: ModelSettings = ModelSettings()
+    tracking: TrackingSettings = TrackingSettings()
 
     @classmethod
     def load(cls, workdir: Path | str | None = None) -> Settings:
         """Settings for a work directory: flag, then $TVREC_WORKDIR, then the default."""
         wd = Path(workdir or os.environ.get(WORKDIR_ENV) or DEFAULT_WORKDIR).resolve()
+        from pydantic import ValidationError
+
+        from .errors import ConfigError
+
         data: dict = {}
         cfg = wd / CONFIG_FILE
         if cfg.exists():
-            with cfg.open("rb") as f:
-                data = tomllib.load(f)
+            try:
+                with cfg.open("rb") as f:
+                    data = tomllib.load(f)
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{cfg}: not valid TOML: {exc}") from None
         data["workdir"] = wd
-        return cls.model_validate(data)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"{cfg}: {problems}") from None
 
 
 def parse_as_of(value: str | datetime | None) -> datetime:

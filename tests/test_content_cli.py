@@ -25,7 +25,7 @@ from tvrec.models.content import ShowTensors
 from tvrec.models.contrastive import ContrastiveModel
 from tvrec.pipelines.adapters import load_raw
 from tvrec.pipelines.contract import canonicalize
-from tvrec.pipelines.synthetic import PlantedTruth, WorldConfig, write_world
+from tvrec.pipelines.synthetic import GENRE_FAMILIES, PlantedTruth, WorldConfig, write_world
 from tvrec.pipelines.workdir import Workdir
 
 runner = CliRunner()
@@ -50,10 +50,11 @@ def test_export_onnx_cli_matches_the_saved_model(trained_workdir: Path, tmp_path
     path = out / "show_encoder.onnx"
     assert sorted(p.name for p in out.iterdir()) == [path.name]
 
-    # the exported file, run by onnxruntime on every show, gives the saved model's vectors
+    # the exported encoder, run by onnxruntime on every show, gives the saved model's vectors
+    # (the served ones minus the show-prior column, which serving adds from the premiere date)
     model = load_model(trained_workdir / "models" / "contrastive")
     assert isinstance(model, ContrastiveModel) and model.shows is not None
-    ids, vectors = model.show_embeddings()
+    ids, vectors = model.show_embeddings()[0], model.similarity_vectors()
     rows = model.shows.rows(torch.arange(len(ids)))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {n: t.numpy() for n, t in zip(ShowTensors.names(), rows.tensors(), strict=True)}
@@ -126,3 +127,35 @@ def test_evaluate_cli_each_model_alone_and_cold_slice(
     assert content["ndcg@10"] > 2 * chance.ndcg, (content, chance)
     assert content["recall@10"] > 1.8 * chance.recall, (content, chance)
     assert content["ndcg@10"] > collaborative["ndcg@10"] + 0.15, (content, collaborative)
+
+
+def test_served_multimodal_answers_text_and_show_queries(
+    built_workdir: Workdir, truth: PlantedTruth, tmp_path: Path
+) -> None:
+    """A content model served end to end: trained and indexed by the CLI, its text tower
+    answers `query --text` with the planted genre family, and its similar-show table (prior
+    column left out) puts planted near-duplicates next to their originals."""
+    work = tmp_path / "work"
+    shutil.copytree(built_workdir.root, work, symlinks=True)
+    (work / "tvrec.toml").write_text("[models.multimodal]\nepochs = 4\n", encoding="utf-8")
+    for args in (["train", "--stage", "multimodal"], ["recommend", "--model", "multimodal"]):
+        res = runner.invoke(app, [*args, "--workdir", str(work)])
+        assert res.exit_code == 0, res.output
+
+    def query(*args: str) -> list[str]:
+        res = runner.invoke(app, ["query", *args, "--json", "--workdir", str(work)])
+        assert res.exit_code == 0, res.output
+        return [r["show_id"] for r in json.loads(res.stdout)["results"]]
+
+    precision = []
+    for cluster in sorted(truth.cluster_genres):
+        words = " ".join(GENRE_FAMILIES[cluster].vocabulary[:8])
+        top = query("--text", words, "-k", "10")
+        precision.append(np.mean([truth.show_cluster.get(s) == cluster for s in top]))
+    chance = 1 / len(truth.cluster_genres)
+    assert np.mean(precision) > 0.8 > 4 * chance, precision
+    found = [
+        copy in query("--show", original, "-k", "3")
+        for original, copy in truth.near_duplicate_pairs
+    ]
+    assert np.mean(found) >= 0.8, found

@@ -52,8 +52,9 @@ def model(data: TrainingData, tmp_path_factory: pytest.TempPathFactory) -> Contr
 
 
 def _embeddings(model: ContrastiveModel) -> tuple[dict[str, int], np.ndarray]:
-    ids, emb = model.show_embeddings()
-    return {s: i for i, s in enumerate(ids)}, emb
+    """Show rows and the vectors shows are compared by (the served ones minus the prior)."""
+    ids, _ = model.show_embeddings()
+    return {s: i for i, s in enumerate(ids)}, model.similarity_vectors()
 
 
 def _neighbours(emb: np.ndarray, k: int) -> np.ndarray:
@@ -107,7 +108,8 @@ def test_cold_start_shows_reach_their_cluster_users(
 ) -> None:
     """Through user_embeddings (the serving path): users of a cold show's cluster score it
     above users of other clusters (AUC), and rank it in the top of the catalogue."""
-    pos, emb = _embeddings(model)
+    ids, emb = model.show_embeddings()  # served: the show prior included
+    pos = {s: i for i, s in enumerate(ids)}
     users = model.known_users()
     scores = model.user_embeddings(users) @ emb.T  # (n_users, n_shows)
     user_cluster = np.array([truth.user_cluster[u] for u in users])
@@ -216,7 +218,7 @@ def test_onnx_export_matches_torch(model: ContrastiveModel, tmp_path: Path) -> N
         n: t.numpy() for n, t in zip(ShowTensors.names(), shows.rows(rows).tensors(), strict=True)
     }
     (got,) = session.run(None, feeds)
-    want = model.show_embeddings()[1][3:40]
+    want = model.similarity_vectors()[3:40]  # the encoder: served vectors minus the prior
     assert got.shape == want.shape and np.abs(got - want).max() < 1e-4
 
 
@@ -270,7 +272,8 @@ def test_save_load_round_trip(model: ContrastiveModel, tmp_path: Path) -> None:
     np.testing.assert_allclose(
         loaded.user_embeddings(users), model.user_embeddings(users), atol=1e-6
     )
-    assert not loaded.user_embeddings(["nobody"]).any()  # unknown users get zeros
+    nobody = loaded.user_embeddings(["nobody"])[0]  # unknown users: the show prior alone
+    assert not nobody[:-1].any() and nobody[-1] == 1.0
     score = loaded.score(users[:3], ids[:3])
     expected = np.einsum("nd,nd->n", model.user_embeddings(users[:3]), emb[:3])
     np.testing.assert_allclose(score, expected, atol=1e-6)
@@ -283,6 +286,7 @@ def test_gpu_profile_path_runs_with_autocast_on_cpu(data: TrainingData, tmp_path
     model = ContrastiveModel(cfg, runtime)
     metrics = model.fit(data)
     assert metrics["profile"] == "gpu" and all(np.isfinite(metrics["train_loss"]))
-    _, emb = model.show_embeddings()
-    assert emb.dtype == np.float32 and np.isfinite(emb).all()
+    _, served = model.show_embeddings()
+    assert served.dtype == np.float32 and np.isfinite(served).all()
+    emb = model.similarity_vectors()
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)

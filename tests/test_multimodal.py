@@ -84,7 +84,7 @@ def _rows(model: MultimodalModel) -> dict[str, int]:
 def test_near_duplicates_are_nearest_neighbours(
     model: MultimodalModel, truth: PlantedTruth
 ) -> None:
-    _, shows = model.show_embeddings()
+    shows = model.similarity_vectors()  # the served vectors minus the show prior
     unit = shows / np.linalg.norm(shows, axis=1, keepdims=True)
     cosine = unit @ unit.T  # (n_shows, n_shows)
     np.fill_diagonal(cosine, -np.inf)
@@ -164,7 +164,7 @@ def test_onnx_export_matches_torch(model: MultimodalModel, tmp_path: Path) -> No
     session = ort.InferenceSession(str(paths["show_encoder"]))
     feeds = {n: t.numpy() for n, t in zip(ShowTensors.names(), batch.tensors(), strict=True)}
     got = session.run(None, feeds)[0]
-    np.testing.assert_allclose(got, model.show_embeddings()[1][:37], atol=1e-4)
+    np.testing.assert_allclose(got, model.similarity_vectors()[:37], atol=1e-4)  # the encoder
     session = ort.InferenceSession(str(paths["text_projection"]))
     query = session.run(None, {"text": batch.text.numpy()})[0]
     with torch.no_grad():
@@ -183,12 +183,16 @@ def test_save_load_round_trip(model: MultimodalModel, saved: Path) -> None:
     vectors = again.user_embeddings(users)
     np.testing.assert_allclose(vectors, model.user_embeddings(users), atol=1e-6)
     np.testing.assert_array_equal(vectors[-1], vectors[-2])  # the learned cold-user vector
-    assert np.linalg.norm(vectors[-1]) == pytest.approx(1.0, abs=1e-5)
+    # served user = [scale * unit tower vector, 1]; served show = [unit vector, prior]
+    scale = float(again._net().prior_arch.log_scale.exp())
+    assert np.linalg.norm(vectors[-1][:-1]) == pytest.approx(scale, rel=1e-5)
+    assert vectors[-1][-1] == 1.0
     # serving searches the index by raw inner product: score(u, s) = <user, show>
     score = again.score(users[:5], ids[:5])
     np.testing.assert_allclose(score, np.einsum("nd,nd->n", vectors[:5], shows[:5]), atol=1e-6)
     # the reloaded net re-encodes the saved content into the saved vectors
-    np.testing.assert_allclose(again._encode_catalogue(again._net()).numpy(), shows, atol=1e-5)
+    encoded = again._encode_catalogue(again._net()).numpy()
+    np.testing.assert_allclose(encoded, again.similarity_vectors(), atol=1e-5)
 
 
 # ---- resume and the fine-tuning path ----------------------------------------------------------
@@ -281,5 +285,5 @@ def test_gpu_profile_fine_tunes_top_layers(data: TrainingData, tmp_path: Path) -
     words = " ".join(GENRE_FAMILIES[0].vocabulary[:8])
     with torch.no_grad():  # the fine-tuned encoder and head, in float32
         expected = mm._net().embed_text(encoder.eval()([words])).numpy()[0]
-    got = encode_query(tmp_path / "model" / "text_tower", words)
-    np.testing.assert_allclose(got, expected, atol=1e-5)
+    got = encode_query(tmp_path / "model" / "text_tower", words)  # (dim + 1,): prior column 0
+    np.testing.assert_allclose(got, np.append(expected, 0.0), atol=1e-5)
