@@ -12,7 +12,7 @@ each user's next show (show vectors and user tower frozen), each show's age take
 of that watch. The content part is fitted first and alone, so a show nobody has watched yet
 gets a calibrated prior from what similar shows, at the same age, drew; then a per-show bias is
 fitted on top for the shows watched in training (their own popularity, which content cannot
-tell apart), and stays 0 for every other show.
+tell apart; the affinity scale is re-tuned with it), and stays 0 for every other show.
 
 Served vectors carry it as one extra column, ages taken at the model's as-of day: show
 [vector, prior], user [scale * vector, 1], so the index's inner product is the score above and
@@ -40,7 +40,7 @@ N_AGE_BUCKETS = len(AGE_EDGES) + 2
 @dataclass(frozen=True)
 class PriorConfig:
     steps: int = 400  # each a batch of watches drawn uniformly from all users' sequences
-    bias_steps: int = 200  # then the per-show bias of watched shows, content part frozen
+    bias_steps: int = 200  # then watched shows' own bias (+ the scale), content part frozen
     bias_lr: float = 0.05
     batch_size: int = 256  # watches per step
     log_every: int = 50  # one loss value per this many steps in the curve
@@ -139,7 +139,7 @@ def fit_prior(
     losses = _fit(prior, opt, cfg.steps, cfg, watches, gen)
     # the content part is fitted and calibrated on its own: now each watched show's own bias
     prior.watched[torch.as_tensor(np.unique(np.concatenate(sequences)))] = True
-    opt = torch.optim.Adam(prior.show_bias.parameters(), lr=cfg.bias_lr)
+    opt = torch.optim.Adam([*prior.show_bias.parameters(), prior.log_scale], lr=cfg.bias_lr)
     return losses + _fit(prior, opt, cfg.bias_steps, cfg, watches, gen)
 
 

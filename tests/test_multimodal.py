@@ -184,7 +184,7 @@ def test_save_load_round_trip(model: MultimodalModel, saved: Path) -> None:
     np.testing.assert_allclose(vectors, model.user_embeddings(users), atol=1e-6)
     np.testing.assert_array_equal(vectors[-1], vectors[-2])  # the learned cold-user vector
     # served user = [scale * unit tower vector, 1]; served show = [unit vector, prior]
-    scale = float(again._net().prior_arch.log_scale.exp())
+    scale = float(again._net().prior_arch.log_scale.detach().exp())
     assert np.linalg.norm(vectors[-1][:-1]) == pytest.approx(scale, rel=1e-5)
     assert vectors[-1][-1] == 1.0
     # serving searches the index by raw inner product: score(u, s) = <user, show>
