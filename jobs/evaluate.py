@@ -45,8 +45,7 @@ class SplitPipeline:
         self.ds, self.settings, self.quiet = ds, settings, quiet
         self.wd = Workdir(root / "work")
         self.build_seconds: float | None = None
-        self._built_for: int | None = None
-        self.split: Split | None = None
+        self.split: Split | None = None  # the split built for
         self.cold_candidates: list[str] = []
 
     def model_topk(self, model: str, k: int = 10) -> Callable[[Split], tuple[pl.DataFrame, ...]]:
@@ -75,8 +74,8 @@ class SplitPipeline:
         from tvrec.pipelines.build import build_features
         from tvrec.pipelines.ingest import publish_lake
 
-        if self._built_for is not None:
-            if self._built_for != id(sp):
+        if self.split is not None:
+            if self.split is not sp:
                 raise RuntimeError("a SplitPipeline serves one split; make one per split")
             return
         start = time.perf_counter()
@@ -88,7 +87,7 @@ class SplitPipeline:
             self.wd, self._settings(), as_of=split_as_of(sp), log=StageLog(quiet=self.quiet)
         )
         self.build_seconds = time.perf_counter() - start
-        self._built_for, self.split = id(sp), sp
+        self.split = sp
         self.cold_candidates = cold_candidates(self.ds.shows, sp)
 
 

@@ -63,9 +63,8 @@ from .content import (
     cowatch_pairs,
     load_show_content,
     user_histories,
-    user_sequences,
 )
-from .prior import PriorConfig, ShowPrior, day_of, fit_prior
+from .prior import PriorConfig, ShowPrior, fit_show_prior
 from .runtime import Runtime, progress_bar
 
 CHECKPOINT = "checkpoint.pt"
@@ -470,8 +469,6 @@ class ContrastiveModel(Recommender):
         self.histories: dict[str, list[str]] = {}
         self.net: ContrastiveNet | None = None
         self._embeddings: np.ndarray | None = None
-        self.premiered_days = torch.zeros(0, dtype=torch.long)  # (n_shows,), -1 unknown
-        self.prior_day = 0  # the as-of day the served prior takes show ages at
 
     # ---- training ---------------------------------------------------------------------------
     def fit(self, data: TrainingData) -> dict[str, Any]:
@@ -486,7 +483,7 @@ class ContrastiveModel(Recommender):
         hard = self._hard_negatives(data, graph)
         history, resumed = self._train_encoder(data, graph, hard)
         user_loss = self._fine_tune_users()
-        prior_loss = self._fit_prior(data)
+        prior_loss = self._fit_prior(data, content)
         self._embeddings = None
         metrics = history | {
             "user_loss": user_loss,
@@ -509,7 +506,6 @@ class ContrastiveModel(Recommender):
         self.shows = ShowTensors.from_content(content)
         self.person_vocab = dict(content.person_vocab)
         self.vocab = _vocab_sizes(content.vocab_sizes, self.shows)
-        self.premiered_days = torch.as_tensor(content.premiered_days, dtype=torch.long)
 
     def _hard_negatives(self, data: TrainingData, graph: CowatchGraph) -> np.ndarray:
         shows = self._shows()
@@ -664,13 +660,12 @@ class ContrastiveModel(Recommender):
         opt.step()
         return float(loss.detach()) * len(sequences)
 
-    def _fit_prior(self, data: TrainingData) -> list[float]:
+    def _fit_prior(self, data: TrainingData, content: ShowContent) -> list[float]:
         """Fit the show prior on each user's next show (encoder and user tower frozen)."""
         cfg, net = self.config, self._net()
         shows = torch.as_tensor(self._encode_all()).to(self.runtime.device)  # (n, dim)
         rows = {s: i for i, s in enumerate(self.show_ids)}
-        sequences, days = user_sequences(data, rows)
-        self.prior_day = day_of(data.as_of)
+        premiered = torch.as_tensor(content.premiered_days, dtype=torch.long)
 
         def embed_users(prefixes: list[np.ndarray]) -> torch.Tensor:
             rows = [p.tolist() for p in prefixes]
@@ -678,9 +673,7 @@ class ContrastiveModel(Recommender):
             return net.user_arch(shows[index], mask)  # (b, dim)
 
         prior_cfg = PriorConfig(steps=cfg.prior_steps, seed=cfg.seed)
-        return fit_prior(
-            net.prior_arch, shows, self.premiered_days, sequences, days, embed_users, prior_cfg
-        )
+        return fit_show_prior(net.prior_arch, shows, premiered, data, rows, embed_users, prior_cfg)
 
     def _history_rows(self, user_ids: list[str]) -> list[list[int]]:
         pos = {s: i for i, s in enumerate(self.show_ids)}
@@ -708,8 +701,7 @@ class ContrastiveModel(Recommender):
     def show_embeddings(self) -> tuple[list[str], np.ndarray]:
         """Served show vectors (n_shows, dim + 1): the encoder's, then the show prior."""
         shows = torch.as_tensor(self._vectors()).to(self.runtime.device)
-        prior = self._net().prior_arch
-        return list(self.show_ids), prior.served_shows(shows, self.premiered_days, self.prior_day)
+        return list(self.show_ids), self._net().prior_arch.served_shows(shows)
 
     @torch.no_grad()
     def user_embeddings(self, user_ids: list[str]) -> np.ndarray:
@@ -827,8 +819,6 @@ class ContrastiveModel(Recommender):
             "vocab": self.vocab,
             "person_vocab": self.person_vocab,
             "histories": self.histories,
-            "premiered_days": self.premiered_days.tolist(),
-            "prior_day": self.prior_day,
         }
         (directory / "state.json").write_text(json.dumps(state))
         assert self.manifest is not None
@@ -842,8 +832,6 @@ class ContrastiveModel(Recommender):
         state = json.loads((directory / "state.json").read_text())
         model.show_ids, model.vocab = state["shows"], state["vocab"]
         model.person_vocab, model.histories = state["person_vocab"], state["histories"]
-        model.premiered_days = torch.as_tensor(state["premiered_days"], dtype=torch.long)
-        model.prior_day = int(state["prior_day"])
         model.shows = ShowTensors(**torch.load(directory / "shows.pt", map_location="cpu"))
         text_dim, n_shows = model.shows.text.shape[1], len(model.show_ids)
         model.net = ContrastiveNet(model.vocab, text_dim, model.config, n_shows)

@@ -54,9 +54,8 @@ from .content import (
     cowatch_pairs,
     load_show_content,
     user_histories,
-    user_sequences,
 )
-from .prior import PriorConfig, ShowPrior, day_of, fit_prior
+from .prior import PriorConfig, ShowPrior, fit_show_prior
 from .runtime import Runtime, progress_bar
 
 CHECKPOINT = "checkpoint.pt"
@@ -455,8 +454,6 @@ class MultimodalModel(Recommender):
         self.net: MultimodalNet | None = None
         self.catalogue: ShowTensors | None = None  # every show's content, pooled text included
         self.show_vectors: torch.Tensor | None = None  # (n_shows, dim)
-        self.premiered_days = torch.zeros(0, dtype=torch.long)  # (n_shows,), -1 unknown
-        self.prior_day = 0  # the as-of day the served prior takes show ages at
         self.finetuned = False
         self.person_vocab: dict[str, int] = {}
         self.sizes: dict[str, int] = {}
@@ -474,7 +471,6 @@ class MultimodalModel(Recommender):
         torch.manual_seed(cfg.seed)
         content = load_show_content(data, self.feature_service, max_people=cfg.max_people)
         self.show_ids, self.person_vocab = list(content.show_ids), content.person_vocab
-        self.premiered_days = torch.as_tensor(content.premiered_days, dtype=torch.long)
         rows = {s: i for i, s in enumerate(self.show_ids)}
         self.histories = {
             u: [rows[s] for s in h] for u, h in user_histories(data, cfg.history_len).items()
@@ -483,7 +479,7 @@ class MultimodalModel(Recommender):
         net = self._build(content)
         metrics, start = self._train(net, split, content.raw_text, data)
         self.show_vectors = self._encode_catalogue(net).cpu()
-        metrics["prior_loss"] = self._fit_prior(data, rows)
+        metrics["prior_loss"] = self._fit_prior(data, rows, content)
         self.manifest = self._manifest(data, metrics, start, split)
         return self.manifest.metrics
 
@@ -792,13 +788,14 @@ class MultimodalModel(Recommender):
             },
         )
 
-    def _fit_prior(self, data: TrainingData, rows: dict[str, int]) -> list[float]:
+    def _fit_prior(
+        self, data: TrainingData, rows: dict[str, int], content: ShowContent
+    ) -> list[float]:
         """Fit the show prior on each user's next show (show vectors and user tower frozen)."""
         net = self._net()
         device = next(net.parameters()).device
         shows = self._vectors().to(device)  # (n_shows, dim)
-        sequences, days = user_sequences(data, rows)
-        self.prior_day = day_of(data.as_of)
+        premiered = torch.as_tensor(content.premiered_days, dtype=torch.long)
 
         def embed_users(prefixes: list[np.ndarray]) -> torch.Tensor:
             history, pad = _pad_rows(prefixes, self.config.history_len)
@@ -806,9 +803,7 @@ class MultimodalModel(Recommender):
 
         net.eval()
         prior_cfg = PriorConfig(steps=self.config.prior_steps, seed=self.config.seed)
-        return fit_prior(
-            net.prior_arch, shows, self.premiered_days, sequences, days, embed_users, prior_cfg
-        )
+        return fit_show_prior(net.prior_arch, shows, premiered, data, rows, embed_users, prior_cfg)
 
     # ---- embeddings ------------------------------------------------------------------------------
     def _vectors(self) -> torch.Tensor:
@@ -821,8 +816,7 @@ class MultimodalModel(Recommender):
         """Served show vectors (n_shows, dim + 1): the encoder's, then the show prior."""
         net = self._net()
         shows = self._vectors().to(next(net.parameters()).device)
-        served = net.prior_arch.served_shows(shows, self.premiered_days, self.prior_day)
-        return list(self.show_ids), served
+        return list(self.show_ids), net.prior_arch.served_shows(shows)
 
     def user_embeddings(self, user_ids: list[str]) -> np.ndarray:
         """Served user vectors (n_users, dim + 1): [scale * user tower, 1]."""
@@ -917,8 +911,6 @@ class MultimodalModel(Recommender):
             "text_dim": int(shows.text.shape[1]),
             "finetuned": self.finetuned,
             "person_vocab": self.person_vocab,
-            "premiered_days": self.premiered_days.tolist(),
-            "prior_day": self.prior_day,
         }
         (directory / "state.json").write_text(json.dumps(state))
         self._save_text_tower(directory / TEXT_TOWER, int(shows.text.shape[1]))
@@ -955,8 +947,6 @@ class MultimodalModel(Recommender):
         model.show_ids, model.histories = state["shows"], state["histories"]
         model.sizes, model.finetuned = state["sizes"], state["finetuned"]
         model.person_vocab = state["person_vocab"]
-        model.premiered_days = torch.as_tensor(state["premiered_days"], dtype=torch.long)
-        model.prior_day = int(state["prior_day"])
         weights = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
         clusters = weights["meta_arch.cluster_of"]
         n_shows = len(model.show_ids)

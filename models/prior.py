@@ -31,6 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import TrainingData
+from .content import user_sequences
+
 # Age buckets, in days since the premiere: 0 unknown premiere, 1 not premiered yet, then
 # [0, 30), [30, 90), [90, 180), [180, 365), [1y, 2y), [2y, 5y), [5y, 10y), 10y and more.
 AGE_EDGES = (0, 30, 90, 180, 365, 730, 1825, 3650)
@@ -74,6 +77,9 @@ class ShowPrior(nn.Module):
         self.age_curve = nn.Embedding(N_AGE_BUCKETS, 1)
         self.show_bias = nn.Embedding(n_shows, 1)  # catalogue rows; only watched ones move
         self.register_buffer("watched", torch.zeros(n_shows, dtype=torch.bool))
+        # what serving takes ages from: each show's premiere (-1 unknown) and the as-of day
+        self.register_buffer("premiered_days", torch.full((n_shows,), -1, dtype=torch.long))
+        self.register_buffer("as_of_day", torch.zeros((), dtype=torch.long))
         for p in (*self.prior_mlp[-1].parameters(), self.age_curve.weight, self.show_bias.weight):
             nn.init.zeros_(p)  # starts neutral: score = affinity / temperature
         self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
@@ -92,15 +98,13 @@ class ShowPrior(nn.Module):
         return users @ shows.T * self.log_scale.exp() + self(shows, ages)
 
     @torch.no_grad()
-    def served_shows(
-        self, shows: torch.Tensor, premiered_days: torch.Tensor, day: int
-    ) -> np.ndarray:
-        """(n, dim) -> (n, dim + 1) float32: [vector, prior], ages as of `day`.
+    def served_shows(self, shows: torch.Tensor) -> np.ndarray:
+        """(n, dim) -> (n, dim + 1) float32: [vector, prior], ages as of `as_of_day`.
 
-        A show that premieres after `day` gets the prior of its premiere day (age 0): what it
-        will draw once it airs. (The precompute holds it back until then anyway.)"""
-        premiered = premiered_days.to(shows.device)  # (n,)
-        age = (day - premiered).clamp(min=0)  # (n,): not aired yet counts as airing today
+        A show that premieres after that day gets the prior of its premiere day (age 0): what
+        it will draw once it airs. (The precompute holds it back until then anyway.)"""
+        premiered = self.premiered_days.to(shows.device)  # (n,)
+        age = (self.as_of_day - premiered).clamp(min=0)  # (n,): not aired yet = airing today
         ages = bucket_ages(age, premiered >= 0)[None, :]  # (1, n)
         return torch.cat([shows, self(shows, ages)[0][:, None]], 1).float().cpu().numpy()
 
@@ -109,6 +113,22 @@ class ShowPrior(nn.Module):
         """(b, dim) -> (b, dim + 1) float32: [scale * vector, 1]."""
         ones = torch.ones(len(users), 1, device=users.device, dtype=users.dtype)
         return torch.cat([users * self.log_scale.exp(), ones], 1).float().cpu().numpy()
+
+
+def fit_show_prior(
+    prior: ShowPrior,
+    shows: torch.Tensor,
+    premiered_days: torch.Tensor,
+    data: TrainingData,
+    rows: dict[str, int],
+    embed_users: Callable[[list[np.ndarray]], torch.Tensor],
+    cfg: PriorConfig,
+) -> list[float]:
+    """`fit_prior` on a training set's watch sequences (catalogue `rows` of show ids); the
+    served prior then takes ages as of the training set's as-of day."""
+    sequences, days = user_sequences(data, rows)
+    prior.as_of_day.fill_(day_of(data.as_of))
+    return fit_prior(prior, shows, premiered_days, sequences, days, embed_users, cfg)
 
 
 def fit_prior(
@@ -127,6 +147,7 @@ def fit_prior(
     (b, dim) frozen user vectors. Every show the user already saw is left out of the softmax,
     as the precompute leaves it out of the top-k. First the content part, then the per-show
     bias of the watched shows. Returns the mean loss of every `log_every` steps."""
+    prior.premiered_days.copy_(premiered_days)
     watches = _Watches(sequences, days, embed_users, premiered_days, shows)
     if not watches.n or cfg.steps <= 0:
         return []

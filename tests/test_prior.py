@@ -111,5 +111,7 @@ def test_served_vectors_score_like_the_prior() -> None:
         aired = age_buckets(premiered, premiered.clamp(min=day))  # (30, 30): diagonal is used
         ages = torch.where(premiered[None, :] > day, aired.diagonal()[None, :], ages)
         expected = prior.logits(users, shows, ages).numpy()
-    got = prior.served_users(users) @ prior.served_shows(shows, premiered, day).T
+        prior.premiered_days.copy_(premiered)
+        prior.as_of_day.fill_(day)
+    got = prior.served_users(users) @ prior.served_shows(shows).T
     np.testing.assert_allclose(got, expected, atol=1e-5)
