@@ -20,8 +20,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tvrec.jobs.evaluate import chance_cold_metrics, cold_candidates, rank_among, split
-from tvrec.jobs.evaluation import Metrics, Split, evaluate_topk
+from tvrec.jobs.evaluation import (
+    Metrics,
+    Split,
+    chance_cold_metrics,
+    cold_candidates,
+    evaluate_topk,
+    rank_among,
+    split,
+)
 from tvrec.pipelines.adapters import load_raw
 from tvrec.pipelines.contract import Dataset, canonicalize
 

@@ -379,7 +379,7 @@ def evaluate(
     as_json: JsonOpt = False,
 ) -> None:
     """Score tvrec's published top-k and its peers (MostPop, ItemKNN, EASE, ALS) on one split."""
-    from tvrec.jobs.evaluate import evaluate as run_evaluation
+    from tvrec.jobs.evaluation import evaluate as run_evaluation
     from tvrec.jobs.evaluation import markdown
     from tvrec.pipelines.adapters import load_raw
     from tvrec.pipelines.contract import canonicalize

@@ -19,7 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from tvrec.jobs.cli import app
-from tvrec.jobs.evaluate import chance_cold_metrics, cold_candidates, split
+from tvrec.jobs.evaluation import chance_cold_metrics, cold_candidates, split
 from tvrec.jobs.train import load_model
 from tvrec.models.content import ShowTensors
 from tvrec.models.contrastive import ContrastiveModel

@@ -18,7 +18,7 @@ from tvrec.jobs.evaluation import (
     run_peer_evaluation,
     split,
 )
-from tvrec.models.peers import (
+from tvrec.jobs.evaluation.peers import (
     ALS,
     EASE,
     ALSConfig,

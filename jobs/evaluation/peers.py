@@ -5,7 +5,7 @@ users x items, and ranks the whole catalogue (every show seen in train) for each
 `recommend(users, k)` -> a (user_id, rank, show_id, score) frame. Scoring is vectorised and
 batched (a few hundred users at a time) so that 5k users x 7.4k items stays small in memory.
 Shows absent from train are unreachable for these collaborative models; users absent from train
-get no rows.
+get no rows. EASE tunes its lambda with the split and metric code of this package.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 from scipy.linalg import lapack
+
+from tvrec.jobs.evaluation.metrics import MetricConfig, evaluate_topk
+from tvrec.jobs.evaluation.splitting import cut_events
 
 ValidationKind = Literal["auto", "temporal", "random"]
 TOPK_SCHEMA = {"user_id": pl.String, "rank": pl.Int32, "show_id": pl.String, "score": pl.Float64}
@@ -282,9 +285,6 @@ class EASE(Peer):
 
     def tune(self, train: pl.DataFrame) -> float:
         """The grid's l2 with the best NDCG@k on a validation cut of `train`."""
-        # evaluation owns the split and metric code; imported here to avoid an import cycle
-        from tvrec.jobs.evaluation import MetricConfig, cut_events, evaluate_topk
-
         cut = cut_events(
             train, self._validation_kind(train), self.config.validation_share, self.config.seed
         )

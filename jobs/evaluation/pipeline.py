@@ -1,9 +1,13 @@
-"""`tvrec evaluate`: tvrec's own nightly pipeline and its peers, scored on the same split.
+"""The `tvrec evaluate` job: tvrec's own nightly pipeline and its peers, scored on one split.
 
 tvrec is evaluated as it runs in production: the split's training events are published as a
 lake, features are built as of the split's cutoff, the model trains from its Feast training
 set, and the nightly precompute publishes a top-k table. That published table is scored by the
-same code as the peers (most-popular, item-kNN, EASE, ALS).
+same code as the peers (most-popular, item-kNN, EASE, ALS); the cold-start slice ranks the
+catalogue's shows with no training event (`cold_candidates`).
+
+- `evaluate(ds, settings, out_dir, models)`: each of tvrec's models alone against the peers.
+- `run_peer_evaluation(ds, extra, out_dir)`: the peers and any extra models, scored and written.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,21 +23,26 @@ import numpy as np
 import polars as pl
 
 from tvrec.jobs.catalog import Catalog
-from tvrec.jobs.evaluation import (
+from tvrec.jobs.evaluation.metrics import MetricConfig, Metrics, evaluate_topk
+from tvrec.jobs.evaluation.peers import Peer, default_peers
+from tvrec.jobs.evaluation.report import (
     EvaluationReport,
-    Metrics,
-    Split,
-    evaluate_topk,
-    run_peer_evaluation,
-    split,
+    ModelResult,
+    pipeline_notes,
     write_report,
 )
+from tvrec.jobs.evaluation.splitting import Split, split
 from tvrec.pipelines.config import Settings
 from tvrec.pipelines.contract import EVENTS_SCHEMA, Dataset
 from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.workdir import Workdir
 
+# An extra model's answer: its top-k table, or (top-k table, top-k over the cold shows only).
+Answer = pl.DataFrame | tuple[pl.DataFrame, pl.DataFrame]
+ExtraModel = Answer | Callable[[Split], Answer]
 
+
+# ---- tvrec's pipeline on a split -----------------------------------------------------------
 class SplitPipeline:
     """tvrec's nightly pipeline on one split's training part, in a private work directory.
 
@@ -175,6 +184,91 @@ def _train_dataset(ds: Dataset, sp: Split) -> Dataset:
     return Dataset(f"{ds.name}-train", ds.shows, events, ds.credits, ds.users, ds.timed)
 
 
+# ---- scoring peers and extra models --------------------------------------------------------
+def _fit_peer(peer: Peer, split: Split, k: int) -> tuple[pl.DataFrame, float, float]:
+    """Fit a peer on train and rank the test users; (top-k frame, fit s, score s)."""
+    start = time.perf_counter()
+    peer.fit(split.train)
+    fitted = time.perf_counter()
+    topk = peer.recommend(split.test_users, k, exclude_seen=True)
+    return topk, fitted - start, time.perf_counter() - fitted
+
+
+def _score_extra(
+    model: ExtraModel, split: Split
+) -> tuple[pl.DataFrame, pl.DataFrame | None, float | None]:
+    """(top-k, cold-only top-k or None, seconds) of a precomputed or callable model."""
+    start = time.perf_counter()
+    answer = model if isinstance(model, pl.DataFrame | tuple) else model(split)
+    seconds = None if isinstance(model, pl.DataFrame | tuple) else time.perf_counter() - start
+    if isinstance(answer, tuple):
+        return answer[0], answer[1], seconds
+    return answer, None, seconds
+
+
+def _peer_results(
+    peers: Mapping[str, Peer], sp: Split, cold: Split, cfg: MetricConfig
+) -> list[ModelResult]:
+    results: list[ModelResult] = []
+    for name, peer in peers.items():
+        topk, fit_s, score_s = _fit_peer(peer, sp, cfg.k)
+        metrics_ = evaluate_topk(topk, sp, cfg)
+        # a collaborative peer ranks only shows it saw in train: its list is its cold answer
+        cold_m = evaluate_topk(topk, cold, cfg) if cold.test.height else None
+        results.append(ModelResult(name, metrics_, fit_s, score_s, peer.params(), cold_m))
+    return results
+
+
+def _extra_results(
+    models: Mapping[str, ExtraModel], sp: Split, cold: Split, cfg: MetricConfig
+) -> list[ModelResult]:
+    results: list[ModelResult] = []
+    for name, model in models.items():
+        topk, cold_topk, fit_s = _score_extra(model, sp)
+        cold_m = None
+        if cold.test.height:
+            cold_m = evaluate_topk(cold_topk if cold_topk is not None else topk, cold, cfg)
+        results.append(ModelResult(name, evaluate_topk(topk, sp, cfg), fit_s, cold=cold_m))
+    return results
+
+
+def score_peers(
+    ds: Dataset,
+    extra_models: Mapping[str, ExtraModel] | None = None,
+    *,
+    peers: Mapping[str, Peer] | None = None,
+    seed: int = 42,
+    metrics: MetricConfig | None = None,
+) -> EvaluationReport:
+    """Split `ds`, fit and score the peers and `extra_models`; the report, not yet written.
+
+    An extra model is either a precomputed top-k frame (user_id, rank, show_id) or a callable
+    that trains on `split.train` and returns one (its wall time is reported as fit seconds).
+    """
+    cfg = metrics or MetricConfig()
+    sp = split(ds, seed=seed)
+    cold = sp.cold_slice()
+    results = _peer_results(peers or default_peers(sp.kind), sp, cold, cfg)
+    results += _extra_results(extra_models or {}, sp, cold, cfg)
+    return EvaluationReport(ds.name, sp.describe(), results, notes=list(ds.notes))
+
+
+def run_peer_evaluation(
+    ds: Dataset,
+    extra_models: Mapping[str, ExtraModel] | None = None,
+    out_dir: Path = Path("evaluation"),
+    *,
+    peers: Mapping[str, Peer] | None = None,
+    seed: int = 42,
+    metrics: MetricConfig | None = None,
+) -> EvaluationReport:
+    """`score_peers`, then the report written into out_dir (see `write_report`)."""
+    report = score_peers(ds, extra_models, peers=peers, seed=seed, metrics=metrics)
+    report.files = write_report(report, Path(out_dir))
+    return report
+
+
+# ---- the evaluate job ----------------------------------------------------------------------
 def evaluate(
     ds: Dataset,
     settings: Settings,
@@ -186,28 +280,30 @@ def evaluate(
     with tempfile.TemporaryDirectory(prefix="tvrec-eval-") as tmp:
         pipeline = SplitPipeline(ds, settings, Path(tmp), quiet=quiet)
         extra = {f"tvrec ({m})": pipeline.model_topk(m) for m in models}
-        report = run_peer_evaluation(ds, extra_models=extra, out_dir=out_dir)
+        report = score_peers(ds, extra_models=extra)
     if pipeline.split is not None:
         report.notes += _pipeline_notes(pipeline, pipeline.split)
-        write_report(report, out_dir)
+    report.files = write_report(report, Path(out_dir))
     return report
 
 
 def _pipeline_notes(pipeline: SplitPipeline, sp: Split) -> list[str]:
-    notes = [
-        f"tvrec fit s = training + nightly precompute; the lake and feature build they share "
-        f"took {pipeline.build_seconds or 0:.0f} s more"
-    ]
+    """The report's notes on the pipeline run; the chance reference when there is a cold slice."""
     n = len(pipeline.cold_candidates)
+    chance = None
     if n and sp.cold_slice().test.height:
         chance = chance_cold_metrics(sp, pipeline.cold_candidates)
-        notes.append(
-            f"cold-start slice: tvrec ranks the {n:,} catalogue shows with no training event "
-            f"that are on air by the end of the test period; a random order of them scores "
-            f"HR@{chance.k} {chance.hr:.3f}, Recall@{chance.k} {chance.recall:.3f}, "
-            f"NDCG@{chance.k} {chance.ndcg:.3f} (mean of 20 orders)"
-        )
-    return notes
+    return pipeline_notes(pipeline.build_seconds, n, chance)
 
 
-__all__ = ["SplitPipeline", "chance_cold_metrics", "cold_candidates", "evaluate", "split"]
+__all__ = [
+    "ExtraModel",
+    "SplitPipeline",
+    "chance_cold_metrics",
+    "cold_candidates",
+    "evaluate",
+    "rank_among",
+    "run_peer_evaluation",
+    "score_peers",
+    "split_as_of",
+]
