@@ -1,62 +1,48 @@
-"""`tvrec train`: fit a model from its Feast training set and publish it.
+"""`tvrec train`: fit a model from the inputs `pipelines/` builds for it, and publish it.
 
     <workdir>/models/<name> -> .versions/models-<name>-...   each trained model (weights + manifest)
     <workdir>/models/<name>/training.png                     its per-epoch curves, plotted
     <workdir>/model         -> a copy of the served one (what the index and tables came from)
+    <workdir>/checkpoints/<name>/                            the trainer's checkpoints while it
+                                                             trains (removed once published)
 
-Models are registered by name in MODELS (module:Class), loaded lazily so that a stage only
-imports what it trains.
+Models come from the registry (`tvrec.models.registry`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import shutil
-from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 
 from tvrec.jobs.tracking import TRAINING_PLOT, TrainingRun, build_tracker, plot_training
 from tvrec.models.base import ModelManifest, Recommender, TrainingData
-from tvrec.pipelines.build import read_manifest
+from tvrec.models.registry import UnknownModelError, load_model, model_class
 from tvrec.pipelines.config import Settings
 from tvrec.pipelines.errors import ConfigError
-from tvrec.pipelines.ingest import read_lake
+from tvrec.pipelines.model_inputs import model_inputs
 from tvrec.pipelines.progress import StageLog
-from tvrec.pipelines.training import training_set
 from tvrec.pipelines.workdir import Workdir
 
-MODELS: dict[str, str] = {
-    "collaborative": "tvrec.models.collaborative:CollaborativeModel",
-    "multimodal": "tvrec.models.multimodal:MultimodalModel",
-    "contrastive": "tvrec.models.contrastive:ContrastiveModel",
-}
 SERVED = "model"
 
 
-def model_class(name: str) -> type[Recommender]:
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
-    module, cls = MODELS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+def registered(name: str) -> type[Recommender]:
+    """The model class `name`, or a ConfigError listing the registered ones."""
+    try:
+        return model_class(name)
+    except UnknownModelError as exc:
+        raise ConfigError(str(exc)) from None
 
 
-def lake_snapshot(wd: Workdir) -> str:
-    """Content hash of the published lake: what a model and an index were built from."""
-    digest = hashlib.sha256()
-    for path in sorted(wd.lake.glob("*.parquet")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def training_data(wd: Workdir, feature_service: str, negatives: int = 0) -> TrainingData:
-    """The point-in-time training set of a FeatureService, as of the current feature build."""
-    as_of = datetime.fromisoformat(read_manifest(wd)["as_of"])
-    frame = training_set(wd, feature_service, as_of=as_of, negatives=negatives)
-    shows = read_lake(wd).shows["show_id"].to_list()
-    return TrainingData(frame, feature_service, as_of, lake_snapshot(wd), shows, wd.root)
+def training_data(wd: Workdir, model: type[Recommender] | Recommender) -> TrainingData:
+    """Everything `model` trains on, as of the current feature build."""
+    return model_inputs(
+        wd,
+        model.feature_service,
+        negatives=model.negatives,
+        content=model.needs_content,
+        model_name=model.name,
+    )
 
 
 def train_stage(
@@ -66,22 +52,23 @@ def train_stage(
     from tvrec.models.runtime import Runtime
 
     log = log or StageLog()
-    cls = model_class(stage)
-    overrides = settings.models.params(stage).overrides()
+    cls = registered(stage)
     runtime = Runtime.detect(settings.hardware.profile)
-    model = cls.create(runtime, overrides)
+    model = cls.create(runtime, settings.models.params(stage))
     tracker = build_tracker(settings.tracking, wd.root)  # a bad [tracking] fails before training
     with log.stage(f"training set ({model.feature_service})"):
-        data = training_data(wd, model.feature_service, negatives=model.negatives)
+        data = training_data(wd, model)
     with log.stage(f"train {stage}"):
         model.fit(data)
     assert model.manifest is not None
     with wd.publish(f"models/{stage}") as staging:
         model.save(staging)
         plot_training(model.manifest, staging / TRAINING_PLOT)
+    if data.checkpoint_dir is not None:  # published: a restart has nothing left to resume
+        shutil.rmtree(data.checkpoint_dir, ignore_errors=True)
     if tracker.enabled:  # after publishing: a tracking failure warns, the model stays
         plot = wd.root / "models" / stage / TRAINING_PLOT
-        run = TrainingRun.of(model.manifest, asdict(model.config), runtime.profile, [plot])
+        run = TrainingRun.of(model.manifest, model.config.model_dump(), runtime.profile, [plot])
         with log.stage(f"track {stage} ({tracker.name})"):
             tracker.log_training(run)
     return model.manifest
@@ -93,11 +80,6 @@ def serve_model(wd: Workdir, name: str) -> ModelManifest:
     with wd.publish(SERVED) as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True)
     return ModelManifest.read(wd.root / SERVED)
-
-
-def load_model(directory: Path) -> Recommender:
-    manifest = ModelManifest.read(directory)
-    return model_class(manifest.model_name).load(directory)
 
 
 def load_current_model(wd: Workdir) -> Recommender:

@@ -1,14 +1,15 @@
 """The interface every tvrec model implements (like `implicit`'s RecommenderBase).
 
-A model is fitted from a point-in-time training set that Feast returned for its
-FeatureService, yields show and user embeddings in one space (so a FAISS inner-product index
-over show embeddings answers user and show queries), scores user–show pairs, and saves itself
-with a manifest that ties it to its data snapshot and as-of time.
+A model is fitted from the inputs `pipelines/` hands it (`TrainingData`: the point-in-time
+training set Feast returned for its FeatureService, the catalogue's content, a checkpoint
+directory), yields show and user embeddings in one space (so a FAISS inner-product index over
+show embeddings answers user and show queries), scores user–show pairs, and is saved once, here,
+for every model: `state.pt` (what `get_state` returns), and `manifest.json` (the config, the
+data snapshot and as-of time, and a format version that `load` checks).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -18,9 +19,47 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tvrec.pipelines.errors import ConfigError
+from tvrec.pipelines.model_inputs import TrainingData
+
+from .runtime import Runtime
+from .trainer import EpochCallback, Trainer, TrainerConfig, fingerprint
 
 MANIFEST = "manifest.json"
+STATE = "state.pt"
+
+__all__ = ["MANIFEST", "ModelConfig", "ModelManifest", "Recommender", "TrainingData"]
+
+
+class ModelConfig(BaseModel):
+    """Hyper-parameters of a model, validated where they enter (extra keys refused).
+
+    Every model's config subclasses this and redeclares the defaults it wants; the trainer's
+    knobs (checkpoints, clipping, early stopping) are common to all.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    dim: int = Field(128, ge=4)
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    seed: int = 0
+    checkpoint_every: int = Field(200, ge=1, description="optimiser steps between checkpoints")
+    grad_clip: float | None = Field(None, gt=0, description="max gradient norm; None: off")
+    patience: int | None = Field(
+        None, ge=1, description="early stopping: epochs without a better validation metric"
+    )
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A validated copy with `changes` applied."""
+        return type(self).model_validate(self.model_dump() | changes)
+
+
+class ModelFormatError(ConfigError):
+    """A model directory that this model class cannot read."""
 
 
 @dataclass
@@ -36,34 +75,17 @@ class ModelManifest:
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    format_version: int = 0  # 0: written before formats were versioned
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def read(cls, directory: Path) -> ModelManifest:
-        return cls(**json.loads((Path(directory) / MANIFEST).read_text()))
-
-
-@dataclass
-class TrainingData:
-    """A Feast training set plus what a model needs to index it.
-
-    `frame` has user_id, show_id, event_timestamp, label (1 = watched, 0 = sampled negative)
-    and the FeatureService's columns (`<view>__<feature>`).
-    """
-
-    frame: pd.DataFrame
-    feature_service: str
-    as_of: datetime
-    data_snapshot: str
-    show_ids: list[str]  # the whole catalogue, so unseen shows still get an embedding
-    workdir: Path | None = None  # for side tables: lake text, graph edge tables
-
-    def positives(self) -> pd.DataFrame:
-        """Unique watched (user_id, show_id) pairs with their first event_timestamp."""
-        pos = self.frame.loc[self.frame["label"] == 1, ["user_id", "show_id", "event_timestamp"]]
-        return pos.sort_values("event_timestamp").drop_duplicates(["user_id", "show_id"])
+        path = Path(directory) / MANIFEST
+        if not path.exists():
+            raise ModelFormatError(f"{directory}: no {MANIFEST}; not a saved tvrec model")
+        return cls(**json.loads(path.read_text()))
 
 
 class Recommender(ABC):
@@ -71,21 +93,34 @@ class Recommender(ABC):
 
     name: ClassVar[str]
     feature_service: ClassVar[str]
+    config_class: ClassVar[type[ModelConfig]]
+    format_version: ClassVar[int] = 1  # bump when get_state's layout changes
+    needs_content: ClassVar[bool] = False  # whether fit reads TrainingData.content
     negatives: ClassVar[int] = 0  # sampled negatives per positive wanted in the training set
     # served vectors end in a prior column: show [vector, prior], user [vector, 1]
     prior_column: ClassVar[bool] = False
 
-    manifest: ModelManifest | None = None
-
-    config_class: ClassVar[type]  # the hyper-parameter dataclass, e.g. CollaborativeConfig
+    def __init__(self, config: ModelConfig | None = None, runtime: Runtime | None = None) -> None:
+        self.config: Any = config or self.config_class()
+        self.runtime = runtime or Runtime.detect()
+        self.manifest: ModelManifest | None = None
+        self.callbacks: list[EpochCallback] = []  # per-epoch hooks (experiment tracking)
 
     @classmethod
-    def create(cls, runtime: Any, overrides: Mapping[str, Any] | None = None) -> Recommender:
-        """A fresh, untrained model on this runtime (the hardware profile), its config's
-        defaults replaced by `overrides` (from `[models.<name>]` in tvrec.toml)."""
-        config = dataclasses.replace(cls.config_class(), **dict(overrides or {}))
-        return cls(config=config, runtime=runtime)  # type: ignore[call-arg]
+    def create(cls, runtime: Runtime, overrides: Mapping[str, Any] | None = None) -> Recommender:
+        """A fresh, untrained model on this runtime, its config's defaults replaced by
+        `overrides` (from `[models.<name>]` in tvrec.toml)."""
+        return cls(config=cls.parse_config(overrides or {}), runtime=runtime)
 
+    @classmethod
+    def parse_config(cls, values: Mapping[str, Any]) -> ModelConfig:
+        """The config from `values`; a bad one raises ConfigError naming each setting."""
+        try:
+            return cls.config_class.model_validate(dict(values))
+        except ValidationError as exc:
+            raise ConfigError(config_problems(cls.name, exc)) from None
+
+    # ---- what each model implements ------------------------------------------------------
     @abstractmethod
     def fit(self, data: TrainingData) -> dict[str, Any]:
         """Train; returns per-epoch metrics (also stored in the manifest)."""
@@ -99,6 +134,20 @@ class Recommender(ABC):
         """Embeddings of these users, shape (n_users, dim); unknown users get zeros (in the
         prior column, if the model has one: 1, so the show prior ranks for them)."""
 
+    @abstractmethod
+    def get_state(self) -> dict[str, Any]:
+        """Everything but the config that a fitted model needs to serve: tensors, and lists,
+        dicts, strings and numbers (what `torch.load(weights_only=True)` reads back)."""
+
+    @abstractmethod
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Rebuild the fitted model from `get_state`'s output (on the CPU)."""
+
+    def save_artifacts(self, directory: Path) -> None:
+        """Files beside the state that other readers need (e.g. a text tower); none here."""
+        return None
+
+    # ---- shared behaviour ----------------------------------------------------------------
     def similarity_vectors(self) -> np.ndarray:
         """Show vectors for show-to-show similarity, (n_shows, d): the served ones without
         the prior column (a show's popularity says nothing about what it is like)."""
@@ -116,11 +165,86 @@ class Recommender(ABC):
         items = shows[[pos[s] for s in show_ids]]  # (n, dim)
         return np.einsum("nd,nd->n", users, items)
 
-    @abstractmethod
+    def make_manifest(self, data: TrainingData, dim: int, metrics: dict[str, Any]) -> None:
+        """Stamp the fitted model with what it was trained on."""
+        self.manifest = ModelManifest(
+            model_name=self.name,
+            model_version=f"{self.name}-{data.as_of:%Y%m%dT%H%M%S}-{data.data_snapshot[:8]}",
+            feature_service=self.feature_service,
+            data_snapshot=data.data_snapshot,
+            as_of=data.as_of.isoformat(),
+            dim=dim,
+            config=self.config.model_dump(),
+            metrics=metrics,
+            format_version=self.format_version,
+        )
+
+    def trainer(
+        self,
+        data: TrainingData,
+        phase: str = "train",
+        epochs: int | None = None,
+        seed: int | None = None,
+    ) -> Trainer:
+        """The trainer of one training phase, set from the config; it checkpoints into
+        `data.checkpoint_dir/<phase>.pt` when the job gave a directory. A checkpoint is
+        resumed only by a run on the same data, as-of, settings (the epochs aside: they may be
+        raised to train on) and hardware profile."""
+        cfg = self.config
+        path = data.checkpoint_dir / f"{phase}.pt" if data.checkpoint_dir else None
+        settings = cfg.model_dump(exclude={"epochs", "checkpoint_every"})
+        key = fingerprint(
+            self.name, phase, data.data_snapshot, data.as_of.isoformat(), len(data.show_ids),
+            len(data.frame), settings, self.runtime.profile, self.runtime.mixed_precision,
+        )  # fmt: skip
+        label = f"train {self.name}" + ("" if phase == "train" else f" ({phase})")
+        trainer_cfg = TrainerConfig(
+            label=label,
+            epochs=cfg.epochs if epochs is None else epochs,
+            seed=cfg.seed if seed is None else seed,
+            checkpoint_every=cfg.checkpoint_every,
+            grad_clip=cfg.grad_clip,
+            patience=cfg.patience,
+        )
+        return Trainer(trainer_cfg, self.runtime, path, key, self.callbacks)
+
+    # ---- persistence, once for every model -----------------------------------------------
     def save(self, directory: Path) -> None:
-        """Write weights and `manifest.json` into `directory`."""
+        """Write `state.pt`, the artifacts and `manifest.json` (last: a directory without a
+        manifest is never taken for a model)."""
+        if self.manifest is None:
+            raise RuntimeError(f"{self.name} model is not fitted")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.get_state(), directory / STATE)
+        self.save_artifacts(directory)
+        (directory / MANIFEST).write_text(json.dumps(self.manifest.to_json(), indent=2))
 
     @classmethod
-    @abstractmethod
     def load(cls, directory: Path) -> Recommender:
-        """Read a model written by `save`."""
+        """Read a model written by `save`; refuses another model's directory or format."""
+        directory = Path(directory)
+        manifest = ModelManifest.read(directory)
+        if manifest.model_name != cls.name:
+            raise ModelFormatError(
+                f"{directory} holds a {manifest.model_name!r} model, not {cls.name!r}"
+            )
+        if manifest.format_version != cls.format_version:
+            raise ModelFormatError(
+                f"{directory}: {cls.name} model format {manifest.format_version}, this tvrec "
+                f"reads format {cls.format_version}; retrain it (`tvrec train --stage {cls.name}`)"
+            )
+        model = cls(cls.parse_config(manifest.config), Runtime.cpu())
+        model.set_state(torch.load(directory / STATE, map_location="cpu", weights_only=True))
+        model.manifest = manifest
+        return model
+
+
+def config_problems(name: str, exc: ValidationError) -> str:
+    """One line per bad setting of model `name`: `models.<name>.<field>: <why>`."""
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        setting = f"models.{name}" + (f".{where}" if where else "")
+        problems.append(f"{setting}: {err['msg']}")
+    return "; ".join(problems)

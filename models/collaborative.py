@@ -16,29 +16,27 @@ and show = [w, b], so a FAISS inner-product ("dot") search reproduces the score 
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 from torch import nn
 
-from .base import MANIFEST, ModelManifest, Recommender, TrainingData
-from .runtime import Runtime, progress_bar
+from .base import ModelConfig, Recommender, TrainingData
+from .losses import multinomial_nll
+from .trainer import Rngs, StepResult, TrainTask
 
 
-@dataclass
-class CollaborativeConfig:
-    dim: int = 200
-    epochs: int = 80
-    batch_size: int = 256  # users per step; the GPU profile multiplies it
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    input_dropout: float = 0.5  # denoising: hide half of each history while training
-    seed: int = 0
+class CollaborativeConfig(ModelConfig):
+    dim: int = Field(200, ge=4)
+    epochs: int = Field(80, ge=1)
+    batch_size: int = Field(256, ge=1, description="users per step; the GPU profile multiplies it")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    input_dropout: float = Field(0.5, ge=0, lt=1, description="share of each history hidden")
 
 
 class CollaborativeNet(nn.Module):
@@ -58,17 +56,34 @@ class CollaborativeNet(nn.Module):
         return self.show_arch(self.embed_users(history, dropout))
 
 
+class _DenoisingTask(TrainTask):
+    """Batches of users; each step reconstructs their (partly hidden) histories."""
+
+    def __init__(self, net: CollaborativeNet, x: torch.Tensor, cfg: CollaborativeConfig,
+                 batch: int, device: torch.device) -> None:  # fmt: skip
+        self.net, self.x, self.cfg, self.batch, self.device = net, x, cfg, batch, device
+        self.optimizer = torch.optim.Adam(
+            net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+
+    def plan(self, epoch: int, rngs: Rngs) -> Sequence[torch.Tensor]:
+        order = torch.randperm(len(self.x), generator=rngs.torch)
+        return [order[s : s + self.batch] for s in range(0, len(self.x), self.batch)]
+
+    def loss(self, batch: torch.Tensor, rngs: Rngs) -> StepResult:
+        xb = self.x[batch].to(self.device)  # (batch, n_shows)
+        loss = multinomial_nll(self.net(xb, self.cfg.input_dropout), xb)
+        return StepResult(loss, {"train_loss": float(loss.detach())}, weight=len(xb))
+
+
 class CollaborativeModel(Recommender):
     name: ClassVar[str] = "collaborative"
     feature_service: ClassVar[str] = "collaborative_v1"
-    config_class: ClassVar[type] = CollaborativeConfig
+    config_class: ClassVar[type[ModelConfig]] = CollaborativeConfig
     prior_column: ClassVar[bool] = True
 
-    def __init__(
-        self, config: CollaborativeConfig | None = None, runtime: Runtime | None = None
-    ) -> None:
-        self.config = config or CollaborativeConfig()
-        self.runtime = runtime or Runtime.detect()
+    def __init__(self, config: ModelConfig | None = None, runtime: Any = None) -> None:
+        super().__init__(config, runtime)
         self.show_ids: list[str] = []
         self.histories: dict[str, list[int]] = {}  # user -> show rows watched before as-of
         self.net: CollaborativeNet | None = None
@@ -82,47 +97,16 @@ class CollaborativeModel(Recommender):
         users = sorted(self.histories)
         x = self._history_matrix(users)  # (n_users, n_shows)
         self.net = CollaborativeNet(len(self.show_ids), cfg.dim).to(rt.device)
-        opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        batch = cfg.batch_size * rt.batch_multiplier
-        gen = torch.Generator().manual_seed(cfg.seed)
-        losses: list[float] = []
-        with progress_bar("train collaborative", cfg.epochs) as advance:
-            for _ in range(cfg.epochs):
-                order = torch.randperm(len(users), generator=gen)
-                total = sum(
-                    self._step(opt, x[order[s : s + batch]]) for s in range(0, len(users), batch)
-                )
-                losses.append(total / max(1, len(users)))
-                advance(loss=losses[-1])
-        self.manifest = ModelManifest(
-            model_name=self.name,
-            model_version=f"{self.name}-{data.as_of:%Y%m%dT%H%M%S}-{data.data_snapshot[:8]}",
-            feature_service=self.feature_service,
-            data_snapshot=data.data_snapshot,
-            as_of=data.as_of.isoformat(),
-            dim=cfg.dim + 1,
-            config=asdict(cfg),
-            metrics={
-                "train_loss": losses,
-                "n_users": len(users),
-                "profile": rt.profile,
-                "n_pairs": int(sum(len(h) for h in self.histories.values())),
-            },
-        )
-        return self.manifest.metrics
-
-    def _step(self, opt: torch.optim.Optimizer, xb: torch.Tensor) -> float:
-        """One step of the multinomial likelihood; returns the batch's summed loss."""
-        net = self._net()
-        xb = xb.to(self.runtime.device)
-        with self.runtime.autocast():
-            logits = net(xb, self.config.input_dropout)  # (batch, n_shows)
-        log_p = torch.log_softmax(logits.float(), dim=1)
-        loss = -(log_p * xb).sum(dim=1).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return float(loss.detach()) * len(xb)
+        task = _DenoisingTask(self.net, x, cfg, cfg.batch_size * rt.batch_multiplier, rt.device)
+        history = self.trainer(data).fit(task)
+        metrics = history.curves | {
+            "resumed_from_epoch": history.resumed_from[0] if history.resumed_from else 0,
+            "n_users": len(users),
+            "profile": rt.profile,
+            "n_pairs": int(sum(len(h) for h in self.histories.values())),
+        }
+        self.make_manifest(data, cfg.dim + 1, metrics)
+        return metrics
 
     def _histories(self, frame: pd.DataFrame) -> dict[str, list[int]]:
         """user -> sorted show rows of the training set's positives."""
@@ -167,23 +151,11 @@ class CollaborativeModel(Recommender):
         return self.net
 
     # ---- persistence ------------------------------------------------------------------------
-    def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        torch.save(self._net().state_dict(), directory / "weights.pt")
-        payload = {"shows": self.show_ids, "histories": self.histories}
-        (directory / "state.json").write_text(json.dumps(payload))
-        assert self.manifest is not None
-        (directory / MANIFEST).write_text(json.dumps(self.manifest.to_json(), indent=2))
+    def get_state(self) -> dict[str, Any]:
+        net = self._net().state_dict()
+        return {"net": net, "shows": self.show_ids, "histories": self.histories}
 
-    @classmethod
-    def load(cls, directory: Path) -> CollaborativeModel:
-        directory = Path(directory)
-        manifest = ModelManifest.read(directory)
-        model = cls(CollaborativeConfig(**manifest.config), Runtime.cpu())
-        state = json.loads((directory / "state.json").read_text())
-        model.show_ids, model.histories = state["shows"], state["histories"]
-        model.net = CollaborativeNet(len(model.show_ids), model.config.dim)
-        model.net.load_state_dict(torch.load(directory / "weights.pt", map_location="cpu"))
-        model.manifest = manifest
-        return model
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.show_ids, self.histories = state["shows"], state["histories"]
+        self.net = CollaborativeNet(len(self.show_ids), self.config.dim)
+        self.net.load_state_dict(state["net"])

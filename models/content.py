@@ -1,30 +1,24 @@
 """Content inputs shared by the content models (multimodal transformer, contrastive encoder).
 
-What a show *is*, as tensors, read point in time:
-- metadata and the MiniLM text embedding from the model's Feast FeatureService, joined as of
-  the training set's as-of time (`entity_features`);
-- cast and crew from the graph edge tables written beside the features;
-- raw "title. description" text from the lake, for fine-tuning a text encoder (GPU profile).
-And what users did: each user's recent shows, and co-watched show pairs, from the positives
-of the training set (never from a side channel).
+What a show *is*, as tensors, from the catalogue content `pipelines.model_inputs` hands in
+(read point in time there: metadata and the MiniLM text embedding through the model's Feast
+FeatureService, cast and crew from the graph edge tables, raw "title. description" text for
+fine-tuning a text encoder). And what users did: each user's recent shows, and co-watched
+show pairs, from the positives of the training set (never from a side channel).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import polars as pl
 import torch
 
-from tvrec.models.base import TrainingData
-from tvrec.pipelines.workdir import Workdir
+from tvrec.pipelines.model_inputs import CatalogueContent, TrainingData
 
 UNKNOWN = 0  # id 0 in every vocabulary: missing / unseen in training
 
@@ -124,33 +118,27 @@ def _bucket(values: pd.Series, edges: list[float]) -> torch.Tensor:
     return torch.as_tensor(out, dtype=torch.long)
 
 
-def load_show_content(
-    data: TrainingData,
-    service: str,
+def show_content(
+    catalogue: CatalogueContent,
+    positives: pd.DataFrame,
     person_vocab: dict[str, int] | None = None,
     max_people: int = 12,
 ) -> ShowContent:
-    """Every catalogue show's content as of the training set's as-of time.
+    """The catalogue's content (handed in by `pipelines.model_inputs`) as tensors.
 
     `person_vocab` (person_id -> id) comes from training; None builds it from the people of
-    shows that have viewers in the training set, so people seen only on unwatched shows map to
-    the shared unknown id — what a new show's cast looks like to a trained model.
+    shows that have viewers in `positives`, so people seen only on unwatched shows map to the
+    shared unknown id — what a new show's cast looks like to a trained model.
     """
-    from tvrec.pipelines.training import entity_features
-
-    assert data.workdir is not None, "content models need the work directory"
-    wd = Workdir(data.workdir)
-    feats = entity_features(wd, service, "show_id", data.show_ids, data.as_of)
+    feats, credits, show_ids = catalogue.features, catalogue.credits, catalogue.show_ids
     meta = lambda c: feats[f"show_metadata__{c}"]  # noqa: E731
-    credits = _credits(wd.features / "graph" / "show_person.parquet")
     if person_vocab is None:
-        watched = set(data.positives()["show_id"])
+        watched = set(positives["show_id"])
         people = sorted({p for s, ps in credits.items() if s in watched for p in ps})
         person_vocab = {p: i + 1 for i, p in enumerate(people)}
-    vocab_meta = json.loads((wd.features / "vocab.json").read_text())
     year = meta("year").where(meta("year") > 0)
     return ShowContent(
-        show_ids=list(data.show_ids),
+        show_ids=list(show_ids),
         text=torch.tensor(
             np.stack(feats["show_text__text_embedding"].to_numpy()), dtype=torch.float32
         ),
@@ -166,34 +154,23 @@ def load_show_content(
             meta("runtime_minutes").where(meta("runtime_minutes") > 0), [25, 45, 70]
         ),
         people=_pad(
-            [[person_vocab.get(p, UNKNOWN) for p in credits.get(s, [])] for s in data.show_ids],
+            [[person_vocab.get(p, UNKNOWN) for p in credits.get(s, [])] for s in show_ids],
             max_people,
         ),
         premiered_days=meta("premiered_days").fillna(-1).to_numpy(dtype=np.int64),
-        raw_text=_raw_text(wd, data.show_ids),
+        raw_text=list(catalogue.raw_text),
         person_vocab=person_vocab,
-        vocab_sizes={k: len(v) + 1 for k, v in vocab_meta.items() if isinstance(v, list)}
+        vocab_sizes={k: len(v) + 1 for k, v in catalogue.vocab.items() if isinstance(v, list)}
         | {"people": len(person_vocab) + 1, "year": 11, "seasons": 5, "runtime": 5},
     )
 
 
-def _credits(path: Path) -> dict[str, list[str]]:
-    if not path.exists():
-        return {}
-    edges = pl.read_parquet(path).group_by("show_id", maintain_order=True).agg("person_id")
-    return dict(zip(edges["show_id"].to_list(), edges["person_id"].to_list(), strict=True))
-
-
-def _raw_text(wd: Workdir, show_ids: list[str]) -> list[str]:
-    shows = pl.read_parquet(wd.lake / "shows.parquet", columns=["show_id", "title", "description"])
-    text = dict(
-        zip(
-            shows["show_id"],
-            (shows["title"] + ". " + shows["description"].fill_null("")).to_list(),
-            strict=True,
-        )
-    )
-    return [text.get(s, "") for s in show_ids]
+def content_of(data: TrainingData, max_people: int = 12) -> ShowContent:
+    """The content tensors of a training set's catalogue; the model must declare
+    `needs_content` so that the job hands the catalogue's content in."""
+    if data.content is None:
+        raise ValueError("this model reads show content: build its inputs with content=True")
+    return show_content(data.content, data.positives(), max_people=max_people)
 
 
 def user_histories(data: TrainingData, max_len: int = 50) -> dict[str, list[str]]:

@@ -33,19 +33,16 @@ shows, with a learned recency bias; it starts as mean pooling and gets a short s
 fine-tune (predict a user's next show with a softmax over the catalogue). Serving: show vector =
 h / |h|, user vector = pooled history, score = inner product (what the "dot" index computes).
 
-Each epoch is checkpointed (model, optimiser, sampling RNG) to `checkpoint.pt`; a fit on the
-same data and hyper-parameters resumes from it and reproduces the uninterrupted run (a finished
-checkpoint is reused as is; `epochs` may be raised to train on).
+Training runs on the shared trainer (models/trainer.py): checkpoints, resume after a kill, the
+GPU profile's autocast. The encoders are the shared ones of models/layers.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,64 +50,66 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from .base import MANIFEST, ModelManifest, Recommender, TrainingData
-from .content import (
-    ShowContent,
-    ShowTensors,
-    cowatch_pairs,
-    load_show_content,
-    user_histories,
+from .base import ModelConfig, Recommender, TrainingData
+from .content import ShowContent, ShowTensors, content_of, cowatch_pairs, user_histories
+from .layers import (
+    SINGLE_FIELDS,
+    CastPool,
+    HistoryRecencyPool,
+    MetaFieldEncoder,
+    ProjectionHead,
+    TextMLP,
+    pad_histories,
+    seen_mask,
 )
+from .losses import masked_info_nce, multi_positive_info_nce
+from .onnx import ShowEncoderExport, export_checked
 from .prior import PriorConfig, ShowPrior, fit_show_prior
-from .runtime import Runtime, progress_bar
+from .trainer import Rngs, StepResult, TrainTask
 
-CHECKPOINT = "checkpoint.pt"
 ONNX_FILE = "show_encoder.onnx"
-ONNX_TOLERANCE = 1e-4
 
 
-@dataclass
-class ContrastiveConfig:
-    dim: int = 128  # show / user embedding size
-    field_dim: int = 32  # per metadata field
-    proj_dim: int = 64  # projection head output (loss space only)
-    text_hidden: int = 256
-    epochs: int = 60
-    batch_size: int = 128  # shows per step (two views each); the GPU profile multiplies it
-    min_steps_per_epoch: int = 8  # ... up to a cap that keeps this many steps per epoch
-    lr: float = 2e-3  # cosine-decayed per epoch down to lr * min_lr_ratio
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 1e-4
-    temperature: float = 0.4
+class ContrastiveConfig(ModelConfig):
+    dim: int = Field(128, ge=4, description="show / user embedding size")
+    field_dim: int = Field(32, ge=1, description="per metadata field")
+    proj_dim: int = Field(64, ge=1, description="projection head output (loss space only)")
+    text_hidden: int = Field(256, ge=1)
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(128, ge=2, description="shows per step (two views each)")
+    min_steps_per_epoch: int = Field(8, ge=1, description="caps the GPU profile's batch")
+    lr: float = Field(2e-3, gt=0, description="cosine-decayed per epoch to lr * min_lr_ratio")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    temperature: float = Field(0.4, gt=0)
     # augmentations (probabilities)
-    genre_dropout: float = 0.3  # per genre id
-    cast_dropout: float = 0.3  # per person id
-    field_mask: float = 0.2  # per whole metadata field (platforms and single-id fields)
-    year_jitter: float = 0.3  # shift the year bucket by +-1
-    text_dropout: float = 0.2  # per dimension of the MiniLM vector
-    text_noise: float = 0.02  # std of Gaussian noise added to the MiniLM vector
+    genre_dropout: float = Field(0.3, ge=0, lt=1, description="per genre id")
+    cast_dropout: float = Field(0.3, ge=0, lt=1, description="per person id")
+    field_mask: float = Field(0.2, ge=0, le=1, description="per whole metadata field")
+    year_jitter: float = Field(0.3, ge=0, le=1, description="shift the year bucket by +-1")
+    text_dropout: float = Field(0.2, ge=0, lt=1, description="per dimension of the text vector")
+    text_noise: float = Field(0.02, ge=0, description="std of noise added to the text vector")
     # positives and hard negatives
-    cowatch_weight: float = 0.5  # weight of a co-watched show relative to the other view
-    cowatch_min_count: int = 2  # a pair counts when this many users co-watched it ...
-    cowatch_top_k: int = 10  # ... and it is among the show's k strongest partners
-    val_fraction: float = 0.1  # co-watch pairs held out for the validation recall@10
+    cowatch_weight: float = Field(0.5, ge=0, description="co-watched show vs the other view")
+    cowatch_min_count: int = Field(2, ge=1, description="users who co-watched a positive pair")
+    cowatch_top_k: int = Field(10, ge=1, description="... among the show's k strongest")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="pairs held out for recall@10")
     hard_negatives: bool = True
-    hard_pool: int = 10  # candidates kept per show (hardest = closest text first)
-    hard_quantile: float = 0.25  # "different audience": overlap in the lowest quantile
-    min_viewers: int = 3  # shows with fewer viewers have no audience to compare
-    duplicate_text_cos: float = 0.8  # never a negative: likely the same show re-released
+    hard_pool: int = Field(10, ge=1, description="candidates kept per show")
+    hard_quantile: float = Field(0.25, gt=0, le=1, description="audience overlap quantile")
+    min_viewers: int = Field(3, ge=1, description="fewer: no audience to compare")
+    duplicate_text_cos: float = Field(0.8, description="never a negative: a likely re-release")
     # users
-    history_len: int = 50
-    user_epochs: int = 8
-    user_lr: float = 5e-3
-    user_batch_size: int = 256
-    user_temperature: float = 0.1
-    prior_steps: int = 400  # the show prior (models/prior.py), fitted after the user tower
-    seed: int = 0
-    checkpoint_dir: str | None = None  # None: <workdir>/checkpoints/contrastive
+    history_len: int = Field(50, ge=1)
+    user_epochs: int = Field(8, ge=0)
+    user_lr: float = Field(5e-3, gt=0)
+    user_batch_size: int = Field(256, ge=1)
+    user_temperature: float = Field(0.1, gt=0)
+    prior_steps: int = Field(400, ge=0, description="show-prior fit (models/prior.py); 0: none")
 
 
 # ---- inputs and augmentations ---------------------------------------------------------------
@@ -161,76 +160,14 @@ def augment(
 
 
 # ---- the network ----------------------------------------------------------------------------
-def bag_mean(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
-    """Mean embedding of the non-zero ids of each row: (b, k) -> (b, e); empty rows -> 0."""
-    known = (ids != 0).unsqueeze(-1).float()  # (b, k, 1)
-    return (table(ids) * known).sum(1) / known.sum(1).clamp(min=1.0)
-
-
-SINGLE_FIELDS = {  # ShowTensors field -> vocabulary in ShowContent.vocab_sizes
-    "network": "networks",
-    "age_rating": "age_ratings",
-    "show_type": "types",
-    "language": "languages",
-    "year_bucket": "year",
-    "seasons_bucket": "seasons",
-    "runtime_bucket": "runtime",
-}
-
-
-class MetaArch(nn.Module):
-    """Metadata ids -> one embedding per field (unknown 0 -> zeros) -> MLP -> (b, dim)."""
-
-    def __init__(self, vocab: dict[str, int], field_dim: int, dim: int) -> None:
-        super().__init__()
-        table = lambda n: nn.Embedding(n, field_dim, padding_idx=0)  # noqa: E731
-        self.genres = table(vocab["genres"])
-        self.platforms = table(vocab["platforms"])
-        self.fields = nn.ModuleDict({f: table(vocab[v]) for f, v in SINGLE_FIELDS.items()})
-        n_fields = 2 + len(SINGLE_FIELDS)
-        self.mlp = nn.Sequential(nn.Linear(n_fields * field_dim, dim), nn.GELU())
-
-    def forward(self, x: ShowTensors) -> torch.Tensor:
-        bags = [bag_mean(self.genres, x.genres), bag_mean(self.platforms, x.platforms)]
-        singles = [table(getattr(x, f)) for f, table in self.fields.items()]  # (b, field_dim)
-        return self.mlp(torch.cat(bags + singles, dim=-1))  # (b, dim)
-
-
-class CastArch(nn.Module):
-    """People ids (b, k) -> attention-pooled embedding (b, dim); id 0 (unknown) is ignored."""
-
-    def __init__(self, n_people: int, dim: int) -> None:
-        super().__init__()
-        self.people = nn.Embedding(n_people, dim, padding_idx=0)
-        self.score = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1))
-
-    def forward(self, people: torch.Tensor) -> torch.Tensor:
-        emb = self.people(people)  # (b, k, dim)
-        known = (people != 0).float()  # (b, k)
-        logits = self.score(emb).squeeze(-1) - 1e4 * (1 - known)  # (b, k)
-        weights = torch.softmax(logits, dim=-1) * known  # rows without known people -> 0
-        return torch.einsum("bk,bkd->bd", weights, emb)  # (b, dim)
-
-
-class TextArch(nn.Module):
-    """Frozen MiniLM embedding (b, text_dim) -> MLP -> (b, dim)."""
-
-    def __init__(self, text_dim: int, hidden: int, dim: int) -> None:
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-
-    def forward(self, text: torch.Tensor) -> torch.Tensor:
-        return self.mlp(text)
-
-
 class ShowEncoder(nn.Module):
     """Show content -> representation h (b, dim): what the index serves (normalised)."""
 
     def __init__(self, vocab: dict[str, int], text_dim: int, cfg: ContrastiveConfig) -> None:
         super().__init__()
-        self.meta_arch = MetaArch(vocab, cfg.field_dim, cfg.dim)
-        self.cast_arch = CastArch(vocab["people"], cfg.dim)
-        self.text_arch = TextArch(text_dim, cfg.text_hidden, cfg.dim)
+        self.meta_arch = MetaFieldEncoder(vocab, cfg.field_dim, cfg.dim)
+        self.cast_arch = CastPool(vocab["people"], cfg.dim)
+        self.text_arch = TextMLP(text_dim, cfg.text_hidden, cfg.dim)
         self.fusion = nn.Sequential(
             nn.LayerNorm(3 * cfg.dim), nn.Linear(3 * cfg.dim, cfg.dim), nn.GELU(),
             nn.Linear(cfg.dim, cfg.dim),
@@ -243,40 +180,6 @@ class ShowEncoder(nn.Module):
         return self.fusion(torch.cat([meta, cast, text], dim=-1))  # (b, dim)
 
 
-class ProjectionHead(nn.Module):
-    """h (b, dim) -> z (b, proj_dim), L2-normalised: the space the contrastive loss sees."""
-
-    def __init__(self, dim: int, proj_dim: int) -> None:
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, proj_dim))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.mlp(h), dim=-1)
-
-
-class UserArch(nn.Module):
-    """Attention pooling of a user's recent show vectors (b, L, dim) -> (b, dim).
-
-    Starts as mean pooling (zero-initialised scores); a content score and a recency bias (by
-    position from the most recent show) are learned in the fine-tune.
-    """
-
-    def __init__(self, dim: int, history_len: int) -> None:
-        super().__init__()
-        self.content_score = nn.Linear(dim, 1)
-        self.recency = nn.Embedding(history_len, 1)
-        for p in (self.content_score.weight, self.content_score.bias, self.recency.weight):
-            nn.init.zeros_(p)
-
-    def forward(self, shows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """shows (b, L, dim), oldest first and right-aligned; mask (b, L) true = a real show."""
-        age = torch.arange(shows.shape[1] - 1, -1, -1, device=shows.device)  # (L,) 0 = newest
-        logits = self.content_score(shows).squeeze(-1) + self.recency(age).squeeze(-1)  # (b, L)
-        weights = torch.softmax(logits.masked_fill(~mask, -1e4), dim=-1) * mask  # (b, L)
-        weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-9)
-        return torch.einsum("bl,bld->bd", weights, shows)  # (b, dim)
-
-
 class ContrastiveNet(nn.Module):
     def __init__(
         self, vocab: dict[str, int], text_dim: int, cfg: ContrastiveConfig, n_shows: int
@@ -284,7 +187,7 @@ class ContrastiveNet(nn.Module):
         super().__init__()
         self.encoder = ShowEncoder(vocab, text_dim, cfg)
         self.projection_head = ProjectionHead(cfg.dim, cfg.proj_dim)
-        self.user_arch = UserArch(cfg.dim, cfg.history_len)
+        self.user_arch = HistoryRecencyPool(cfg.dim, cfg.history_len)
         self.prior_arch = ShowPrior(cfg.dim, n_shows, temperature=cfg.user_temperature)
 
     def contrastive_parameters(self) -> list[nn.Parameter]:
@@ -298,35 +201,6 @@ class ContrastiveNet(nn.Module):
     def embed(self, x: ShowTensors) -> torch.Tensor:
         """Served show vectors h / |h| (b, dim)."""
         return F.normalize(self.encoder(x), dim=-1)
-
-
-class OnnxShowEncoder(nn.Module):
-    """The encoder with positional tensor inputs (ShowTensors order), for torch.onnx.export."""
-
-    def __init__(self, net: ContrastiveNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return self.net.embed(ShowTensors(*tensors))  # (b, dim): the encoder, prior left out
-
-
-# ---- the loss -------------------------------------------------------------------------------
-def multi_positive_nt_xent(
-    z: torch.Tensor, n_anchors: int, weights: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Weighted multi-positive InfoNCE.
-
-    z (m, p): L2-normalised vectors; the first n_anchors are anchors, all m are candidates
-    (the rest: extra negatives). weights (n_anchors, m): positive weight of each candidate per
-    anchor (0 = negative). The anchor itself is excluded from its own softmax.
-    """
-    logits = z[:n_anchors] @ z.T / temperature  # (n_anchors, m)
-    self_mask = torch.eye(n_anchors, z.shape[0], dtype=torch.bool, device=z.device)
-    log_p = torch.log_softmax(logits.masked_fill(self_mask, float("-inf")), dim=-1)
-    w = weights.masked_fill(self_mask, 0.0)
-    per_anchor = -(w * log_p.masked_fill(self_mask, 0.0)).sum(-1) / w.sum(-1).clamp(min=1e-9)
-    return per_anchor.mean()
 
 
 # ---- co-watch positives and genre-aware hard negatives ---------------------------------------
@@ -450,18 +324,83 @@ def sample_hard(table: np.ndarray, rows: torch.Tensor, gen: torch.Generator) -> 
     return chosen[n_valid > 0]
 
 
+# ---- training tasks ---------------------------------------------------------------------------
+class _ContrastiveTask(TrainTask):
+    """Two augmented views of a batch of shows plus their hard negatives -> one step of the
+    multi-positive InfoNCE; validation: recall@10 of held-out co-watch pairs."""
+
+    monitor = "val_recall_at_10"
+
+    def __init__(self, model: ContrastiveModel, graph: CowatchGraph, hard: np.ndarray) -> None:
+        self.model, self.graph, self.hard, self.cfg = model, graph, hard, model.config
+        self.net = model._net()
+        self.optimizer = torch.optim.AdamW(
+            self.net.contrastive_parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
+            fused=True,
+        )  # fmt: skip  # fused: ~10x faster per step than the default on CPU, and fine on CUDA
+
+    def start_epoch(self, epoch: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = cosine_lr(self.cfg, epoch)
+
+    def plan(self, epoch: int, rngs: Rngs) -> Sequence[torch.Tensor]:
+        n, batch = len(self.model.show_ids), self.model._batch_size()
+        order = torch.randperm(n, generator=rngs.torch)
+        return [order[s : s + batch] for s in range(0, n, batch)]
+
+    def loss(self, rows: torch.Tensor, rngs: Rngs) -> StepResult:
+        negatives = sample_hard(self.hard, rows, rngs.torch)  # (h,)
+        pool = torch.cat([rows, rows, negatives])  # (2b + h,) show row of each candidate
+        views = [self.model._view(r, rngs.torch) for r in (rows, rows, negatives)]
+        batch = ShowTensors.concat(views).to(self.model.runtime.device)  # (2b + h, ...)
+        z = self.net(batch)  # (2b + h, proj_dim)
+        weights = self.model._positive_weights(pool, 2 * len(rows), self.graph.train)
+        loss = multi_positive_info_nce(z, 2 * len(rows), weights.to(z.device), self.cfg.temperature)
+        return StepResult(loss, {"train_loss": float(loss.detach())}, weight=len(rows))
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        return {"val_recall_at_10": self.model._val_recall(self.graph.held_out)}
+
+
+class _NextShowTask(TrainTask):
+    """The user tower predicts each user's next show from the ones before (shows frozen)."""
+
+    def __init__(self, model: ContrastiveModel, shows: torch.Tensor, sequences: list[list[int]]):
+        self.model, self.shows, self.sequences, cfg = model, shows, sequences, model.config
+        self.net = model._net().user_arch
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.user_lr, fused=True)
+        self.batch = cfg.user_batch_size * model.runtime.batch_multiplier
+
+    def plan(self, epoch: int, rngs: Rngs) -> list[list[int]]:
+        order = torch.randperm(len(self.sequences), generator=rngs.torch).tolist()
+        return [order[s : s + self.batch] for s in range(0, len(order), self.batch)]
+
+    def loss(self, chunk: list[int], rngs: Rngs) -> StepResult:
+        """Cut each history at a random point; predict the show that comes next."""
+        sequences = [self.sequences[i] for i in chunk]
+        cuts = [int(torch.randint(1, len(s), (1,), generator=rngs.torch)) for s in sequences]
+        prefixes = [s[:c] for s, c in zip(sequences, cuts, strict=True)]
+        targets = torch.tensor([s[c] for s, c in zip(sequences, cuts, strict=True)])  # (b,)
+        index, mask = pad_histories(prefixes, self.model.config.history_len)  # (b, L) each
+        index, mask, targets = (t.to(self.shows.device) for t in (index, mask, targets))
+        users = self.net(self.shows[index], mask)  # (b, dim)
+        loss = masked_info_nce(
+            users @ self.shows.T, targets, seen_mask(index, mask, len(self.shows)),
+            self.model.config.user_temperature,
+        )  # fmt: skip
+        return StepResult(loss, {"loss": float(loss.detach())}, weight=len(sequences))
+
+
 # ---- the model ------------------------------------------------------------------------------
 class ContrastiveModel(Recommender):
     name: ClassVar[str] = "contrastive"
     feature_service: ClassVar[str] = "contrastive_v1"
-    config_class: ClassVar[type] = ContrastiveConfig
+    config_class: ClassVar[type[ModelConfig]] = ContrastiveConfig
+    needs_content: ClassVar[bool] = True
     prior_column: ClassVar[bool] = True
 
-    def __init__(
-        self, config: ContrastiveConfig | None = None, runtime: Runtime | None = None
-    ) -> None:
-        self.config = config or ContrastiveConfig()
-        self.runtime = runtime or Runtime.detect()
+    def __init__(self, config: ModelConfig | None = None, runtime: Any = None) -> None:
+        super().__init__(config, runtime)
         self.show_ids: list[str] = []
         self.shows: ShowTensors | None = None  # the catalogue's content as of training
         self.vocab: dict[str, int] = {}
@@ -474,21 +413,21 @@ class ContrastiveModel(Recommender):
     def fit(self, data: TrainingData) -> dict[str, Any]:
         cfg, started = self.config, time.perf_counter()
         torch.manual_seed(cfg.seed)
-        content = load_show_content(data, self.feature_service)
+        content = content_of(data)
         self._set_content(content)
         self.histories = user_histories(data, cfg.history_len)
         net = ContrastiveNet(self.vocab, content.text.shape[1], cfg, len(self.show_ids))
         self.net = net.to(self.runtime.device)
         graph = cowatch_graph(data, self.show_ids, cfg)
         hard = self._hard_negatives(data, graph)
-        history, resumed = self._train_encoder(data, graph, hard)
-        user_loss = self._fine_tune_users()
+        history = self.trainer(data).fit(_ContrastiveTask(self, graph, hard))
+        user_loss = self._fine_tune_users(data)
         prior_loss = self._fit_prior(data, content)
         self._embeddings = None
-        metrics = history | {
+        metrics = history.curves | {
             "user_loss": user_loss,
             "prior_loss": prior_loss,
-            "resumed_from_epoch": resumed,
+            "resumed_from_epoch": history.resumed_from[0] if history.resumed_from else 0,
             "n_shows": len(self.show_ids),
             "n_users": len(self.histories),
             "n_cowatch_pairs": int(graph.train.nnz // 2),
@@ -498,7 +437,7 @@ class ContrastiveModel(Recommender):
             "train_seconds": round(time.perf_counter() - started, 2),
             "profile": self.runtime.profile,
         }
-        self.manifest = self._manifest(data, metrics)
+        self.make_manifest(data, cfg.dim, metrics)
         return metrics
 
     def _set_content(self, content: ShowContent) -> None:
@@ -514,48 +453,6 @@ class ContrastiveModel(Recommender):
         audience = audience_matrix(data, self.show_ids)
         return hard_negative_table(audience, shows.genres, shows.text, graph.counts, self.config)
 
-    def _train_encoder(
-        self, data: TrainingData, graph: CowatchGraph, hard: np.ndarray
-    ) -> tuple[dict[str, list[Any]], int]:
-        """The self-supervised epochs, checkpointed; returns per-epoch metrics and the epoch
-        it resumed from (0 = fresh)."""
-        cfg, net = self.config, self._net()
-        opt = torch.optim.AdamW(
-            net.contrastive_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
-        )  # fused: ~10x faster per step than the default on CPU, and fine on CUDA
-        gen = torch.Generator().manual_seed(cfg.seed)
-        history: dict[str, list[Any]] = {"train_loss": [], "val_recall_at_10": []}
-        path = self._checkpoint_path(data)
-        fingerprint = self._fingerprint(data)
-        start = self._resume(path, fingerprint, opt, gen, history)
-        with progress_bar("train contrastive", cfg.epochs - start) as advance:
-            for epoch in range(start, cfg.epochs):
-                _set_lr(opt, cosine_lr(cfg, epoch))
-                history["train_loss"].append(self._epoch(opt, graph, hard, gen))
-                history["val_recall_at_10"].append(self._val_recall(graph.held_out))
-                _save_checkpoint(path, fingerprint, epoch + 1, net, opt, gen, history)
-                advance(
-                    loss=history["train_loss"][-1], recall10=history["val_recall_at_10"][-1] or 0.0
-                )
-        return history, start
-
-    def _epoch(
-        self,
-        opt: torch.optim.Optimizer,
-        graph: CowatchGraph,
-        hard: np.ndarray,
-        gen: torch.Generator,
-    ) -> float:
-        """One pass over the catalogue; returns the mean loss per show."""
-        n, batch = len(self.show_ids), self._batch_size()
-        self._net().train()
-        order = torch.randperm(n, generator=gen)
-        total = 0.0
-        for s in range(0, n, batch):
-            rows = order[s : s + batch]
-            total += self._step(opt, rows, graph, hard, gen) * len(rows)
-        return total / max(1, n)
-
     def _batch_size(self) -> int:
         """Shows per step: the config's, times the runtime's multiplier, but never so large
         that an epoch has fewer than `min_steps_per_epoch` steps (a large GPU batch over a small
@@ -563,29 +460,6 @@ class ContrastiveModel(Recommender):
         cfg, n = self.config, max(1, len(self.show_ids))
         cap = max(cfg.batch_size, math.ceil(n / cfg.min_steps_per_epoch))
         return min(cfg.batch_size * self.runtime.batch_multiplier, cap)
-
-    def _step(
-        self,
-        opt: torch.optim.Optimizer,
-        rows: torch.Tensor,
-        graph: CowatchGraph,
-        hard: np.ndarray,
-        gen: torch.Generator,
-    ) -> float:
-        """Two views of `rows` plus their hard negatives -> one optimiser step."""
-        cfg, rt, net = self.config, self.runtime, self._net()
-        negatives = sample_hard(hard, rows, gen)  # (h,)
-        pool = torch.cat([rows, rows, negatives])  # (2b + h,) show row of each candidate
-        views = [self._view(r, gen) for r in (rows, rows, negatives)]
-        batch = ShowTensors.concat(views).to(rt.device)  # (2b + h, ...)
-        with rt.autocast():
-            z = net(batch)  # (2b + h, proj_dim)
-        weights = self._positive_weights(pool, 2 * len(rows), graph.train).to(rt.device)
-        loss = multi_positive_nt_xent(z.float(), 2 * len(rows), weights, cfg.temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
 
     def _view(self, rows: torch.Tensor, gen: torch.Generator) -> ShowTensors:
         return augment(self._shows().rows(rows), self.config, self.vocab["year"], gen)
@@ -618,47 +492,16 @@ class ContrastiveModel(Recommender):
         return float(hits.float().mean())
 
     # ---- users ------------------------------------------------------------------------------
-    def _fine_tune_users(self) -> list[float]:
+    def _fine_tune_users(self, data: TrainingData) -> list[float]:
         """Fit user_arch to predict each user's next show from the ones before (show vectors
         frozen); returns the mean loss per epoch."""
-        cfg, net = self.config, self._net()
+        cfg = self.config
         shows = torch.as_tensor(self._encode_all()).to(self.runtime.device)  # (n, dim)
         sequences = [r for r in self._history_rows(sorted(self.histories)) if len(r) >= 2]
         if not sequences or cfg.user_epochs <= 0:
             return []
-        opt = torch.optim.Adam(net.user_arch.parameters(), lr=cfg.user_lr, fused=True)
-        gen = torch.Generator().manual_seed(cfg.seed + 1)
-        losses: list[float] = []
-        batch = cfg.user_batch_size * self.runtime.batch_multiplier
-        for _ in range(cfg.user_epochs):
-            order = torch.randperm(len(sequences), generator=gen).tolist()
-            chunks = [order[s : s + batch] for s in range(0, len(order), batch)]
-            total = sum(self._user_step(opt, [sequences[i] for i in c], shows, gen) for c in chunks)
-            losses.append(total / len(sequences))
-        return losses
-
-    def _user_step(
-        self,
-        opt: torch.optim.Optimizer,
-        sequences: list[list[int]],
-        shows: torch.Tensor,
-        gen: torch.Generator,
-    ) -> float:
-        """Cut each history at a random point; predict the next show; returns the summed loss."""
-        cuts = [int(torch.randint(1, len(s), (1,), generator=gen)) for s in sequences]
-        prefixes = [s[:c] for s, c in zip(sequences, cuts, strict=True)]
-        targets = torch.tensor([s[c] for s, c in zip(sequences, cuts, strict=True)])  # (b,)
-        index, mask = _pad_right_aligned(prefixes, self.config.history_len)  # (b, L) each
-        index, mask, targets = (t.to(shows.device) for t in (index, mask, targets))
-        with self.runtime.autocast():
-            users = self._net().user_arch(shows[index], mask)  # (b, dim)
-        logits = users.float() @ shows.T / self.config.user_temperature  # (b, n)
-        seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, index, mask)
-        loss = F.cross_entropy(logits.masked_fill(seen, float("-inf")), targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return float(loss.detach()) * len(sequences)
+        trainer = self.trainer(data, "users", epochs=cfg.user_epochs, seed=cfg.seed + 1)
+        return trainer.fit(_NextShowTask(self, shows, sequences)).curves["loss"]
 
     def _fit_prior(self, data: TrainingData, content: ShowContent) -> list[float]:
         """Fit the show prior on each user's next show (encoder and user tower frozen)."""
@@ -668,8 +511,7 @@ class ContrastiveModel(Recommender):
         premiered = torch.as_tensor(content.premiered_days, dtype=torch.long)
 
         def embed_users(prefixes: list[np.ndarray]) -> torch.Tensor:
-            rows = [p.tolist() for p in prefixes]
-            index, mask = (t.to(shows.device) for t in _pad_right_aligned(rows, cfg.history_len))
+            index, mask = (t.to(shows.device) for t in pad_histories(prefixes, cfg.history_len))
             return net.user_arch(shows[index], mask)  # (b, dim)
 
         prior_cfg = PriorConfig(steps=cfg.prior_steps, seed=cfg.seed)
@@ -712,7 +554,7 @@ class ContrastiveModel(Recommender):
         out = np.zeros((len(user_ids), self.config.dim + 1), dtype=np.float32)
         for start in range(0, len(user_ids), 1024):
             rows = self._history_rows(user_ids[start : start + 1024])
-            index, mask = (t.to(device) for t in _pad_right_aligned(rows, self.config.history_len))
+            index, mask = (t.to(device) for t in pad_histories(rows, self.config.history_len))
             vec = net.user_arch(shows[index], mask) * mask.any(1, keepdim=True)  # (chunk, dim)
             out[start : start + len(rows)] = net.prior_arch.served_users(vec.float())
         return out
@@ -722,122 +564,34 @@ class ContrastiveModel(Recommender):
 
     # ---- ONNX -------------------------------------------------------------------------------
     def export_onnx(self, directory: Path) -> dict[str, Path]:
-        """Export the show encoder (content tensors -> served vector, dynamic batch, opset 17)
-        and check it with onnxruntime against torch on catalogue rows (max abs diff < 1e-4)."""
-        import onnxruntime as ort
-
+        """The show encoder (content tensors -> served vector, dynamic batch), checked with
+        onnxruntime against torch on the catalogue."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / ONNX_FILE
-        wrapper = OnnxShowEncoder(self._net()).cpu().eval()
-        sample = self._shows().rows(torch.arange(min(8, len(self.show_ids))))
-        names = ShowTensors.names()
-        torch.onnx.export(
-            wrapper, sample.tensors(), str(path), dynamo=False, opset_version=17,
-            input_names=names, output_names=["embedding"],
-            dynamic_axes={n: {0: "batch"} for n in [*names, "embedding"]},
-        )  # fmt: skip
-        check = self._shows().rows(torch.arange(min(64, len(self.show_ids))))
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        feeds = {n: t.numpy() for n, t in zip(names, check.tensors(), strict=True)}
-        (got,) = session.run(["embedding"], feeds)
-        with torch.no_grad():
-            want = wrapper(*check.tensors()).numpy()
+        wrapper = ShowEncoderExport(self._net(), "embed")
+        shows = self._shows().tensors()
+        path = export_checked(wrapper, shows, ShowTensors.names(), directory / ONNX_FILE)
         self._net().to(self.runtime.device)
-        diff = float(np.abs(got - want).max())
-        if diff >= ONNX_TOLERANCE:
-            raise RuntimeError(f"ONNX show encoder differs from torch by {diff:.2e}")
         return {"show_encoder": path}
 
-    # ---- checkpoints ------------------------------------------------------------------------
-    def _checkpoint_path(self, data: TrainingData) -> Path:
-        if self.config.checkpoint_dir is not None:
-            return Path(self.config.checkpoint_dir) / CHECKPOINT
-        root = Path(data.workdir) if data.workdir is not None else Path.cwd()
-        return root / "checkpoints" / self.name / CHECKPOINT
-
-    def _fingerprint(self, data: TrainingData) -> str:
-        """What a checkpoint must match to be resumed: data and every setting but the epochs."""
-        settings = asdict(self.config) | {"epochs": None, "checkpoint_dir": None}
-        key = {
-            "data": data.data_snapshot,
-            "as_of": data.as_of.isoformat(),
-            "shows": len(self.show_ids),
-            "rows": len(data.frame),
-            "config": settings,
-            "batch": self._batch_size(),
-            "runtime": [self.runtime.profile, self.runtime.mixed_precision],
-        }
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-    def _resume(
-        self,
-        path: Path,
-        fingerprint: str,
-        opt: torch.optim.Optimizer,
-        gen: torch.Generator,
-        history: dict[str, list[Any]],
-    ) -> int:
-        """Load a matching checkpoint into net/opt/gen/history; returns its epoch (0 if none)."""
-        if not path.exists():
-            return 0
-        state = torch.load(path, map_location="cpu", weights_only=True)  # the RNG state: CPU
-        if state["fingerprint"] != fingerprint or state["epoch"] > self.config.epochs:
-            return 0
-        self._net().load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["generator"])
-        for key, values in state["history"].items():
-            history[key] = list(values)
-        return int(state["epoch"])
-
     # ---- persistence ------------------------------------------------------------------------
-    def _manifest(self, data: TrainingData, metrics: dict[str, Any]) -> ModelManifest:
-        return ModelManifest(
-            model_name=self.name,
-            model_version=f"{self.name}-{data.as_of:%Y%m%dT%H%M%S}-{data.data_snapshot[:8]}",
-            feature_service=self.feature_service,
-            data_snapshot=data.data_snapshot,
-            as_of=data.as_of.isoformat(),
-            dim=self.config.dim,
-            config=asdict(self.config),
-            metrics=metrics,
-        )
-
-    def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {k: v.cpu() for k, v in self._net().state_dict().items()}, directory / "weights.pt"
-        )
-        shows = self._shows()
-        torch.save(
-            dict(zip(ShowTensors.names(), shows.tensors(), strict=True)), directory / "shows.pt"
-        )
-        state = {
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "net": {k: v.cpu() for k, v in self._net().state_dict().items()},
+            "content": dict(zip(ShowTensors.names(), self._shows().tensors(), strict=True)),
             "shows": self.show_ids,
             "vocab": self.vocab,
             "person_vocab": self.person_vocab,
             "histories": self.histories,
         }
-        (directory / "state.json").write_text(json.dumps(state))
-        assert self.manifest is not None
-        (directory / MANIFEST).write_text(json.dumps(self.manifest.to_json(), indent=2))
 
-    @classmethod
-    def load(cls, directory: Path) -> ContrastiveModel:
-        directory = Path(directory)
-        manifest = ModelManifest.read(directory)
-        model = cls(ContrastiveConfig(**manifest.config), Runtime.cpu())
-        state = json.loads((directory / "state.json").read_text())
-        model.show_ids, model.vocab = state["shows"], state["vocab"]
-        model.person_vocab, model.histories = state["person_vocab"], state["histories"]
-        model.shows = ShowTensors(**torch.load(directory / "shows.pt", map_location="cpu"))
-        text_dim, n_shows = model.shows.text.shape[1], len(model.show_ids)
-        model.net = ContrastiveNet(model.vocab, text_dim, model.config, n_shows)
-        model.net.load_state_dict(torch.load(directory / "weights.pt", map_location="cpu"))
-        model.manifest = manifest
-        return model
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.show_ids, self.vocab = state["shows"], state["vocab"]
+        self.person_vocab, self.histories = state["person_vocab"], state["histories"]
+        self.shows = ShowTensors(**state["content"])
+        text_dim, n_shows = self.shows.text.shape[1], len(self.show_ids)
+        self.net = ContrastiveNet(self.vocab, text_dim, self.config, n_shows)
+        self.net.load_state_dict(state["net"])
 
     def _net(self) -> ContrastiveNet:
         if self.net is None:
@@ -859,11 +613,6 @@ def cosine_lr(cfg: ContrastiveConfig, epoch: int) -> float:
     )
 
 
-def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for group in opt.param_groups:
-        group["lr"] = lr
-
-
 def _vocab_sizes(sizes: dict[str, int], shows: ShowTensors) -> dict[str, int]:
     """Embedding table sizes: the content's vocabularies, grown to cover every id present."""
     present = {
@@ -874,39 +623,3 @@ def _vocab_sizes(sizes: dict[str, int], shows: ShowTensors) -> dict[str, int]:
         k: max(int(sizes.get(k, 1)), int(t.max()) + 1 if t.numel() else 1)
         for k, t in present.items()
     }
-
-
-def _pad_right_aligned(rows: list[list[int]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Histories -> (index (b, L) long, mask (b, L) bool), most recent show in the last slot."""
-    index = torch.zeros(len(rows), length, dtype=torch.long)
-    mask = torch.zeros(len(rows), length, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        r = r[-length:]
-        if r:
-            index[i, length - len(r) :] = torch.tensor(r)
-            mask[i, length - len(r) :] = True
-    return index, mask
-
-
-def _save_checkpoint(
-    path: Path,
-    fingerprint: str,
-    epoch: int,
-    net: nn.Module,
-    opt: torch.optim.Optimizer,
-    gen: torch.Generator,
-    history: dict[str, list[Any]],
-) -> None:
-    """Write atomically (temp file + os.replace), so an interruption never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "fingerprint": fingerprint,
-        "epoch": epoch,
-        "net": net.state_dict(),
-        "opt": opt.state_dict(),
-        "generator": gen.get_state(),
-        "history": history,
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)

@@ -25,82 +25,87 @@ config, are computed once. On the GPU profile (or `finetune_text=True`) the top
 `finetune_layers` layers are fine-tuned on `ShowContent.raw_text`, with gradient checkpointing
 and the runtime's mixed precision; after training the catalogue's pooled text embeddings are
 recomputed with it, so serving and ONNX read precomputed text either way.
+
+The parts are the shared encoders of models/layers.py; training runs on the shared trainer
+(models/trainer.py: checkpoints and resume, autocast, early stopping on recall@10).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
-import os
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field, model_validator
 from torch import nn
-from torch.nn import functional as F
 
 from . import text_tower
-from .base import MANIFEST, ModelManifest, Recommender, TrainingData
-from .content import (
-    ShowContent,
-    ShowTensors,
-    cowatch_pairs,
-    load_show_content,
-    user_histories,
+from .base import ModelConfig, Recommender, TrainingData
+from .content import ShowContent, ShowTensors, content_of, cowatch_pairs, user_histories
+from .layers import (
+    CastTokenPool,
+    CrossAttentionFusion,
+    FineTunedText,
+    HistoryAttention,
+    MetaTokenEncoder,
+    TextTokens,
+    pad_histories,
+    seen_mask,
 )
+from .losses import info_nce, masked_info_nce
+from .onnx import ShowEncoderExport, export_checked
 from .prior import PriorConfig, ShowPrior, fit_show_prior
-from .runtime import Runtime, progress_bar
+from .trainer import Rngs, StepResult, TrainTask
 
-CHECKPOINT = "checkpoint.pt"
 TEXT_TOWER = "text_tower"
-# metadata token fields in token order: genres and platforms are padded lists, the rest one each
-META_FIELDS = (
-    "genre", "platform", "network", "year", "seasons", "runtime", "age_rating", "type",
-    "language",
-)  # fmt: skip
+TEXT_ENCODER = "text_arch.encoder."  # state-dict prefix of a fine-tuned encoder
 
 
-@dataclass
-class MultimodalConfig:
+class MultimodalConfig(ModelConfig):
     # text
-    text_model: str | None = None  # HF path or name; None: the feature store's MiniLM
-    text_tokens: int = 4  # tokens the pooled text embedding is projected to
-    text_max_length: int = 256
-    finetune_text: bool | None = None  # None: fine-tune on the GPU profile only
-    finetune_layers: int = 2  # top transformer layers trained when fine-tuning
+    text_model: str | None = Field(
+        None, description="local path or name of a Hugging Face encoder (None: bundled MiniLM)"
+    )
+    text_tokens: int = Field(4, ge=1, description="tokens the pooled text is projected to")
+    text_max_length: int = Field(256, ge=8)
+    finetune_text: bool | None = Field(None, description="None: fine-tune on the GPU profile")
+    finetune_layers: int = Field(2, ge=0, description="top encoder layers trained")
     gradient_checkpointing: bool = True
-    text_lr: float = 2e-5
+    text_lr: float = Field(2e-5, gt=0)
     # shows and users
-    dim: int = 128
-    meta_layers: int = 2
-    ffn_mult: int = 2  # feed-forward width of the transformer blocks, in units of dim
-    heads: int = 4
-    dropout: float = 0.1
-    token_dropout: float = 0.15  # metadata tokens and people hidden while training
-    genre_clusters: int = 8  # genre clusters from co-occurrence in the catalogue
-    max_people: int = 12
-    history_len: int = 20  # recent shows a user is embedded from
+    dim: int = Field(128, ge=4)
+    meta_layers: int = Field(2, ge=1)
+    ffn_mult: int = Field(2, ge=1, description="feed-forward width, in units of dim")
+    heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    token_dropout: float = Field(0.15, ge=0, lt=1, description="tokens hidden while training")
+    genre_clusters: int = Field(8, ge=1, description="from co-occurrence in the catalogue")
+    max_people: int = Field(12, ge=1)
+    history_len: int = Field(20, ge=1, description="recent shows a user is embedded from")
     # training
-    epochs: int = 10
-    pair_batch: int = 2048  # co-watch pairs per step; the GPU profile multiplies it
-    min_steps_per_epoch: int = 8  # small data: smaller batches rather than fewer steps
-    steps_per_epoch: int | None = None  # None: one pass over the co-watch pairs
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    temperature: float = 0.1
-    text_weight: float = 0.5
-    user_weight: float = 1.0
-    val_users: int = 500  # users whose last show is held out for recall@10
-    prior_steps: int = 400  # the show prior (models/prior.py), fitted after the epochs
-    checkpoint_dir: str | None = None  # None: <workdir>/checkpoints/multimodal
-    seed: int = 0
+    epochs: int = Field(10, ge=1)
+    pair_batch: int = Field(2048, ge=2, description="co-watch pairs per step")
+    min_steps_per_epoch: int = Field(8, ge=1, description="small data: smaller batches")
+    steps_per_epoch: int | None = Field(None, ge=1, description="None: one pass over pairs")
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    temperature: float = Field(0.1, gt=0)
+    text_weight: float = Field(0.5, ge=0)
+    user_weight: float = Field(1.0, ge=0)
+    val_users: int = Field(500, ge=0, description="users whose last show is held out")
+    prior_steps: int = Field(400, ge=0, description="show-prior fit (models/prior.py); 0: none")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> MultimodalConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
+        return self
 
 
 # ---- inputs -----------------------------------------------------------------------------------
@@ -123,203 +128,7 @@ def genre_clusters(genres: torch.Tensor, n_genres: int, k: int) -> torch.Tensor:
     return torch.as_tensor(out)
 
 
-# ---- the parts ----------------------------------------------------------------------------------
-class FineTunedText(nn.Module):
-    """A Hugging Face transformer over raw text, its top layers trainable: (b,) -> (b, hidden)."""
-
-    def __init__(self, source: str, cfg: MultimodalConfig) -> None:
-        super().__init__()
-        self.tokenizer, self.transformer = text_tower.load_encoder(source)
-        self.max_length = cfg.text_max_length
-        self.transformer.requires_grad_(False)
-        for layer in _layer_stack(self.transformer)[-cfg.finetune_layers :]:
-            layer.requires_grad_(True)
-        if cfg.gradient_checkpointing and self.transformer.supports_gradient_checkpointing:
-            self.transformer.config.use_cache = False  # no decoder cache to keep
-            self.transformer.activation_checkpointing_enable({"use_reentrant": False})
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.transformer.config.hidden_size)
-
-    def forward(self, texts: list[str]) -> torch.Tensor:
-        return text_tower.embed_texts(self.tokenizer, self.transformer, texts, self.max_length)
-
-
-def _layer_stack(model: nn.Module) -> nn.ModuleList:
-    """The transformer's block stack: its longest ModuleList (encoder.layer in BERT/RoBERTa)."""
-    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
-    if not stacks:
-        raise ValueError(f"{type(model).__name__} has no layer stack to fine-tune")
-    return max(stacks, key=len)
-
-
-class TextArch(nn.Module):
-    """Pooled text embedding -> text tokens for fusion, and -> a query vector (the text head)."""
-
-    def __init__(self, text_dim: int, cfg: MultimodalConfig) -> None:
-        super().__init__()
-        self.n_tokens, self.dim = cfg.text_tokens, cfg.dim
-        self.to_tokens = nn.Linear(text_dim, cfg.text_tokens * cfg.dim)
-        self.position = nn.Parameter(torch.randn(cfg.text_tokens, cfg.dim) * 0.02)
-        self.head = text_tower.text_head(text_dim, cfg.dim)
-        self.encoder: FineTunedText | None = None  # set when fine-tuning
-
-    def pooled(self, texts: list[str]) -> torch.Tensor:
-        """Raw texts through the fine-tuned encoder: (b, text_dim)."""
-        assert self.encoder is not None, "pooled() needs a text encoder to fine-tune"
-        return self.encoder(texts)
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        tokens = self.to_tokens(pooled).view(-1, self.n_tokens, self.dim)  # (b, n_text, dim)
-        return tokens + self.position
-
-    def query(self, pooled: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(pooled).float(), dim=-1)  # (b, dim)
-
-
-class MetaArch(nn.Module):
-    """Metadata tokens through a small transformer encoder: (b, n_meta, dim) and its padding."""
-
-    def __init__(self, sizes: dict[str, int], clusters: torch.Tensor, cfg: MultimodalConfig):
-        super().__init__()
-        d = cfg.dim
-        self.genre = nn.Embedding(sizes["genres"], d)
-        self.genre_cluster = nn.Embedding(int(clusters.max()) + 1, d)
-        self.register_buffer("cluster_of", clusters)  # (n_genres,) genre id -> cluster id
-        self.network = nn.Embedding(sizes["networks"], d)
-        self.platform = nn.Embedding(sizes["platforms"], d)
-        self.year = nn.Embedding(sizes["year"], d)
-        self.seasons = nn.Embedding(sizes["seasons"], d)
-        self.runtime = nn.Embedding(sizes["runtime"], d)
-        self.age_rating = nn.Embedding(sizes["age_ratings"], d)
-        self.show_type = nn.Embedding(sizes["types"], d)
-        self.language = nn.Embedding(sizes["languages"], d)
-        self.field = nn.Embedding(len(META_FIELDS), d)
-        layer = nn.TransformerEncoderLayer(
-            d,
-            cfg.heads,
-            cfg.ffn_mult * d,
-            cfg.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        self.encoder = nn.TransformerEncoder(layer, cfg.meta_layers, enable_nested_tensor=False)
-        self.token_dropout = cfg.token_dropout
-
-    def forward(self, shows: ShowTensors) -> tuple[torch.Tensor, torch.Tensor]:
-        genres = self.genre(shows.genres) + self.genre_cluster(self.cluster_of[shows.genres])
-        singles = [  # one token each, (b, dim)
-            self.network(shows.network),
-            self.year(shows.year_bucket),
-            self.seasons(shows.seasons_bucket),
-            self.runtime(shows.runtime_bucket),
-            self.age_rating(shows.age_rating),
-            self.show_type(shows.show_type),
-            self.language(shows.language),
-        ]
-        tokens = torch.cat(
-            [genres, self.platform(shows.platforms), torch.stack(singles, 1)], 1
-        )  # (b, n_meta, dim)
-        tokens = tokens + self.field(self._field_ids(shows))  # (b, n_meta, dim)
-        always = torch.zeros_like(tokens[:, -len(singles) :, 0], dtype=torch.bool)  # (b, 7)
-        pad = torch.cat([shows.genres == 0, shows.platforms == 0, always], 1)  # (b, n_meta)
-        pad = _token_dropout(pad, self.token_dropout, self.training)
-        return self.encoder(tokens, src_key_padding_mask=pad), pad
-
-    def _field_ids(self, shows: ShowTensors) -> torch.Tensor:
-        """The META_FIELDS index of every token position: (n_meta,)."""
-        widths = [shows.genres.shape[1], shows.platforms.shape[1]] + [1] * (len(META_FIELDS) - 2)
-        fields = torch.arange(len(META_FIELDS), device=shows.genres.device)
-        return fields.repeat_interleave(torch.tensor(widths, device=fields.device))
-
-
-def _token_dropout(pad: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Hide each token with probability p while training; the last token is always kept."""
-    if not training or p <= 0:
-        return pad
-    hide = torch.rand(pad.shape, device=pad.device) < p  # (b, n)
-    hide[:, -1] = False
-    return pad | hide
-
-
-class CastArch(nn.Module):
-    """Cast and crew pooled by attention: (b, max_people) ids -> (b, 1, dim). A learned
-    "no known people" slot always takes part, so an all-unknown cast still has a vector."""
-
-    def __init__(self, n_people: int, cfg: MultimodalConfig) -> None:
-        super().__init__()
-        self.person = nn.Embedding(n_people, cfg.dim)
-        self.nobody = nn.Parameter(torch.zeros(1, 1, cfg.dim))
-        self.query = nn.Parameter(torch.randn(cfg.dim) * 0.02)
-        self.out = nn.Linear(cfg.dim, cfg.dim)
-        self.token_dropout = cfg.token_dropout
-
-    def forward(self, people: torch.Tensor) -> torch.Tensor:
-        b = people.shape[0]
-        vectors = torch.cat([self.nobody.expand(b, -1, -1), self.person(people)], 1)  # (b, 1+P, d)
-        known = torch.cat([people, torch.ones_like(people[:, :1])], 1) > 0  # (b, P + 1)
-        known = ~_token_dropout(~known, self.token_dropout, self.training)
-        known = torch.cat([known[:, -1:], known[:, :-1]], 1)  # (b, 1 + P), nobody first
-        logits = (vectors @ self.query) / math.sqrt(vectors.shape[-1])  # (b, 1 + P)
-        weights = logits.masked_fill(~known, float("-inf")).softmax(-1)  # (b, 1 + P)
-        return self.out((weights.unsqueeze(-1) * vectors).sum(1, keepdim=True))  # (b, 1, d)
-
-
-class FusionArch(nn.Module):
-    """Text tokens cross-attend to the content tokens; both pooled into one unit show vector."""
-
-    def __init__(self, cfg: MultimodalConfig) -> None:
-        super().__init__()
-        d = cfg.dim
-        self.norm_text, self.norm_content = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.cross = nn.MultiheadAttention(d, cfg.heads, dropout=cfg.dropout, batch_first=True)
-        wide = cfg.ffn_mult * d
-        self.ffn = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, wide), nn.GELU(), nn.Linear(wide, d))
-        self.out = nn.Sequential(nn.LayerNorm(2 * d), nn.Linear(2 * d, d))
-
-    def forward(self, text: torch.Tensor, content: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        kv = self.norm_content(content)  # (b, n_content, d)
-        attended, _ = self.cross(
-            self.norm_text(text), kv, kv, key_padding_mask=pad, need_weights=False
-        )
-        x = text + attended  # (b, n_text, d)
-        x = x + self.ffn(x)  # (b, n_text, d)
-        keep = (~pad).unsqueeze(-1).to(content.dtype)  # (b, n_content, 1)
-        content_mean = (content * keep).sum(1) / keep.sum(1).clamp(min=1.0)  # (b, d)
-        show = self.out(torch.cat([x.mean(1), content_mean], -1))  # (b, d)
-        return F.normalize(show.float(), dim=-1)
-
-
-class UserArch(nn.Module):
-    """A user's recent show vectors pooled by attention (with recency) into a unit vector."""
-
-    def __init__(self, cfg: MultimodalConfig) -> None:
-        super().__init__()
-        d = cfg.dim
-        self.recency = nn.Embedding(cfg.history_len, d)  # 0 = the most recent show
-        self.query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        self.attend = nn.MultiheadAttention(d, cfg.heads, batch_first=True)
-        self.out = nn.Linear(d, d)
-        self.cold = nn.Parameter(torch.randn(d) * 0.02)  # users without history
-
-    def forward(self, shows: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """shows (b, L, d) oldest first, right-padded; pad (b, L) True = padding -> (b, d)."""
-        length = (~pad).sum(1, keepdim=True)  # (b, 1)
-        recency = (length - 1 - torch.arange(pad.shape[1], device=pad.device)).clamp(min=0)
-        keys = shows + self.recency(recency)  # (b, L, d)
-        has = length.squeeze(1) > 0  # (b,)
-        safe_pad = pad & has.unsqueeze(1)  # users without history attend to padding, unused
-        query = self.query.expand(shows.shape[0], -1, -1)  # (b, 1, d)
-        pooled, _ = self.attend(query, keys, shows, key_padding_mask=safe_pad, need_weights=False)
-        keep = (~pad).unsqueeze(-1).to(shows.dtype)  # (b, L, 1)
-        mean = (shows * keep).sum(1) / keep.sum(1).clamp(min=1.0)  # (b, d)
-        user = self.out(pooled.squeeze(1)) + mean  # (b, d)
-        user = torch.where(has.unsqueeze(1), user, self.cold.to(user.dtype))
-        return F.normalize(user.float(), dim=-1)
-
-
+# ---- the network ------------------------------------------------------------------------------
 class MultimodalNet(nn.Module):
     def __init__(
         self,
@@ -330,12 +139,16 @@ class MultimodalNet(nn.Module):
         n_shows: int,
     ) -> None:
         super().__init__()
-        self.text_arch = TextArch(text_dim, cfg)
-        self.meta_arch = MetaArch(sizes, clusters, cfg)
-        self.cast_arch = CastArch(sizes["people"], cfg)
-        self.fusion_arch = FusionArch(cfg)
-        self.user_arch = UserArch(cfg)
-        self.prior_arch = ShowPrior(cfg.dim, n_shows, temperature=cfg.temperature)
+        d = cfg.dim
+        self.text_arch = TextTokens(text_dim, cfg.text_tokens, d)
+        self.meta_arch = MetaTokenEncoder(
+            sizes, clusters, d, cfg.heads, cfg.meta_layers, cfg.ffn_mult, cfg.dropout,
+            cfg.token_dropout,
+        )  # fmt: skip
+        self.cast_arch = CastTokenPool(sizes["people"], d, cfg.token_dropout)
+        self.fusion_arch = CrossAttentionFusion(d, cfg.heads, cfg.ffn_mult, cfg.dropout)
+        self.user_arch = HistoryAttention(d, cfg.heads, cfg.history_len)
+        self.prior_arch = ShowPrior(d, n_shows, temperature=cfg.temperature)
 
     def forward(self, shows: ShowTensors) -> torch.Tensor:
         """Unit show vectors: (b, dim)."""
@@ -346,9 +159,10 @@ class MultimodalNet(nn.Module):
         pad = torch.cat([pad, torch.zeros_like(pad[:, :1])], 1)  # (b, n_meta + 1)
         return self.fusion_arch(text, content, pad)  # (b, dim)
 
-    def embed_users(self, history: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """(b, L, dim) show vectors of each user's recent shows -> (b, dim) user vectors."""
-        return self.user_arch(history, pad)
+    def embed_users(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(b, L, dim) show vectors of each user's recent shows (`pad_histories` layout, mask
+        True = a real show) -> (b, dim) user vectors."""
+        return self.user_arch(history, mask)
 
     def embed_text(self, pooled: torch.Tensor) -> torch.Tensor:
         """(b, text_dim) pooled text -> (b, dim) query vectors in the show space."""
@@ -356,31 +170,7 @@ class MultimodalNet(nn.Module):
 
     def saved_state(self) -> dict[str, torch.Tensor]:
         """The state dict without the fine-tuned encoder (saved in the text tower instead)."""
-        return {
-            k: v for k, v in self.state_dict().items() if not k.startswith("text_arch.encoder.")
-        }
-
-
-class _ShowEncoderExport(nn.Module):
-    """Precomputed content tensors (ShowTensors order) -> show vectors, for ONNX."""
-
-    def __init__(self, net: MultimodalNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return self.net(ShowTensors(*tensors))  # (b, dim): the encoder, prior left out
-
-
-class _TextProjectionExport(nn.Module):
-    """Pooled text embedding -> query vector, for ONNX."""
-
-    def __init__(self, net: MultimodalNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.net.embed_text(pooled)
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(TEXT_ENCODER)}
 
 
 # ---- training data ----------------------------------------------------------------------------
@@ -417,38 +207,118 @@ def _split(data: TrainingData, rows: dict[str, int], cfg: MultimodalConfig) -> _
     )
 
 
-def _pad_rows(histories: list[np.ndarray], length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (b, length) rows (oldest first, the last `length`) and padding mask."""
-    rows = torch.zeros(len(histories), length, dtype=torch.long)
-    pad = torch.ones(len(histories), length, dtype=torch.bool)
-    for i, h in enumerate(histories):
-        h = h[-length:]
-        rows[i, : len(h)] = torch.as_tensor(h, dtype=torch.long)
-        pad[i, : len(h)] = False
-    return rows, pad
+# ---- the training task ------------------------------------------------------------------------
+class _MultimodalTask(TrainTask):
+    """Each step: a slice of the co-watch pairs and of the users; three InfoNCE losses over
+    the shows they touch. Validation: recall@10 of held-out next shows."""
+
+    monitor = "val_recall_at_10"
+
+    def __init__(self, model: MultimodalModel, split: _Split, raw_text: list[str]) -> None:
+        self.model, self.split, self.raw_text, self.cfg = model, split, raw_text, model.config
+        self.net = model._net()
+        self.optimizer = model._optimizer(self.net)
+        self.began = time.perf_counter()
+
+    def start_epoch(self, epoch: int) -> None:
+        self.began = time.perf_counter()
+
+    def plan(self, epoch: int, rngs: Rngs) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+        """One pass over the co-watch pairs, each step with a slice of the users."""
+        split, gen = self.split, rngs.numpy
+        batch = self.cfg.pair_batch * self.model.runtime.batch_multiplier
+        n_steps = max(self.cfg.min_steps_per_epoch, math.ceil(len(split.pairs) / batch))
+        batch = max(1, math.ceil(len(split.pairs) / n_steps))  # small data: smaller batches
+        n_steps = min(n_steps, self.cfg.steps_per_epoch or n_steps)
+        pairs = split.pairs[gen.permutation(len(split.pairs))]
+        users = gen.permutation(len(split.sequences))
+        per_step = math.ceil(len(users) / n_steps)
+        return [
+            (
+                pairs[step * batch : (step + 1) * batch],
+                [split.sequences[i] for i in users[step * per_step : (step + 1) * per_step]],
+            )
+            for step in range(n_steps)
+        ]
+
+    def loss(self, batch: tuple[np.ndarray, list[np.ndarray]], rngs: Rngs) -> StepResult:
+        pairs, sequences = batch
+        cfg, device, net = self.cfg, self.model.runtime.device, self.net
+        cuts = [int(rngs.numpy.integers(1, len(s))) for s in sequences]  # s[cut] from s[:cut]
+        index, mask = pad_histories(
+            [s[:c] for s, c in zip(sequences, cuts, strict=True)], cfg.history_len
+        )
+        targets = np.array([s[c] for s, c in zip(sequences, cuts, strict=True)], dtype=np.int64)
+        rows = torch.as_tensor(np.unique(np.concatenate([pairs.ravel(), index[mask].numpy(),
+                                                         targets])))  # fmt: skip  # (n_step,)
+
+        def at(r: np.ndarray | torch.Tensor) -> torch.Tensor:  # catalogue rows -> step positions
+            return torch.searchsorted(rows, torch.as_tensor(r)).clamp(max=len(rows) - 1).to(device)
+
+        text = self.model._step_text(rows)
+        step_shows = self.model._catalogue().take(rows.to(device), text)
+        shows = net(step_shows)  # (n_step, dim)
+        texts = net.embed_text(step_shows.text)  # (n_step, dim)
+        users = net.embed_users(shows[at(index)], mask.to(device))  # (n_users, dim)
+        seen = seen_mask(at(index), mask.to(device), len(rows))  # (n_users, n_step)
+        losses = {
+            "loss_cowatch": _cowatch_loss(shows, at(pairs), cfg.temperature),
+            "loss_text": _text_loss(shows, texts, cfg.temperature),
+            "loss_user": masked_info_nce(users @ shows.T, at(targets), seen, cfg.temperature),
+        }
+        total = (
+            losses["loss_cowatch"]
+            + cfg.text_weight * losses["loss_text"]
+            + cfg.user_weight * losses["loss_user"]
+        )
+        logged = {"train_loss": float(total.detach())}
+        return StepResult(total, logged | {k: float(v.detach()) for k, v in losses.items()})
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        self.model._refresh_text(self.raw_text)
+        return {
+            "val_recall_at_10": self.model._recall_at_10(self.split),
+            "epoch_seconds": time.perf_counter() - self.began,
+        }
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Everything but a fine-tuned encoder's frozen layers."""
+        trainable = {n for n, p in self.net.named_parameters() if p.requires_grad}
+        return {
+            k: v
+            for k, v in self.net.state_dict().items()
+            if not k.startswith(TEXT_ENCODER) or k in trainable
+        }
+
+    def restored(self) -> None:
+        self.model._refresh_text(self.raw_text)
 
 
-def _seen(history: torch.Tensor, pad: torch.Tensor, n: int) -> torch.Tensor:
-    """(b, n) True where column j is one of the row's (unpadded) history entries."""
-    counts = torch.zeros(history.shape[0], n, device=history.device)
-    counts.scatter_add_(1, history, (~pad).float())
-    return counts > 0
+def _cowatch_loss(shows: torch.Tensor, pairs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Each show of a pair picks its partner among the step's shows (itself excluded)."""
+    anchors = torch.cat([pairs[:, 0], pairs[:, 1]])  # (2 * n_pairs,)
+    partners = torch.cat([pairs[:, 1], pairs[:, 0]])  # (2 * n_pairs,)
+    self_mask = nn.functional.one_hot(anchors, shows.shape[0]).bool()
+    return masked_info_nce(shows[anchors] @ shows.T, partners, self_mask, temperature)
 
 
-def _info_nce(logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
-    return F.cross_entropy(logits.float() / temperature, target)
+def _text_loss(shows: torch.Tensor, texts: torch.Tensor, temperature: float) -> torch.Tensor:
+    """A show and its own text's projection find each other (both directions)."""
+    logits = shows @ texts.T  # (n_step, n_step)
+    target = torch.arange(len(shows), device=shows.device)
+    return (info_nce(logits, target, temperature) + info_nce(logits.T, target, temperature)) / 2
 
 
 # ---- the model --------------------------------------------------------------------------------
 class MultimodalModel(Recommender):
     name: ClassVar[str] = "multimodal"
     feature_service: ClassVar[str] = "multimodal_v1"
-    config_class: ClassVar[type] = MultimodalConfig
+    config_class: ClassVar[type[ModelConfig]] = MultimodalConfig
+    needs_content: ClassVar[bool] = True
     prior_column: ClassVar[bool] = True
 
-    def __init__(self, config: MultimodalConfig | None = None, runtime: Runtime | None = None):
-        self.config = config or MultimodalConfig()
-        self.runtime = runtime or Runtime.detect()
+    def __init__(self, config: ModelConfig | None = None, runtime: Any = None) -> None:
+        super().__init__(config, runtime)
         self.show_ids: list[str] = []
         self.histories: dict[str, list[int]] = {}  # user -> recent show rows, oldest first
         self.net: MultimodalNet | None = None
@@ -457,6 +327,7 @@ class MultimodalModel(Recommender):
         self.finetuned = False
         self.person_vocab: dict[str, int] = {}
         self.sizes: dict[str, int] = {}
+        self._raw_text: list[str] = []  # the catalogue's raw text, while fine-tuning
 
     @property
     def finetune(self) -> bool:
@@ -469,7 +340,7 @@ class MultimodalModel(Recommender):
     def fit(self, data: TrainingData) -> dict[str, Any]:
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        content = load_show_content(data, self.feature_service, max_people=cfg.max_people)
+        content = content_of(data, max_people=cfg.max_people)
         self.show_ids, self.person_vocab = list(content.show_ids), content.person_vocab
         rows = {s: i for i, s in enumerate(self.show_ids)}
         self.histories = {
@@ -477,37 +348,21 @@ class MultimodalModel(Recommender):
         }
         split = _split(data, rows, cfg)
         net = self._build(content)
-        metrics, start = self._train(net, split, content.raw_text, data)
+        history = self.trainer(data).fit(_MultimodalTask(self, split, content.raw_text))
         self.show_vectors = self._encode_catalogue(net).cpu()
-        metrics["prior_loss"] = self._fit_prior(data, rows, content)
-        self.manifest = self._manifest(data, metrics, start, split)
-        return self.manifest.metrics
-
-    def _train(
-        self, net: MultimodalNet, split: _Split, raw_text: list[str], data: TrainingData
-    ) -> tuple[dict[str, list[float]], int]:
-        """The epochs, resumed from a matching checkpoint; returns metrics and the resume epoch."""
-        cfg, opt = self.config, self._optimizer(net)
-        path, fingerprint = self._checkpoint_dir(data) / CHECKPOINT, self._fingerprint(data)
-        gen = np.random.default_rng(cfg.seed)
-        metrics: dict[str, list[float]] = {}
-        start = self._resume(path, fingerprint, net, opt, gen, metrics)
-        if start:
-            self._refresh_text(raw_text)
-        label = "train multimodal" + (f" (resumed after epoch {start})" if start else "")
-        with progress_bar(label, cfg.epochs - start) as advance:
-            for epoch in range(start, cfg.epochs):
-                began = time.perf_counter()
-                row = self._epoch(net, opt, split, raw_text, gen)
-                self._refresh_text(raw_text)
-                row["val_recall_at_10"] = self._recall_at_10(split)
-                row["epoch_seconds"] = time.perf_counter() - began
-                for key, value in row.items():
-                    metrics.setdefault(key, []).append(value)
-                self._save_checkpoint(path, epoch + 1, fingerprint, net, opt, gen, metrics)
-                advance(loss=row["train_loss"], recall10=row["val_recall_at_10"])
-        path.unlink(missing_ok=True)
-        return metrics, start
+        metrics = history.curves | {"prior_loss": self._fit_prior(data, rows, content)}
+        metrics |= {
+            "resumed_from_epoch": history.resumed_from[0] if history.resumed_from else 0,
+            "profile": self.runtime.profile,
+            "text_finetuned": self.finetuned,
+            "n_users": len(self.histories),
+            "n_train_sequences": len(split.sequences),
+            "n_pairs": len(split.pairs),
+            "n_val_users": len(split.val_target),
+            "genre_clusters": int(self._net().meta_arch.cluster_of.max()),
+        }
+        self.make_manifest(data, cfg.dim, metrics)
+        return metrics
 
     def _build(self, content: ShowContent) -> MultimodalNet:
         """The net, and the catalogue's content tensors (pooled text ready when frozen)."""
@@ -516,7 +371,10 @@ class MultimodalModel(Recommender):
         clusters = genre_clusters(content.genres, self.sizes["genres"], cfg.genre_clusters)
         encoder: FineTunedText | None = None
         if self.finetune:
-            encoder = FineTunedText(text_tower.resolve_encoder(cfg.text_model), cfg)
+            source = text_tower.resolve_encoder(cfg.text_model)
+            encoder = FineTunedText(
+                source, cfg.text_max_length, cfg.finetune_layers, cfg.gradient_checkpointing
+            )
         elif not text_tower.is_feature_store_encoder(cfg.text_model):
             content.text = self._frozen_text(content.raw_text)  # (n_shows, text_dim)
         text_dim = encoder.hidden_size if encoder else int(content.text.shape[1])
@@ -528,8 +386,16 @@ class MultimodalModel(Recommender):
         self._refresh_text(content.raw_text)
         return self.net
 
+    def _step_text(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """When fine-tuning: the step's shows' pooled text, through the encoder (with grad)."""
+        if not self.finetuned:
+            return None
+        raw = self._raw_text
+        return self._net().text_arch.pooled([raw[r] for r in rows.tolist()])
+
     def _refresh_text(self, raw_text: list[str]) -> None:
         """When fine-tuning: the catalogue's pooled text from the encoder as it is now."""
+        self._raw_text = raw_text
         if not self.finetuned:
             return
         net = self._net().eval()
@@ -548,133 +414,25 @@ class MultimodalModel(Recommender):
 
     def _optimizer(self, net: MultimodalNet) -> torch.optim.Optimizer:
         cfg = self.config
-        text = [p for n, p in net.named_parameters() if n.startswith("text_arch.encoder.")]
-        rest = [p for n, p in net.named_parameters() if not n.startswith("text_arch.encoder.")]
+        text = [p for n, p in net.named_parameters() if n.startswith(TEXT_ENCODER)]
+        rest = [p for n, p in net.named_parameters() if not n.startswith(TEXT_ENCODER)]
         groups = [{"params": rest, "lr": cfg.lr}]
         if any(p.requires_grad for p in text):
             groups.append({"params": [p for p in text if p.requires_grad], "lr": cfg.text_lr})
         return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-
-    def _epoch(
-        self,
-        net: MultimodalNet,
-        opt: torch.optim.Optimizer,
-        split: _Split,
-        raw_text: list[str],
-        gen: np.random.Generator,
-    ) -> dict[str, float]:
-        """One pass over the co-watch pairs, each step with a slice of the users."""
-        cfg = self.config
-        batch = cfg.pair_batch * self.runtime.batch_multiplier
-        n_steps = max(cfg.min_steps_per_epoch, math.ceil(len(split.pairs) / batch))
-        batch = max(1, math.ceil(len(split.pairs) / n_steps))  # small data: smaller batches
-        n_steps = min(n_steps, cfg.steps_per_epoch or n_steps)
-        pairs = split.pairs[gen.permutation(len(split.pairs))]
-        users = gen.permutation(len(split.sequences))
-        per_step = math.ceil(len(users) / n_steps)
-        net.train()
-        totals: dict[str, float] = {}
-        for step in range(n_steps):
-            step_users = [
-                split.sequences[i] for i in users[step * per_step : (step + 1) * per_step]
-            ]
-            parts = self._step(
-                net, opt, pairs[step * batch : (step + 1) * batch], step_users, raw_text, gen
-            )
-            for key, value in parts.items():
-                totals[key] = totals.get(key, 0.0) + value / n_steps
-        return totals
-
-    def _step(
-        self,
-        net: MultimodalNet,
-        opt: torch.optim.Optimizer,
-        pairs: np.ndarray,
-        sequences: list[np.ndarray],
-        raw_text: list[str],
-        gen: np.random.Generator,
-    ) -> dict[str, float]:
-        """The three InfoNCE losses over the shows of one step; returns their values."""
-        cfg, device = self.config, self.runtime.device
-        cuts = [int(gen.integers(1, len(s))) for s in sequences]  # predict s[cut] from s[:cut]
-        history, pad = _pad_rows(
-            [s[:c] for s, c in zip(sequences, cuts, strict=True)], cfg.history_len
-        )
-        targets = np.array([s[c] for s, c in zip(sequences, cuts, strict=True)], dtype=np.int64)
-        shown = [pairs.ravel(), history[~pad].numpy(), targets]
-        rows = torch.as_tensor(np.unique(np.concatenate(shown)))  # (n_step,) catalogue rows
-
-        def at(r: np.ndarray | torch.Tensor) -> torch.Tensor:  # catalogue rows -> step positions
-            return torch.searchsorted(rows, torch.as_tensor(r)).clamp(max=len(rows) - 1).to(device)
-
-        with self.runtime.autocast():
-            text = (
-                net.text_arch.pooled([raw_text[r] for r in rows.tolist()])
-                if self.finetuned
-                else None
-            )
-            batch = self._catalogue().take(rows.to(device), text)
-            shows = net(batch)  # (n_step, dim)
-            texts = net.embed_text(batch.text)  # (n_step, dim)
-            users = net.embed_users(shows[at(history)], pad.to(device))  # (n_users, dim)
-        losses = {
-            "loss_cowatch": self._cowatch_loss(shows, at(pairs)),
-            "loss_text": self._text_loss(shows, texts),
-            "loss_user": self._user_loss(users, shows, at(history), pad.to(device), at(targets)),
-        }
-        total = (
-            losses["loss_cowatch"]
-            + cfg.text_weight * losses["loss_text"]
-            + cfg.user_weight * losses["loss_user"]
-        )
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        return {"train_loss": float(total.detach())} | {
-            k: float(v.detach()) for k, v in losses.items()
-        }
-
-    def _cowatch_loss(self, shows: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-        """Each show of a pair picks its partner among the step's shows (itself excluded)."""
-        anchors = torch.cat([pairs[:, 0], pairs[:, 1]])  # (2 * n_pairs,)
-        partners = torch.cat([pairs[:, 1], pairs[:, 0]])  # (2 * n_pairs,)
-        logits = shows[anchors] @ shows.T  # (2 * n_pairs, n_step)
-        self_mask = F.one_hot(anchors, shows.shape[0]).bool()
-        return _info_nce(logits.masked_fill(self_mask, -1e4), partners, self.config.temperature)
-
-    def _text_loss(self, shows: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
-        """A show and its own text's projection find each other (both directions)."""
-        logits = shows @ texts.T  # (n_step, n_step)
-        target = torch.arange(len(shows), device=shows.device)
-        t = self.config.temperature
-        return (_info_nce(logits, target, t) + _info_nce(logits.T, target, t)) / 2
-
-    def _user_loss(
-        self,
-        users: torch.Tensor,
-        shows: torch.Tensor,
-        history: torch.Tensor,
-        pad: torch.Tensor,
-        targets: torch.Tensor,
-    ) -> torch.Tensor:
-        """A user's history picks their next show among the step's shows (history excluded)."""
-        logits = users @ shows.T  # (n_users, n_step)
-        seen = _seen(history, pad, logits.shape[1])  # (n_users, n_step)
-        seen[torch.arange(len(targets)), targets] = False
-        return _info_nce(logits.masked_fill(seen, -1e4), targets, self.config.temperature)
 
     def _recall_at_10(self, split: _Split) -> float:
         """Share of validation users whose held-out next show is in their top 10."""
         if not len(split.val_target):
             return float("nan")
         shows = self._encode_catalogue(self._net())  # (n_shows, dim)
-        history, pad = (
-            t.to(shows.device) for t in _pad_rows(split.val_history, self.config.history_len)
+        index, mask = (
+            t.to(shows.device) for t in pad_histories(split.val_history, self.config.history_len)
         )
         with torch.no_grad():
-            users = self._net().embed_users(shows[history], pad)  # (n_val, dim)
+            users = self._net().embed_users(shows[index], mask)  # (n_val, dim)
             scores = users @ shows.T  # (n_val, n_shows)
-        scores = scores.masked_fill(_seen(history, pad, scores.shape[1]), -torch.inf)
+        scores = scores.masked_fill(seen_mask(index, mask, scores.shape[1]), -torch.inf)
         top = scores.topk(10, dim=1).indices.cpu()  # (n_val, 10)
         return float((top == torch.as_tensor(split.val_target)[:, None]).any(1).float().mean())
 
@@ -689,105 +447,6 @@ class MultimodalModel(Recommender):
                 out.append(net(catalogue.take(rows.to(catalogue.text.device))).float())
         return torch.cat(out)
 
-    # ---- checkpoints -----------------------------------------------------------------------------
-    def _checkpoint_dir(self, data: TrainingData) -> Path:
-        if self.config.checkpoint_dir:
-            return Path(self.config.checkpoint_dir)
-        root = Path(data.workdir) if data.workdir else Path(tempfile.gettempdir()) / "tvrec"
-        return root / "checkpoints" / self.name
-
-    def _fingerprint(self, data: TrainingData) -> str:
-        """What a checkpoint must match to be resumed: data, as-of and config."""
-        config = asdict(self.config) | {"checkpoint_dir": None}
-        key = [
-            data.data_snapshot,
-            data.as_of.isoformat(),
-            config,
-            len(data.show_ids),
-            self.finetune,
-        ]
-        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-
-    def _save_checkpoint(
-        self,
-        path: Path,
-        epoch: int,
-        fingerprint: str,
-        net: MultimodalNet,
-        opt: torch.optim.Optimizer,
-        gen: np.random.Generator,
-        metrics: dict[str, list[float]],
-    ) -> None:
-        """Write the state after `epoch` epochs atomically (a kill leaves the previous one)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        trainable = {n for n, p in net.named_parameters() if p.requires_grad}
-        state = {
-            k: v
-            for k, v in net.state_dict().items()
-            if not k.startswith("text_arch.encoder.") or k in trainable
-        }
-        payload = {
-            "epoch": epoch,
-            "fingerprint": fingerprint,
-            "net": state,
-            "opt": opt.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "gen": gen.bit_generator.state,
-            "metrics": metrics,
-        }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-
-    def _resume(
-        self,
-        path: Path,
-        fingerprint: str,
-        net: MultimodalNet,
-        opt: torch.optim.Optimizer,
-        gen: np.random.Generator,
-        metrics: dict[str, list[float]],
-    ) -> int:
-        """Load a matching checkpoint into the training state; returns the epochs done."""
-        if not path.exists():
-            return 0
-        payload = torch.load(path, map_location=self.runtime.device, weights_only=True)
-        if payload.get("fingerprint") != fingerprint:
-            return 0  # another run's (other data, as-of or config): start afresh
-        missing, unexpected = net.load_state_dict(payload["net"], strict=False)
-        if unexpected or any(not k.startswith("text_arch.encoder.") for k in missing):
-            raise RuntimeError(f"checkpoint {path} does not fit this model: {missing + unexpected}")
-        opt.load_state_dict(payload["opt"])
-        torch.set_rng_state(payload["torch_rng"].cpu())
-        gen.bit_generator.state = payload["gen"]
-        metrics.update(payload["metrics"])
-        return int(payload["epoch"])
-
-    def _manifest(
-        self, data: TrainingData, metrics: dict[str, list[float]], start: int, split: _Split
-    ) -> ModelManifest:
-        cfg = self.config
-        return ModelManifest(
-            model_name=self.name,
-            model_version=f"{self.name}-{data.as_of:%Y%m%dT%H%M%S}-{data.data_snapshot[:8]}",
-            feature_service=self.feature_service,
-            data_snapshot=data.data_snapshot,
-            as_of=data.as_of.isoformat(),
-            dim=cfg.dim,
-            config=asdict(cfg),
-            metrics={
-                **metrics,
-                "resumed_from_epoch": start,
-                "profile": self.runtime.profile,
-                "text_finetuned": self.finetuned,
-                "n_users": len(self.histories),
-                "n_train_sequences": len(split.sequences),
-                "n_pairs": len(split.pairs),
-                "n_val_users": len(split.val_target),
-                "genre_clusters": int(self._net().meta_arch.cluster_of.max()),
-            },
-        )
-
     def _fit_prior(
         self, data: TrainingData, rows: dict[str, int], content: ShowContent
     ) -> list[float]:
@@ -798,8 +457,8 @@ class MultimodalModel(Recommender):
         premiered = torch.as_tensor(content.premiered_days, dtype=torch.long)
 
         def embed_users(prefixes: list[np.ndarray]) -> torch.Tensor:
-            history, pad = _pad_rows(prefixes, self.config.history_len)
-            return net.embed_users(shows[history.to(device)], pad.to(device))  # (b, dim)
+            index, mask = pad_histories(prefixes, self.config.history_len)
+            return net.embed_users(shows[index.to(device)], mask.to(device))  # (b, dim)
 
         net.eval()
         prior_cfg = PriorConfig(steps=self.config.prior_steps, seed=self.config.seed)
@@ -830,9 +489,9 @@ class MultimodalModel(Recommender):
                 np.array(self.histories.get(u, []), dtype=np.int64)
                 for u in user_ids[start : start + 1024]
             ]
-            history, pad = _pad_rows(chunk, self.config.history_len)
+            index, mask = pad_histories(chunk, self.config.history_len)
             with torch.no_grad():
-                users = net.embed_users(vectors[history.to(device)], pad.to(device))
+                users = net.embed_users(vectors[index.to(device)], mask.to(device))
             out.append(net.prior_arch.served_users(users))  # (chunk, dim + 1)
         if not out:
             return np.zeros((0, self.config.dim + 1), dtype=np.float32)
@@ -841,70 +500,34 @@ class MultimodalModel(Recommender):
     def known_users(self) -> list[str]:
         return sorted(self.histories)
 
-    def _net(self) -> MultimodalNet:
-        if self.net is None:
-            raise RuntimeError("model is not fitted")
-        return self.net
-
-    def _catalogue(self) -> ShowTensors:
-        if self.catalogue is None:
-            raise RuntimeError("model is not fitted")
-        return self.catalogue
-
     # ---- ONNX ------------------------------------------------------------------------------------
     def export_onnx(self, directory: Path) -> dict[str, Path]:
         """The show encoder (content tensors -> show vector) and the text projection (pooled
-        text embedding -> query vector) as ONNX (opset 17, dynamic batch), each checked with
-        onnxruntime against torch on the catalogue (max abs diff < 1e-4)."""
+        text embedding -> query vector), each checked with onnxruntime against torch on the
+        catalogue."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        net = self._net().cpu().eval()
-        shows = self._catalogue().to(torch.device("cpu"))
-        names = ShowTensors.names()
+        net, shows = self._net(), self._catalogue().to(torch.device("cpu"))
         paths = {
-            "show_encoder": directory / "show_encoder.onnx",
-            "text_projection": directory / "text_projection.onnx",
-        }
-        # (eval wrappers: the exporter restores the wrapper's mode, recursively, afterwards)
-        encoder, projection = _ShowEncoderExport(net).eval(), _TextProjectionExport(net).eval()
-        self._export(encoder, shows.tensors(), names, paths["show_encoder"])
-        self._export(projection, (shows.text,), ["text"], paths["text_projection"])
+            "show_encoder": export_checked(
+                ShowEncoderExport(net), shows.tensors(), ShowTensors.names(),
+                directory / "show_encoder.onnx",
+            ),
+            "text_projection": export_checked(
+                ShowEncoderExport(net, "embed_text", show_tensors=False), (shows.text,),
+                ["text"], directory / "text_projection.onnx",
+            ),
+        }  # fmt: skip
         net.to(self.runtime.device)
         return paths
 
-    @staticmethod
-    def _export(
-        module: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str], path: Path
-    ) -> None:
-        import onnxruntime as ort
-
-        sample = tuple(t[:8] for t in inputs)
-        axes = {n: {0: "batch"} for n in [*names, "embedding"]}
-        # traced with autograd on, so that nn.TransformerEncoder takes its exportable path
-        torch.onnx.export(
-            module, sample, str(path), input_names=names, output_names=["embedding"],
-            dynamic_axes=axes, opset_version=17, dynamo=False,
-        )  # fmt: skip
-        with torch.no_grad():
-            expected = module(*inputs).numpy()
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        got = session.run(None, {n: t.numpy() for n, t in zip(names, inputs, strict=True)})[0]
-        diff = float(np.abs(got - expected).max())
-        if diff >= 1e-4:
-            raise RuntimeError(f"ONNX export {path.name} differs from torch by {diff:.2e}")
-
     # ---- persistence -----------------------------------------------------------------------------
-    def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        net = self._net()
-        torch.save(net.saved_state(), directory / "weights.pt")
+    def get_state(self) -> dict[str, Any]:
         shows = self._catalogue().to(torch.device("cpu"))
-        torch.save(
-            dict(zip(ShowTensors.names(), shows.tensors(), strict=True)), directory / "content.pt"
-        )
-        torch.save(self.show_vectors, directory / "show_vectors.pt")
-        state = {
+        return {
+            "net": {k: v.cpu() for k, v in self._net().saved_state().items()},
+            "content": dict(zip(ShowTensors.names(), shows.tensors(), strict=True)),
+            "show_vectors": self._vectors().cpu(),
             "shows": self.show_ids,
             "histories": self.histories,
             "sizes": self.sizes,
@@ -912,10 +535,23 @@ class MultimodalModel(Recommender):
             "finetuned": self.finetuned,
             "person_vocab": self.person_vocab,
         }
-        (directory / "state.json").write_text(json.dumps(state))
-        self._save_text_tower(directory / TEXT_TOWER, int(shows.text.shape[1]))
-        assert self.manifest is not None
-        (directory / MANIFEST).write_text(json.dumps(self.manifest.to_json(), indent=2))
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.show_ids, self.histories = state["shows"], state["histories"]
+        self.sizes, self.finetuned = state["sizes"], state["finetuned"]
+        self.person_vocab = state["person_vocab"]
+        weights = state["net"]
+        clusters = weights["meta_arch.cluster_of"]
+        self.net = MultimodalNet(
+            self.config, self.sizes, state["text_dim"], clusters, len(self.show_ids)
+        )
+        self.net.load_state_dict(weights)
+        self.catalogue = ShowTensors(**state["content"])
+        self.show_vectors = state["show_vectors"]
+
+    def save_artifacts(self, directory: Path) -> None:
+        """The text tower `tvrec query --text` reads: encoder reference, head, prior column."""
+        self._save_text_tower(directory / TEXT_TOWER, int(self._catalogue().text.shape[1]))
 
     def _save_text_tower(self, directory: Path, text_dim: int) -> None:
         cfg, arch = self.config, self._net().text_arch
@@ -938,22 +574,12 @@ class MultimodalModel(Recommender):
             encoder.transformer if encoder else None,
         )
 
-    @classmethod
-    def load(cls, directory: Path) -> MultimodalModel:
-        directory = Path(directory)
-        manifest = ModelManifest.read(directory)
-        model = cls(MultimodalConfig(**manifest.config), Runtime.cpu())
-        state = json.loads((directory / "state.json").read_text())
-        model.show_ids, model.histories = state["shows"], state["histories"]
-        model.sizes, model.finetuned = state["sizes"], state["finetuned"]
-        model.person_vocab = state["person_vocab"]
-        weights = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
-        clusters = weights["meta_arch.cluster_of"]
-        n_shows = len(model.show_ids)
-        model.net = MultimodalNet(model.config, model.sizes, state["text_dim"], clusters, n_shows)
-        model.net.load_state_dict(weights)
-        content = torch.load(directory / "content.pt", map_location="cpu", weights_only=True)
-        model.catalogue = ShowTensors(**content)
-        model.show_vectors = torch.load(directory / "show_vectors.pt", weights_only=True)
-        model.manifest = manifest
-        return model
+    def _net(self) -> MultimodalNet:
+        if self.net is None:
+            raise RuntimeError("model is not fitted")
+        return self.net
+
+    def _catalogue(self) -> ShowTensors:
+        if self.catalogue is None:
+            raise RuntimeError("model is not fitted")
+        return self.catalogue

@@ -31,8 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import TrainingData
+from tvrec.pipelines.model_inputs import TrainingData
+
 from .content import user_sequences
+from .runtime import Runtime
+from .trainer import Rngs, StepResult, Trainer, TrainerConfig, TrainTask
 
 # Age buckets, in days since the premiere: 0 unknown premiere, 1 not premiered yet, then
 # [0, 30), [30, 90), [90, 180), [180, 365), [1y, 2y), [2y, 5y), [5y, 10y), 10y and more.
@@ -151,17 +154,17 @@ def fit_prior(
     watches = _Watches(sequences, days, embed_users, premiered_days, shows)
     if not watches.n or cfg.steps <= 0:
         return []
-    gen = np.random.default_rng(cfg.seed)
+    rngs = Rngs.seeded(cfg.seed)
     content = [p for name, p in prior.named_parameters() if not name.startswith("show_bias")]
     with torch.no_grad():
         prior.show_bias.weight.zero_()
         prior.watched.zero_()
     opt = torch.optim.AdamW(content, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    losses = _fit(prior, opt, cfg.steps, cfg, watches, gen)
+    losses = _fit(_PriorTask(prior, opt, cfg, watches, cfg.steps), "content", rngs)
     # the content part is fitted and calibrated on its own: now each watched show's own bias
     prior.watched[torch.as_tensor(np.unique(np.concatenate(sequences)))] = True
     opt = torch.optim.Adam([*prior.show_bias.parameters(), prior.log_scale], lr=cfg.bias_lr)
-    return losses + _fit(prior, opt, cfg.bias_steps, cfg, watches, gen)
+    return losses + _fit(_PriorTask(prior, opt, cfg, watches, cfg.bias_steps), "bias", rngs)
 
 
 @dataclass
@@ -202,27 +205,40 @@ class _Watches:
         return users, age_buckets(self.premiered_days, when), seen, targets
 
 
-def _fit(
-    prior: ShowPrior,
-    opt: torch.optim.Optimizer,
-    steps: int,
-    cfg: PriorConfig,
-    watches: _Watches,
-    gen: np.random.Generator,
-) -> list[float]:
-    """`steps` optimiser steps of softmax cross-entropy on batches of watches; returns the
-    mean loss of every `log_every` steps."""
-    losses, window = [], []
-    for _ in range(steps):
-        draw = gen.integers(0, watches.n, min(cfg.batch_size, watches.n))
-        users, ages, seen, targets = watches.batch(draw)
-        logits = prior.logits(users, watches.shows, ages).masked_fill(seen, float("-inf"))
+class _PriorTask(TrainTask):
+    """Softmax cross-entropy over the catalogue on batches of watches; one "epoch" is
+    `log_every` steps, so the curve has one point per that many steps."""
+
+    def __init__(
+        self,
+        prior: ShowPrior,
+        optimizer: torch.optim.Optimizer,
+        cfg: PriorConfig,
+        watches: _Watches,
+        steps: int,
+    ) -> None:
+        self.net, self.optimizer, self.cfg, self.watches = prior, optimizer, cfg, watches
+        self.steps = steps
+
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.steps / self.cfg.log_every)
+
+    def plan(self, epoch: int, rngs: Rngs) -> list[np.ndarray]:
+        n = min(self.cfg.log_every, self.steps - epoch * self.cfg.log_every)
+        size = min(self.cfg.batch_size, self.watches.n)
+        return [rngs.numpy.integers(0, self.watches.n, size) for _ in range(n)]
+
+    def loss(self, batch: np.ndarray, rngs: Rngs) -> StepResult:
+        users, ages, seen, targets = self.watches.batch(batch)
+        logits = self.net.logits(users, self.watches.shows, ages).masked_fill(seen, float("-inf"))
         loss = F.cross_entropy(logits, targets)  # (b, n) over the catalogue
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        window.append(float(loss.detach()))
-        if len(window) == cfg.log_every:
-            losses.append(float(np.mean(window)))
-            window = []
-    return losses + ([float(np.mean(window))] if window else [])
+        return StepResult(loss, {"loss": float(loss.detach())})
+
+
+def _fit(task: _PriorTask, phase: str, rngs: Rngs) -> list[float]:
+    """Run `task`'s steps; returns the mean loss of every `log_every` steps."""
+    if task.steps <= 0:
+        return []
+    config = TrainerConfig(label=f"fit show prior ({phase})", epochs=task.epochs)
+    return Trainer(config, Runtime.cpu()).fit(task, rngs).curves["loss"]

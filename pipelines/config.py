@@ -10,9 +10,9 @@ import os
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 WORKDIR_ENV = "TVREC_WORKDIR"
 DEFAULT_WORKDIR = "tvrec-work"
@@ -38,62 +38,45 @@ class HardwareSettings(Strict):
     profile: Literal["auto", "cpu", "gpu"] = "auto"
 
 
-class ModelParams(Strict):
-    """Hyper-parameters a `tvrec.toml` may set for a model (unset: the model's default).
-
-    Each name is a field of the model's own config dataclass (`CollaborativeConfig`, ...),
-    so `[models.<name>]` overrides exactly that field; a test keeps the two in step."""
-
-    epochs: int | None = Field(None, ge=1)
-    lr: float | None = Field(None, gt=0)
-    dim: int | None = Field(None, ge=4)
-    seed: int | None = None
-
-    def overrides(self) -> dict[str, object]:
-        return self.model_dump(exclude_none=True)
-
-
-class CollaborativeParams(ModelParams):
-    batch_size: int | None = Field(None, ge=1, description="users per step")
-    input_dropout: float | None = Field(None, ge=0, lt=1)
-
-
-class MultimodalParams(ModelParams):
-    text_model: str | None = Field(
-        None, description="local path or name of a Hugging Face encoder (default: bundled MiniLM)"
-    )
-    finetune_text: bool | None = Field(None, description="unset: fine-tune on the GPU profile")
-    finetune_layers: int | None = Field(None, ge=0)
-    text_max_length: int | None = Field(None, ge=8)
-    pair_batch: int | None = Field(None, ge=2, description="co-watch pairs per step")
-    history_len: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, gt=0)
-    prior_steps: int | None = Field(None, ge=0, description="show-prior fit; 0: no prior")
-
-
-class ContrastiveParams(ModelParams):
-    batch_size: int | None = Field(None, ge=2, description="shows per step")
-    user_epochs: int | None = Field(None, ge=0)
-    history_len: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, gt=0)
-    prior_steps: int | None = Field(None, ge=0, description="show-prior fit; 0: no prior")
-
-
 class ModelSettings(Strict):
     """Which models the nightly job trains, which one serves the top-k tables, and each
-    model's hyper-parameter overrides (`[models.multimodal]`, ...)."""
+    model's hyper-parameters (`[models.multimodal]`, ...).
+
+    A section may name any field of the model's config class (`models/<name>.py`, listed in
+    the registry) and is validated by that class as the settings load, so a misspelt or
+    inconsistent value is refused, with its name, before anything runs."""
 
     train: tuple[str, ...] = ("collaborative",)
     serve: str = "collaborative"
     k: int = Field(50, ge=1, description="recommendations per user and per show")
-    collaborative: CollaborativeParams = CollaborativeParams()
-    multimodal: MultimodalParams = MultimodalParams()
-    contrastive: ContrastiveParams = ContrastiveParams()
+    sections: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude=True)
 
-    def params(self, model: str) -> ModelParams:
-        """The overrides of `model` (empty for a model without a section)."""
-        found = getattr(self, model, None)
-        return found if isinstance(found, ModelParams) else ModelParams()
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_sections(cls, data: Any) -> Any:
+        """`[models.<name>]` tables of registered models become `sections`."""
+        from tvrec.models.registry import names
+
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        sections = {n: data.pop(n) for n in names() if isinstance(data.get(n), dict)}
+        return data | {"sections": sections | dict(data.get("sections", {}))}
+
+    @model_validator(mode="after")
+    def _check_models(self) -> ModelSettings:
+        from tvrec.models.registry import UnknownModelError, model_class, names
+
+        for name in (*self.train, self.serve):
+            if name not in names():
+                raise ValueError(str(UnknownModelError(name)))
+        for name, values in self.sections.items():  # imports only the models configured
+            model_class(name).parse_config(values)  # ConfigError naming the setting
+        return self
+
+    def params(self, model: str) -> dict[str, Any]:
+        """The hyper-parameters `tvrec.toml` sets for `model` (empty: all defaults)."""
+        return dict(self.sections.get(model, {}))
 
 
 class TrackingSettings(Strict):
@@ -133,11 +116,17 @@ class Settings(Strict):
         data["workdir"] = wd
         try:
             return cls.model_validate(data)
+        except ConfigError as exc:  # a model section, named by the model's own config
+            raise ConfigError(f"{cfg}: {exc}") from None
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
+            problems = "; ".join(_problem(e) for e in exc.errors())
             raise ConfigError(f"{cfg}: {problems}") from None
+
+
+def _problem(error: Any) -> str:
+    """`section.key: why` of one validation error."""
+    where = ".".join(str(p) for p in error["loc"])
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}"
 
 
 def parse_as_of(value: str | datetime | None) -> datetime:

@@ -1,0 +1,365 @@
+"""Encoders shared by the models, each defined once under a name that says what it does.
+
+Show content (`ShowTensors`, models/content.py):
+    TextTokens         pooled text embedding -> a few text tokens, and a query head
+    TextMLP            pooled text embedding -> one vector
+    FineTunedText      a Hugging Face encoder over raw text, its top layers trainable
+    MetaTokenEncoder   metadata fields as tokens through a transformer encoder
+    MetaFieldEncoder   metadata fields embedded, concatenated, through an MLP
+    CastTokenPool      cast and crew attention-pooled by a learned query (with a "nobody" slot)
+    CastPool           cast and crew attention-pooled by an MLP scorer
+    CrossAttentionFusion  text tokens cross-attend to content tokens -> one unit vector
+    ProjectionHead     the contrastive loss space (SimCLR)
+Users, from the vectors of their recent shows (one padding convention: `pad_histories`):
+    HistoryAttention   multi-head attention pooling with a recency embedding, learned cold user
+    HistoryRecencyPool softmax pooling by content score + recency bias (starts as the mean)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import text_tower
+from .content import ShowTensors
+
+# ShowTensors fields with one id per show -> their vocabulary in ShowContent.vocab_sizes
+SINGLE_FIELDS = {
+    "network": "networks",
+    "age_rating": "age_ratings",
+    "show_type": "types",
+    "language": "languages",
+    "year_bucket": "year",
+    "seasons_bucket": "seasons",
+    "runtime_bucket": "runtime",
+}
+
+
+# ---- user histories: one padding convention --------------------------------------------------
+def pad_histories(
+    histories: Sequence[Sequence[int] | np.ndarray], length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Show rows per user, oldest first -> (index (b, L) long, mask (b, L) bool, True = a real
+    show): the last `length` shows, right-aligned, so the most recent is always in slot L-1."""
+    index = torch.zeros(len(histories), length, dtype=torch.long)
+    mask = torch.zeros(len(histories), length, dtype=torch.bool)
+    for i, h in enumerate(histories):
+        h = list(h)[-length:]
+        if h:
+            index[i, length - len(h) :] = torch.as_tensor(h, dtype=torch.long)
+            mask[i, length - len(h) :] = True
+    return index, mask
+
+
+def seen_mask(index: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
+    """(b, n) True where column j is one of the row's real history entries."""
+    counts = torch.zeros(index.shape[0], n, device=index.device)
+    counts.scatter_add_(1, index, mask.float())
+    return counts > 0
+
+
+def token_dropout(pad: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Hide each token with probability p while training; the last token is always kept."""
+    if not training or p <= 0:
+        return pad
+    hide = torch.rand(pad.shape, device=pad.device) < p  # (b, n)
+    hide[:, -1] = False
+    return pad | hide
+
+
+def bag_mean(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    """Mean embedding of the non-zero ids of each row: (b, k) -> (b, e); empty rows -> 0."""
+    known = (ids != 0).unsqueeze(-1).float()  # (b, k, 1)
+    return (table(ids) * known).sum(1) / known.sum(1).clamp(min=1.0)
+
+
+# ---- text -------------------------------------------------------------------------------------
+class FineTunedText(nn.Module):
+    """A Hugging Face transformer over raw text, its top layers trainable: (b,) -> (b, hidden)."""
+
+    def __init__(
+        self, source: str, max_length: int, layers: int, checkpointing: bool = True
+    ) -> None:
+        super().__init__()
+        self.tokenizer, self.transformer = text_tower.load_encoder(source)
+        self.max_length = max_length
+        self.transformer.requires_grad_(False)
+        for layer in _layer_stack(self.transformer)[-layers:]:
+            layer.requires_grad_(True)
+        if checkpointing and self.transformer.supports_gradient_checkpointing:
+            self.transformer.config.use_cache = False  # no decoder cache to keep
+            self.transformer.activation_checkpointing_enable({"use_reentrant": False})
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.transformer.config.hidden_size)
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        return text_tower.embed_texts(self.tokenizer, self.transformer, texts, self.max_length)
+
+
+def _layer_stack(model: nn.Module) -> nn.ModuleList:
+    """The transformer's block stack: its longest ModuleList (encoder.layer in BERT/RoBERTa)."""
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+    if not stacks:
+        raise ValueError(f"{type(model).__name__} has no layer stack to fine-tune")
+    return max(stacks, key=len)
+
+
+class TextTokens(nn.Module):
+    """Pooled text embedding -> `n_tokens` text tokens for fusion, and -> a query vector in the
+    show space (the text head, exported as the text tower)."""
+
+    def __init__(self, text_dim: int, n_tokens: int, dim: int) -> None:
+        super().__init__()
+        self.n_tokens, self.dim = n_tokens, dim
+        self.to_tokens = nn.Linear(text_dim, n_tokens * dim)
+        self.position = nn.Parameter(torch.randn(n_tokens, dim) * 0.02)
+        self.head = text_tower.text_head(text_dim, dim)
+        self.encoder: FineTunedText | None = None  # set when fine-tuning
+
+    def pooled(self, texts: list[str]) -> torch.Tensor:
+        """Raw texts through the fine-tuned encoder: (b, text_dim)."""
+        assert self.encoder is not None, "pooled() needs a text encoder to fine-tune"
+        return self.encoder(texts)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        tokens = self.to_tokens(pooled).view(-1, self.n_tokens, self.dim)  # (b, n_text, dim)
+        return tokens + self.position
+
+    def query(self, pooled: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(pooled).float(), dim=-1)  # (b, dim)
+
+
+class TextMLP(nn.Module):
+    """Pooled text embedding (b, text_dim) -> MLP -> (b, dim)."""
+
+    def __init__(self, text_dim: int, hidden: int, dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return self.mlp(text)
+
+
+# ---- metadata ---------------------------------------------------------------------------------
+# token fields in token order: genres and platforms are padded lists, the rest one each
+META_FIELDS = (
+    "genre", "platform", "network", "year", "seasons", "runtime", "age_rating", "type",
+    "language",
+)  # fmt: skip
+
+
+class MetaTokenEncoder(nn.Module):
+    """Metadata tokens (each a value embedding plus a field embedding; a genre also adds its
+    genre cluster's vector) through a transformer encoder: (b, n_meta, dim) and the padding."""
+
+    def __init__(
+        self,
+        sizes: dict[str, int],
+        clusters: torch.Tensor,
+        dim: int,
+        heads: int,
+        layers: int,
+        ffn_mult: int,
+        dropout: float,
+        token_dropout: float,
+    ) -> None:
+        super().__init__()
+        self.genre = nn.Embedding(sizes["genres"], dim)
+        self.genre_cluster = nn.Embedding(int(clusters.max()) + 1, dim)
+        self.register_buffer("cluster_of", clusters)  # (n_genres,) genre id -> cluster id
+        self.network = nn.Embedding(sizes["networks"], dim)
+        self.platform = nn.Embedding(sizes["platforms"], dim)
+        self.year = nn.Embedding(sizes["year"], dim)
+        self.seasons = nn.Embedding(sizes["seasons"], dim)
+        self.runtime = nn.Embedding(sizes["runtime"], dim)
+        self.age_rating = nn.Embedding(sizes["age_ratings"], dim)
+        self.show_type = nn.Embedding(sizes["types"], dim)
+        self.language = nn.Embedding(sizes["languages"], dim)
+        self.field = nn.Embedding(len(META_FIELDS), dim)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, ffn_mult * dim, dropout, activation="gelu", batch_first=True,
+            norm_first=True,
+        )  # fmt: skip
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.token_dropout = token_dropout
+
+    def forward(self, shows: ShowTensors) -> tuple[torch.Tensor, torch.Tensor]:
+        genres = self.genre(shows.genres) + self.genre_cluster(self.cluster_of[shows.genres])
+        singles = [  # one token each, (b, dim)
+            self.network(shows.network),
+            self.year(shows.year_bucket),
+            self.seasons(shows.seasons_bucket),
+            self.runtime(shows.runtime_bucket),
+            self.age_rating(shows.age_rating),
+            self.show_type(shows.show_type),
+            self.language(shows.language),
+        ]
+        tokens = torch.cat(
+            [genres, self.platform(shows.platforms), torch.stack(singles, 1)], 1
+        )  # (b, n_meta, dim)
+        tokens = tokens + self.field(self._field_ids(shows))  # (b, n_meta, dim)
+        always = torch.zeros_like(tokens[:, -len(singles) :, 0], dtype=torch.bool)  # (b, 7)
+        pad = torch.cat([shows.genres == 0, shows.platforms == 0, always], 1)  # (b, n_meta)
+        pad = token_dropout(pad, self.token_dropout, self.training)
+        return self.encoder(tokens, src_key_padding_mask=pad), pad
+
+    def _field_ids(self, shows: ShowTensors) -> torch.Tensor:
+        """The META_FIELDS index of every token position: (n_meta,)."""
+        widths = [shows.genres.shape[1], shows.platforms.shape[1]] + [1] * (len(META_FIELDS) - 2)
+        fields = torch.arange(len(META_FIELDS), device=shows.genres.device)
+        return fields.repeat_interleave(torch.tensor(widths, device=fields.device))
+
+
+class MetaFieldEncoder(nn.Module):
+    """Metadata ids -> one embedding per field (unknown 0 -> zeros; genres and platforms
+    bag-averaged) -> concatenated -> MLP -> (b, dim)."""
+
+    def __init__(self, vocab: dict[str, int], field_dim: int, dim: int) -> None:
+        super().__init__()
+        table = lambda n: nn.Embedding(n, field_dim, padding_idx=0)  # noqa: E731
+        self.genres = table(vocab["genres"])
+        self.platforms = table(vocab["platforms"])
+        self.fields = nn.ModuleDict({f: table(vocab[v]) for f, v in SINGLE_FIELDS.items()})
+        n_fields = 2 + len(SINGLE_FIELDS)
+        self.mlp = nn.Sequential(nn.Linear(n_fields * field_dim, dim), nn.GELU())
+
+    def forward(self, x: ShowTensors) -> torch.Tensor:
+        bags = [bag_mean(self.genres, x.genres), bag_mean(self.platforms, x.platforms)]
+        singles = [table(getattr(x, f)) for f, table in self.fields.items()]  # (b, field_dim)
+        return self.mlp(torch.cat(bags + singles, dim=-1))  # (b, dim)
+
+
+# ---- cast and crew ----------------------------------------------------------------------------
+class CastTokenPool(nn.Module):
+    """Cast and crew pooled by a learned query: (b, max_people) ids -> (b, 1, dim). A learned
+    "no known people" slot always takes part, so an all-unknown cast still has a vector."""
+
+    def __init__(self, n_people: int, dim: int, token_dropout: float) -> None:
+        super().__init__()
+        self.person = nn.Embedding(n_people, dim)
+        self.nobody = nn.Parameter(torch.zeros(1, 1, dim))
+        self.query = nn.Parameter(torch.randn(dim) * 0.02)
+        self.out = nn.Linear(dim, dim)
+        self.token_dropout = token_dropout
+
+    def forward(self, people: torch.Tensor) -> torch.Tensor:
+        b = people.shape[0]
+        vectors = torch.cat([self.nobody.expand(b, -1, -1), self.person(people)], 1)  # (b, 1+P, d)
+        known = torch.cat([people, torch.ones_like(people[:, :1])], 1) > 0  # (b, P + 1)
+        known = ~token_dropout(~known, self.token_dropout, self.training)
+        known = torch.cat([known[:, -1:], known[:, :-1]], 1)  # (b, 1 + P), nobody first
+        logits = (vectors @ self.query) / math.sqrt(vectors.shape[-1])  # (b, 1 + P)
+        weights = logits.masked_fill(~known, float("-inf")).softmax(-1)  # (b, 1 + P)
+        return self.out((weights.unsqueeze(-1) * vectors).sum(1, keepdim=True))  # (b, 1, d)
+
+
+class CastPool(nn.Module):
+    """People ids (b, k) -> attention-pooled embedding (b, dim) by an MLP scorer; id 0
+    (unknown) is ignored, so a show without known people gets zeros."""
+
+    def __init__(self, n_people: int, dim: int) -> None:
+        super().__init__()
+        self.people = nn.Embedding(n_people, dim, padding_idx=0)
+        self.score = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1))
+
+    def forward(self, people: torch.Tensor) -> torch.Tensor:
+        emb = self.people(people)  # (b, k, dim)
+        known = (people != 0).float()  # (b, k)
+        logits = self.score(emb).squeeze(-1) - 1e4 * (1 - known)  # (b, k)
+        weights = torch.softmax(logits, dim=-1) * known  # rows without known people -> 0
+        return torch.einsum("bk,bkd->bd", weights, emb)  # (b, dim)
+
+
+# ---- fusion and heads -------------------------------------------------------------------------
+class CrossAttentionFusion(nn.Module):
+    """Text tokens cross-attend to the content tokens; both pooled into one unit show vector."""
+
+    def __init__(self, dim: int, heads: int, ffn_mult: int, dropout: float) -> None:
+        super().__init__()
+        self.norm_text, self.norm_content = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.cross = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        wide = ffn_mult * dim
+        self.ffn = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, wide), nn.GELU(), nn.Linear(wide, dim)
+        )
+        self.out = nn.Sequential(nn.LayerNorm(2 * dim), nn.Linear(2 * dim, dim))
+
+    def forward(self, text: torch.Tensor, content: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        kv = self.norm_content(content)  # (b, n_content, d)
+        attended, _ = self.cross(
+            self.norm_text(text), kv, kv, key_padding_mask=pad, need_weights=False
+        )
+        x = text + attended  # (b, n_text, d)
+        x = x + self.ffn(x)  # (b, n_text, d)
+        keep = (~pad).unsqueeze(-1).to(content.dtype)  # (b, n_content, 1)
+        content_mean = (content * keep).sum(1) / keep.sum(1).clamp(min=1.0)  # (b, d)
+        show = self.out(torch.cat([x.mean(1), content_mean], -1))  # (b, d)
+        return F.normalize(show.float(), dim=-1)
+
+
+class ProjectionHead(nn.Module):
+    """h (b, dim) -> z (b, proj_dim), L2-normalised: the space the contrastive loss sees."""
+
+    def __init__(self, dim: int, proj_dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, proj_dim))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.mlp(h), dim=-1)
+
+
+# ---- users ------------------------------------------------------------------------------------
+class HistoryAttention(nn.Module):
+    """A user's recent show vectors pooled by multi-head attention (keys carry a recency
+    embedding) plus their mean, into a unit vector; a learned vector for users without
+    history."""
+
+    def __init__(self, dim: int, heads: int, history_len: int) -> None:
+        super().__init__()
+        self.recency = nn.Embedding(history_len, dim)  # 0 = the most recent show
+        self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.attend = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.out = nn.Linear(dim, dim)
+        self.cold = nn.Parameter(torch.randn(dim) * 0.02)  # users without history
+
+    def forward(self, shows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """shows (b, L, d) from `pad_histories`, mask (b, L) True = a real show -> (b, d)."""
+        length = shows.shape[1]
+        recency = torch.arange(length - 1, -1, -1, device=shows.device)  # (L,) 0 = newest
+        keys = shows + self.recency(recency)  # (b, L, d)
+        has = mask.any(1)  # (b,)
+        safe_pad = ~mask & has.unsqueeze(1)  # users without history attend to padding, unused
+        query = self.query.expand(shows.shape[0], -1, -1)  # (b, 1, d)
+        pooled, _ = self.attend(query, keys, shows, key_padding_mask=safe_pad, need_weights=False)
+        keep = mask.unsqueeze(-1).to(shows.dtype)  # (b, L, 1)
+        mean = (shows * keep).sum(1) / keep.sum(1).clamp(min=1.0)  # (b, d)
+        user = self.out(pooled.squeeze(1)) + mean  # (b, d)
+        user = torch.where(has.unsqueeze(1), user, self.cold.to(user.dtype))
+        return F.normalize(user.float(), dim=-1)
+
+
+class HistoryRecencyPool(nn.Module):
+    """Softmax pooling of a user's recent show vectors (b, L, dim) -> (b, dim) by a content
+    score and a recency bias; starts as mean pooling (zero-initialised scores)."""
+
+    def __init__(self, dim: int, history_len: int) -> None:
+        super().__init__()
+        self.content_score = nn.Linear(dim, 1)
+        self.recency = nn.Embedding(history_len, 1)
+        for p in (self.content_score.weight, self.content_score.bias, self.recency.weight):
+            nn.init.zeros_(p)
+
+    def forward(self, shows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """shows (b, L, dim) from `pad_histories`, mask (b, L) True = a real show."""
+        age = torch.arange(shows.shape[1] - 1, -1, -1, device=shows.device)  # (L,) 0 = newest
+        logits = self.content_score(shows).squeeze(-1) + self.recency(age).squeeze(-1)  # (b, L)
+        weights = torch.softmax(logits.masked_fill(~mask, -1e4), dim=-1) * mask  # (b, L)
+        weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-9)
+        return torch.einsum("bl,bld->bd", weights, shows)  # (b, dim)

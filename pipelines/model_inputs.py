@@ -1,0 +1,132 @@
+"""What a model is handed to train on: built here from the work directory, so that no model
+opens the work directory, the lake or Feast itself.
+
+    TrainingData
+      frame            the point-in-time training set of the model's FeatureService (Feast)
+      show_ids         the whole catalogue, so unseen shows still get an embedding
+      content          CatalogueContent: each show's features as of the as-of time (Feast),
+                       its cast and crew (graph edge table) and raw text (lake) — for models
+                       that read content
+      checkpoint_dir   where the trainer keeps its checkpoints for this model
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import polars as pl
+
+from .workdir import Workdir
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class CatalogueContent:
+    """Every catalogue show's content as of the training set's as-of time; row i of each
+    per-show field is `show_ids[i]`."""
+
+    show_ids: list[str]
+    features: pd.DataFrame  # the FeatureService's show features (`<view>__<feature>` columns)
+    credits: dict[str, list[str]]  # show_id -> person ids, in credit order
+    vocab: dict[str, list]  # the feature build's vocabularies (genres, networks, ...)
+    raw_text: list[str]  # "title. description"
+
+
+@dataclass
+class TrainingData:
+    """A Feast training set plus what a model needs to index it.
+
+    `frame` has user_id, show_id, event_timestamp, label (1 = watched, 0 = sampled negative)
+    and the FeatureService's columns (`<view>__<feature>`).
+    """
+
+    frame: pd.DataFrame
+    feature_service: str
+    as_of: datetime
+    data_snapshot: str
+    show_ids: list[str]  # the whole catalogue, so unseen shows still get an embedding
+    content: CatalogueContent | None = None
+    checkpoint_dir: Path | None = None
+
+    def positives(self) -> pd.DataFrame:
+        """Unique watched (user_id, show_id) pairs with their first event_timestamp."""
+        pos = self.frame.loc[self.frame["label"] == 1, ["user_id", "show_id", "event_timestamp"]]
+        return pos.sort_values("event_timestamp").drop_duplicates(["user_id", "show_id"])
+
+
+def lake_snapshot(wd: Workdir) -> str:
+    """Content hash of the published lake: what a model and an index were built from."""
+    digest = hashlib.sha256()
+    for path in sorted(wd.lake.glob("*.parquet")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def model_inputs(
+    wd: Workdir,
+    feature_service: str,
+    *,
+    negatives: int = 0,
+    content: bool = False,
+    model_name: str | None = None,
+) -> TrainingData:
+    """The inputs of a model trained from `feature_service`, as of the current feature build;
+    `content` adds the catalogue's content, `model_name` a checkpoint directory."""
+    from .build import read_manifest
+    from .ingest import read_lake
+    from .training import training_set
+
+    as_of = datetime.fromisoformat(read_manifest(wd)["as_of"])
+    frame = training_set(wd, feature_service, as_of=as_of, negatives=negatives)
+    shows = read_lake(wd).shows["show_id"].to_list()
+    return TrainingData(
+        frame,
+        feature_service,
+        as_of,
+        lake_snapshot(wd),
+        shows,
+        content=catalogue_content(wd, feature_service, shows, as_of) if content else None,
+        checkpoint_dir=wd.root / CHECKPOINTS / model_name if model_name else None,
+    )
+
+
+def catalogue_content(
+    wd: Workdir, service: str, show_ids: list[str], as_of: datetime
+) -> CatalogueContent:
+    """Each show's features through Feast's point-in-time join as of `as_of`, its credits
+    and its text."""
+    from .training import entity_features
+
+    return CatalogueContent(
+        show_ids=list(show_ids),
+        features=entity_features(wd, service, "show_id", list(show_ids), as_of),
+        credits=_credits(wd.features / "graph" / "show_person.parquet"),
+        vocab=json.loads((wd.features / "vocab.json").read_text()),
+        raw_text=_raw_text(wd, show_ids),
+    )
+
+
+def _credits(path: Path) -> dict[str, list[str]]:
+    if not path.exists():
+        return {}
+    edges = pl.read_parquet(path).group_by("show_id", maintain_order=True).agg("person_id")
+    return dict(zip(edges["show_id"].to_list(), edges["person_id"].to_list(), strict=True))
+
+
+def _raw_text(wd: Workdir, show_ids: list[str]) -> list[str]:
+    shows = pl.read_parquet(wd.lake / "shows.parquet", columns=["show_id", "title", "description"])
+    text = dict(
+        zip(
+            shows["show_id"],
+            (shows["title"] + ". " + shows["description"].fill_null("")).to_list(),
+            strict=True,
+        )
+    )
+    return [text.get(s, "") for s in show_ids]
