@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tvrec.jobs.cli_common import JsonOpt, WorkdirOpt, print_json, user_errors
+from tvrec.models.registry import names as model_names
 from tvrec.pipelines.config import Settings, parse_as_of
 from tvrec.pipelines.errors import ConfigError
 
@@ -241,12 +242,14 @@ def run(
 def train(
     stage: Annotated[
         str,
-        typer.Option("--stage", help="Model to train: collaborative, multimodal or contrastive."),
+        typer.Option("--stage", help=f"Model to train: {', '.join(model_names())}."),
     ] = "collaborative",
     workdir: WorkdirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train a model from its Feast training set and make it the current model."""
+    """Train a model from its Feast training set and publish it under models/<name>.
+
+    A run that was killed resumes from its last checkpoint (same data and settings)."""
     from tvrec.jobs.train import train_stage
     from tvrec.pipelines.workdir import Workdir
 
@@ -263,10 +266,17 @@ def train(
                 "feature service": manifest.feature_service,
                 "as of": manifest.as_of,
                 "epochs": len(losses),
+                "resumed from checkpoint": _resumed(manifest.metrics),
                 "first/last loss": f"{losses[0]:.3f} / {losses[-1]:.3f}" if losses else "-",
             },
         )
     )
+
+
+def _resumed(metrics: dict[str, Any]) -> str:
+    """Where a training run resumed from: `epoch E, step S` (1-based epoch), or `-`."""
+    epoch, step = metrics.get("resumed_from_epoch", 0), metrics.get("resumed_from_step", 0)
+    return f"epoch {epoch + 1}, step {step}" if epoch or step else "-"
 
 
 @app.command()
@@ -388,10 +398,10 @@ def evaluate(
     ds = canonicalize(load_raw(data, fmt))
     target = out_dir or settings.workdir / "reports" / ds.name
     names = tuple(m.strip() for m in models.split(",") if m.strip())
-    from tvrec.jobs.train import model_class
+    from tvrec.jobs.train import registered
 
     for name in names:
-        model_class(name)  # unknown names fail before any work
+        registered(name)  # unknown names fail before any work
     report = run_evaluation(ds, settings, target, models=names)
     if as_json:
         print_json(report.to_json())
@@ -408,10 +418,12 @@ def export_onnx(
     workdir: WorkdirOpt = None,
 ) -> None:
     """Export a content model's show and text encoders to ONNX, checked against torch."""
-    from tvrec.jobs.train import load_model
+    from tvrec.jobs.train import registered
+    from tvrec.models.registry import load_model
     from tvrec.pipelines.workdir import Workdir
 
     wd = Workdir(_settings(workdir).workdir)
+    registered(model)
     trained = load_model(
         wd.require(f"models/{model}", f"train it first: tvrec train --stage {model}")
     )

@@ -99,8 +99,7 @@ class CollaborativeModel(Recommender):
         self.net = CollaborativeNet(len(self.show_ids), cfg.dim).to(rt.device)
         task = _DenoisingTask(self.net, x, cfg, cfg.batch_size * rt.batch_multiplier, rt.device)
         history = self.trainer(data).fit(task)
-        metrics = history.curves | {
-            "resumed_from_epoch": history.resumed_from[0] if history.resumed_from else 0,
+        metrics = history.metrics() | {
             "n_users": len(users),
             "profile": rt.profile,
             "n_pairs": int(sum(len(h) for h in self.histories.values())),

@@ -424,10 +424,9 @@ class ContrastiveModel(Recommender):
         user_loss = self._fine_tune_users(data)
         prior_loss = self._fit_prior(data, content)
         self._embeddings = None
-        metrics = history.curves | {
+        metrics = history.metrics() | {
             "user_loss": user_loss,
             "prior_loss": prior_loss,
-            "resumed_from_epoch": history.resumed_from[0] if history.resumed_from else 0,
             "n_shows": len(self.show_ids),
             "n_users": len(self.histories),
             "n_cowatch_pairs": int(graph.train.nnz // 2),

@@ -350,9 +350,8 @@ class MultimodalModel(Recommender):
         net = self._build(content)
         history = self.trainer(data).fit(_MultimodalTask(self, split, content.raw_text))
         self.show_vectors = self._encode_catalogue(net).cpu()
-        metrics = history.curves | {"prior_loss": self._fit_prior(data, rows, content)}
+        metrics = history.metrics() | {"prior_loss": self._fit_prior(data, rows, content)}
         metrics |= {
-            "resumed_from_epoch": history.resumed_from[0] if history.resumed_from else 0,
             "profile": self.runtime.profile,
             "text_finetuned": self.finetuned,
             "n_users": len(self.histories),

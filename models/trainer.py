@@ -129,6 +129,12 @@ class History:
     stopped_early_at: int | None = None  # epochs run when early stopping ended training
     best_epoch: int | None = None
 
+    def metrics(self) -> dict[str, Any]:
+        """The curves, and where training resumed from (0, 0: it started afresh)."""
+        epoch, step = self.resumed_from or (0, 0)
+        extra = {"stopped_early_at": self.stopped_early_at} if self.stopped_early_at else {}
+        return self.curves | {"resumed_from_epoch": epoch, "resumed_from_step": step} | extra
+
     def add(self, row: dict[str, Any]) -> None:
         for key, value in row.items():
             self.curves.setdefault(key, []).append(value)
@@ -265,7 +271,11 @@ class Trainer:
 
     def _resume(self, task: TrainTask, rngs: Rngs, history: History, progress: _Progress) -> bool:
         """Load a matching checkpoint into the task, the streams and the loop's position."""
-        if self.checkpoint is None or not self.checkpoint.exists():
+        if self.checkpoint is None:
+            return False
+        for stale in self.checkpoint.parent.glob(f".{self.checkpoint.name}.*.tmp"):
+            stale.unlink(missing_ok=True)  # half-written by a killed run
+        if not self.checkpoint.exists():
             return False
         payload = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
         saved = payload.get("progress", {})

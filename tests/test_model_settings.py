@@ -1,9 +1,9 @@
-"""Model hyper-parameters from `tvrec.toml`: `[models.<name>]` overrides the model's config
-dataclass, field by field, and a misspelt or out-of-range setting is refused where it enters."""
+"""Model hyper-parameters from `tvrec.toml`: `[models.<name>]` is validated by the model's own
+config class (the registry's), field by field, and a misspelt or inconsistent setting is
+refused where it enters, naming it, before anything runs."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -11,22 +11,22 @@ import pytest
 from typer.testing import CliRunner
 
 from tvrec.jobs.cli import app
-from tvrec.jobs.train import MODELS, load_model, model_class
+from tvrec.models.base import ModelConfig
+from tvrec.models.registry import config_class, load_model, model_class, names
 from tvrec.models.runtime import Runtime
 from tvrec.models.text_tower import resolve_encoder
-from tvrec.pipelines.config import ModelSettings, Settings
+from tvrec.pipelines.config import Settings
 from tvrec.pipelines.workdir import Workdir
 
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_every_setting_is_a_field_of_the_models_config(name: str) -> None:
-    params = type(ModelSettings().params(name))
-    assert params.__name__ != "ModelParams", f"[models.{name}] has no settings class"
-    config = {f.name: f.type for f in dataclasses.fields(model_class(name).config_class)}
-    missing = set(params.model_fields) - set(config)
-    assert not missing, f"[models.{name}] settings that {name}'s config lacks: {missing}"
+@pytest.mark.parametrize("name", names())
+def test_every_registered_model_has_a_strict_config(name: str) -> None:
+    cls = config_class(name)
+    assert issubclass(cls, ModelConfig) and cls.model_config.get("extra") == "forbid"
+    assert model_class(name).name == name  # the registry's key is the model's own name
+    cls()  # the defaults are valid
 
 
 def test_toml_overrides_reach_the_model(tmp_path: Path) -> None:
@@ -37,10 +37,10 @@ def test_toml_overrides_reach_the_model(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     models = Settings.load(tmp_path).models
-    mm = model_class("multimodal").create(Runtime.cpu(), models.params("multimodal").overrides())
+    mm = model_class("multimodal").create(Runtime.cpu(), models.params("multimodal"))
     assert (mm.config.text_model, mm.config.epochs, mm.config.dim) == (encoder, 3, 32)
     assert mm.config.heads == type(mm.config)().heads  # untouched fields keep their default
-    cl = model_class("contrastive").create(Runtime.cpu(), models.params("contrastive").overrides())
+    cl = model_class("contrastive").create(Runtime.cpu(), models.params("contrastive"))
     assert cl.config.temperature == 0.2
 
 
@@ -54,19 +54,33 @@ def test_cli_trains_with_the_configured_epochs(built_workdir: Workdir, tmp_path:
     assert res.exit_code == 0, res.output
     model = load_model(work / "models" / "contrastive")
     assert model.manifest is not None and len(model.manifest.metrics["train_loss"]) == 2
+    assert not (work / "checkpoints" / "contrastive").exists()  # published: nothing to resume
 
 
 @pytest.mark.parametrize(
     ("toml", "named"),
     [
-        ('[models.multimodal]\ntext_modle = "roberta-large"\n', "text_modle"),
-        ("[models.contrastive]\nepochs = 0\n", "epochs"),
-        ("[models.collaborative]\nlr = -1.0\n", "lr"),
+        ('[models.multimodal]\ntext_modle = "roberta-large"\n', "models.multimodal.text_modle"),
+        ("[models.contrastive]\nepochs = 0\n", "models.contrastive.epochs"),
+        ("[models.collaborative]\nlr = -1.0\n", "models.collaborative.lr"),
+        ("[models.multimodal]\ndim = 30\nheads = 4\n", "multiple of heads"),  # cross-field
+        ("[models.multimodal]\ncheckpoint_every = 0\n", "models.multimodal.checkpoint_every"),
+        ('[models]\ntrain = ["collaborative", "grpah"]\n', "unknown model 'grpah'"),
+        ("[models.graph_nn]\nepochs = 3\n", "graph_nn"),  # not a registered model
     ],
 )
 def test_bad_settings_are_refused_with_their_name(tmp_path: Path, toml: str, named: str) -> None:
     (tmp_path / "tvrec.toml").write_text(toml, encoding="utf-8")
-    res = runner.invoke(app, ["train", "--stage", "contrastive", "--workdir", str(tmp_path)])
-    assert res.exit_code == 2, res.output
-    assert named in res.output and "tvrec.toml" in res.output
-    assert not (tmp_path / "models").exists()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for command in (["train", "--stage", "contrastive"], ["run", "--data", str(tmp_path)]):
+        res = runner.invoke(app, [*command, "--workdir", str(tmp_path)])
+        assert res.exit_code == 2, res.output
+        assert named in res.output and "tvrec.toml" in res.output, res.output
+        assert "Traceback" not in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing ran, nothing written
+
+
+def test_unknown_stage_is_refused_with_the_registered_names(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["train", "--stage", "grpah", "--workdir", str(tmp_path)])
+    assert res.exit_code == 2
+    assert all(name in res.output for name in names())
