@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from tvrec.pipelines.model_inputs import TrainingData
 from .runtime import Runtime
 from .trainer import EpochCallback, Trainer, TrainerConfig, fingerprint
 
+T = TypeVar("T")
 MANIFEST = "manifest.json"
 STATE = "state.pt"
 
@@ -100,11 +101,25 @@ class Recommender(ABC):
     # served vectors end in a prior column: show [vector, prior], user [vector, 1]
     prior_column: ClassVar[bool] = False
 
+    def __init_subclass__(
+        cls, *, name: str | None = None, config: type[ModelConfig] | None = None, **kw: Any
+    ) -> None:
+        """A model names itself and its config in its class line: `class M(Recommender,
+        name="m", config=MConfig)`; its FeatureService is `<name>_v1` unless it says otherwise."""
+        super().__init_subclass__(**kw)
+        if name is not None:
+            cls.name = name
+            cls.feature_service = cls.__dict__.get("feature_service", f"{name}_v1")
+        if config is not None:
+            cls.config_class = config
+
     def __init__(self, config: ModelConfig | None = None, runtime: Runtime | None = None) -> None:
         self.config: Any = config or self.config_class()
         self.runtime = runtime or Runtime.detect()
         self.manifest: ModelManifest | None = None
         self.callbacks: list[EpochCallback] = []  # per-epoch hooks (experiment tracking)
+        self.show_ids: list[str] = []  # the catalogue as of training, in embedding-row order
+        self.histories: dict[str, list[Any]] = {}  # user -> shows watched before the as-of
 
     @classmethod
     def create(cls, runtime: Runtime, overrides: Mapping[str, Any] | None = None) -> Recommender:
@@ -143,6 +158,13 @@ class Recommender(ABC):
     def set_state(self, state: dict[str, Any]) -> None:
         """Rebuild the fitted model from `get_state`'s output (on the CPU)."""
 
+    @staticmethod
+    def fitted(part: T | None) -> T:
+        """`part` of a fitted model (its net, its catalogue), or an error before `fit`."""
+        if part is None:
+            raise RuntimeError("model is not fitted: call fit() or load() first")
+        return part
+
     def save_artifacts(self, directory: Path) -> None:
         """Files beside the state that other readers need (e.g. a text tower); none here."""
         return None
@@ -155,7 +177,8 @@ class Recommender(ABC):
         return vectors[:, :-1] if self.prior_column else vectors
 
     def known_users(self) -> list[str]:
-        return []
+        """Users with a history in training (the others are embedded as unknown)."""
+        return sorted(self.histories)
 
     def score(self, user_ids: list[str], show_ids: list[str]) -> np.ndarray:
         """Score of each (user_ids[i], show_ids[i]) pair, shape (n,)."""

@@ -17,7 +17,7 @@ and show = [w, b], so a FAISS inner-product ("dot") search reproduces the score 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -76,17 +76,9 @@ class _DenoisingTask(TrainTask):
         return StepResult(loss, {"train_loss": float(loss.detach())}, weight=len(xb))
 
 
-class CollaborativeModel(Recommender):
-    name: ClassVar[str] = "collaborative"
-    feature_service: ClassVar[str] = "collaborative_v1"
-    config_class: ClassVar[type[ModelConfig]] = CollaborativeConfig
-    prior_column: ClassVar[bool] = True
-
-    def __init__(self, config: ModelConfig | None = None, runtime: Any = None) -> None:
-        super().__init__(config, runtime)
-        self.show_ids: list[str] = []
-        self.histories: dict[str, list[int]] = {}  # user -> show rows watched before as-of
-        self.net: CollaborativeNet | None = None
+class CollaborativeModel(Recommender, name="collaborative", config=CollaborativeConfig):
+    prior_column = True
+    net: CollaborativeNet | None = None
 
     # ---- training ---------------------------------------------------------------------------
     def fit(self, data: TrainingData) -> dict[str, Any]:
@@ -141,13 +133,8 @@ class CollaborativeModel(Recommender):
                 out[start : start + len(chunk), :-1] = h.float().cpu().numpy()
         return out
 
-    def known_users(self) -> list[str]:
-        return sorted(self.histories)
-
     def _net(self) -> CollaborativeNet:
-        if self.net is None:
-            raise RuntimeError("model is not fitted")
-        return self.net
+        return self.fitted(self.net)
 
     # ---- persistence ------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:

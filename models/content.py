@@ -23,33 +23,6 @@ from tvrec.pipelines.model_inputs import CatalogueContent, TrainingData
 UNKNOWN = 0  # id 0 in every vocabulary: missing / unseen in training
 
 
-@dataclass
-class ShowContent:
-    """Per-show inputs, row i = show_ids[i]. Padded id lists use 0 as padding/unknown."""
-
-    show_ids: list[str]
-    text: torch.Tensor  # (n_shows, text_dim) float32, L2-normalised MiniLM embedding
-    genres: torch.Tensor  # (n_shows, max_genres) long
-    platforms: torch.Tensor  # (n_shows, max_platforms) long
-    network: torch.Tensor  # (n_shows,) long
-    age_rating: torch.Tensor  # (n_shows,) long
-    show_type: torch.Tensor  # (n_shows,) long
-    language: torch.Tensor  # (n_shows,) long
-    year_bucket: torch.Tensor  # (n_shows,) long: 0 unknown, else 5-year buckets
-    seasons_bucket: torch.Tensor  # (n_shows,) long: 0 unknown, 1, 2, 3-4, 5+
-    runtime_bucket: torch.Tensor  # (n_shows,) long: 0 unknown, <=25, <=45, <=70, longer
-    people: torch.Tensor  # (n_shows, max_people) long, ids from `person_vocab`
-    premiered_days: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    # ^ (n_shows,) int64: premiere as days since 1970-01-01, -1 unknown (the show prior's age)
-    raw_text: list[str] = field(default_factory=list)
-    person_vocab: dict[str, int] = field(default_factory=dict)
-    vocab_sizes: dict[str, int] = field(default_factory=dict)  # embedding table sizes
-
-    def rows(self, show_ids: list[str]) -> list[int]:
-        pos = {s: i for i, s in enumerate(self.show_ids)}
-        return [pos[s] for s in show_ids]
-
-
 # ---- the content tensors a model consumes ------------------------------------------------
 @dataclass(frozen=True)
 class ShowTensors:
@@ -62,18 +35,14 @@ class ShowTensors:
     age_rating: torch.Tensor  # (b,) long
     show_type: torch.Tensor  # (b,) long
     language: torch.Tensor  # (b,) long
-    year_bucket: torch.Tensor  # (b,) long
-    seasons_bucket: torch.Tensor  # (b,) long
-    runtime_bucket: torch.Tensor  # (b,) long
-    people: torch.Tensor  # (b, max_people) long
+    year_bucket: torch.Tensor  # (b,) long: 0 unknown, else 5-year buckets
+    seasons_bucket: torch.Tensor  # (b,) long: 0 unknown, 1, 2, 3-4, 5+
+    runtime_bucket: torch.Tensor  # (b,) long: 0 unknown, <=25, <=45, <=70, longer
+    people: torch.Tensor  # (b, max_people) long, ids from the model's person vocabulary
 
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_content(cls, content: ShowContent) -> ShowTensors:
-        return cls(**{name: getattr(content, name) for name in cls.names()})
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return tuple(getattr(self, name) for name in self.names())
@@ -99,6 +68,20 @@ class ShowTensors:
 
     def __len__(self) -> int:
         return len(self.text)
+
+
+@dataclass
+class ShowContent:
+    """The whole catalogue's content, row i = show_ids[i]: the encoders' tensors and what
+    else models read about a show."""
+
+    show_ids: list[str]
+    tensors: ShowTensors  # (n_shows, ...) each
+    premiered_days: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # ^ (n_shows,) int64: premiere as days since 1970-01-01, -1 unknown (the show prior's age)
+    raw_text: list[str] = field(default_factory=list)
+    person_vocab: dict[str, int] = field(default_factory=dict)
+    vocab_sizes: dict[str, int] = field(default_factory=dict)  # embedding table sizes
 
 
 def _pad(lists: list[list[int]], width: int | None = None) -> torch.Tensor:
@@ -137,8 +120,7 @@ def show_content(
         people = sorted({p for s, ps in credits.items() if s in watched for p in ps})
         person_vocab = {p: i + 1 for i, p in enumerate(people)}
     year = meta("year").where(meta("year") > 0)
-    return ShowContent(
-        show_ids=list(show_ids),
+    tensors = ShowTensors(
         text=torch.tensor(
             np.stack(feats["show_text__text_embedding"].to_numpy()), dtype=torch.float32
         ),
@@ -157,6 +139,10 @@ def show_content(
             [[person_vocab.get(p, UNKNOWN) for p in credits.get(s, [])] for s in show_ids],
             max_people,
         ),
+    )
+    return ShowContent(
+        show_ids=list(show_ids),
+        tensors=tensors,
         premiered_days=meta("premiered_days").fillna(-1).to_numpy(dtype=np.int64),
         raw_text=list(catalogue.raw_text),
         person_vocab=person_vocab,

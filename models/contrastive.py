@@ -44,7 +44,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -392,22 +392,13 @@ class _NextShowTask(TrainTask):
 
 
 # ---- the model ------------------------------------------------------------------------------
-class ContrastiveModel(Recommender):
-    name: ClassVar[str] = "contrastive"
-    feature_service: ClassVar[str] = "contrastive_v1"
-    config_class: ClassVar[type[ModelConfig]] = ContrastiveConfig
-    needs_content: ClassVar[bool] = True
-    prior_column: ClassVar[bool] = True
-
-    def __init__(self, config: ModelConfig | None = None, runtime: Any = None) -> None:
-        super().__init__(config, runtime)
-        self.show_ids: list[str] = []
-        self.shows: ShowTensors | None = None  # the catalogue's content as of training
-        self.vocab: dict[str, int] = {}
-        self.person_vocab: dict[str, int] = {}
-        self.histories: dict[str, list[str]] = {}
-        self.net: ContrastiveNet | None = None
-        self._embeddings: np.ndarray | None = None
+class ContrastiveModel(Recommender, name="contrastive", config=ContrastiveConfig):
+    needs_content = prior_column = True
+    shows: ShowTensors | None = None  # the catalogue's content as of training
+    vocab: dict[str, int]
+    person_vocab: dict[str, int]
+    net: ContrastiveNet | None = None
+    _embeddings: np.ndarray | None = None
 
     # ---- training ---------------------------------------------------------------------------
     def fit(self, data: TrainingData) -> dict[str, Any]:
@@ -416,7 +407,7 @@ class ContrastiveModel(Recommender):
         content = content_of(data)
         self._set_content(content)
         self.histories = user_histories(data, cfg.history_len)
-        net = ContrastiveNet(self.vocab, content.text.shape[1], cfg, len(self.show_ids))
+        net = ContrastiveNet(self.vocab, self._shows().text.shape[1], cfg, len(self.show_ids))
         self.net = net.to(self.runtime.device)
         graph = cowatch_graph(data, self.show_ids, cfg)
         hard = self._hard_negatives(data, graph)
@@ -441,7 +432,7 @@ class ContrastiveModel(Recommender):
 
     def _set_content(self, content: ShowContent) -> None:
         self.show_ids = list(content.show_ids)
-        self.shows = ShowTensors.from_content(content)
+        self.shows = content.tensors
         self.person_vocab = dict(content.person_vocab)
         self.vocab = _vocab_sizes(content.vocab_sizes, self.shows)
 
@@ -558,9 +549,6 @@ class ContrastiveModel(Recommender):
             out[start : start + len(rows)] = net.prior_arch.served_users(vec.float())
         return out
 
-    def known_users(self) -> list[str]:
-        return sorted(self.histories)
-
     # ---- ONNX -------------------------------------------------------------------------------
     def export_onnx(self, directory: Path) -> dict[str, Path]:
         """The show encoder (content tensors -> served vector, dynamic batch), checked with
@@ -593,14 +581,10 @@ class ContrastiveModel(Recommender):
         self.net.load_state_dict(state["net"])
 
     def _net(self) -> ContrastiveNet:
-        if self.net is None:
-            raise RuntimeError("model is not fitted")
-        return self.net
+        return self.fitted(self.net)
 
     def _shows(self) -> ShowTensors:
-        if self.shows is None:
-            raise RuntimeError("model is not fitted")
-        return self.shows
+        return self.fitted(self.shows)
 
 
 # ---- helpers --------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -310,24 +310,15 @@ def _text_loss(shows: torch.Tensor, texts: torch.Tensor, temperature: float) -> 
 
 
 # ---- the model --------------------------------------------------------------------------------
-class MultimodalModel(Recommender):
-    name: ClassVar[str] = "multimodal"
-    feature_service: ClassVar[str] = "multimodal_v1"
-    config_class: ClassVar[type[ModelConfig]] = MultimodalConfig
-    needs_content: ClassVar[bool] = True
-    prior_column: ClassVar[bool] = True
-
-    def __init__(self, config: ModelConfig | None = None, runtime: Any = None) -> None:
-        super().__init__(config, runtime)
-        self.show_ids: list[str] = []
-        self.histories: dict[str, list[int]] = {}  # user -> recent show rows, oldest first
-        self.net: MultimodalNet | None = None
-        self.catalogue: ShowTensors | None = None  # every show's content, pooled text included
-        self.show_vectors: torch.Tensor | None = None  # (n_shows, dim)
-        self.finetuned = False
-        self.person_vocab: dict[str, int] = {}
-        self.sizes: dict[str, int] = {}
-        self._raw_text: list[str] = []  # the catalogue's raw text, while fine-tuning
+class MultimodalModel(Recommender, name="multimodal", config=MultimodalConfig):
+    needs_content = prior_column = True
+    net: MultimodalNet | None = None
+    catalogue: ShowTensors | None = None  # every show's content, pooled text included
+    show_vectors: torch.Tensor | None = None  # (n_shows, dim)
+    finetuned: bool = False  # whether fit fine-tuned the text encoder
+    person_vocab: dict[str, int]
+    sizes: dict[str, int]
+    _raw_text: list[str]  # the catalogue's raw text, while fine-tuning
 
     @property
     def finetune(self) -> bool:
@@ -367,7 +358,7 @@ class MultimodalModel(Recommender):
         """The net, and the catalogue's content tensors (pooled text ready when frozen)."""
         cfg, device = self.config, self.runtime.device
         self.sizes = dict(content.vocab_sizes)
-        clusters = genre_clusters(content.genres, self.sizes["genres"], cfg.genre_clusters)
+        clusters = genre_clusters(content.tensors.genres, self.sizes["genres"], cfg.genre_clusters)
         encoder: FineTunedText | None = None
         if self.finetune:
             source = text_tower.resolve_encoder(cfg.text_model)
@@ -375,11 +366,12 @@ class MultimodalModel(Recommender):
                 source, cfg.text_max_length, cfg.finetune_layers, cfg.gradient_checkpointing
             )
         elif not text_tower.is_feature_store_encoder(cfg.text_model):
-            content.text = self._frozen_text(content.raw_text)  # (n_shows, text_dim)
-        text_dim = encoder.hidden_size if encoder else int(content.text.shape[1])
+            text = self._frozen_text(content.raw_text)  # (n_shows, text_dim)
+            content.tensors = dataclasses.replace(content.tensors, text=text)
+        text_dim = encoder.hidden_size if encoder else int(content.tensors.text.shape[1])
         net = MultimodalNet(cfg, self.sizes, text_dim, clusters, len(self.show_ids))
         net.text_arch.encoder = encoder
-        self.catalogue = ShowTensors.from_content(content).to(device)
+        self.catalogue = content.tensors.to(device)
         self.finetuned = encoder is not None
         self.net = net.to(device)
         self._refresh_text(content.raw_text)
@@ -466,9 +458,7 @@ class MultimodalModel(Recommender):
     # ---- embeddings ------------------------------------------------------------------------------
     def _vectors(self) -> torch.Tensor:
         """The encoder's show vectors, (n_shows, dim) float32."""
-        if self.show_vectors is None:
-            raise RuntimeError("model is not fitted")
-        return self.show_vectors
+        return self.fitted(self.show_vectors)
 
     def show_embeddings(self) -> tuple[list[str], np.ndarray]:
         """Served show vectors (n_shows, dim + 1): the encoder's, then the show prior."""
@@ -495,9 +485,6 @@ class MultimodalModel(Recommender):
         if not out:
             return np.zeros((0, self.config.dim + 1), dtype=np.float32)
         return np.concatenate(out).astype(np.float32)
-
-    def known_users(self) -> list[str]:
-        return sorted(self.histories)
 
     # ---- ONNX ------------------------------------------------------------------------------------
     def export_onnx(self, directory: Path) -> dict[str, Path]:
@@ -574,11 +561,7 @@ class MultimodalModel(Recommender):
         )
 
     def _net(self) -> MultimodalNet:
-        if self.net is None:
-            raise RuntimeError("model is not fitted")
-        return self.net
+        return self.fitted(self.net)
 
     def _catalogue(self) -> ShowTensors:
-        if self.catalogue is None:
-            raise RuntimeError("model is not fitted")
-        return self.catalogue
+        return self.fitted(self.catalogue)
