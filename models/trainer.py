@@ -190,6 +190,7 @@ class Trainer:
                 advance(**_shown(row, task.monitor))
         if progress.best_state is not None:  # early stopping keeps the best epoch's weights
             task.net.load_state_dict(progress.best_state, strict=False)
+            task.restored()
         return history
 
     # ---- the loop ------------------------------------------------------------------------

@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tvrec.pipelines.config import Settings
 from tvrec.pipelines.synthetic import PlantedTruth, WorldConfig, write_world
 from tvrec.pipelines.workdir import Workdir
+
+if TYPE_CHECKING:
+    from tvrec.pipelines.model_inputs import TrainingData
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +73,35 @@ def served_workdir(built_workdir: Workdir) -> Workdir:
     train_stage(built_workdir, settings, "collaborative", log=log)
     recommend_stage(built_workdir, k=20, log=log, model_name="collaborative")
     return built_workdir
+
+
+@pytest.fixture(scope="session")
+def inputs_of(built_workdir: Workdir) -> Callable[[str], TrainingData]:
+    """`inputs_of(name)`: what registered model `name` trains on in `built_workdir` (built
+    once per session), without a checkpoint directory: `training_data` would point it into
+    the shared work directory, where one test's checkpoint would be resumed by another.
+    Tests that checkpoint give their own (`dataclasses.replace(data, checkpoint_dir=...)`)."""
+    from tvrec.jobs.train import training_data
+    from tvrec.models.registry import model_class
+
+    built: dict[str, TrainingData] = {}
+
+    def inputs(name: str) -> TrainingData:
+        if name not in built:
+            data = training_data(built_workdir, model_class(name))
+            built[name] = dataclasses.replace(data, checkpoint_dir=None)
+        return built[name]
+
+    return inputs
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """The test models are small: on a shared 2-core machine one intra-op thread is several
+    times faster than two fighting other jobs for the cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,7 +1,7 @@
 """CL-TV, the contrastive show encoder, on the planted synthetic world: near-duplicates are
 nearest neighbours, planted clusters are tight, cold-start shows land in their cluster and reach
-its users; augmentations, the loss, hard negatives, ONNX export, checkpoint resume and
-persistence behave.
+its users; augmentations, the loss, hard negatives and the GPU profile's path behave. (ONNX
+export, checkpoint resume and persistence: test_model_contract.py, for every model.)
 
 The model is trained once (module fixture) on the training set of `contrastive_v1` with the
 cold-start shows' rows removed, so they have no positives: what a brand-new show looks like.
@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
-from tvrec.jobs.train import training_data
 from tvrec.models.base import TrainingData
-from tvrec.models.content import ShowTensors
 from tvrec.models.contrastive import (
     ContrastiveConfig,
     ContrastiveModel,
@@ -28,17 +26,16 @@ from tvrec.models.contrastive import (
     augment,
     cowatch_graph,
     hard_negative_table,
-    multi_positive_nt_xent,
 )
+from tvrec.models.losses import multi_positive_info_nce
 from tvrec.models.runtime import Runtime
 from tvrec.pipelines.synthetic import PlantedTruth
-from tvrec.pipelines.workdir import Workdir
 
 
 @pytest.fixture(scope="module")
-def data(built_workdir: Workdir, truth: PlantedTruth) -> TrainingData:
+def data(inputs_of: Callable[[str], TrainingData], truth: PlantedTruth) -> TrainingData:
     """The training set without any row of the cold-start shows."""
-    full = training_data(built_workdir, ContrastiveModel.feature_service)
+    full = inputs_of(ContrastiveModel.name)
     frame = full.frame[~full.frame["show_id"].isin(truth.cold_start_shows)]
     return dataclasses.replace(full, frame=frame.reset_index(drop=True))
 
@@ -46,8 +43,8 @@ def data(built_workdir: Workdir, truth: PlantedTruth) -> TrainingData:
 @pytest.fixture(scope="module")
 def model(data: TrainingData, tmp_path_factory: pytest.TempPathFactory) -> ContrastiveModel:
     checkpoints = tmp_path_factory.mktemp("contrastive-checkpoints")
-    model = ContrastiveModel(ContrastiveConfig(checkpoint_dir=str(checkpoints)), Runtime.cpu())
-    model.fit(data)
+    model = ContrastiveModel(ContrastiveConfig(), Runtime.cpu())
+    model.fit(dataclasses.replace(data, checkpoint_dir=checkpoints))
     return model
 
 
@@ -159,7 +156,7 @@ def test_augmentations_change_views_but_never_padding(model: ContrastiveModel) -
     assert not torch.equal(again.genres, view.genres) or not torch.equal(again.people, view.people)
 
 
-def test_multi_positive_nt_xent_known_answer() -> None:
+def test_multi_positive_info_nce_known_answer() -> None:
     """Two shows, two views each, views identical, shows orthogonal: each anchor's softmax
     sees its positive at cosine 1 and two negatives at cosine 0."""
     e1, e2 = torch.eye(2)
@@ -168,12 +165,12 @@ def test_multi_positive_nt_xent_known_answer() -> None:
     weights = (rows[:, None] == rows[None, :]).float()
     t = 0.5
     expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 2))
-    got = multi_positive_nt_xent(z, 4, weights, t)
+    got = multi_positive_info_nce(z, 4, weights, t)
     assert got.item() == pytest.approx(expected, rel=1e-6)
     # an extra candidate identical to show A: a third cosine-1 candidate for A's anchors, a
     # third cosine-0 negative for B's
     extra = torch.cat([z, e1[None]])
-    got = multi_positive_nt_xent(extra, 4, torch.cat([weights, torch.zeros(4, 1)], 1), t)
+    got = multi_positive_info_nce(extra, 4, torch.cat([weights, torch.zeros(4, 1)], 1), t)
     loss_a = -math.log(math.exp(1 / t) / (2 * math.exp(1 / t) + 2))
     loss_b = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 3))
     assert got.item() == pytest.approx((loss_a + loss_b) / 2, rel=1e-6)
@@ -206,85 +203,13 @@ def test_hard_negatives_share_a_genre_but_not_the_audience(
     assert not pairs & hard_pairs and not {(b, a) for a, b in pairs} & hard_pairs
 
 
-# ---- export, resume, persistence ------------------------------------------------------------
-def test_onnx_export_matches_torch(model: ContrastiveModel, tmp_path: Path) -> None:
-    paths = model.export_onnx(tmp_path / "onnx")  # checks max abs diff < 1e-4 itself
-    assert set(paths) == {"show_encoder"} and paths["show_encoder"].exists()
-    shows = model.shows
-    assert shows is not None
-    rows = torch.arange(3, 40)  # another batch size than the export's sample: dynamic batch
-    session = ort.InferenceSession(str(paths["show_encoder"]), providers=["CPUExecutionProvider"])
-    feeds = {
-        n: t.numpy() for n, t in zip(ShowTensors.names(), shows.rows(rows).tensors(), strict=True)
-    }
-    (got,) = session.run(None, feeds)
-    want = model.similarity_vectors()[3:40]  # the encoder: served vectors minus the prior
-    assert got.shape == want.shape and np.abs(got - want).max() < 1e-4
-
-
-class _Interrupted(Exception):
-    pass
-
-
-def test_resume_after_interruption_reproduces_the_run(
-    data: TrainingData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cfg = dict(epochs=4, user_epochs=1)
-    straight = ContrastiveModel(
-        ContrastiveConfig(**cfg, checkpoint_dir=str(tmp_path / "a")), Runtime.cpu()
-    )
-    expected = straight.fit(data)
-
-    resumable = ContrastiveConfig(**cfg, checkpoint_dir=str(tmp_path / "b"))
-    original_epoch = ContrastiveModel._epoch
-    calls = {"n": 0}
-
-    def crash_in_third_epoch(self: ContrastiveModel, *args: object) -> float:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise _Interrupted
-        return original_epoch(self, *args)
-
-    monkeypatch.setattr(ContrastiveModel, "_epoch", crash_in_third_epoch)
-    with pytest.raises(_Interrupted):
-        ContrastiveModel(resumable, Runtime.cpu()).fit(data)
-    monkeypatch.setattr(ContrastiveModel, "_epoch", original_epoch)
-    assert (tmp_path / "b" / "checkpoint.pt").exists()
-
-    resumed = ContrastiveModel(resumable, Runtime.cpu())
-    metrics = resumed.fit(data)
-    assert metrics["resumed_from_epoch"] == 2
-    np.testing.assert_allclose(metrics["train_loss"], expected["train_loss"], rtol=1e-5)
-    np.testing.assert_allclose(
-        resumed.show_embeddings()[1], straight.show_embeddings()[1], atol=1e-5
-    )
-
-
-def test_save_load_round_trip(model: ContrastiveModel, tmp_path: Path) -> None:
-    model.save(tmp_path / "saved")
-    loaded = ContrastiveModel.load(tmp_path / "saved")
-    assert loaded.manifest == model.manifest
-    ids, emb = model.show_embeddings()
-    loaded_ids, loaded_emb = loaded.show_embeddings()
-    assert loaded_ids == ids and loaded_emb.dtype == np.float32
-    np.testing.assert_allclose(loaded_emb, emb, atol=1e-6)
-    users = [*model.known_users()[:20], "nobody"]
-    np.testing.assert_allclose(
-        loaded.user_embeddings(users), model.user_embeddings(users), atol=1e-6
-    )
-    nobody = loaded.user_embeddings(["nobody"])[0]  # unknown users: the show prior alone
-    assert not nobody[:-1].any() and nobody[-1] == 1.0
-    score = loaded.score(users[:3], ids[:3])
-    expected = np.einsum("nd,nd->n", model.user_embeddings(users[:3]), emb[:3])
-    np.testing.assert_allclose(score, expected, atol=1e-6)
-
-
+# ---- the GPU profile's path ------------------------------------------------------------------
 def test_gpu_profile_path_runs_with_autocast_on_cpu(data: TrainingData, tmp_path: Path) -> None:
     """The GPU profile's code path (bigger batches, bf16 autocast), exercised on CPU."""
     runtime = Runtime("gpu", torch.device("cpu"), batch_multiplier=8, mixed_precision=True)
-    cfg = ContrastiveConfig(epochs=2, user_epochs=1, checkpoint_dir=str(tmp_path))
+    cfg = ContrastiveConfig(epochs=2, user_epochs=1)
     model = ContrastiveModel(cfg, runtime)
-    metrics = model.fit(data)
+    metrics = model.fit(dataclasses.replace(data, checkpoint_dir=tmp_path))
     assert metrics["profile"] == "gpu" and all(np.isfinite(metrics["train_loss"]))
     _, served = model.show_embeddings()
     assert served.dtype == np.float32 and np.isfinite(served).all()

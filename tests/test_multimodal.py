@@ -4,16 +4,18 @@ One model is trained on the small world as of the day the first planted cold-sta
 premieres, so those shows have no viewer in its training set. It must find the planted
 near-duplicates from content, score a cold-start show for the users of its taste cluster,
 answer a text query with the right genre family through its saved text tower, recover the
-genre families as genre clusters, export to ONNX exactly, and survive save/load. Checkpoint
-resume and the GPU profile's fine-tuning path (run on CPU, a couple of steps) are checked on
-their own small runs.
+genre families as genre clusters, export its text projection to ONNX exactly, and serve a
+learned cold-user vector after save/load. The GPU profile's fine-tuning path (run on CPU, a
+couple of steps) and an encoder named by path are checked on their own small runs. What every
+model must do (save/load, unknown users, the show encoder's ONNX export, checkpoint resume)
+is in test_model_contract.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,49 +25,44 @@ import pandas as pd
 import pytest
 import torch
 
-from tvrec.jobs.train import load_model, training_data
+from tvrec.jobs.train import load_model
 from tvrec.models.base import TrainingData
-from tvrec.models.content import ShowTensors, load_show_content
-from tvrec.models.multimodal import CHECKPOINT, MultimodalConfig, MultimodalModel
+from tvrec.models.content import content_of
+from tvrec.models.multimodal import MultimodalConfig, MultimodalModel
 from tvrec.models.runtime import Runtime
 from tvrec.models.text_tower import encode_query, load_encoder, resolve_encoder
+from tvrec.pipelines.model_inputs import catalogue_content
 from tvrec.pipelines.synthetic import GENRE_FAMILIES, PlantedTruth
 from tvrec.pipelines.workdir import Workdir
 
-SERVICE = "multimodal_v1"
+SERVICE = MultimodalModel.feature_service
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These models are small: on a shared 2-core machine one intra-op thread is several
-    times faster than two fighting other jobs for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def data(built_workdir: Workdir) -> TrainingData:
-    return training_data(built_workdir, SERVICE)
+def data(inputs_of: Callable[[str], TrainingData]) -> TrainingData:
+    return inputs_of(MultimodalModel.name)
 
 
 @pytest.fixture(scope="module")
 def cold_data(data: TrainingData, built_workdir: Workdir, truth: PlantedTruth) -> TrainingData:
     """The training set as of the first cold-start premiere (every row strictly before it,
-    each already joined with its features point in time)."""
+    each already joined with its features point in time), and the catalogue's content as of
+    then."""
     shows = pd.read_parquet(built_workdir.lake / "shows.parquet").set_index("show_id")
     first = min(shows.loc[truth.cold_start_shows, "premiered"])
     cut = datetime(first.year, first.month, first.day, tzinfo=UTC)
     frame = data.frame[data.frame["event_timestamp"] < cut]
-    return dataclasses.replace(data, frame=frame, as_of=cut)
+    content = catalogue_content(built_workdir, SERVICE, data.show_ids, cut)
+    return dataclasses.replace(data, frame=frame, as_of=cut, content=content)
 
 
 @pytest.fixture(scope="module")
 def model(cold_data: TrainingData, tmp_path_factory: pytest.TempPathFactory) -> MultimodalModel:
     checkpoints = tmp_path_factory.mktemp("checkpoints")
-    mm = MultimodalModel(MultimodalConfig(checkpoint_dir=str(checkpoints)), Runtime.cpu())
-    mm.fit(cold_data)
+    mm = MultimodalModel(MultimodalConfig(), Runtime.cpu())
+    mm.fit(dataclasses.replace(cold_data, checkpoint_dir=checkpoints))
     return mm
 
 
@@ -155,16 +152,12 @@ def test_training_logs_loss_and_recall_per_epoch(model: MultimodalModel) -> None
 
 
 # ---- export and persistence --------------------------------------------------------------------
-def test_onnx_export_matches_torch(model: MultimodalModel, tmp_path: Path) -> None:
+def test_onnx_text_projection_matches_torch(model: MultimodalModel, tmp_path: Path) -> None:
+    """Beside the show encoder (the contract's test), the text projection: pooled text ->
+    query vector, what `tvrec query --text` serves."""
     paths = model.export_onnx(tmp_path)  # checks the whole catalogue itself
     assert set(paths) == {"show_encoder", "text_projection"}
-    catalogue = model._catalogue()
-    rows = torch.arange(37)  # another batch size than the traced one
-    batch = catalogue.take(rows)
-    session = ort.InferenceSession(str(paths["show_encoder"]))
-    feeds = {n: t.numpy() for n, t in zip(ShowTensors.names(), batch.tensors(), strict=True)}
-    got = session.run(None, feeds)[0]
-    np.testing.assert_allclose(got, model.similarity_vectors()[:37], atol=1e-4)  # the encoder
+    batch = model._catalogue().take(torch.arange(37))  # another batch size than the traced one
     session = ort.InferenceSession(str(paths["text_projection"]))
     query = session.run(None, {"text": batch.text.numpy()})[0]
     with torch.no_grad():
@@ -172,72 +165,24 @@ def test_onnx_export_matches_torch(model: MultimodalModel, tmp_path: Path) -> No
     np.testing.assert_allclose(query, expected, atol=1e-4)
 
 
-def test_save_load_round_trip(model: MultimodalModel, saved: Path) -> None:
+def test_cold_user_vector_and_reencoding_after_load(model: MultimodalModel, saved: Path) -> None:
     again = load_model(saved)
     assert isinstance(again, MultimodalModel)
-    assert again.manifest == model.manifest
-    ids, shows = model.show_embeddings()
-    assert again.show_embeddings()[0] == ids
-    np.testing.assert_array_equal(again.show_embeddings()[1], shows)
-    users = [*model.known_users()[:20], "nobody-1", "nobody-2"]
-    vectors = again.user_embeddings(users)
-    np.testing.assert_allclose(vectors, model.user_embeddings(users), atol=1e-6)
-    np.testing.assert_array_equal(vectors[-1], vectors[-2])  # the learned cold-user vector
-    # served user = [scale * unit tower vector, 1]; served show = [unit vector, prior]
+    vectors = again.user_embeddings(["nobody-1", "nobody-2"])
+    # users without history get the learned cold-user vector: served as [scale * unit, 1]
     scale = float(again._net().prior_arch.log_scale.detach().exp())
     assert np.linalg.norm(vectors[-1][:-1]) == pytest.approx(scale, rel=1e-5)
     assert vectors[-1][-1] == 1.0
-    # serving searches the index by raw inner product: score(u, s) = <user, show>
-    score = again.score(users[:5], ids[:5])
-    np.testing.assert_allclose(score, np.einsum("nd,nd->n", vectors[:5], shows[:5]), atol=1e-6)
+    np.testing.assert_allclose(vectors, model.user_embeddings(["nobody-1", "nobody-2"]), atol=1e-6)
     # the reloaded net re-encodes the saved content into the saved vectors
     encoded = again._encode_catalogue(again._net()).numpy()
     np.testing.assert_allclose(encoded, again.similarity_vectors(), atol=1e-5)
 
 
-# ---- resume and the fine-tuning path ----------------------------------------------------------
-def _small(directory: Path, **overrides: object) -> MultimodalConfig:
+# ---- the fine-tuning path and an encoder by path ----------------------------------------------
+def _small(**overrides: object) -> MultimodalConfig:
     base = {"dim": 32, "meta_layers": 1, "epochs": 4, "val_users": 50}
-    return MultimodalConfig(checkpoint_dir=str(directory), **(base | overrides))  # type: ignore[arg-type]
-
-
-def test_resume_after_interruption(
-    data: TrainingData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    original = MultimodalModel._save_checkpoint
-
-    def interrupt_after_two(self: MultimodalModel, path: Path, epoch: int, *rest: object) -> None:
-        original(self, path, epoch, *rest)  # type: ignore[arg-type]
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(MultimodalModel, "_save_checkpoint", interrupt_after_two)
-        with pytest.raises(KeyboardInterrupt):
-            MultimodalModel(_small(tmp_path / "ckpt"), Runtime.cpu()).fit(data)
-    assert (tmp_path / "ckpt" / CHECKPOINT).exists()
-    done = torch.load(tmp_path / "ckpt" / CHECKPOINT, weights_only=True)
-    assert done["epoch"] == 2
-
-    resumed = MultimodalModel(_small(tmp_path / "ckpt"), Runtime.cpu())
-    metrics = resumed.fit(data)
-    assert metrics["resumed_from_epoch"] == 2  # epochs 3 and 4 ran, 1 and 2 came from disk
-    assert len(metrics["train_loss"]) == 4
-    assert metrics["train_loss"][:2] == done["metrics"]["train_loss"]
-    assert not (tmp_path / "ckpt" / CHECKPOINT).exists()  # removed once training finished
-
-    straight = MultimodalModel(_small(tmp_path / "other"), Runtime.cpu())
-    assert straight.fit(data)["train_loss"] == pytest.approx(metrics["train_loss"], rel=1e-5)
-    np.testing.assert_allclose(
-        straight.show_embeddings()[1], resumed.show_embeddings()[1], atol=1e-5
-    )
-
-
-def test_checkpoint_of_another_run_is_ignored(data: TrainingData, tmp_path: Path) -> None:
-    stale = _small(tmp_path, dim=16)
-    torch.save({"epoch": 3, "fingerprint": "another run"}, tmp_path / CHECKPOINT)
-    metrics = MultimodalModel(dataclasses.replace(stale, epochs=1), Runtime.cpu()).fit(data)
-    assert metrics["resumed_from_epoch"] == 0 and len(metrics["train_loss"]) == 1
+    return MultimodalConfig(**(base | overrides))  # type: ignore[arg-type]
 
 
 def test_encoder_named_by_path_is_used_frozen(data: TrainingData, tmp_path: Path) -> None:
@@ -245,9 +190,9 @@ def test_encoder_named_by_path_is_used_frozen(data: TrainingData, tmp_path: Path
     once, by mean pooling, which for MiniLM reproduces the Feast text feature; the text
     tower then points at that encoder."""
     path = resolve_encoder(None)
-    mm = MultimodalModel(_small(tmp_path / "ckpt", epochs=1, text_model=path), Runtime.cpu())
+    mm = MultimodalModel(_small(epochs=1, text_model=path), Runtime.cpu())
     mm.fit(data)
-    feast = load_show_content(data, SERVICE).text  # (n_shows, 384)
+    feast = content_of(data).tensors.text  # (n_shows, 384)
     np.testing.assert_allclose(mm._catalogue().text.numpy(), feast.numpy(), atol=1e-4)
     mm.save(tmp_path / "model")
     tower = json.loads((tmp_path / "model" / "text_tower" / "tower.json").read_text())
@@ -259,7 +204,6 @@ def test_gpu_profile_fine_tunes_top_layers(data: TrainingData, tmp_path: Path) -
     bf16 autocast; the saved text tower then embeds text with the fine-tuned encoder."""
     gpu_like = Runtime("gpu", torch.device("cpu"), 1, True)
     cfg = _small(
-        tmp_path / "ckpt",
         epochs=1,
         steps_per_epoch=2,
         min_steps_per_epoch=60,

@@ -185,14 +185,11 @@ def test_unknown_table_has_clear_error(tmp_path: Path) -> None:
         Catalog(tmp_path).read_current("user_topk")
 
 
-def test_model_round_trip(served_workdir: Workdir, tmp_path: Path) -> None:
+def test_served_model_is_as_of_the_feature_build(served_workdir: Workdir) -> None:
+    """(Save/load round trips of every model: test_model_contract.py.)"""
     model = load_current_model(served_workdir)
-    model.save(tmp_path / "m")
-    again = type(model).load(tmp_path / "m")
-    users = model.known_users()[:5]
-    np.testing.assert_array_equal(model.user_embeddings(users), again.user_embeddings(users))
-    assert again.manifest is not None
-    assert datetime.fromisoformat(again.manifest.as_of) <= datetime.fromisoformat(
+    assert model.manifest is not None
+    assert datetime.fromisoformat(model.manifest.as_of) <= datetime.fromisoformat(
         json.loads((served_workdir.features / "manifest.json").read_text())["as_of"]
     )
 

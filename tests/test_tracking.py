@@ -34,7 +34,7 @@ from tvrec.jobs.tracking import (
     build_tracker,
 )
 from tvrec.jobs.train import model_class
-from tvrec.models.base import ModelManifest, TrainingData
+from tvrec.models.base import ModelManifest, Recommender, TrainingData
 from tvrec.pipelines.config import TrackingSettings
 from tvrec.pipelines.errors import ConfigError
 from tvrec.pipelines.workdir import Workdir
@@ -88,8 +88,8 @@ def trained(built_workdir: Workdir, tmp_path_factory: pytest.TempPathFactory) ->
     seen: list[TrainingData] = []
     real = train_module.training_data
 
-    def recorded(wd: Workdir, feature_service: str, negatives: int = 0) -> TrainingData:
-        seen.append(real(wd, feature_service, negatives=negatives))
+    def recorded(wd: Workdir, model: type[Recommender] | Recommender) -> TrainingData:
+        seen.append(real(wd, model))
         return seen[-1]
 
     with _environ_kept(), pytest.MonkeyPatch.context() as mp:
@@ -102,8 +102,14 @@ def trained(built_workdir: Workdir, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture()
 def train_quick(trained: Trained, monkeypatch: pytest.MonkeyPatch) -> Callable[[Path, str], Path]:
     """`tvrec train` into a fresh work directory with this `tvrec.toml`, on the training set
-    that `trained` built (Feast takes most of a training's time)."""
-    monkeypatch.setattr(train_module, "training_data", lambda *args, **kwargs: trained.data)
+    that `trained` built (Feast takes most of a training's time), checkpointing into the
+    fresh work directory as `tvrec train` would."""
+
+    def inputs(wd: Workdir, model: type[Recommender] | Recommender) -> TrainingData:
+        checkpoints = wd.root / "checkpoints" / model.name
+        return dataclasses.replace(trained.data, checkpoint_dir=checkpoints)
+
+    monkeypatch.setattr(train_module, "training_data", inputs)
 
     def run(work: Path, toml: str) -> Path:
         work.mkdir(parents=True, exist_ok=True)
@@ -132,7 +138,7 @@ def test_mlflow_run_holds_params_curves_and_tags(trained: Trained) -> None:
     assert [m.value for m in history] == losses
     assert run.data.metrics["n_users"] == manifest.metrics["n_users"]
 
-    fields = {f.name for f in dataclasses.fields(model_class("collaborative").config_class)}
+    fields = set(model_class("collaborative").config_class.model_fields)
     assert set(run.data.params) == fields
     assert run.data.params == {k: str(v) for k, v in manifest.config.items()}
     assert run.data.params["epochs"] == "3"
@@ -194,7 +200,11 @@ def test_backend_none_writes_no_tracking_files(
     assert isinstance(build_tracker(TrackingSettings(), tmp_path), NullTracker)
     assert not any(tmp_path.iterdir())
     work = train_quick(tmp_path / "work", "")  # no [tracking] section: off
-    assert {p.name for p in work.iterdir()} == {"tvrec.toml", "models", ".versions"}
+    # (`tvrec train` removes its checkpoints once the model is published, but leaves their
+    # parent directory behind, empty)
+    names = {p.name for p in work.iterdir()} - {"checkpoints"}
+    assert names == {"tvrec.toml", "models", ".versions"}
+    assert not (work / "checkpoints").exists() or not any((work / "checkpoints").iterdir())
     assert (work / "models" / "collaborative" / TRAINING_PLOT).is_file()
 
 
