@@ -11,6 +11,7 @@ Models come from the registry (`tvrec.models.registry`).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def train_stage(
         plot_training(model.manifest, staging / TRAINING_PLOT)
     if data.checkpoint_dir is not None:  # published: a restart has nothing left to resume
         shutil.rmtree(data.checkpoint_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # and no empty checkpoints/ stays behind
+            data.checkpoint_dir.parent.rmdir()
     if tracker.enabled:  # after publishing: a tracking failure warns, the model stays
         plot = wd.root / "models" / stage / TRAINING_PLOT
         run = TrainingRun.of(model.manifest, model.config.model_dump(), runtime.profile, [plot])

@@ -146,8 +146,9 @@ class Recommender(ABC):
 
     @abstractmethod
     def user_embeddings(self, user_ids: list[str]) -> np.ndarray:
-        """Embeddings of these users, shape (n_users, dim); unknown users get zeros (in the
-        prior column, if the model has one: 1, so the show prior ranks for them)."""
+        """Embeddings of these users, shape (n_users, dim). A user without history gets the
+        model's cold-user vector (zeros, or one it learned) and, in the prior column if the
+        model has one, 1, so the show prior ranks for them."""
 
     @abstractmethod
     def get_state(self) -> dict[str, Any]:

@@ -427,7 +427,7 @@ class ContrastiveModel(Recommender, name="contrastive", config=ContrastiveConfig
             "train_seconds": round(time.perf_counter() - started, 2),
             "profile": self.runtime.profile,
         }
-        self.make_manifest(data, cfg.dim, metrics)
+        self.make_manifest(data, cfg.dim + 1, metrics)  # served: [vector, prior]
         return metrics
 
     def _set_content(self, content: ShowContent) -> None:

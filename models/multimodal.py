@@ -351,7 +351,7 @@ class MultimodalModel(Recommender, name="multimodal", config=MultimodalConfig):
             "n_val_users": len(split.val_target),
             "genre_clusters": int(self._net().meta_arch.cluster_of.max()),
         }
-        self.make_manifest(data, cfg.dim, metrics)
+        self.make_manifest(data, cfg.dim + 1, metrics)  # served: [vector, prior]
         return metrics
 
     def _build(self, content: ShowContent) -> MultimodalNet:

@@ -7,11 +7,13 @@ schedule, validation). The trainer runs the epochs and owns everything around th
 - the runtime's mixed precision (bf16 autocast on the GPU profile; losses stay float32),
 - gradient clipping (`grad_clip`), early stopping on the task's validation metric
   (`patience`; the best epoch's weights are kept),
-- checkpoints every `checkpoint_every` steps and at each epoch's end, into the directory the
-  caller gives, written atomically; a run started again with the same data and settings
-  resumes from the last one — mid-epoch included — and reaches the same final weights as an
-  uninterrupted run (the random streams are part of the checkpoint, and an epoch's plan is
-  re-drawn from its saved starting state),
+- checkpoints every `checkpoint_every` optimiser steps and at each epoch's end, into the
+  file the caller gives, written atomically; a run started again with the same data and
+  settings resumes from the last one — mid-epoch included — and reaches the same final
+  weights as an uninterrupted run (the random streams are part of the checkpoint, and an
+  epoch's plan is re-drawn from its saved starting state). A finished run's checkpoint is
+  resumed too (nothing left to do), and raising `epochs` trains on from it; the job removes
+  the checkpoints once the model is published,
 - a progress bar, per-epoch curves (`History`), and callbacks for experiment tracking.
 """
 
@@ -145,12 +147,15 @@ class _Progress:
     """The loop's position and accumulators: what a checkpoint carries besides weights."""
 
     epoch: int = 0
-    step: int = 0
+    step: int = 0  # steps done in the current epoch
+    global_step: int = 0  # optimiser steps since the start of training
     sums: dict[str, float] = field(default_factory=dict)
     weight: float = 0.0
     epoch_rng: dict[str, Any] | None = None  # the streams as the epoch's plan was drawn
     best: float | None = None
+    best_epoch: int | None = None
     bad_epochs: int = 0
+    stopped_early_at: int | None = None
     best_state: dict[str, torch.Tensor] | None = None
 
 
@@ -213,7 +218,9 @@ class Trainer:
                 progress.sums[key] = progress.sums.get(key, 0.0) + value * result.weight
             progress.weight += result.weight
             progress.step += 1
-            if progress.step % self.config.checkpoint_every == 0 and progress.step < len(plan):
+            progress.global_step += 1
+            every = self.config.checkpoint_every
+            if progress.global_step % every == 0 and progress.step < len(plan):
                 self._save(task, rngs, history, progress)
         row: dict[str, Any] = {k: v / max(progress.weight, 1e-12) for k, v in progress.sums.items()}
         row |= task.end_epoch(progress.epoch)
@@ -243,11 +250,11 @@ class Trainer:
         if progress.best is None or value > progress.best:
             progress.best, progress.bad_epochs = float(value), 0
             progress.best_state = copy.deepcopy(task.net.state_dict())
-            history.best_epoch = progress.epoch
+            progress.best_epoch = history.best_epoch = progress.epoch
         else:
             progress.bad_epochs += 1
         if self._stopped(progress):
-            history.stopped_early_at = progress.epoch
+            progress.stopped_early_at = history.stopped_early_at = progress.epoch
 
     def _stopped(self, progress: _Progress) -> bool:
         return self.config.patience is not None and progress.bad_epochs >= self.config.patience
@@ -290,6 +297,7 @@ class Trainer:
         progress.__dict__.update(saved)
         history.curves.update({k: list(v) for k, v in payload["curves"].items()})
         history.resumed_from = (progress.epoch, progress.step)
+        history.best_epoch, history.stopped_early_at = progress.best_epoch, progress.stopped_early_at
         task.restored()
         return True
 

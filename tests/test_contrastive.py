@@ -128,7 +128,7 @@ def test_training_metrics_in_manifest(model: ContrastiveModel) -> None:
     assert metrics["n_val_pairs"] > 0 and metrics["n_hard_negative_anchors"] > 0
     # held-out co-watch partners are found far above chance (10 / (n - 1))
     assert metrics["val_recall_at_10"][-1] > 4 * metrics["val_chance_at_10"]
-    assert metrics["resumed_from_epoch"] == 0 and model.manifest.dim == model.config.dim
+    assert metrics["resumed_from_epoch"] == 0 and model.manifest.dim == model.config.dim + 1
 
 
 # ---- parts -----------------------------------------------------------------------------------

@@ -175,9 +175,9 @@ def test_mid_epoch_resume_equals_the_uninterrupted_run(tmp_path: Path) -> None:
 
 
 def test_checkpoint_every_n_steps(tmp_path: Path) -> None:
-    """checkpoint_every=2 counts the steps of an epoch (3 here): checkpoints after its second
-    step and at its end. Killed after the second epoch's first step, the run resumes from the
-    end of the first epoch and redoes that step; the result is the same."""
+    """checkpoint_every=2 counts optimiser steps across epochs (3 per epoch here): checkpoints
+    after global steps 2, 4, 6, ... and at each epoch's end. Killed just after global step 4
+    (the second epoch's first step), the run resumes from there; the result is the same."""
     epochs = 3
     straight = _Regression()
     expected = _trainer(epochs).fit(straight)
@@ -186,7 +186,7 @@ def test_checkpoint_every_n_steps(tmp_path: Path) -> None:
         _trainer(epochs, checkpoint, checkpoint_every=2).fit(_Regression(crash_at=4))
     resumed = _Regression()
     history = _trainer(epochs, checkpoint, checkpoint_every=2).fit(resumed)
-    assert history.resumed_from == (1, 0) and resumed.steps == 3 * epochs - 3
+    assert history.resumed_from == (1, 1) and resumed.steps == 3 * epochs - 4
     assert history.curves == expected.curves
     assert _same_weights(resumed.net.state_dict(), straight.net.state_dict())
 
