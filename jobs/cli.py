@@ -154,33 +154,23 @@ def features_training_set(
     workdir: WorkdirOpt = None,
     as_of: AsOfOpt = None,
 ) -> None:
-    """Write a point-in-time-correct training set (events + negatives, Feast features)."""
-    import polars as pl
+    """Write a point-in-time-correct training set (events + negatives, Feast features),
+    built and written part by part (memory holds one part)."""
+    import tempfile
 
-    from tvrec.pipelines.training import training_set
+    from tvrec.pipelines.training import training_set_parts, write_parts
     from tvrec.pipelines.workdir import Workdir
 
+    if out_file.suffix not in (".parquet", ".csv"):
+        raise ConfigError(f"--out {out_file}: use a .parquet or .csv file name")
     wd = Workdir(_settings(workdir).workdir)
-    df = training_set(
-        wd,
-        service,
-        as_of=parse_as_of(as_of) if as_of else None,
-        negatives=negatives,
-        seed=seed,
-        limit=limit,
-    )
-    frame = pl.from_pandas(df)
-    tmp = out_file.with_name(f".{out_file.name}.tmp")
-    if out_file.suffix == ".csv":
-        frame.with_columns(
-            pl.col(pl.List(pl.Float32), pl.List(pl.Float64), pl.List(pl.Int64))
-            .cast(pl.List(pl.String))
-            .list.join("|")
-        ).write_csv(tmp)
-    else:
-        frame.write_parquet(tmp)
-    tmp.replace(out_file)
-    out.print(f"wrote {frame.height:,} rows x {frame.width} columns to {out_file}")
+    with tempfile.TemporaryDirectory(prefix=".tvrec-training-", dir=out_file.parent) as tmp:
+        parts = training_set_parts(
+            wd, service, Path(tmp) / "parts", as_of=parse_as_of(as_of) if as_of else None,
+            negatives=negatives, seed=seed, limit=limit,
+        )  # fmt: skip
+        rows, columns = write_parts(parts, out_file)
+    out.print(f"wrote {rows:,} rows x {columns} columns to {out_file}")
 
 
 @app.command()

@@ -27,17 +27,23 @@ def run_demo(settings: Settings, *, users: int, shows: int, events: int, seed: i
     ):
         truth = write_world(source, cfg)
     record = run_nightly(settings, source, "contract")
-    _print_run(wd, {**log.seconds, **record["stages"]}, record)
+    peaks = {**log.peak_rss_mb, **record["metrics"].get("stage_peak_rss_mb", {})}
+    _print_run(wd, {**log.seconds, **record["stages"]}, peaks, record)
     _print_examples(wd, truth)
 
 
-def _print_run(wd: Workdir, stages: dict[str, float], record: dict) -> None:
+def _print_run(
+    wd: Workdir, stages: dict[str, float], peaks: dict[str, float], record: dict
+) -> None:
     table = Table(title=f"tvrec demo — run {record['run_id']} in {wd.root}", title_justify="left")
     table.add_column("stage")
     table.add_column("seconds", justify="right")
+    table.add_column("peak RSS MiB", justify="right")
     for name, secs in stages.items():
-        table.add_row(name, f"{secs:.1f}")
-    table.add_row("[bold]total[/]", f"{sum(stages.values()):.1f}")
+        table.add_row(name, f"{secs:.1f}", f"{peaks.get(name, 0):,.0f}")
+    nightly = sum(v for k, v in stages.items() if not k.startswith("generate"))
+    table.add_row("[bold]nightly job total[/]", f"{nightly:.1f}", f"{max(peaks.values()):,.0f}")
+    table.add_row("[bold]total[/]", f"{sum(stages.values()):.1f}", "")
     console.print(table)
     console.print(
         f"model {record['model_version']}, as of {record['as_of']}; "

@@ -62,6 +62,7 @@ def run_nightly(
             )
             counts["user_topk"], counts["show_similar"] = rec.user_rows, rec.show_rows
             metrics["users_per_second"] = rec.users_per_second
+            metrics["stage_peak_rss_mb"] = dict(log.peak_rss_mb)
             record = {
                 "run_id": run_id,
                 "status": "succeeded",
@@ -82,6 +83,7 @@ def run_nightly(
             )
             return record
         except BaseException as exc:
+            metrics["stage_peak_rss_mb"] = dict(log.peak_rss_mb)
             catalog.finish_run(
                 run_id,
                 status="failed",

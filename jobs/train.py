@@ -65,16 +65,23 @@ def train_stage(
     with wd.publish(f"models/{stage}") as staging:
         model.save(staging)
         plot_training(model.manifest, staging / TRAINING_PLOT)
-    if data.checkpoint_dir is not None:  # published: a restart has nothing left to resume
-        shutil.rmtree(data.checkpoint_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):  # and no empty checkpoints/ stays behind
-            data.checkpoint_dir.parent.rmdir()
+    _remove_inputs(data)
     if tracker.enabled:  # after publishing: a tracking failure warns, the model stays
         plot = wd.root / "models" / stage / TRAINING_PLOT
         run = TrainingRun.of(model.manifest, model.config.model_dump(), runtime.profile, [plot])
         with log.stage(f"track {stage} ({tracker.name})"):
             tracker.log_training(run)
     return model.manifest
+
+
+def _remove_inputs(data: TrainingData) -> None:
+    """Once the model is published: its checkpoints (nothing left to resume) and its
+    training-set parts go, and no empty folder stays behind."""
+    for folder in {data.checkpoint_dir, *(p.parent for p in data.parts)} - {None}:
+        assert folder is not None
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()
 
 
 def serve_model(wd: Workdir, name: str) -> ModelManifest:

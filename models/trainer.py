@@ -297,7 +297,8 @@ class Trainer:
         progress.__dict__.update(saved)
         history.curves.update({k: list(v) for k, v in payload["curves"].items()})
         history.resumed_from = (progress.epoch, progress.step)
-        history.best_epoch, history.stopped_early_at = progress.best_epoch, progress.stopped_early_at
+        history.best_epoch = progress.best_epoch
+        history.stopped_early_at = progress.stopped_early_at
         task.restored()
         return True
 

@@ -2,7 +2,10 @@
 opens the work directory, the lake or Feast itself.
 
     TrainingData
-      frame            the point-in-time training set of the model's FeatureService (Feast)
+      parts            the point-in-time training set of the model's FeatureService (Feast),
+                       as Parquet parts in time order (negatives and features included),
+                       streamed by `rows()` (a torch IterableDataset)
+      frame            its positives: user_id, show_id, event_timestamp, label (= 1)
       show_ids         the whole catalogue, so unseen shows still get an embedding
       content          CatalogueContent: each show's features as of the as-of time (Feast),
                        its cast and crew (graph edge table) and raw text (lake) — for models
@@ -17,6 +20,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import polars as pl
@@ -24,6 +28,8 @@ import polars as pl
 from .workdir import Workdir
 
 CHECKPOINTS = "checkpoints"
+TRAINING = "training"  # under the work directory's cache: each service's training-set parts
+KEYS = ["user_id", "show_id", "event_timestamp", "label"]
 
 
 @dataclass
@@ -42,8 +48,10 @@ class CatalogueContent:
 class TrainingData:
     """A Feast training set plus what a model needs to index it.
 
-    `frame` has user_id, show_id, event_timestamp, label (1 = watched, 0 = sampled negative)
-    and the FeatureService's columns (`<view>__<feature>`).
+    `frame` holds rows of user_id, show_id, event_timestamp, label (1 = watched, 0 = sampled
+    negative): the positives when built by `model_inputs` (small: four columns per event);
+    the whole set — the FeatureService's columns (`<view>__<feature>`) and the negatives — is
+    in `parts`, read in batches through `rows()`.
     """
 
     frame: pd.DataFrame
@@ -53,6 +61,14 @@ class TrainingData:
     show_ids: list[str]  # the whole catalogue, so unseen shows still get an embedding
     content: CatalogueContent | None = None
     checkpoint_dir: Path | None = None
+    parts: tuple[Path, ...] = ()
+
+    def rows(self, columns: list[str] | None = None, batch_rows: int = 65_536) -> Any:
+        """The training set's rows in batches (dicts of numpy columns): a torch
+        IterableDataset over the parts, split between DataLoader workers by part."""
+        from .streaming import TrainingRows
+
+        return TrainingRows(list(self.parts), columns, batch_rows)
 
     def positives(self) -> pd.DataFrame:
         """Unique watched (user_id, show_id) pairs with their first event_timestamp."""
@@ -81,10 +97,13 @@ def model_inputs(
     `content` adds the catalogue's content, `model_name` a checkpoint directory."""
     from .build import read_manifest
     from .ingest import read_lake
-    from .training import training_set
+    from .training import read_parts, training_set_parts
 
     as_of = datetime.fromisoformat(read_manifest(wd)["as_of"])
-    frame = training_set(wd, feature_service, as_of=as_of, negatives=negatives)
+    out = wd.cache / TRAINING / feature_service
+    parts = training_set_parts(wd, feature_service, out, as_of=as_of, negatives=negatives)
+    frame = read_parts(parts, KEYS)
+    frame = frame[frame["label"] == 1].reset_index(drop=True)
     shows = read_lake(wd).shows["show_id"].to_list()
     return TrainingData(
         frame,
@@ -94,6 +113,7 @@ def model_inputs(
         shows,
         content=catalogue_content(wd, feature_service, shows, as_of) if content else None,
         checkpoint_dir=wd.root / CHECKPOINTS / model_name if model_name else None,
+        parts=tuple(parts),
     )
 
 

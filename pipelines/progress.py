@@ -1,8 +1,10 @@
-"""Stage timing and progress display shared by every long-running command."""
+"""Stage timing, peak memory and progress display shared by every long-running command."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,21 +14,55 @@ from rich.console import Console
 console = Console(stderr=True)
 
 
+class PeakRss:
+    """The process's peak resident memory while a block runs, sampled every `every` seconds
+    by a background thread (the OS's own high-water mark only ever grows, so it cannot tell
+    one stage from the next)."""
+
+    def __init__(self, every: float = 0.05) -> None:
+        import psutil
+
+        self._process, self._every = psutil.Process(os.getpid()), every
+        self._stop = threading.Event()
+        self.peak = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._every):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+
 @dataclass
 class StageLog:
-    """Wall time of each named stage, in order; shows a spinner while a stage runs."""
+    """Wall time and peak RSS of each named stage, in order; shows a spinner while a stage
+    runs."""
 
     quiet: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
-        if self.quiet:
-            yield
-        else:
-            with console.status(f"[bold]{name}[/]…"):
+        with PeakRss() as memory:
+            if self.quiet:
                 yield
+            else:
+                with console.status(f"[bold]{name}[/]…"):
+                    yield
         self.seconds[name] = time.perf_counter() - t0
+        self.peak_rss_mb[name] = round(memory.peak / 2**20, 1)
         if not self.quiet:
-            console.print(f"[green]✓[/] {name} [dim]{self.seconds[name]:.1f}s[/]")
+            console.print(
+                f"[green]✓[/] {name} [dim]{self.seconds[name]:.1f}s, "
+                f"peak {self.peak_rss_mb[name]:,.0f} MiB[/]"
+            )
