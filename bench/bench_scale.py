@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
 
 SERVICES = (
     "collaborative_v1", "multimodal_v1", "contrastive_v1", "graph_v1", "temporal_v1",
