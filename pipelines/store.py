@@ -1,8 +1,8 @@
 """Feast access for tvrec: apply the repo, materialize, online reads, point-in-time training sets.
 
-Everything goes through Feast's real stores (DuckDB offline store over Parquet, SQLite online
-store, SQL registry on SQLite), configured by `feature_repo/feature_store.yaml` with paths
-inside the work directory.
+Everything goes through Feast's real stores (tvrec's ASOF JOIN offline store over Parquet,
+`pipelines/feast_offline.py`; SQLite online store; SQL registry on SQLite), configured by
+`feature_repo/feature_store.yaml` with paths inside the work directory.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .config import WORKDIR_ENV
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
-    from feast import FeatureStore
+    from feast import FeatureService, FeatureStore
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -85,10 +86,27 @@ def online_features(
 
 
 def historical_features(store: FeatureStore, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
-    """Feast point-in-time join of `entity_df` (user_id, show_id, event_timestamp, ...)."""
-    fs = store.get_feature_service(service)
+    """Feast point-in-time join of `entity_df` (user_id, show_id, event_timestamp, ...).
+
+    Rows come back in `entity_df`'s order (the offline store in `feature_store.yaml`, an ASOF
+    JOIN over the Parquet feature tables, keeps it). An unknown `service` is a ConfigError
+    that lists the known ones.
+    """
+    fs = _feature_service(store, service)
     job = store.get_historical_features(entity_df=entity_df, features=fs, full_feature_names=True)
     return job.to_df()
+
+
+def _feature_service(store: FeatureStore, service: str) -> FeatureService:
+    from feast.errors import FeatureServiceNotFoundException
+
+    try:
+        return store.get_feature_service(service)
+    except FeatureServiceNotFoundException:
+        known = sorted(s.name for s in store.list_feature_services())
+        raise ConfigError(
+            f"unknown FeatureService {service!r}; known: {', '.join(known) or 'none (run apply)'}"
+        ) from None
 
 
 def apply_recommendations(workdir: Path, as_of: datetime) -> None:
