@@ -6,6 +6,11 @@
 A version becomes current only inside one catalogue transaction, after its Parquet file is
 complete and has passed its checks; a run killed at any earlier point leaves the previous
 version current (its half-written file is ignored and swept by the next publish).
+
+The tables `tvrec query` reads (`user_topk`, `show_similar`) also get an indexed copy per
+version, `tables/<name>/v<version>.sqlite`, written aside and renamed in before that
+transaction; `tables/<name>/current.json` names the copy of the current version and is
+brought in line with the catalogue before every connection closes (`jobs/query_store.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,15 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from tvrec.jobs.query_store import (
+    CopySpec,
+    build_copy,
+    copy_path,
+    queryable,
+    sweep,
+    sync_pointers,
+    versions_of,
+)
 from tvrec.pipelines.errors import ConfigError
 
 SCHEMA = """
@@ -70,8 +84,20 @@ class Catalog:
             if not read_only:
                 con.execute(SCHEMA)
             yield con
+            self._sync_query_copies(con, read_only)
         finally:
             con.close()
+
+    def _sync_query_copies(self, con: duckdb.DuckDBPyConnection, read_only: bool) -> None:
+        """Point `tvrec query` at the current versions' copies. An open connection excludes
+        every commit, so this always reflects the last one; it also heals a pointer left
+        behind by a publish killed between its commit and its own sync."""
+        rows = con.execute("SELECT table_name, version FROM current_versions").fetchall()
+        try:
+            sync_pointers(self.root, versions_of(rows))
+        except OSError:
+            if not read_only:  # a reader of a read-only work directory still reads
+                raise
 
     # ---- versions ---------------------------------------------------------------------------
     def publish(
@@ -84,7 +110,9 @@ class Catalog:
         as_of: str | None = None,
         run_id: str | None = None,
     ) -> TableVersion:
-        """Write `frame` as the next version of `name` and make it current, atomically."""
+        """Write `frame` as the next version of `name` and make it current, atomically.
+
+        A query table also gets its indexed copy, complete before the version is current."""
         directory = self.root / "tables" / name
         directory.mkdir(parents=True, exist_ok=True)
         self._sweep(directory)
@@ -95,15 +123,18 @@ class Catalog:
                 "SELECT coalesce(max(version), 0) FROM table_versions WHERE table_name = ?", [name]
             ).fetchone()
         version = int(latest) + 1
+        copy_path(self.root, name, version).unlink(missing_ok=True)  # a killed run's, unused
         final = directory / f"v{version}.parquet"
         tmp = directory / f".v{version}.{uuid.uuid4().hex[:6]}.parquet.tmp"
         frame.write_parquet(tmp)
-        _pause_for_tests()
+        _pause_for_tests("write")
         if pl.scan_parquet(tmp).select(pl.len()).collect().item() != frame.height:
             raise ConfigError(f"{tmp}: row count changed on write")
         os.replace(tmp, final)
+        build_copy(self.root, CopySpec(name, version, model_version, as_of), frame)
+        _pause_for_tests("copy")
         now = datetime.now(UTC)
-        with self.connect() as con:
+        with self.connect() as con:  # its close points queries at the new copy
             con.execute("BEGIN TRANSACTION")
             con.execute(
                 "INSERT INTO table_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -121,6 +152,7 @@ class Catalog:
             )
             self._set_current(con, name, version, now)
             con.execute("COMMIT")
+            _pause_for_tests("switch")
         return TableVersion(name, version, final, now, frame.height, model_version, as_of, True)
 
     def rollback(self, name: str, version: int) -> TableVersion:
@@ -131,9 +163,18 @@ class Catalog:
             raise ConfigError(f"table {name!r} has no version {version} (versions: {have})")
         if not versions[version].path.exists():
             raise ConfigError(f"version {version} of {name!r} is gone: {versions[version].path}")
-        with self.connect() as con:
+        self._ensure_copy(versions[version])
+        with self.connect() as con:  # its close points queries at that version's copy
             self._set_current(con, name, version, datetime.now(UTC))
         return self.current(name)  # type: ignore[return-value]
+
+    def _ensure_copy(self, table: TableVersion) -> None:
+        """Build the indexed copy of a version published before copies existed."""
+        if copy_path(self.root, table.table_name, table.version).exists():
+            return
+        if queryable(table.table_name, pl.read_parquet_schema(table.path)):
+            spec = CopySpec(table.table_name, table.version, table.model_version, table.as_of)
+            build_copy(self.root, spec, pl.read_parquet(table.path))
 
     def current(self, name: str) -> TableVersion | None:
         return next((v for v in self.versions(name) if v.current), None)
@@ -176,6 +217,7 @@ class Catalog:
         """Remove half-written files left by killed runs."""
         for stray in directory.glob(".v*.parquet.tmp"):
             stray.unlink(missing_ok=True)
+        sweep(directory)
 
     # ---- run records ------------------------------------------------------------------------
     def start_run(self, kind: str, *, as_of: str | None = None, source: str | None = None) -> str:
@@ -241,10 +283,13 @@ def _connect_with_retry(
             time.sleep(0.05)
 
 
-def _pause_for_tests() -> None:
-    """Tests set TVREC_TEST_PUBLISH_PAUSE to kill a publish between write and switch."""
+def _pause_for_tests(stage: str) -> None:
+    """Tests set TVREC_TEST_PUBLISH_PAUSE to kill a publish at one stage: `write` (the
+    Parquet file is half-written; the default), `copy` (the indexed copy is renamed in, the
+    catalogue not switched) or `switch` (committed, queries not yet pointed at the copy),
+    chosen by TVREC_TEST_PUBLISH_PAUSE_AT."""
     pause = os.environ.get("TVREC_TEST_PUBLISH_PAUSE")
-    if pause:
+    if pause and stage == os.environ.get("TVREC_TEST_PUBLISH_PAUSE_AT", "write"):
         import time
 
         marker = Path(pause)

@@ -1,30 +1,64 @@
 """The `tvrec` command line: one Typer sub-app per noun.
 
 Heavy libraries (Feast, torch, sentence-transformers) are imported inside the commands that
-need them, so `tvrec --help` and light commands start fast.
+need them, so `tvrec --help` and light commands start fast. Settings (pydantic) load when a
+command asks for them, `schedule` and `query` are imported when used, and `tvrec query`
+skips building the CLI altogether (`main`).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from tvrec.jobs.cli_common import JsonOpt, WorkdirOpt, print_json, user_errors
+from tvrec.jobs.cli_common import (
+    JsonOpt,
+    LazyConsole,
+    WorkdirOpt,
+    lazy_group,
+    named_group,
+    print_json,
+    user_errors,
+)
 from tvrec.models.registry import names as model_names
-from tvrec.pipelines.config import Settings, parse_as_of
+from tvrec.pipelines import silence_third_party_warnings
 from tvrec.pipelines.errors import ConfigError
 
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    import click
+    from rich.table import Table
+
+    from tvrec.pipelines.config import Settings
+
+
+def _schedule_group() -> click.Command:
+    """`tvrec schedule` (APScheduler, pydantic), imported when used."""
+    from tvrec.jobs.scheduler import schedule_app
+
+    return named_group(schedule_app, "schedule")
+
+
+def _query_command() -> click.Command:
+    """`tvrec query`: answers from the published tables and the index only (no torch/Feast)."""
+    from tvrec.jobs.query import query_click_command
+
+    return query_click_command()
+
+
 app = typer.Typer(
-    help="tvrec: feature-store-backed batch TV recommendations.", no_args_is_help=True
+    help="tvrec: feature-store-backed batch TV recommendations.",
+    no_args_is_help=True,
+    cls=lazy_group({"schedule": _schedule_group, "query": _query_command}),
 )
 features_app = typer.Typer(help="Build, inspect and export Feast features.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
 
-out = Console()
+out = LazyConsole()
 
 AsOfOpt = Annotated[
     str | None,
@@ -38,10 +72,21 @@ FORMATS_HELP = "contract|movielens-100k|anime|netflix-titles|streaming-catalogue
 
 
 def _settings(workdir: Path | None) -> Settings:
+    from tvrec.pipelines.config import Settings
+
     return Settings.load(workdir)
 
 
+def parse_as_of(value: str | datetime | None) -> datetime:
+    """`tvrec.pipelines.config.parse_as_of`, imported when a command needs it."""
+    from tvrec.pipelines.config import parse_as_of as parse
+
+    return parse(value)
+
+
 def _summary_table(title: str, rows: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     table = Table(title=title, show_header=False, title_justify="left")
     for k, v in rows.items():
         table.add_row(str(k), f"{v:,}" if isinstance(v, int) else str(v))
@@ -132,6 +177,8 @@ def features_get(
     if as_json:
         print_json(flat)
         return
+    from rich.table import Table
+
     table = Table(title=f"online features of {'user' if user else 'show'} {user or show}")
     table.add_column("feature")
     table.add_column("value", overflow="fold")
@@ -322,6 +369,8 @@ def publish(
     if as_json:
         print_json([v.__dict__ | {"path": str(v.path)} for v in versions])
         return
+    from rich.table import Table
+
     t = Table(title="published versions")
     for col in ("table", "version", "current", "rows", "model", "as of", "created"):
         t.add_column(col)
@@ -425,30 +474,15 @@ def export_onnx(
         out.print(f"{name}: {path} (matches torch)")
 
 
-def _register_schedule() -> None:
-    from tvrec.jobs.scheduler import schedule_app
-
-    app.add_typer(schedule_app, name="schedule")
-
-
-_register_schedule()
-
-
-def _register_light_commands() -> None:
-    """`tvrec query` answers from the index and published tables only (no torch/Feast)."""
-    from tvrec.jobs.query import query_command
-
-    app.command(
-        "query",
-        help="Recommendations for a user, similar shows, or a text query, "
-        "from the published tables and the FAISS index.",
-    )(query_command)
-
-
-_register_light_commands()
-
-
 def main() -> None:
+    """The `tvrec` entry point. `tvrec query ...` runs the query command alone: the rest of
+    the CLI (and what its commands import) is never built for it."""
+    silence_third_party_warnings()
+    args = sys.argv[1:]
+    if args[:1] == ["query"]:
+        from tvrec.jobs.query import run_query
+
+        sys.exit(run_query(args[1:], prog_name=f"{Path(sys.argv[0]).name} query"))
     app()
 
 

@@ -1,11 +1,16 @@
 """`tvrec query`: answer one user, show or text query from what the nightly job published.
 
-Answers come from the catalogue's current `user_topk` / `show_similar` tables and, when a
+Answers come from the current versions of the `user_topk` / `show_similar` tables and, when a
 show has no precomputed neighbours, from the FAISS index in `<workdir>/index/`: never from
-the training stack. The command must start and answer well under a second, so this module
-imports neither torch, transformers, sentence-transformers nor feast, and loads faiss only
-when the index is searched. The one exception is `encode_text_query`, the hook through which
-a text query will load the model's text tower (and its heavy libraries) once one exists.
+the training stack. A published version is read through its indexed copy
+(`tables/<name>/v<N>.sqlite`, named by `tables/<name>/current.json`; `jobs/query_store.py`):
+one B-tree lookup per query and the lake's show titles as of publishing. Tables published
+before copies existed are read from the catalogue and their Parquet file instead.
+
+`tvrec query --user` / `--show` import the standard library, typer and this package's light
+modules only: no polars, DuckDB, numpy, faiss, torch or Feast, unless an answer needs them
+(the Parquet fallback, a lake changed since publishing, the index, an unknown user's
+events). `--text` loads the model's text tower through `encode_text_query`.
 
 Before answering, the tables and the index must come from the current model
 (`<workdir>/model/manifest.json`); anything else would serve stale neighbours silently.
@@ -16,28 +21,38 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import sys
-import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
-import polars as pl
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from tvrec.jobs.catalog import Catalog, TableVersion
-from tvrec.pipelines.config import Settings
+from tvrec.jobs.query_store import (
+    IndexedTable,
+    LakeId,
+    ShowList,
+    TopRow,
+    lake_id,
+    normalise_title,
+    open_current,
+    read_shows,
+)
 from tvrec.pipelines.errors import ConfigError, DataError
 from tvrec.pipelines.workdir import Workdir
 
 if TYPE_CHECKING:
+    import click
     import numpy as np
+    from rich.console import Console
 
     from tvrec.index import ShowIndex
+    from tvrec.jobs.catalog import TableVersion
+
+__all__ = ["answer_query", "normalise_title", "query_command", "run_query"]
 
 USER_TABLE = "user_topk"
 SIMILAR_TABLE = "show_similar"
@@ -56,6 +71,11 @@ MAX_SUGGESTIONS = 5
 MAX_CANDIDATES = 10  # ambiguous matches listed in the error
 DEFAULT_K = 10
 LOCK_WAIT_S = 3.0  # how long to wait for a publishing job to release the catalogue
+# How Settings.load finds the work directory (tvrec.pipelines.config, which imports pydantic)
+WORKDIR_ENV = "TVREC_WORKDIR"
+DEFAULT_WORKDIR = "tvrec-work"
+CONFIG_FILE = "tvrec.toml"
+MAX_CACHED_LAKES = 4
 
 # ----------------------------------------------------------------------------- answers
 
@@ -93,7 +113,6 @@ class Context:
     """What every query reads first: the work directory and the current model's version."""
 
     wd: Workdir
-    catalog: Catalog
     model: dict[str, Any]
     strict_k: bool = True  # an explicit -k above what exists is an error; the default caps
 
@@ -104,9 +123,7 @@ class Context:
 
 def open_context(workdir: Path | str) -> Context:
     wd = Workdir(workdir)
-    return Context(
-        wd=wd, catalog=Catalog(wd.root, lock_timeout=LOCK_WAIT_S), model=read_model_manifest(wd)
-    )
+    return Context(wd=wd, model=read_model_manifest(wd))
 
 
 def read_model_manifest(wd: Workdir) -> dict[str, Any]:
@@ -128,43 +145,129 @@ def read_model_manifest(wd: Workdir) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- tables
 
 
-def current_table(catalog: Catalog, name: str) -> TableVersion | None:
-    """The current version of `name` (the catalogue waits briefly for a publishing job)."""
-    return catalog.current(name)
+class TopTable(Protocol):
+    """One published version of `user_topk` or `show_similar`, as queries read it."""
+
+    @property
+    def table_name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def path(self) -> Path: ...
+    @property
+    def model_version(self) -> str | None: ...  # the catalogue entry's
+    @property
+    def as_of(self) -> str | None: ...
+    @property
+    def max_rank(self) -> int | None: ...
+    @property
+    def first_key(self) -> str | None: ...
+
+    def first_model_versions(self) -> set[str | None]: ...
+    def rows(self, key: str) -> list[TopRow]: ...
 
 
-def require_table(catalog: Catalog, name: str) -> TableVersion:
-    table = current_table(catalog, name)
+@dataclass(frozen=True)
+class ParquetTable:
+    """A version without an indexed copy, read from its Parquet file (polars, predicate
+    pushdown): what every query did before copies existed."""
+
+    entry: TableVersion
+
+    @property
+    def table_name(self) -> str:
+        return self.entry.table_name
+
+    @property
+    def version(self) -> int:
+        return self.entry.version
+
+    @property
+    def path(self) -> Path:
+        return self.entry.path
+
+    @property
+    def model_version(self) -> str | None:
+        return self.entry.model_version
+
+    @property
+    def as_of(self) -> str | None:
+        return self.entry.as_of
+
+    @property
+    def max_rank(self) -> int | None:
+        import polars as pl
+
+        top = pl.scan_parquet(self.path).select(pl.col("rank").max()).collect().item()
+        return int(top) if top is not None else None
+
+    @property
+    def first_key(self) -> str | None:
+        return self._head(TABLE_COLUMNS[self.table_name][0])
+
+    def first_model_versions(self) -> set[str | None]:
+        import polars as pl
+
+        head = pl.scan_parquet(self.path).select("model_version").head(1).collect()
+        return set(head["model_version"].to_list())
+
+    def _head(self, column: str) -> str | None:
+        import polars as pl
+
+        values = pl.scan_parquet(self.path).select(column).head(1).collect()[column]
+        return values[0] if len(values) else None
+
+    def rows(self, key: str) -> list[TopRow]:
+        """Rows of one user / show, best first; the filter is pushed into the Parquet scan."""
+        import polars as pl
+
+        key_column, _, item_column = TABLE_COLUMNS[self.table_name][:3]
+        scan = pl.scan_parquet(self.path)
+        try:
+            self._check_columns(list(scan.collect_schema()))
+            found = scan.filter(pl.col(key_column) == key).sort("rank").collect()
+        except (FileNotFoundError, pl.exceptions.ComputeError) as exc:
+            raise ConfigError(
+                f"cannot read {self.table_name} v{self.version} at {self.path}: {exc}"
+            ) from exc
+        columns = ("rank", item_column, "score", "model_version", "as_of")
+        return [TopRow(r, i, s, m, str(a)) for r, i, s, m, a in found.select(columns).iter_rows()]
+
+    def _check_columns(self, present: list[str]) -> None:
+        missing = [c for c in TABLE_COLUMNS[self.table_name] if c not in present]
+        if missing:
+            raise ConfigError(
+                f"{self.path} ({self.table_name} v{self.version}) lacks column(s) "
+                f"{', '.join(missing)}; {RERUN_HINT}"
+            )
+
+
+def current_table(ctx: Context, name: str, indexed: IndexedTable | None = None) -> TopTable | None:
+    """The current version of `name`: its indexed copy, else the catalogue's entry (the
+    catalogue waits briefly for a publishing job)."""
+    indexed = indexed or open_current(ctx.wd.root, name)
+    if indexed is not None:
+        return indexed
+    from tvrec.jobs.catalog import Catalog
+
+    entry = Catalog(ctx.wd.root, lock_timeout=LOCK_WAIT_S).current(name)
+    return ParquetTable(entry) if entry is not None else None
+
+
+def require_table(ctx: Context, name: str) -> TopTable:
+    table = current_table(ctx, name)
     if table is None:
         raise ConfigError(f"no published {name!r} table yet: run `tvrec run` or `tvrec recommend`")
     return table
 
 
-def read_rows(table: TableVersion, key_column: str, key: str) -> pl.DataFrame:
-    """Rows of one user / show, best first; the filter is pushed into the Parquet scan."""
-    scan = pl.scan_parquet(table.path)
-    try:
-        missing = [c for c in TABLE_COLUMNS[table.table_name] if c not in scan.collect_schema()]
-        if missing:
-            raise ConfigError(
-                f"{table.path} ({table.table_name} v{table.version}) lacks column(s) "
-                f"{', '.join(missing)}; {RERUN_HINT}"
-            )
-        return scan.filter(pl.col(key_column) == key).sort("rank").collect()
-    except (FileNotFoundError, pl.exceptions.ComputeError) as exc:
-        raise ConfigError(
-            f"cannot read {table.table_name} v{table.version} at {table.path}: {exc}"
-        ) from exc
-
-
-def check_table_model(table: TableVersion, rows: pl.DataFrame, model_version: str) -> None:
+def check_table_model(table: TopTable, rows: list[TopRow], model_version: str) -> None:
     """The table (its catalogue entry and the rows read) must come from the current model."""
-    found = set(rows["model_version"].unique().to_list()) if rows.height else set()
+    found = {r.model_version for r in rows}
     if table.model_version is not None:
         found.add(table.model_version)
     if not found:  # no catalogue entry and no row for this key: look at any row
-        head = pl.scan_parquet(table.path).select("model_version").head(1).collect()
-        found = set(head["model_version"].to_list())
+        found = table.first_model_versions()
     stale = sorted(str(v) for v in found if v != model_version)
     if stale:
         raise ConfigError(
@@ -186,32 +289,42 @@ def check_k(ctx: Context, k: int, available: int, what: str) -> int:
     return k
 
 
-def first_as_of(rows: pl.DataFrame, table: TableVersion) -> str | None:
-    return str(rows["as_of"][0]) if rows.height else table.as_of
+def first_as_of(rows: list[TopRow], table: TopTable) -> str | None:
+    return rows[0].as_of if rows else table.as_of
 
 
 # ----------------------------------------------------------------------------- lake
 
+_LAKES: dict[LakeId, ShowList] = {}  # this process's shows, by the lake file they came from
 
-def read_shows(wd: Workdir, show_ids: Sequence[str] | None = None) -> pl.DataFrame:
-    """show_id, title and premiered of the lake's shows (only `show_ids` when given)."""
+
+def lake_shows(wd: Workdir, table: TopTable | None = None) -> ShowList:
+    """The lake's shows: from the table's copy when the lake has not changed since it was
+    published, else read from the lake (and kept for the next query of this process)."""
     path = wd.lake / "shows.parquet"
-    if not path.exists():
+    ident = lake_id(wd.lake)
+    if ident is None:
         raise ConfigError(f"no shows at {path}: run `tvrec ingest` or `tvrec demo` first")
-    scan = pl.scan_parquet(path)
-    wanted = [c for c in ("show_id", "title", "premiered") if c in scan.collect_schema()]
-    if show_ids is not None:
-        scan = scan.filter(pl.col("show_id").is_in(list(show_ids)))
-    return scan.select(wanted).collect()
-
-
-def titles_of(wd: Workdir, show_ids: Sequence[str]) -> dict[str, str | None]:
-    shows = read_shows(wd, show_ids)
-    return dict(zip(shows["show_id"].to_list(), shows["title"].to_list(), strict=True))
+    shows = _LAKES.get(ident)
+    if shows is not None:
+        return shows
+    if isinstance(table, IndexedTable):
+        shows = table.shows(ident)
+    if shows is None:
+        read = read_shows(wd.lake)
+        if read is None:
+            raise ConfigError(f"no shows at {path}: run `tvrec ingest` or `tvrec demo` first")
+        ident, shows = read
+    while len(_LAKES) >= MAX_CACHED_LAKES:
+        _LAKES.pop(next(iter(_LAKES)))
+    _LAKES[ident] = shows
+    return shows
 
 
 def user_events(wd: Workdir, user: str) -> int:
     """How many lake events `user` has (0 when there is no events table)."""
+    import polars as pl
+
     path = wd.lake / "events.parquet"
     if not path.exists():
         return 0
@@ -220,13 +333,12 @@ def user_events(wd: Workdir, user: str) -> int:
 
 
 def results_frame(
-    wd: Workdir, ranked: Sequence[tuple[str, float]], ranks: Sequence[int] | None = None
+    shows: ShowList, ranked: Sequence[tuple[str, float]], ranks: Sequence[int] | None = None
 ) -> list[dict[str, Any]]:
     """[{rank, show_id, title, score}] for (show_id, score) pairs, titles from the lake."""
-    titles = titles_of(wd, [s for s, _ in ranked])
     ranks = ranks or range(1, len(ranked) + 1)
     return [
-        {"rank": int(r), "show_id": s, "title": titles.get(s), "score": round(float(v), 6)}
+        {"rank": int(r), "show_id": s, "title": shows.title(s), "score": round(float(v), 6)}
         for r, (s, v) in zip(ranks, ranked, strict=True)
     ]
 
@@ -236,24 +348,25 @@ def results_frame(
 
 def user_query(ctx: Context, user: str, k: int) -> Answer:
     """The user's top-k from the current `user_topk` table."""
-    table = require_table(ctx.catalog, USER_TABLE)
-    rows = read_rows(table, "user_id", user)
+    table = require_table(ctx, USER_TABLE)
+    rows = table.rows(user)
     check_table_model(table, rows, ctx.model_version)
-    if rows.height == 0:
+    if not rows:
         raise ConfigError(unknown_user_message(ctx, table, user))
-    k = check_k(ctx, k, rows.height, f"user {user!r}")
-    top = rows.head(k)
-    pairs = list(zip(top["show_id"].to_list(), top["score"].to_list(), strict=True))
+    k = check_k(ctx, k, len(rows), f"user {user!r}")
+    top = rows[:k]
     return Answer(
         query={"user": user, "k": k},
-        results=results_frame(ctx.wd, pairs, top["rank"].to_list()),
+        results=results_frame(
+            lake_shows(ctx.wd, table), [(r.item, r.score) for r in top], [r.rank for r in top]
+        ),
         model_version=ctx.model_version,
         as_of=first_as_of(rows, table),
         heading=f"top {k} for user {user}",
     )
 
 
-def unknown_user_message(ctx: Context, table: TableVersion, user: str) -> str:
+def unknown_user_message(ctx: Context, table: TopTable, user: str) -> str:
     """Why a user has no row: new since the as-of time, or no such id at all."""
     n_events = user_events(ctx.wd, user)
     if n_events:
@@ -262,53 +375,47 @@ def unknown_user_message(ctx: Context, table: TableVersion, user: str) -> str:
             f"recommendations in {USER_TABLE} v{table.version} (as of {table.as_of}); "
             "probably new since then: rerun `tvrec recommend`"
         )
-    example = pl.scan_parquet(table.path).select("user_id").head(1).collect()["user_id"]
-    hint = f"user ids look like {example[0]!r}" if len(example) else "the table is empty"
+    example = table.first_key
+    hint = f"user ids look like {example!r}" if example is not None else "the table is empty"
     return f"unknown user {user!r}: not in {USER_TABLE} nor in the lake's events ({hint})"
 
 
 # ----------------------------------------------------------------------------- --show
 
 
-def normalise_title(text: str) -> str:
-    """Case-, accent- and punctuation-insensitive form: "Grey's  Anatomy!" -> "greys anatomy"."""
-    folded = unicodedata.normalize("NFKD", text).casefold()
-    kept = []
-    for ch in folded:
-        if unicodedata.combining(ch) or ch in "'’`":
-            continue
-        kept.append(ch if ch.isalnum() else " ")
-    return " ".join("".join(kept).split())
-
-
-def resolve_show(shows: pl.DataFrame, query: str) -> ShowMatch:
+def resolve_show(shows: ShowList, query: str) -> ShowMatch:
     """An exact show_id, else exact / substring / fuzzy title match; errors name candidates."""
-    ids: list[str] = shows["show_id"].to_list()
-    titles: list[str | None] = shows["title"].to_list()
-    if query in set(ids):
-        return ShowMatch(query, titles[ids.index(query)], "id")
+    row = shows.position.get(query)
+    if row is not None:
+        return ShowMatch(query, shows.titles[row], "id")
     q = normalise_title(query)
     if not q:
         raise ConfigError("--show needs a show id or (part of) a title")
-    norm = [normalise_title(t or "") for t in titles]
-    for how, hits in (
-        ("title", [i for i, n in enumerate(norm) if n == q]),
-        ("substring", [i for i, n in enumerate(norm) if q in n]),
-        ("fuzzy", fuzzy_hits(q, norm)),
-    ):
+    matchers: tuple[tuple[str, Callable[[], list[int]]], ...] = (
+        ("title", lambda: shows.rows_of_norm.get(q, [])),
+        ("substring", lambda: [i for i, n in enumerate(shows.norm) if q in n]),
+        ("fuzzy", lambda: fuzzy_hits(q, shows)),
+    )
+    for how, matcher in matchers:  # each only when the ones before found nothing
+        hits = matcher()
         if len(hits) == 1:
-            return ShowMatch(ids[hits[0]], titles[hits[0]], how)
+            return ShowMatch(shows.ids[hits[0]], shows.titles[hits[0]], how)
         if hits:
             raise ConfigError(ambiguous_message(query, shows, hits))
-    raise ConfigError(no_match_message(query, q, shows, norm))
+    raise ConfigError(no_match_message(query, q, shows))
 
 
-def fuzzy_hits(q: str, norm: list[str]) -> list[int]:
+def close_titles(q: str, shows: ShowList, cutoff: float) -> list[str]:
+    """`difflib.get_close_matches` over the distinct normalised titles, asked only about
+    those that can reach `cutoff` (numpy bounds them all at once; same answer)."""
+    candidates = shows.close_candidates(q, cutoff)
+    return difflib.get_close_matches(q, candidates, n=MAX_SUGGESTIONS, cutoff=cutoff)
+
+
+def fuzzy_hits(q: str, shows: ShowList) -> list[int]:
     """Rows whose normalised title is the closest to q (several when tied), if close enough."""
-    rows_of: dict[str, list[int]] = {}
-    for i, n in enumerate(norm):
-        rows_of.setdefault(n, []).append(i)
-    close = difflib.get_close_matches(q, list(rows_of), n=MAX_SUGGESTIONS, cutoff=FUZZY_CUTOFF)
+    rows_of = shows.rows_of_norm
+    close = close_titles(q, shows, FUZZY_CUTOFF)
     if not close:
         return []
     # get_close_matches compares with the candidate as `a` and the query as `b`
@@ -317,16 +424,14 @@ def fuzzy_hits(q: str, norm: list[str]) -> list[int]:
     return [i for c in close if ratio[c] == best for i in rows_of[c]]
 
 
-def describe_show(shows: pl.DataFrame, row: int) -> str:
+def describe_show(shows: ShowList, row: int) -> str:
     """'s12  The Office (2005)' for candidate lists."""
-    show_id, title = shows["show_id"][row], shows["title"][row]
-    year = ""
-    if "premiered" in shows.columns and shows["premiered"][row] is not None:
-        year = f" ({str(shows['premiered'][row])[:4]})"
-    return f"{show_id}  {title}{year}"
+    premiered = shows.premiered[row]
+    year = f" ({premiered[:4]})" if premiered is not None else ""
+    return f"{shows.ids[row]}  {shows.titles[row]}{year}"
 
 
-def ambiguous_message(query: str, shows: pl.DataFrame, rows: list[int]) -> str:
+def ambiguous_message(query: str, shows: ShowList, rows: list[int]) -> str:
     listed = "\n".join("  " + describe_show(shows, r) for r in rows[:MAX_CANDIDATES])
     more = f"\n  ... and {len(rows) - MAX_CANDIDATES} more" if len(rows) > MAX_CANDIDATES else ""
     return (
@@ -335,49 +440,43 @@ def ambiguous_message(query: str, shows: pl.DataFrame, rows: list[int]) -> str:
     )
 
 
-def no_match_message(query: str, q: str, shows: pl.DataFrame, norm: list[str]) -> str:
-    rows_of: dict[str, int] = {}
-    for i, n in enumerate(norm):
-        rows_of.setdefault(n, i)
-    near = difflib.get_close_matches(q, list(rows_of), n=MAX_SUGGESTIONS, cutoff=SUGGEST_CUTOFF)
+def no_match_message(query: str, q: str, shows: ShowList) -> str:
+    rows_of = shows.rows_of_norm
+    near = close_titles(q, shows, SUGGEST_CUTOFF)
     if not near:
         return f"no show matches {query!r}; give a show_id or (part of) its title"
-    listed = "\n".join("  " + describe_show(shows, rows_of[n]) for n in near)
+    listed = "\n".join("  " + describe_show(shows, rows_of[n][0]) for n in near)
     return f"no show matches {query!r}; did you mean:\n{listed}"
 
 
 def show_query(ctx: Context, show: str, k: int) -> Answer:
     """Shows similar to `show`: its `show_similar` rows, else the index's neighbours."""
-    match = resolve_show(read_shows(ctx.wd), show)
+    indexed = open_current(ctx.wd.root, SIMILAR_TABLE)  # titles and rows: one version
+    shows = lake_shows(ctx.wd, indexed)
+    match = resolve_show(shows, show)
     query = {"show": show, "show_id": match.show_id, "title": match.title, "k": k}
     heading = f"shows like {match.title or match.show_id} ({match.show_id})"
-    table = current_table(ctx.catalog, SIMILAR_TABLE)
+    table = current_table(ctx, SIMILAR_TABLE, indexed)
     if table is None:  # nothing precomputed at all: the index answers
-        return index_show_answer(ctx, match.show_id, k, None, query, heading)
-    rows = read_rows(table, "show_id", match.show_id)
+        return index_show_answer(ctx, shows, match.show_id, k, None, query, heading)
+    rows = table.rows(match.show_id)
     check_table_model(table, rows, ctx.model_version)
-    if rows.height == 0:  # e.g. a show added after the tables were built
-        return index_show_answer(ctx, match.show_id, k, table_k(table), query, heading)
-    k = check_k(ctx, k, rows.height, f"show {match.show_id!r}")
-    top = rows.head(k)
-    pairs = list(zip(top["similar_show_id"].to_list(), top["score"].to_list(), strict=True))
+    if not rows:  # e.g. a show added after the tables were built
+        return index_show_answer(ctx, shows, match.show_id, k, table.max_rank, query, heading)
+    k = check_k(ctx, k, len(rows), f"show {match.show_id!r}")
+    top = rows[:k]
     return Answer(
         query={**query, "source": SIMILAR_TABLE},
-        results=results_frame(ctx.wd, pairs, top["rank"].to_list()),
+        results=results_frame(shows, [(r.item, r.score) for r in top], [r.rank for r in top]),
         model_version=ctx.model_version,
         as_of=first_as_of(rows, table),
         heading=heading,
     )
 
 
-def table_k(table: TableVersion) -> int | None:
-    """The table's k (its largest rank), which also caps index fallbacks."""
-    top = pl.scan_parquet(table.path).select(pl.col("rank").max()).collect().item()
-    return int(top) if top is not None else None
-
-
 def index_show_answer(
     ctx: Context,
+    shows: ShowList,
     show_id: str,
     k: int,
     limit: int | None,
@@ -392,7 +491,7 @@ def index_show_answer(
     hits = show_index.search_ids(vector[None, :], k, exclude_ids=[{show_id}])[0]
     return Answer(
         query={**query, "source": INDEX_DIR},
-        results=results_frame(ctx.wd, hits),
+        results=results_frame(shows, hits),
         model_version=ctx.model_version,
         as_of=show_index.manifest.as_of,
         heading=heading + " (from the index)",
@@ -467,7 +566,7 @@ def text_query(ctx: Context, text: str, k: int) -> Answer:
     hits = show_index.search_ids(vector.reshape(1, -1), k)[0]
     return Answer(
         query={"text": text, "k": k, "source": INDEX_DIR},
-        results=results_frame(ctx.wd, hits),
+        results=results_frame(lake_shows(ctx.wd), hits),
         model_version=ctx.model_version,
         as_of=show_index.manifest.as_of,
         heading=f"shows for {text!r}",
@@ -501,7 +600,22 @@ def answer_query(
     return text_query(ctx, text or "", k)
 
 
+def resolve_workdir(workdir: Path | None) -> Path:
+    """The work directory exactly as `Settings.load` resolves it (flag, $TVREC_WORKDIR,
+    default). Its `tvrec.toml` is validated when there is one, as for every command; without
+    one there is nothing to validate and pydantic is not imported."""
+    root = Path(workdir or os.environ.get(WORKDIR_ENV) or DEFAULT_WORKDIR).resolve()
+    if not (root / CONFIG_FILE).exists():
+        return root
+    from tvrec.pipelines.config import Settings
+
+    return Settings.load(workdir).workdir
+
+
 def render(answer: Answer, console: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(
         title=Text(answer.heading),
         caption=f"model {answer.model_version}, as of {answer.as_of}",
@@ -516,6 +630,14 @@ def render(answer: Answer, console: Console) -> None:
         title = Text(r["title"] if r["title"] is not None else "?")  # Text: no markup parsing
         table.add_row(str(r["rank"]), Text(r["show_id"]), title, f"{r['score']:.4f}")
     console.print(table)
+
+
+def print_error(exc: Exception) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    message = Text.assemble(("error:", "bold red"), " ", str(exc))
+    Console(stderr=True, highlight=False, soft_wrap=True).print(message)
 
 
 def query_command(
@@ -541,28 +663,105 @@ def query_command(
     """Recommendations for a user, shows like a show, or shows for a text, from the
     published tables and the index (no training stack: answers in well under a second)."""
     try:
-        answer = answer_query(Settings.load(workdir).workdir, user=user, show=show, text=text, k=k)
+        answer = answer_query(resolve_workdir(workdir), user=user, show=show, text=text, k=k)
     except (ConfigError, DataError) as exc:
-        message = Text.assemble(("error:", "bold red"), " ", str(exc))
-        Console(stderr=True, highlight=False, soft_wrap=True).print(message)
+        print_error(exc)
         raise typer.Exit(2) from None
     if as_json:
         sys.stdout.write(json.dumps(answer.to_json(), indent=2) + "\n")
         return
+    from rich.console import Console
+
     render(answer, Console(highlight=False))
 
 
-def main_for_bench(argv: Sequence[str] | None = None) -> int:
-    """Run `query_command` as a stand-alone command (until `tvrec query` is wired in);
-    returns the exit status (2 for bad input) instead of exiting."""
+QUERY_HELP = (
+    "Recommendations for a user, similar shows, or a text query, "
+    "from the published tables and the FAISS index."
+)
+# `tvrec query` options, by spelling: the query_command argument each one sets
+VALUE_OPTIONS = {
+    "--user": "user",
+    "--show": "show",
+    "--text": "text",
+    "-k": "k",
+    "--k": "k",
+    "--workdir": "workdir",
+    "-w": "workdir",
+}
+FLAG_OPTIONS = {"--json": "as_json"}
+
+
+@cache
+def query_click_command() -> click.Command:
+    """`query_command` as a click command named `query`, built once per process (typer
+    builds a pydantic adapter per option: about as long as answering a query)."""
     app = typer.Typer(add_completion=False)
-    app.command()(query_command)
+    app.command("query", help=QUERY_HELP)(query_command)
+    return typer.main.get_group(app).commands["query"]
+
+
+def parse_plain(args: Sequence[str]) -> dict[str, Any] | None:
+    """`query_command`'s arguments for a plain command line: known options, each at most
+    once, as `--opt value` or `--opt=value`, values not starting with `-`, a valid -k.
+    None for anything else (`--help`, mistakes, unusual forms): typer parses those, with
+    its own messages, so the two parsers never disagree on an answer."""
+    kwargs: dict[str, Any] = {}
+    tokens = list(args)
+    while tokens:
+        token = tokens.pop(0)
+        name, sep, value = token.partition("=") if token.startswith("--") else (token, "", "")
+        if name in FLAG_OPTIONS and not sep:
+            field, value = FLAG_OPTIONS[name], True
+        elif name in VALUE_OPTIONS:
+            field = VALUE_OPTIONS[name]
+            if not sep:
+                if not tokens or tokens[0].startswith("-"):
+                    return None
+                value = tokens.pop(0)
+        else:
+            return None
+        if field in kwargs:
+            return None
+        kwargs[field] = value
+    return typed_options(kwargs)
+
+
+def typed_options(kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """-k as an int of at least 1, --workdir as a Path (None: let typer report it)."""
+    k = kwargs.get("k")
+    if k is not None:
+        if not (k.isascii() and k.isdigit() and int(k) >= 1):
+            return None
+        kwargs["k"] = int(k)
+    if "workdir" in kwargs:
+        kwargs["workdir"] = Path(kwargs["workdir"])
+    elif os.environ.get(WORKDIR_ENV) == "":
+        return None  # how typer reads an empty $TVREC_WORKDIR is its business
+    return kwargs
+
+
+def run_query(argv: Sequence[str] | None = None, prog_name: str = "tvrec query") -> int:
+    """Run `tvrec query ARGS` without building the rest of the `tvrec` CLI (what
+    `tvrec.jobs.cli.main` does for `tvrec query`, and what benchmarks time); returns the exit
+    status (2 for bad input) instead of exiting. A plain command line calls
+    `query_command` directly; anything else goes through typer."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    kwargs = parse_plain(args)
     try:
-        app(args=list(argv) if argv is not None else None, prog_name="tvrec query")
-    except SystemExit as exc:  # standalone mode always ends this way
+        if kwargs is None:
+            query_click_command().main(args=args, prog_name=prog_name)
+        else:
+            query_command(**kwargs)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except SystemExit as exc:  # click's standalone mode always ends this way
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     return 0
 
 
+main_for_bench = run_query  # the name benchmarks and older scripts use
+
+
 if __name__ == "__main__":
-    sys.exit(main_for_bench())
+    sys.exit(run_query())

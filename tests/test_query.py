@@ -1,13 +1,24 @@
 """`tvrec query` against a small published layout with known answers: user top-k, title
 resolution (exact, ambiguous, fuzzy, no match), the index fallback finding a planted
-near-duplicate show, model-version checks, JSON output, and a light import path."""
+near-duplicate show, model-version checks, JSON output, and a light import path.
+
+Published versions are read through their indexed copies (`jobs/query_store.py`); the same
+answers without copies (the catalogue and Parquet path) are the oracle they must match, and
+publishing, killed publishes and rollbacks must move queries with the catalogue."""
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -20,7 +31,8 @@ from typer.testing import CliRunner
 from tvrec.index import IndexConfig, make_show_index, save_index
 from tvrec.jobs import query as query_module
 from tvrec.jobs.catalog import Catalog
-from tvrec.jobs.query import normalise_title, query_command
+from tvrec.jobs.query import normalise_title, parse_plain, query_click_command, query_command
+from tvrec.jobs.query_store import ShowList
 
 MODEL_VERSION = "two_tower-20240501"
 AS_OF = "2024-05-01T00:00:00+00:00"
@@ -321,10 +333,9 @@ def test_missing_model_manifest(app: typer.Typer, tmp_path: Path) -> None:
     assert code == 2 and "no current model" in err
 
 
-def test_catalogue_locked_by_a_writer(
-    app: typer.Typer, workdir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(query_module, "LOCK_WAIT_S", 0.2)
+@contextlib.contextmanager
+def catalogue_held(workdir: Path) -> Iterator[None]:
+    """Another process holds catalog.duckdb open for writing (as a publishing job does)."""
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -338,11 +349,221 @@ def test_catalogue_locked_by_a_writer(
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        code, _, err = run(app, workdir, "--user", "u00")
-        assert code == 2 and "locked by another process" in err
+        yield
     finally:
         holder.kill()
         holder.wait()
+
+
+def drop_copies(root: Path) -> Path:
+    """Queries read the catalogue and the Parquet files again (as before copies existed)."""
+    for name in ("current.json", "v*.sqlite"):
+        for path in (root / "tables").glob(f"*/{name}"):
+            path.unlink()
+    return root
+
+
+def test_catalogue_locked_by_a_writer(
+    app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The indexed copy needs no catalogue connection, so a writer holding the catalogue
+    neither delays nor fails a query; a version read through the catalogue (no copy) still
+    waits briefly, then fails clearly."""
+    work = build_workdir(tmp_path / "work")
+    monkeypatch.setattr(query_module, "LOCK_WAIT_S", 0.2)
+    with catalogue_held(work):
+        assert as_json(app, work, "--user", "u00", "-k", "1")["results"][0]["show_id"] == "s05"
+        code, _, err = run(app, drop_copies(work), "--user", "u00")
+        assert code == 2 and "locked by another process" in err
+
+
+# ----------------------------------------------------------------------------- indexed copy
+
+ORACLE_QUERIES = (
+    ["--user", "u00"],
+    ["--user", "u07", "-k", "3"],
+    ["--user", "u00", "-k", "9"],
+    ["--user", "nobody"],
+    ["--user", "u99"],
+    ["--show", "s03", "-k", "5"],
+    ["--show", "starship"],
+    ["--show", "Midnite Harbor", "-k", "2"],
+    ["--show", "the office"],
+    ["--show", "Lanterns Quiet"],
+    ["--show", "s10", "-k", "5"],
+    ["--show", "s10", "-k", "6"],
+    ["--show", "!!!"],
+    ["--text", "space opera"],
+)
+
+
+@pytest.mark.parametrize("table_version", [MODEL_VERSION, "two_tower-20240401"])
+def test_copies_answer_as_the_parquet_path(
+    app: typer.Typer, tmp_path: Path, table_version: str
+) -> None:
+    """Every answer and every error, read through the copies and without them."""
+    work = build_workdir(tmp_path / "work", table_version=table_version)
+    assert sorted(p.name for p in (work / "tables" / "user_topk").iterdir()) == [
+        "current.json",
+        "v1.parquet",
+        "v1.sqlite",
+    ]
+    legacy = tmp_path / "legacy"
+    for args in ([*q, "--json"] for q in ORACLE_QUERIES):
+        with_copies = run(app, work, *args)
+        shutil.copytree(work, legacy)
+        without = run(app, drop_copies(legacy), *args)
+        shutil.rmtree(legacy)
+        code, out, err = without
+        assert with_copies == (code, out, err.replace(str(legacy), str(work))), args
+
+
+def u00_frame(first_show: str) -> pl.DataFrame:
+    """The user table with u00's best show replaced: tells versions apart in answers."""
+    frame = user_topk_frame(MODEL_VERSION)
+    first = (pl.col("user_id") == "u00") & (pl.col("rank") == 1)
+    return frame.with_columns(
+        pl.when(first).then(pl.lit(first_show)).otherwise("show_id").alias("show_id")
+    )
+
+
+def u00_best(app: typer.Typer, work: Path) -> str:
+    return as_json(app, work, "--user", "u00", "-k", "1")["results"][0]["show_id"]
+
+
+def test_publish_and_rollback_move_queries(app: typer.Typer, tmp_path: Path) -> None:
+    work = build_workdir(tmp_path / "work")  # v1: s05 first
+    catalog = Catalog(work)
+    catalog.publish("user_topk", u00_frame("s30"), model_version=MODEL_VERSION, as_of=AS_OF)
+    assert u00_best(app, work) == "s30"
+    catalog.rollback("user_topk", 1)
+    assert u00_best(app, work) == "s05"
+    (work / "tables" / "user_topk" / "v2.sqlite").unlink()  # as if published before copies
+    catalog.rollback("user_topk", 2)
+    assert (work / "tables" / "user_topk" / "v2.sqlite").exists()  # rebuilt before switching
+    assert u00_best(app, work) == "s30"
+
+
+def test_version_without_queryable_columns_falls_back(app: typer.Typer, tmp_path: Path) -> None:
+    """No copy for a version whose table lacks columns: the Parquet path reports them."""
+    work = build_workdir(tmp_path / "work")
+    frame = user_topk_frame(MODEL_VERSION).drop("as_of")
+    Catalog(work).publish("user_topk", frame, model_version=MODEL_VERSION)
+    assert not (work / "tables" / "user_topk" / "current.json").exists()
+    code, _, err = run(app, work, "--user", "u00")
+    assert code == 2 and "lacks column(s) as_of" in err
+
+
+@pytest.mark.parametrize("stage", ["write", "copy", "switch"])
+def test_killed_publish_keeps_serving_the_previous_version(
+    app: typer.Typer, tmp_path: Path, stage: str
+) -> None:
+    """A publish killed while writing its Parquet file, after its copy is renamed in, or
+    between the catalogue commit and the pointer swap: queries still answer from v1, whole.
+    In the last case the next catalogue connection points them at v2, like the catalogue."""
+    work = build_workdir(tmp_path / "work")
+    kill_publish(work, stage, u00_frame("s30"))
+    assert u00_best(app, work) == "s05"
+    current = Catalog(work).current("user_topk")  # a connection: syncs the pointer
+    assert current is not None and current.version == (2 if stage == "switch" else 1)
+    assert u00_best(app, work) == ("s30" if stage == "switch" else "s05")
+    Catalog(work).publish("user_topk", u00_frame("s31"), model_version=MODEL_VERSION, as_of=AS_OF)
+    assert u00_best(app, work) == "s31"
+    assert not list((work / "tables" / "user_topk").glob(".*.tmp"))
+
+
+def kill_publish(work: Path, stage: str, frame: pl.DataFrame) -> None:
+    """Start publishing `frame` as user_topk in another process; SIGKILL it at `stage`."""
+    source = work / "next.parquet"
+    frame.write_parquet(source)
+    marker = work / "paused"
+    code = (
+        "import polars as pl; from pathlib import Path; from tvrec.jobs.catalog import Catalog; "
+        f"Catalog(Path({str(work)!r})).publish('user_topk', pl.read_parquet({str(source)!r}), "
+        f"model_version={MODEL_VERSION!r}, as_of={AS_OF!r})"
+    )
+    env = {
+        **os.environ,
+        "TVREC_TEST_PUBLISH_PAUSE": str(marker),
+        "TVREC_TEST_PUBLISH_PAUSE_AT": stage,
+    }
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.exists(), f"publisher never reached {stage}"
+
+
+def test_lake_changed_since_publish(app: typer.Typer, tmp_path: Path) -> None:
+    """Titles are the current lake's, also when it changed after the copy was written."""
+    work = build_workdir(tmp_path / "work")
+    shows = pl.read_parquet(work / "lake" / "shows.parquet")
+    renamed = shows.with_columns(
+        pl.when(pl.col("show_id") == "s05")
+        .then(pl.lit("Renamed"))
+        .otherwise("title")
+        .alias("title")
+    )
+    tmp = work / "lake" / ".shows.parquet.tmp"
+    renamed.write_parquet(tmp)
+    tmp.replace(work / "lake" / "shows.parquet")
+    assert as_json(app, work, "--user", "u00", "-k", "1")["results"][0]["title"] == "Renamed"
+    assert as_json(app, work, "--show", "renamed", "-k", "1")["query"]["show_id"] == "s05"
+
+
+@pytest.mark.parametrize(
+    ("args", "plain"),
+    [
+        (["--user", "u00", "--json"], True),
+        (["--user=u00", "-k", "3"], True),
+        (["-w", "elsewhere", "--show", "the office", "--k", "2"], True),
+        (["--workdir=elsewhere", "--text", "crime drama", "--json"], True),
+        (["--user", ""], True),
+        (["--user", "u00", "--user", "u01"], False),
+        (["--user", "-x"], False),
+        (["-k", "0", "--user", "u00"], False),
+        (["-k", "+3", "--user", "u00"], False),
+        (["-k3", "--user", "u00"], False),
+        (["-w=elsewhere", "--user", "u00"], False),
+        (["--json=1", "--user", "u00"], False),
+        (["--help"], False),
+        (["--user"], False),
+        (["extra", "--user", "u00"], False),
+    ],
+)
+def test_plain_parser_agrees_with_typer(
+    args: list[str],
+    plain: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`tvrec query` parses plain command lines itself (typer takes about as long to build
+    as a query takes to answer), exactly as typer does; anything else goes to typer."""
+    seen: list[dict] = []
+
+    def record(workdir: Path, **kwargs: object) -> query_module.Answer:
+        seen.append({"workdir": workdir, **kwargs})
+        return query_module.Answer({}, [], "m", None, "h")
+
+    monkeypatch.setattr(query_module, "answer_query", record)
+    monkeypatch.chdir(Path(__file__).parent)
+    assert (parse_plain(args) is not None) == plain
+    outcomes = []
+    for runner_ in (query_module.run_query, run_click):
+        code = runner_(args)
+        outcomes.append((code, seen[-1] if seen else None, capsys.readouterr().out))
+        seen.clear()
+    assert outcomes[0] == outcomes[1]
+
+
+def run_click(args: list[str]) -> int:
+    try:
+        query_click_command().main(args=args, prog_name="tvrec query")
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
 
 
 # ----------------------------------------------------------------------------- import path
@@ -367,3 +588,49 @@ def test_query_path_never_loads_the_training_stack(workdir: Path) -> None:
     )
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report == {"codes": [0, 0], "loaded": [], "faiss": True}
+
+
+def test_cli_user_and_show_import_no_heavy_library(workdir: Path) -> None:
+    """`tvrec query --user` / `--show` through the real entry point (`tvrec.jobs.cli:main`)
+    read the indexed copies with the standard library: no polars, DuckDB, numpy, pyarrow,
+    pandas, faiss, torch, Feast, pydantic (settings, typer's adapters) or APScheduler; rich
+    only to draw a table."""
+    script = textwrap.dedent(
+        f"""
+        import io, json, sys, contextlib
+        from tvrec.jobs.cli import main
+        heavy = ("polars", "duckdb", "numpy", "pyarrow", "pandas", "faiss", "torch", "feast",
+                 "pydantic", "apscheduler", "rich")
+        report = []
+        for args in (["--user", "u00", "--json"], ["--show", "starship", "--json"]):
+            sys.argv = ["tvrec", "query", "-w", {str(workdir)!r}, *args]
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                try:
+                    main()
+                except SystemExit as exc:
+                    code = exc.code
+            loaded = sorted(m for m in sys.modules if m.split(".")[0] in heavy)
+            answer = json.loads(out.getvalue())
+            report.append([code, answer["query"].get("show_id"), len(answer["results"]), loaded])
+        print(json.dumps(report))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [[0, None, 5, []], [0, "s12", 5, []]]
+
+
+def test_close_titles_equal_difflib() -> None:
+    """The numpy bound only skips titles difflib would reject: same matches, same order."""
+    rng = np.random.default_rng(3)
+    words = ["midnight", "harbour", "quiet", "lantern", "office", "crown", "río", "été", "9"]
+    titles = [" ".join(rng.choice(words, size=rng.integers(1, 4))) for _ in range(300)]
+    shows = ShowList.build([f"s{i}" for i in range(300)], list(titles), None)
+    norms = list(shows.rows_of_norm)
+    for title in titles[:60]:
+        cut = int(rng.integers(0, len(title)))
+        for q in (title[:cut] + title[cut + 1 :], title[::-1], title + "x", "zzz"):
+            for cutoff in (query_module.FUZZY_CUTOFF, query_module.SUGGEST_CUTOFF):
+                expected = difflib.get_close_matches(q, norms, n=5, cutoff=cutoff)
+                assert query_module.close_titles(q, shows, cutoff) == expected, (q, cutoff)
