@@ -331,6 +331,8 @@ class HistoryAttention(nn.Module):
 
     def forward(self, shows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """shows (b, L, d) from `pad_histories`, mask (b, L) True = a real show -> (b, d)."""
+        if shows.shape[0] == 0:  # no users in this batch
+            return shows.new_zeros((0, shows.shape[-1])).float()
         length = shows.shape[1]
         recency = torch.arange(length - 1, -1, -1, device=shows.device)  # (L,) 0 = newest
         keys = shows + self.recency(recency)  # (b, L, d)

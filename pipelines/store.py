@@ -21,6 +21,7 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
     from feast import FeatureService, FeatureStore
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -92,9 +93,18 @@ def historical_features(store: FeatureStore, entity_df: pd.DataFrame, service: s
     JOIN over the Parquet feature tables, keeps it). An unknown `service` is a ConfigError
     that lists the known ones.
     """
+    return _job(store, entity_df, service).to_df()
+
+
+def historical_table(store: FeatureStore, entity_df: pd.DataFrame, service: str) -> pa.Table:
+    """`historical_features` as Arrow: column types come from the feature tables, the same in
+    every part of a training set (pandas would turn an integer column with nulls to float)."""
+    return _job(store, entity_df, service).to_arrow()
+
+
+def _job(store: FeatureStore, entity_df: pd.DataFrame, service: str) -> Any:
     fs = _feature_service(store, service)
-    job = store.get_historical_features(entity_df=entity_df, features=fs, full_feature_names=True)
-    return job.to_df()
+    return store.get_historical_features(entity_df=entity_df, features=fs, full_feature_names=True)
 
 
 def _feature_service(store: FeatureStore, service: str) -> FeatureService:

@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .build import read_manifest
 from .errors import ConfigError
 from .ingest import read_lake
-from .store import feature_store, historical_features
+from .store import feature_store, historical_features, historical_table
 from .workdir import Workdir
 
 OVERSAMPLE = 4  # candidates drawn per wanted negative, before rejecting already-watched ones
@@ -152,10 +151,9 @@ def training_set_parts(
         for i, rows in enumerate(
             _entity_parts(workdir, as_of, negatives, seed, limit, part_events)
         ):
-            part = historical_features(store, rows.to_pandas(), service)
-            part = part.sort_values(ORDER[0], ascending=ORDER[1], ignore_index=True)
-            pq.write_table(pa.Table.from_pandas(part, preserve_index=False),
-                           staging / f"part-{i:05d}.parquet")  # fmt: skip
+            part = historical_table(store, rows.to_pandas(), service)
+            order = [(c, "ascending" if up else "descending") for c, up in zip(*ORDER, strict=True)]
+            pq.write_table(part.sort_by(order), staging / f"part-{i:05d}.parquet")
         _swap(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -24,11 +24,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from tvrec.jobs.train import training_data
 from tvrec.models import registry
 from tvrec.models.base import MANIFEST, ModelFormatError, Recommender, TrainingData
 from tvrec.models.runtime import Runtime
 from tvrec.models.trainer import History, Trainer
 from tvrec.pipelines.errors import ConfigError
+from tvrec.pipelines.workdir import Workdir
 
 # Short runs: two epochs of at least two steps each (the resume test stops mid-epoch 2),
 # a checkpoint after every step, small networks, short later phases.
@@ -314,3 +316,37 @@ def test_checkpoint_of_another_run_is_ignored(fitted: Fitted, tmp_path: Path) ->
     assert watch.steps == fitted.steps_per_epoch * other.config.epochs  # every step ran
     assert len(metrics["train_loss"]) == other.config.epochs
     assert torch.load(checkpoint, map_location="cpu", weights_only=True)["fingerprint"] != stale
+
+
+# ---- awkward data --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_workdir(tmp_path_factory: pytest.TempPathFactory) -> Workdir:
+    """60 users, 40 shows, 600 events: fewer users than a step wants, most histories short."""
+    from tvrec.pipelines.build import build_features
+    from tvrec.pipelines.config import Settings
+    from tvrec.pipelines.ingest import ingest
+    from tvrec.pipelines.progress import StageLog
+    from tvrec.pipelines.synthetic import WorldConfig, write_world
+
+    root = tmp_path_factory.mktemp("tiny")
+    world = WorldConfig(
+        n_users=60, n_shows=40, n_events=600, n_near_duplicate_pairs=2, n_december_shows=2,
+        n_cold_start_shows=2, n_upcoming_shows=1,
+    )  # fmt: skip
+    write_world(root / "world", world)
+    wd = Workdir(root / "work")
+    ingest(root / "world", "contract", wd)
+    build_features(wd, Settings.load(wd.root), log=StageLog(quiet=True))
+    return wd
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_fits_and_serves_a_tiny_world(name: str, tiny_workdir: Workdir) -> None:
+    cls = registry.model_class(name)
+    data = dataclasses.replace(training_data(tiny_workdir, cls), checkpoint_dir=None)
+    model = _fresh(name)
+    metrics = model.fit(data)
+    assert all(np.isfinite(v) for v in metrics["train_loss"]), metrics["train_loss"]
+    ids, shows = model.show_embeddings()
+    users = model.user_embeddings([*model.known_users()[:5], "nobody"])
+    assert len(ids) == len(data.show_ids) and np.isfinite(shows).all() and np.isfinite(users).all()
