@@ -5,6 +5,8 @@ Every source is a Parquet table that `tvrec features build` writes under
 `$TVREC_WORKDIR/features/`. Each row carries `event_timestamp` = the instant the value became
 known, and was computed only from events strictly before it; Feast's point-in-time join then
 gives a training row at time T the latest value stamped <= T, so no row sees its own future.
+Time-dependent tables hold a row only where a value changes (pipelines/features/temporal.py),
+so a value is valid until a newer row replaces it, however old it is: every view keeps NO_TTL.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from feast.types import Array, Float32, Int64, String
 
 WORKDIR = Path(os.environ.get("TVREC_WORKDIR", "tvrec-work")).resolve()
 FEATURES = WORKDIR / "features"
-NO_TTL = timedelta(0)  # values stay valid until a newer row replaces them
+NO_TTL = timedelta(0)  # no expiry: values stay valid until a newer row replaces them
 
 
 def _source(name: str) -> FileSource:
@@ -81,8 +83,8 @@ show_text = FeatureView(
 )
 
 # ---- graph features -------------------------------------------------------------------------
-# Per-show statistics of the show-person graph and of the user-show co-watch graph, one
-# snapshot a month (co-watch pairs formed strictly before the snapshot).
+# Per-show statistics of the show-person graph and of the user-show co-watch graph, on a
+# monthly grid (co-watch pairs formed strictly before the snapshot), a row where they change.
 show_graph = FeatureView(
     name="show_graph",
     entities=[show],
@@ -99,7 +101,7 @@ show_graph = FeatureView(
 )
 
 # ---- temporal features ----------------------------------------------------------------------
-# Views in the trailing 7/30/365 days, one row per show per day.
+# Views in the trailing 7/30/365 days on a daily grid, a row per show where they change.
 show_popularity = FeatureView(
     name="show_popularity",
     entities=[show],
@@ -115,7 +117,8 @@ show_popularity = FeatureView(
     tags={"family": "temporal"},
 )
 
-# Weekly and yearly viewing profiles so far (weekday shares Monday first; month shares).
+# Weekly and yearly viewing profiles so far (weekday shares Monday first; month shares), on
+# a weekly grid, a row per show where they change.
 show_seasonality = FeatureView(
     name="show_seasonality",
     entities=[show],
@@ -129,7 +132,9 @@ show_seasonality = FeatureView(
     tags={"family": "temporal"},
 )
 
-# A viewer's recent activity, one row per user per day.
+# A viewer's recent activity on a daily grid, a row per user where it changes. The last
+# event's time (us since 1970) replaces a days-since count, which would change every day:
+# days since the last event at T = (T - last_event_us) / 86_400e6.
 user_activity = FeatureView(
     name="user_activity",
     entities=[user],
@@ -138,7 +143,7 @@ user_activity = FeatureView(
         Field(name="events_7d", dtype=Int64),
         Field(name="events_30d", dtype=Int64),
         Field(name="events_total", dtype=Int64),
-        Field(name="days_since_last_event", dtype=Float32),
+        Field(name="last_event_us", dtype=Int64),
     ],
     source=_source("user_activity"),
     tags={"family": "temporal"},

@@ -16,6 +16,7 @@ from tvrec.jobs.cli import app
 from tvrec.pipelines.build import build_features, read_manifest
 from tvrec.pipelines.config import Settings
 from tvrec.pipelines.errors import ConfigError
+from tvrec.pipelines.features.temporal import to_us
 from tvrec.pipelines.ingest import ingest, read_lake
 from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.store import feature_store, online_features
@@ -177,3 +178,64 @@ def test_as_of_cli_rejects_garbage(built_workdir: Workdir) -> None:
         app, ["features", "build", "--as-of", "next tuesday", "--workdir", str(built_workdir.root)]
     )
     assert res.exit_code == 2 and "ISO-8601" in res.stderr
+
+
+def _dense_value(ts: list[datetime], t: datetime, days: int | None) -> int:
+    """Events in [t - days, t) (all events < t when days is None)."""
+    lo = None if days is None else t - timedelta(days=days)
+    return sum(1 for x in ts if x < t and (lo is None or x >= lo))
+
+
+def test_sparse_tables_through_feast_give_the_dense_snapshot_values(
+    built_workdir: Workdir,
+) -> None:
+    """Popularity and activity hold a row only where a value changes; joined by Feast at a
+    training row's time T (no TTL), every value is the dense daily snapshot's at the last
+    midnight <= T, even when the show's latest row is weeks older than T."""
+    events = read_lake(built_workdir).events
+    first_snapshot = _floor_day(events["event_timestamp"].min()) + timedelta(days=1)
+    df = pl.from_pandas(training_set(built_workdir, "temporal_v1", negatives=1, limit=1500))
+    popularity = pl.read_parquet(built_workdir.features / "show_popularity.parquet")
+    gaps = []
+    for row in df.sample(150, seed=5).iter_rows(named=True):
+        t = row["event_timestamp"]
+        snap = _floor_day(t)
+        shows_ts = events.filter(pl.col("show_id") == row["show_id"])["event_timestamp"]
+        user_ts = events.filter(pl.col("user_id") == row["user_id"])["event_timestamp"]
+        shows_ts, user_ts = shows_ts.to_list(), user_ts.to_list()
+        if snap < first_snapshot:
+            assert row["show_popularity__views_total"] is None
+            continue
+        for w in (7, 30, 365):
+            assert row[f"show_popularity__views_{w}d"] == _dense_value(shows_ts, snap, w)
+        views_7d, views_30d = _dense_value(shows_ts, snap, 7), _dense_value(shows_ts, snap, 30)
+        assert row["show_popularity__views_total"] == _dense_value(shows_ts, snap, None)
+        trend = views_7d / max(1.0, views_30d * 7 / 30)
+        assert row["show_popularity__trend"] == pytest.approx(trend, rel=1e-6)
+        before = [x for x in user_ts if x < snap]
+        if not before:  # the user's first snapshot is the midnight after their first event
+            assert row["user_activity__events_total"] is None
+            continue
+        assert row["user_activity__events_total"] == len(before)
+        assert row["user_activity__events_7d"] == _dense_value(user_ts, snap, 7)
+        assert row["user_activity__events_30d"] == _dense_value(user_ts, snap, 30)
+        assert row["user_activity__last_event_us"] == to_us(max(before))
+        stamped = popularity.filter(
+            (pl.col("show_id") == row["show_id"]) & (pl.col("event_timestamp") <= t)
+        )["event_timestamp"].max()
+        gaps.append(t - stamped)
+    assert max(gaps) > timedelta(days=14)  # old rows still join: the views have no TTL
+
+
+def test_feature_tables_grow_with_events_not_days(built_workdir: Workdir) -> None:
+    as_of = datetime.fromisoformat(read_manifest(built_workdir)["as_of"])
+    events = read_lake(built_workdir).events
+    days = (as_of - _floor_day(events["event_timestamp"].min())).days
+    shows = read_lake(built_workdir).shows.height
+    for name in ("show_popularity", "show_seasonality", "show_graph"):
+        table = pl.read_parquet(built_workdir.features / f"{name}.parquet")
+        final = table.filter(pl.col("event_timestamp") == as_of)
+        assert final["show_id"].n_unique() == final.height == shows, name  # all, at as_of
+    popularity = pl.read_parquet(built_workdir.features / "show_popularity.parquet")
+    assert popularity.height < shows * days / 4  # the dense table: shows x days
+    assert popularity.height < 8 * events.height

@@ -50,10 +50,19 @@ def make_shows(rows: list[dict]) -> pl.DataFrame:
 
 
 def row(df: pl.DataFrame, key: str, value: str, at: datetime) -> dict:
-    """The single row of entity `value` stamped `at`."""
-    out = df.filter((pl.col(key) == value) & (pl.col("event_timestamp") == at))
-    assert out.height == 1, f"expected one row for {value} at {at}, got {out.height}"
-    return out.row(0, named=True)
+    """Entity `value`'s values at `at` as Feast joins them: its latest row stamped <= at.
+
+    Tables hold a row only where a value changes, so the value at a snapshot time may come
+    from an earlier row; the returned dict's event_timestamp is `at`.
+    """
+    out = df.filter((pl.col(key) == value) & (pl.col("event_timestamp") <= at))
+    assert out.height > 0, f"no row for {value} at or before {at}"
+    return {**out.sort("event_timestamp").row(-1, named=True), "event_timestamp": at}
+
+
+def stamps_of(df: pl.DataFrame, key: str, value: str) -> list[datetime]:
+    """The stamps of entity `value`'s rows, ascending."""
+    return df.filter(pl.col(key) == value)["event_timestamp"].sort().to_list()
 
 
 SHOWS = make_shows(
@@ -162,13 +171,17 @@ def test_popularity_known_windows() -> None:
     assert row(out, "show_id", "s1", day(33))["views_total"] == 3
 
 
-def test_popularity_dense_grid_from_first_snapshot_to_as_of() -> None:
+def test_popularity_rows_only_where_values_change() -> None:
     as_of = day(40, 5)
     out = temporal.show_popularity(POP_EVENTS, ["s2", "s1"], as_of)
-    expected_times = [day(d) for d in range(2, 41)] + [as_of]
-    for sid in ("s1", "s2"):
-        assert out.filter(pl.col("show_id") == sid)["event_timestamp"].to_list() == expected_times
-    assert out.filter(pl.col("show_id") == "s2")["views_total"].sum() == 0  # never watched
+    # events on days 1, 2, 10 (noon): counted from the next midnight, out of the 7-day window
+    # the first midnight after x + 7d (days 9, 10, 18), out of the 30-day one after x + 30d
+    # (days 32, 33; day 41 is after as_of); the first snapshot (day 2) and as_of always
+    changes = [2, 3, 9, 10, 11, 18, 32, 33]
+    assert stamps_of(out, "show_id", "s1") == [day(d) for d in changes] + [as_of]
+    assert stamps_of(out, "show_id", "s2") == [day(2), as_of]  # never watched: 0 throughout
+    assert out.filter(pl.col("show_id") == "s2")["views_total"].sum() == 0
+    assert out["show_id"].to_list() == sorted(out["show_id"].to_list())  # show-major
     assert out["event_timestamp"].max() == as_of
     assert out.columns == [
         "show_id",
@@ -247,10 +260,12 @@ def test_seasonality_december_only_show() -> None:
     assert last["month_profile"][11] == pytest.approx(1.0) and sum(last["month_profile"]) == 1
     assert last["weekday_profile"] == pytest.approx([0.5, 0, 0.5, 0, 0, 0, 0])
     s2 = out.filter(pl.col("show_id") == "s2").sort("event_timestamp")
-    # Mondays from the first event's next day; s2's Wednesday event shows from 8 Jan on
-    assert s2["event_timestamp"].to_list()[:2] == [
+    # the first Monday after the first event's day (zeros), then s2's Wednesday event shows
+    # from 8 Jan on; nothing changes in between, so no rows there
+    assert s2["event_timestamp"].to_list() == [
         datetime(2023, 12, 11, tzinfo=UTC),
-        datetime(2023, 12, 18, tzinfo=UTC),
+        datetime(2024, 1, 8, tzinfo=UTC),
+        as_of,
     ]
     assert s2["weekday_profile"][0].to_list() == [0.0] * 7  # no events yet: all zeros
     jan8 = row(out, "show_id", "s2", datetime(2024, 1, 8, tzinfo=UTC))
@@ -283,20 +298,23 @@ def test_user_activity_known_values() -> None:
     )
     as_of = day(12, 12)
     out = temporal.user_activity(events, as_of)
-    u1 = out.filter(pl.col("user_id") == "u1")
-    assert u1["event_timestamp"].to_list() == [day(d) for d in range(2, 13)] + [as_of]
+    # the midnights after each event and after it leaves the 7-day window (day 9: the day-1
+    # event, day 10: day 2's), then as_of; the 30-day exits fall after as_of
+    assert stamps_of(out, "user_id", "u1") == [day(d) for d in (2, 3, 9, 10, 11)] + [as_of]
     r3 = row(out, "user_id", "u1", day(3))
     assert (r3["events_7d"], r3["events_total"]) == (2, 2)
-    assert r3["days_since_last_event"] == pytest.approx(0.25)  # day 2 18:00 -> day 3 00:00
+    assert r3["last_event_us"] == temporal.to_us(day(2, 18))  # 0.25 days before day 3
+    r5 = row(out, "user_id", "u1", day(5))  # no row on day 5: the day-3 row holds
+    assert (r5["events_7d"], r5["last_event_us"]) == (2, temporal.to_us(day(2, 18)))
     r10 = row(out, "user_id", "u1", day(10))
-    assert r10["events_7d"] == 0 and r10["days_since_last_event"] == pytest.approx(7.25)
+    assert r10["events_7d"] == 0 and r10["last_event_us"] == temporal.to_us(day(2, 18))
     final = row(out, "user_id", "u1", as_of)
     assert (final["events_7d"], final["events_30d"], final["events_total"]) == (1, 3, 3)
-    assert final["days_since_last_event"] == pytest.approx(2.25)
+    assert final["last_event_us"] == temporal.to_us(day(10, 6))  # 2.25 days before as_of
     # u2's first event is exactly at midnight of day 5: first row the next midnight
     assert out.filter(pl.col("user_id") == "u2")["event_timestamp"].min() == day(6)
-    assert row(out, "user_id", "u2", day(6))["days_since_last_event"] == pytest.approx(1.0)
-    assert out.schema["days_since_last_event"] == pl.Float32
+    assert row(out, "user_id", "u2", day(6))["last_event_us"] == temporal.to_us(day(5))
+    assert out.schema["last_event_us"] == pl.Int64
 
 
 def test_user_activity_matches_brute_force() -> None:
@@ -312,8 +330,7 @@ def test_user_activity_matches_brute_force() -> None:
         assert r["events_7d"] == _naive_count(ts, t - timedelta(days=7), t)
         assert r["events_30d"] == _naive_count(ts, t - timedelta(days=30), t)
         assert r["events_total"] == _naive_count(ts, None, t)
-        last = max(x for x in ts if x < t)
-        assert r["days_since_last_event"] == pytest.approx((t - last) / timedelta(days=1))
+        assert r["last_event_us"] == temporal.to_us(max(x for x in ts if x < t))
 
 
 # ---- user genre affinity --------------------------------------------------------------------
@@ -603,6 +620,301 @@ def test_feast_view_at_t_equals_a_build_cut_at_t(data: st.DataObject) -> None:
         cut = build(events, t)
         assert cut["event_timestamp"].max() == t
         same(_latest_upto(full, t), _latest_upto(cut, t), name)
+
+
+# ---- sparse tables against the dense snapshot tables ----------------------------------------
+# A small reference of the old dense tables (every entity at every snapshot time), written
+# from the definitions, entity by entity. The builders' sparse tables must give, for every
+# entity and every dense snapshot time t, exactly the dense value through an as-of lookup
+# (the entity's latest row stamped <= t), as Feast's point-in-time join would.
+DAY_US = temporal.DAY_US
+
+
+def _ids(df: pl.DataFrame, column: str) -> list[str]:
+    return sorted(set(df[column].to_list()))
+
+
+def _times(ev: pl.DataFrame, as_of: datetime, every: temporal.Every) -> np.ndarray:
+    """The dense snapshot grid (int64 us) of events already cut to as_of."""
+    first = temporal.event_us(ev).min() if ev.height else None
+    return temporal.snapshot_us(None if first is None else int(first), as_of, every)
+
+
+def _entity_us(ev: pl.DataFrame, key: str, value: str) -> np.ndarray:
+    """Sorted event times (int64 us) of one entity."""
+    return np.sort(temporal.event_us(ev.filter(pl.col(key) == value)))
+
+
+def dense_popularity(events: pl.DataFrame, show_ids: list[str], as_of: datetime) -> pl.DataFrame:
+    ev = temporal.cut_events(events, as_of)
+    times = _times(ev, as_of, "day")
+    parts = []
+    for sid in sorted(set(show_ids)):
+        ts = _entity_us(ev, "show_id", sid)
+        total = np.searchsorted(ts, times)  # events < t
+        views = {w: total - np.searchsorted(ts, times - w * DAY_US) for w in (7, 30, 365)}
+        trend = views[7] / np.maximum(1.0, views[30] * 7.0 / 30.0)
+        parts.append(
+            pl.DataFrame(
+                [
+                    pl.Series("show_id", [sid] * times.size),
+                    temporal.timestamps(times),
+                    *[pl.Series(f"views_{w}d", v) for w, v in views.items()],
+                    pl.Series("views_total", total.astype(np.int64)),
+                    pl.Series("trend", trend.astype(np.float32)),
+                ]
+            )
+        )
+    return pl.concat(parts)
+
+
+def dense_seasonality(events: pl.DataFrame, show_ids: list[str], as_of: datetime) -> pl.DataFrame:
+    ev = temporal.cut_events(events, as_of)
+    times = _times(ev, as_of, "week")
+    parts = []
+    for sid in sorted(set(show_ids)):
+        mine = ev.filter(pl.col("show_id") == sid)
+        ts = temporal.event_us(mine)
+        weekday = mine["event_timestamp"].dt.weekday().to_numpy() - 1
+        month = mine["event_timestamp"].dt.month().to_numpy() - 1
+
+        def shares(category: np.ndarray, k: int, ts: np.ndarray = ts) -> np.ndarray:
+            counts = np.stack([(ts[None, category == c] < times[:, None]).sum(1) for c in range(k)])
+            total = counts.sum(0)
+            return (counts / np.maximum(total, 1)).T.astype(np.float32)  # (T, k)
+
+        weekdays, months = shares(weekday, 7), shares(month, 12)
+        parts.append(
+            pl.DataFrame(
+                [
+                    pl.Series("show_id", [sid] * times.size),
+                    temporal.timestamps(times),
+                    pl.Series("weekday_profile", weekdays).cast(pl.List(pl.Float32)),
+                    pl.Series("month_profile", months).cast(pl.List(pl.Float32)),
+                    pl.Series("december_share", months[:, 11]),
+                ]
+            )
+        )
+    return pl.concat(parts)
+
+
+ACTIVITY_SCHEMA = {
+    "user_id": pl.String,
+    "event_timestamp": TS,
+    **dict.fromkeys(["events_7d", "events_30d", "events_total", "last_event_us"], pl.Int64),
+}
+
+
+def dense_activity(events: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    ev = temporal.cut_events(events, as_of)
+    grid = _times(ev, as_of, "day")
+    parts = [pl.DataFrame(schema=ACTIVITY_SCHEMA)]
+    for uid in _ids(ev, "user_id"):
+        ts = _entity_us(ev, "user_id", uid)
+        times = grid[grid > ts[0]]  # from the first snapshot after the user's first event
+        total = np.searchsorted(ts, times)
+        parts.append(
+            pl.DataFrame(
+                [
+                    pl.Series("user_id", [uid] * times.size),
+                    temporal.timestamps(times),
+                    *[
+                        pl.Series(f"events_{w}d", total - np.searchsorted(ts, times - w * DAY_US))
+                        for w in (7, 30)
+                    ],
+                    pl.Series("events_total", total.astype(np.int64)),
+                    pl.Series("last_event_us", ts[total - 1]),
+                ]
+            )
+        )
+    return pl.concat(parts)
+
+
+def dense_graph(
+    shows: pl.DataFrame,
+    credits: pl.DataFrame,
+    events: pl.DataFrame,
+    as_of: datetime,
+    cap: int,
+    min_users: int,
+) -> pl.DataFrame:
+    """Every show at every monthly snapshot; the co-watch graph at t has the pairs formed by
+    at least min_users users strictly before t."""
+    ev = temporal.cut_events(events, as_of)
+    nodes = _ids(shows, "show_id")
+    n = len(nodes)
+    people = credits.filter(pl.col("show_id").is_in(nodes)).select("show_id", "person_id").unique()
+    cast = {s: set(people.filter(pl.col("show_id") == s)["person_id"]) for s in nodes}
+    cocast = [sum(1 for o in nodes if o != s and cast[s] & cast[o]) for s in nodes]
+    a, b, formed = graph._user_pairs(ev, pl.Series(nodes), cap)  # one row per user formation
+    parts = []
+    for t in _times(ev, as_of, "month"):
+        keys, users = np.unique(a[formed < t] * n + b[formed < t], return_counts=True)
+        live = users >= min_users
+        ea, eb, w = keys[live] // n, keys[live] % n, users[live].astype(np.float64)
+        parts.append(
+            pl.DataFrame(
+                [
+                    pl.Series("show_id", nodes),
+                    temporal.timestamps(np.full(n, t)),
+                    pl.Series("person_degree", [len(cast[s]) for s in nodes], pl.Int64),
+                    pl.Series("cocast_neighbors", cocast, pl.Int64),
+                    pl.Series("cowatch_degree", np.bincount(np.r_[ea, eb], minlength=n)),
+                    pl.Series("cowatch_weight", np.bincount(np.r_[ea, eb], np.r_[w, w], n)),
+                    pl.Series("pagerank", graph.pagerank(n, ea, eb, w)),
+                ]
+            ).cast({"cowatch_weight": pl.Float32, "pagerank": pl.Float32})
+        )
+    return pl.concat(parts).sort("show_id", "event_timestamp")
+
+
+def assert_sparse_equals_dense(sparse: pl.DataFrame, dense: pl.DataFrame, as_of: datetime) -> None:
+    """The sparse table, looked up as of every dense (entity, t), is the dense table; its rows
+    are a subset of the dense grid, each entity's last one at as_of, and no row repeats the
+    entity's previous values except the one at as_of."""
+    key, ts = dense.columns[0], "event_timestamp"
+    assert sparse.schema == dense.schema
+    assert sparse.join(dense.select(key, ts), on=[key, ts], how="anti").height == 0
+    assert sparse[key].to_list() == sorted(sparse[key].to_list())  # entity-major
+    looked_up = (
+        dense.select(key, ts)
+        .sort(ts)
+        .join_asof(sparse.sort(ts), on=ts, by=key, strategy="backward", check_sortedness=False)
+        .sort(key, ts)
+    )
+    assert_frame_equal(looked_up, dense.sort(key, ts), check_exact=True)
+    last = sparse.group_by(key).agg(pl.col(ts).max())
+    assert last[ts].to_list() == [as_of] * last.height
+    assert set(last[key]) == set(dense[key])
+    values = [c for c in sparse.columns if c not in (key, ts)]
+    repeats = sparse.filter(
+        (pl.col(key) == pl.col(key).shift())
+        & pl.all_horizontal([pl.col(c) == pl.col(c).shift() for c in values])
+        & (pl.col(ts) != as_of)
+    )
+    assert repeats.height == 0, repeats
+
+
+def assert_all_sparse_equal_dense(
+    events: pl.DataFrame, shows: pl.DataFrame, credits: pl.DataFrame, as_of: datetime
+) -> dict[str, tuple[int, int]]:
+    """Every sparse builder against its dense reference; (sparse, dense) rows per table."""
+    ids = shows["show_id"].to_list()
+    pairs = {
+        "show_popularity": (
+            temporal.show_popularity(events, ids, as_of),
+            dense_popularity(events, ids, as_of),
+        ),
+        "show_seasonality": (
+            temporal.show_seasonality(events, ids, as_of),
+            dense_seasonality(events, ids, as_of),
+        ),
+        "user_activity": (temporal.user_activity(events, as_of), dense_activity(events, as_of)),
+    }
+    for cap, min_users in ((2, 1), (9, 2)):
+        pairs[f"show_graph_{cap}_{min_users}"] = (
+            graph.show_graph_stats(shows, credits, events, as_of, cap, min_users),
+            dense_graph(shows, credits, events, as_of, cap, min_users),
+        )
+    for name, (sparse, dense) in pairs.items():
+        try:
+            assert_sparse_equals_dense(sparse, dense, as_of)
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {exc}") from exc
+    return {name: (s.height, d.height) for name, (s, d) in pairs.items()}
+
+
+def test_sparse_equals_dense_on_the_synthetic_world(
+    _world_master: tuple[Path, object],
+) -> None:
+    directory = _world_master[0]
+    events = pl.read_parquet(directory / "events.parquet")
+    shows = pl.read_parquet(directory / "shows.parquet")
+    credits = pl.read_parquet(directory / "credits.parquet")
+    last = temporal.cut_events(events, datetime(2100, 1, 1, tzinfo=UTC))["event_timestamp"].max()
+    for as_of in (last + timedelta(seconds=1), datetime(2025, 3, 17, tzinfo=UTC)):  # a Monday
+        rows = assert_all_sparse_equal_dense(events, shows, credits, as_of)
+        for name in ("show_popularity", "user_activity"):
+            sparse, dense = rows[name]
+            assert sparse < dense / 4, (name, sparse, dense)
+
+
+AWKWARD_SHOWS = make_shows([{"show_id": s} for s in ("old", "once", "busy", "never", "z")])
+AWKWARD_CREDITS = pl.DataFrame({"show_id": ["old", "busy", "z"], "person_id": ["p", "p", "q"]})
+
+
+def _awkward_events(as_of: datetime) -> pl.DataFrame:
+    """Events decades apart, before 1970, exactly at midnights (and exactly w days before
+    one), one show and one user with a single event, a show outside the catalogue first of
+    all, an event 1 us before as_of and events at and after as_of (cut)."""
+    y1968 = datetime(1968, 7, 14, 6, tzinfo=UTC)
+    y1999 = datetime(1999, 12, 31, tzinfo=UTC)  # midnight
+    midnight = datetime(2024, 2, 29, tzinfo=UTC)
+    return make_events(
+        [
+            ("ghost", "outside", y1968 - timedelta(days=400)),  # not in the catalogue
+            ("u1", "old", y1968),
+            ("u2", "old", y1968 + timedelta(days=7)),  # enters as the first leaves 7d
+            ("u1", "old", y1999),
+            ("u1", "busy", y1999 + timedelta(days=30)),  # midnight, 30 days later
+            ("u2", "busy", y1999 + timedelta(days=30)),  # same instant, other user
+            ("u3", "busy", midnight - timedelta(days=365)),
+            ("u1", "busy", midnight),
+            ("u2", "z", midnight),
+            ("u1", "z", midnight + timedelta(days=7)),  # at the 7-day exit of the previous
+            ("u2", "old", midnight + timedelta(days=7, hours=5)),
+            ("lonely", "once", as_of - timedelta(microseconds=1)),  # last instant counted
+            ("u1", "busy", as_of),  # at as_of: must not count
+            ("u3", "z", as_of),
+            ("u2", "busy", as_of + timedelta(days=3)),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "as_of",
+    [
+        datetime(2024, 4, 9, 15, 30, tzinfo=UTC),
+        datetime(2024, 4, 8, tzinfo=UTC),  # a midnight Monday
+        datetime(2024, 3, 1, tzinfo=UTC),  # the 1st, a month snapshot
+    ],
+)
+def test_sparse_equals_dense_on_an_awkward_log(as_of: datetime) -> None:
+    events = _awkward_events(as_of)
+    assert_all_sparse_equal_dense(events, AWKWARD_SHOWS, AWKWARD_CREDITS, as_of)
+    pop = temporal.show_popularity(events, AWKWARD_SHOWS["show_id"], as_of)
+    assert row(pop, "show_id", "once", as_of)["views_total"] == 1  # 1 us before as_of
+    assert row(pop, "show_id", "busy", as_of)["views_total"] == 4  # not the one at as_of
+    # the first snapshot: the midnight after the first event (1967-06-10 06:00, "outside")
+    assert stamps_of(pop, "show_id", "never") == [datetime(1967, 6, 11, tzinfo=UTC), as_of]
+    # 56 years of days, yet a handful of rows per show
+    assert pop.height < 40
+    activity = temporal.user_activity(events, as_of)
+    assert stamps_of(activity, "user_id", "lonely") == [as_of]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_sparse_equals_dense_on_random_logs(data: st.DataObject) -> None:
+    events = make_events(data.draw(event_rows(BASE, max_size=30)))
+    if events.height == 0:
+        return
+    assert_all_sparse_equal_dense(events, PROP_SHOWS, CREDITS, data.draw(moments()))
+
+
+def test_next_snapshot_is_the_first_grid_time_after() -> None:
+    rng = np.random.default_rng(5)
+    x = np.r_[rng.integers(-40, 40, 300) * DAY_US // 3, np.arange(-9, 9) * DAY_US]
+    as_of = datetime(1970, 3, 1, 7, tzinfo=UTC)
+    for every in ("day", "week"):
+        grid = temporal.snapshot_us(int(x.min()), as_of, every)
+        nxt = temporal.next_snapshot_us(x, every)
+        inside = nxt < grid[-1]
+        expected = grid[np.searchsorted(grid, x, side="right")]
+        assert (nxt[inside] == expected[inside]).all()
+        assert (expected[~inside] == grid[-1]).all()  # later ones fall on as_of
+        end = temporal.to_us(as_of)
+        assert temporal.first_snapshot_us(int(x.min()), end, every) == grid[0]
 
 
 # ---- text embeddings ------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Graph features: edge tables of the heterogeneous show graph, the user-show co-watch graph and
-per-show graph statistics (degrees, co-cast neighbours, PageRank) as monthly snapshots.
+per-show graph statistics (degrees, co-cast neighbours, PageRank) on a monthly snapshot grid,
+written only where a show's values change.
 
 Co-watch pairs. For each user, shows are ordered by the user's first watch (ties by show_id).
 When the user starts a show, it pairs with each of the user's `max_user_history - 1` most
@@ -15,6 +16,8 @@ an edge is usable at time T iff formed_at < T (same strict rule as every feature
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -161,11 +164,6 @@ def pagerank(
     return rank / rank.sum()
 
 
-def _show_major(per_snapshot: list[np.ndarray]) -> np.ndarray:
-    """T arrays of shape (S,) as one (S * T,) array ordered show-major, time ascending."""
-    return np.stack(per_snapshot, axis=1).ravel()
-
-
 # ---- per-show statistics --------------------------------------------------------------------
 def _person_stats(shows: pl.Series, credits: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """person_degree and cocast_neighbors per show in `shows` order, each shape (S,) int64."""
@@ -190,6 +188,84 @@ def _person_stats(shows: pl.Series, credits: pl.DataFrame) -> tuple[np.ndarray, 
     return per_show(degree), per_show(cocast)
 
 
+@dataclass
+class _CowatchState:
+    """Per-show co-watch statistics of one snapshot, each (S,): degree (i64), weight (f32)
+    and PageRank (f32), as written."""
+
+    degree: np.ndarray
+    weight: np.ndarray
+    rank: np.ndarray
+
+    def differs(self, other: _CowatchState) -> np.ndarray:
+        """(S,) bool: shows whose written values differ from `other`'s."""
+        return (
+            (self.degree != other.degree)
+            | (self.weight != other.weight)
+            | (self.rank != other.rank)
+        )
+
+
+def _cowatch_state(n: int, keys: np.ndarray, users: np.ndarray) -> _CowatchState:
+    """Statistics of the co-watch graph whose edges are pair keys a * n + b (m,) with user
+    counts (m,), all already at least min_users."""
+    ea, eb, ew = keys // n, keys % n, users.astype(np.float64)
+    weight = np.bincount(ea, ew, minlength=n) + np.bincount(eb, ew, minlength=n)
+    return _CowatchState(
+        degree=(np.bincount(ea, minlength=n) + np.bincount(eb, minlength=n)).astype(np.int64),
+        weight=weight.astype(np.float32),
+        rank=pagerank(n, ea, eb, ew).astype(np.float32),
+    )
+
+
+def _formations(
+    a: np.ndarray, b: np.ndarray, formed: np.ndarray, n: int, times: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """User formations grouped by (pair, first snapshot that sees them: formed < t).
+
+    a, b, formed: (m,) pairs from `_user_pairs`; times: (T,) snapshot times.
+    Returns keys (P,) distinct pair keys a * n + b, and, sorted by snapshot, pair (G,) index
+    into keys, users (G,) formations, bounds (T + 1,) where snapshot j's groups start.
+    """
+    n_t = times.size
+    seg = np.searchsorted(times, formed, side="right")  # (m,) in [0, T): strictly-before rule
+    codes, users = np.unique((a * n + b) * n_t + seg, return_counts=True)  # sorted by pair
+    pair_key, seg = codes // n_t, codes % n_t
+    new_pair = np.ones(codes.size, dtype=bool)
+    new_pair[1:] = pair_key[1:] != pair_key[:-1]
+    keys, pair = pair_key[new_pair], np.cumsum(new_pair) - 1
+    by_seg = np.argsort(seg, kind="stable")
+    bounds = np.searchsorted(seg[by_seg], np.arange(n_t + 1))
+    return keys, pair[by_seg], users[by_seg], bounds
+
+
+def _cowatch_changes(
+    n: int, times: np.ndarray, a: np.ndarray, b: np.ndarray, formed: np.ndarray, min_users: int
+) -> Iterator[tuple[int, np.ndarray, _CowatchState]]:
+    """(snapshot index j, shows (k,) to write at times[j], the state at times[j]).
+
+    The first and the last snapshot (as_of) list every show; the others list the shows whose
+    values changed since the previous snapshot. The graph, and with it PageRank (global: one
+    new edge moves every show's rank), is recomputed only in snapshots where an edge formed or
+    gained users; the others are skipped without a row.
+    """
+    keys, pair, users, bounds = _formations(a, b, formed, n, times)
+    running = np.zeros(keys.size, dtype=np.int64)  # users per pair formed before the snapshot
+    everyone = np.arange(n, dtype=np.int64)
+    last = times.size - 1
+    state: _CowatchState | None = None
+    for j in range(times.size):
+        fresh = slice(bounds[j], bounds[j + 1])
+        running[pair[fresh]] += users[fresh]  # pairs are distinct within one snapshot
+        shows = everyone[:0]
+        if state is None or (running[pair[fresh]] >= min_users).any():  # an edge formed/grew
+            live = running >= min_users
+            new = _cowatch_state(n, keys[live], running[live])
+            shows = everyone if state is None else np.flatnonzero(new.differs(state))
+            state = new
+        yield j, everyone if j == last else shows, state
+
+
 def show_graph_stats(
     shows: pl.DataFrame,
     credits: pl.DataFrame,
@@ -206,6 +282,11 @@ def show_graph_stats(
     at least one person (both static). At snapshot t the co-watch graph holds the pairs with
     at least min_users users formed strictly before t, weighted by that user count:
     cowatch_degree (edges), cowatch_weight (f32, sum of edge weights) and pagerank (f32).
+
+    Rows (as in pipelines/features/temporal.py): every show at the first snapshot and at
+    as_of, and a show at each monthly snapshot where one of its values changed, so the latest
+    row <= a snapshot time holds that snapshot's values. PageRank is global: a month in which
+    any edge forms or gains a user usually moves every show's rank, and writes every show.
     """
     ev = cut_events(events, as_of)
     nodes = _universe(shows["show_id"])
@@ -213,35 +294,24 @@ def show_graph_stats(
     times = snapshot_us(int(event_us(ev).min()) if ev.height else None, as_of, "month")
     person_degree, cocast = _person_stats(nodes, credits)
     a, b, formed = _user_pairs(ev, nodes, max_user_history)
-    # user formations per (pair, first snapshot that sees them): strictly-before rule
-    n_t = times.size
-    seg = np.searchsorted(times, formed, side="right")  # (m,) in [0, T)
-    codes, users_of = np.unique((a * n + b) * n_t + seg, return_counts=True)  # sorted by pair
-    pair_key, seg = codes // n_t, codes % n_t
-    new_pair = np.r_[True, pair_key[1:] != pair_key[:-1]] if codes.size else np.zeros(0, bool)
-    keys, pair = pair_key[new_pair], np.cumsum(new_pair) - 1  # distinct pairs; index of each
-    by_seg = np.argsort(seg, kind="stable")
-    pair, users_of = pair[by_seg], users_of[by_seg]
-    bounds = np.searchsorted(seg[by_seg], np.arange(n_t + 1))
-    running = np.zeros(keys.size, dtype=np.int64)  # users per pair formed before the snapshot
-    deg, weight, rank = [], [], []  # per snapshot, each (S,)
-    for j in range(n_t):
-        fresh = slice(bounds[j], bounds[j + 1])
-        running[pair[fresh]] += users_of[fresh]  # pairs are distinct within one snapshot
-        live = running >= min_users
-        ea, eb, ew = keys[live] // n, keys[live] % n, running[live].astype(np.float64)
-        deg.append(np.bincount(ea, minlength=n) + np.bincount(eb, minlength=n))
-        weight.append(np.bincount(ea, ew, minlength=n) + np.bincount(eb, ew, minlength=n))
-        rank.append(pagerank(n, ea, eb, ew))
-    show_idx = np.repeat(np.arange(n), times.size)  # show-major grid (S * T,)
+    show_idx, stamp, degree, weight, rank = [], [], [], [], []  # one array per written snapshot
+    for j, written, state in _cowatch_changes(n, times, a, b, formed, min_users):
+        show_idx.append(written)
+        stamp.append(np.full(written.size, times[j], dtype=np.int64))
+        degree.append(state.degree[written])
+        weight.append(state.weight[written])
+        rank.append(state.rank[written])
+    idx, at = np.concatenate(show_idx), np.concatenate(stamp)
+    order = np.lexsort((at, idx))  # show-major, time ascending
+    idx, at = idx[order], at[order]
     return pl.DataFrame(
         [
-            nodes.gather(show_idx).alias("show_id"),
-            timestamps(np.tile(times, n)),
-            pl.Series("person_degree", person_degree[show_idx]),
-            pl.Series("cocast_neighbors", cocast[show_idx]),
-            pl.Series("cowatch_degree", _show_major(deg).astype(np.int64)),
-            pl.Series("cowatch_weight", _show_major(weight).astype(np.float32)),
-            pl.Series("pagerank", _show_major(rank).astype(np.float32)),
+            nodes.gather(idx).alias("show_id"),
+            timestamps(at),
+            pl.Series("person_degree", person_degree[idx]),
+            pl.Series("cocast_neighbors", cocast[idx]),
+            pl.Series("cowatch_degree", np.concatenate(degree)[order]),
+            pl.Series("cowatch_weight", np.concatenate(weight)[order]),
+            pl.Series("pagerank", np.concatenate(rank)[order]),
         ]
     )

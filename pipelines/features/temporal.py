@@ -1,5 +1,5 @@
 """Time-dependent feature tables: show popularity and seasonality, user activity and genre
-affinity, as snapshots that Feast joins point in time.
+affinity, as change-point rows that Feast joins point in time.
 
 The point-in-time rule, which every builder here keeps:
   * inputs are first cut to events with event_timestamp < as_of, and no row is stamped after
@@ -12,6 +12,19 @@ strictly before T.
 Snapshot times (`snapshot_times`): every UTC midnight from the day after the first event up to
 as_of ("day"), the Mondays among them ("week") or the 1st of each month from the month after the
 first event ("month"), always ending with a snapshot at exactly as_of.
+
+Sparse tables. A builder does not write every entity at every snapshot (that grows with
+entities x days: 75 million rows for MovieLens over 22 years). It writes an entity's row only
+at the snapshots where one of its values changes, so the latest row at or before any snapshot
+time holds exactly the value the dense snapshot table would hold there. A windowed count over
+[t - w days, t) can only change at the first snapshot after an event x (x enters) or after
+x + w days (x leaves), and a cumulative one only after an event, so the builders generate
+those candidate times per entity (`next_snapshot_us`), evaluate the values there by binary
+search over the entity's sorted events and drop the candidates whose values equal the entity's
+previous row. Work and memory grow with events + entities, never with the number of days.
+Kept always: a row per entity at the first snapshot where the dense table starts it, and a row
+per entity at exactly as_of (the final snapshot), so a build cut at t ends with every entity's
+value at t.
 
 Counting is exact at microsecond resolution: `_EventIndex` keeps events sorted by (entity, time)
 and answers "how many events of entity e before time q" by binary search, so a window
@@ -119,6 +132,32 @@ def _first_us(ts: np.ndarray) -> int | None:
     return int(ts.min()) if ts.size else None
 
 
+def next_snapshot_us(x: np.ndarray, every: Literal["day", "week"] = "day") -> np.ndarray:
+    """The first daily (midnight) or weekly (Monday midnight) time strictly after each x.
+
+    x: (n,) int64 us. Returns (n,) int64 us. For any x at or after the first event, this is
+    the first time of `snapshot_us(...)` strictly after x whenever it is before as_of; later
+    ones fall on as_of itself, whose row every builder writes anyway.
+    """
+    days = np.floor_divide(x, DAY_US) + 1  # the midnight after x's day (floor: pre-1970 too)
+    if every == "week":
+        days = days + np.mod(-(days + 3), 7)  # on to a Monday: (day + 3) % 7 == 0
+    elif every != "day":
+        raise ValueError(f"every must be day or week, not {every!r}")
+    return days * DAY_US
+
+
+def first_snapshot_us(first_event_us: int | None, end: int, every: Every = "day") -> int:
+    """The first time of `snapshot_us(first_event_us, as_of, every)` (end = as_of in us)."""
+    if first_event_us is None:
+        return end
+    if every == "month":
+        start = to_us(_next_month(_month_start(from_us(first_event_us))))
+    else:
+        start = int(next_snapshot_us(np.array([first_event_us], dtype=np.int64), every)[0])
+    return min(start, end)
+
+
 # ---- counting events before a time, per entity ----------------------------------------------
 class _EventIndex:
     """Events sorted by (entity, time); answers per-entity questions about events before q.
@@ -155,17 +194,50 @@ class _EventIndex:
         return out
 
 
-def _grid(times: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows (entity e, times[k]) for every k >= start[e]: entity-major, time ascending.
+# ---- change-point rows -----------------------------------------------------------------------
+def _change_points(
+    entity: np.ndarray, at: np.ndarray, end: int, n_entities: int, start: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate rows (entity, stamp), distinct, sorted entity-major then time ascending.
 
-    times: (T,) snapshot times; start: (E,) first snapshot index per entity.
-    Returns entity (n,) int64 and snapshot time (n,) int64.
+    entity, at: (m,) candidate rows (stamps from `next_snapshot_us`); those at or after end
+    are dropped: the row at end, which every entity gets, holds their values. start: when
+    given, every entity also gets a row there (the first snapshot of a dense table that lists
+    every entity from the start). Returns entity (n,) int64 and stamp (n,) int64 us.
     """
-    counts = times.size - start
-    entity = np.repeat(np.arange(start.size, dtype=np.int64), counts)
-    offsets = np.cumsum(counts) - counts
-    k = np.arange(int(counts.sum())) - np.repeat(offsets - start, counts)
-    return entity, times[k]
+    early = at < end
+    everyone = np.arange(n_entities, dtype=np.int64)
+    ents = [entity[early].astype(np.int64), everyone]
+    stamps = [at[early].astype(np.int64), np.full(n_entities, end, dtype=np.int64)]
+    if start is not None and start < end:
+        ents.append(everyone)
+        stamps.append(np.full(n_entities, start, dtype=np.int64))
+    ent, stamp = np.concatenate(ents), np.concatenate(stamps)
+    order = np.lexsort((stamp, ent))
+    ent, stamp = ent[order], stamp[order]
+    fresh = np.ones(ent.size, dtype=bool)  # drop repeats of the same (entity, stamp)
+    fresh[1:] = (ent[1:] != ent[:-1]) | (stamp[1:] != stamp[:-1])
+    return ent[fresh], stamp[fresh]
+
+
+def _changed(
+    entity: np.ndarray, stamp: np.ndarray, end: int, values: Sequence[np.ndarray]
+) -> np.ndarray:
+    """Which rows to keep: an entity's first row, a row whose values differ from the entity's
+    previous row, and every row at end (the final snapshot). Shape (n,) bool.
+
+    entity, stamp: (n,) sorted as `_change_points` returns them; values: columns exactly as
+    written, each (n,) or (n, k), compared exactly. Comparing with the previous candidate
+    equals comparing with the previous kept row (equality is transitive).
+    """
+    keep = stamp == end
+    if entity.size == 0:
+        return keep
+    differs = np.r_[True, entity[1:] != entity[:-1]]
+    for column in values:
+        step = column[1:] != column[:-1]
+        differs[1:] |= step.any(axis=1) if step.ndim == 2 else step
+    return keep | differs
 
 
 def _encode(values: pl.Series, universe: pl.Series) -> np.ndarray:
@@ -188,40 +260,53 @@ def _shares(counts: np.ndarray) -> np.ndarray:
 
 
 # ---- show popularity ------------------------------------------------------------------------
+def _known_events(
+    events: pl.DataFrame, column: str, universe: pl.Series
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Entity code and time (int64 us) of each event whose `column` is in `universe`, and the
+    mask of those events among all; shapes (m,), (m,), (n,)."""
+    code = _encode(events[column], universe)
+    known = code >= 0
+    return code[known], event_us(events)[known], known
+
+
 def show_popularity(
     events: pl.DataFrame,
     show_ids: pl.Series | Sequence[str],
     as_of: datetime,
     windows_days: Sequence[int] = (7, 30, 365),
 ) -> pl.DataFrame:
-    """Daily view counts per show: [show_id, event_timestamp, views_{w}d..., views_total, trend].
+    """View counts per show: [show_id, event_timestamp, views_{w}d..., views_total, trend].
 
-    Dense grid: every show in `show_ids` at every daily snapshot (so a show that stops being
-    watched drops to 0). views_{w}d counts events in [t - w days, t); trend (f32) =
-    views_7d / max(1, views_30d * 7 / 30).
+    views_{w}d counts events in [t - w days, t); trend (f32) = views_7d / max(1, views_30d *
+    7 / 30). Rows (see the module docstring): every show in `show_ids` at the first daily
+    snapshot and at as_of, and a show at each daily snapshot where its values change (the
+    midnight after a day with events, and after an event leaves a window). The latest row <=
+    any snapshot time holds that snapshot's values; a show never watched has two rows of 0.
     """
     ev = cut_events(events, as_of)
     shows = _universe(show_ids)
-    ts = event_us(ev)
-    times = snapshot_us(_first_us(ts), as_of, "day")
-    code = _encode(ev["show_id"], shows)
-    known = code >= 0
-    index = _EventIndex(code[known], ts[known])
-    ent, q = _grid(times, np.zeros(shows.len(), dtype=np.int64))
+    end = to_us(as_of)
+    code, ts, _ = _known_events(ev, "show_id", shows)
+    windows = sorted({*windows_days, 7, 30})  # trend needs the 7- and 30-day counts
+    # values change the midnight after an event enters (x) or leaves (x + w days) a window
+    moves = np.concatenate([ts, *[ts + w * DAY_US for w in windows]])
+    start = first_snapshot_us(_first_us(event_us(ev)), end)
+    ent, q = _change_points(
+        np.tile(code, len(windows) + 1), next_snapshot_us(moves), end, shows.len(), start
+    )
+    index = _EventIndex(code, ts)
     total = index.count_before(ent, q)
-
-    def window(days: int) -> np.ndarray:
-        return total - index.count_before(ent, q - days * DAY_US)
-
-    views = {w: window(w) for w in sorted({*windows_days, 7, 30})}
-    trend = views[7] / np.maximum(1.0, views[30] * 7.0 / 30.0)
+    views = {w: total - index.count_before(ent, q - w * DAY_US) for w in windows}
+    trend = (views[7] / np.maximum(1.0, views[30] * 7.0 / 30.0)).astype(np.float32)
+    keep = _changed(ent, q, end, [total, *views.values(), trend])
     return pl.DataFrame(
         [
-            shows.gather(ent).alias("show_id"),
-            timestamps(q),
-            *[pl.Series(f"views_{w}d", views[w]) for w in windows_days],
-            pl.Series("views_total", total),
-            pl.Series("trend", trend.astype(np.float32)),
+            shows.gather(ent[keep]).alias("show_id"),
+            timestamps(q[keep]),
+            *[pl.Series(f"views_{w}d", views[w][keep]) for w in windows_days],
+            pl.Series("views_total", total[keep]),
+            pl.Series("trend", trend[keep]),
         ]
     )
 
@@ -235,33 +320,33 @@ def _profile(index: _EventIndex, ent: np.ndarray, q: np.ndarray, k: int) -> np.n
 def show_seasonality(
     events: pl.DataFrame, show_ids: pl.Series | Sequence[str], as_of: datetime
 ) -> pl.DataFrame:
-    """Weekly cumulative viewing profiles per show.
+    """Cumulative viewing profiles per show, on the weekly snapshot grid.
 
-    Columns: show_id, event_timestamp (every Monday 00:00 UTC, then as_of), weekday_profile
+    Columns: show_id, event_timestamp (Mondays 00:00 UTC, and as_of), weekday_profile
     (list[f32] of 7 shares, Monday first), month_profile (list[f32] of 12 shares, January
     first), december_share (f32). Shares are of all events < t and sum to 1, or are all 0 when
-    the show has no events yet.
+    the show has no events yet. Rows: every show at the first weekly snapshot and at as_of,
+    and a show on the Monday after each week with its events when its shares change.
     """
     ev = cut_events(events, as_of)
     shows = _universe(show_ids)
-    ts = event_us(ev)
-    times = snapshot_us(_first_us(ts), as_of, "week")
-    code = _encode(ev["show_id"], shows)
-    known = code >= 0
-    weekday = (ev["event_timestamp"].dt.weekday().to_numpy() - 1).astype(np.int64)  # Monday=0
-    month = (ev["event_timestamp"].dt.month().to_numpy() - 1).astype(np.int64)  # January=0
-    by_weekday = _EventIndex(code[known] * 7 + weekday[known], ts[known])
-    by_month = _EventIndex(code[known] * 12 + month[known], ts[known])
-    ent, q = _grid(times, np.zeros(shows.len(), dtype=np.int64))
-    weekdays = _shares(_profile(by_weekday, ent, q, 7))  # (n, 7)
-    months = _shares(_profile(by_month, ent, q, 12))  # (n, 12)
+    end = to_us(as_of)
+    code, ts, known = _known_events(ev, "show_id", shows)
+    weekday = (ev["event_timestamp"].dt.weekday().to_numpy() - 1).astype(np.int64)[known]
+    month = (ev["event_timestamp"].dt.month().to_numpy() - 1).astype(np.int64)[known]
+    start = first_snapshot_us(_first_us(event_us(ev)), end, "week")
+    ent, q = _change_points(code, next_snapshot_us(ts, "week"), end, shows.len(), start)
+    weekdays = _shares(_profile(_EventIndex(code * 7 + weekday, ts), ent, q, 7))  # (n, 7)
+    months = _shares(_profile(_EventIndex(code * 12 + month, ts), ent, q, 12))  # (n, 12)
+    weekdays, months = weekdays.astype(np.float32), months.astype(np.float32)
+    keep = _changed(ent, q, end, [weekdays, months])
     return pl.DataFrame(
         [
-            shows.gather(ent).alias("show_id"),
-            timestamps(q),
-            _float_lists(weekdays, "weekday_profile"),
-            _float_lists(months, "month_profile"),
-            pl.Series("december_share", months[:, 11].astype(np.float32)),
+            shows.gather(ent[keep]).alias("show_id"),
+            timestamps(q[keep]),
+            _float_lists(weekdays[keep], "weekday_profile"),
+            _float_lists(months[keep], "month_profile"),
+            pl.Series("december_share", months[keep, 11]),
         ]
     )
 
@@ -274,32 +359,41 @@ def _float_lists(matrix: np.ndarray, name: str) -> pl.Series:
 
 
 # ---- user activity --------------------------------------------------------------------------
+ACTIVITY_WINDOWS = (7, 30)
+
+
 def user_activity(events: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-    """Daily activity per user from the midnight after their first event to as_of.
+    """Activity per user on the daily grid, from the midnight after their first event.
 
     Columns: user_id, event_timestamp, events_7d, events_30d, events_total (i64; events in
-    [t - w, t)), days_since_last_event (f32; from the last event < t to t).
+    [t - w, t)), last_event_us (i64; the time of the last event < t, us since 1970-01-01 UTC:
+    the days since it at any T are (T - last_event_us) / 86_400e6, a value that would change
+    every day and so is left to the reader). Rows: a user at as_of, and at each daily
+    snapshot where their counts or last event change.
     """
     ev = cut_events(events, as_of)
     users = _universe(ev["user_id"])
-    ts = event_us(ev)
-    times = snapshot_us(_first_us(ts), as_of, "day")
-    code = _encode(ev["user_id"], users)
-    first = np.full(users.len(), np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first, code, ts)  # (U,) each user's first event
-    start = np.searchsorted(times, first, side="right")  # first snapshot strictly after it
+    end = to_us(as_of)
+    code, ts, _ = _known_events(ev, "user_id", users)
+    moves = np.concatenate([ts, *[ts + w * DAY_US for w in ACTIVITY_WINDOWS]])
+    ent, q = _change_points(
+        np.tile(code, len(ACTIVITY_WINDOWS) + 1), next_snapshot_us(moves), end, users.len()
+    )
     index = _EventIndex(code, ts)
-    ent, q = _grid(times, start)
     total = index.count_before(ent, q)
-    last = index.last_before(ent, q)  # always found: the grid starts after the first event
+    counts = [total - index.count_before(ent, q - w * DAY_US) for w in ACTIVITY_WINDOWS]
+    last = index.last_before(ent, q)  # always found: a user's first row follows an event
+    keep = _changed(ent, q, end, [total, *counts, last])
     return pl.DataFrame(
         [
-            users.gather(ent).alias("user_id"),
-            timestamps(q),
-            pl.Series("events_7d", total - index.count_before(ent, q - 7 * DAY_US)),
-            pl.Series("events_30d", total - index.count_before(ent, q - 30 * DAY_US)),
-            pl.Series("events_total", total),
-            pl.Series("days_since_last_event", ((q - last) / DAY_US).astype(np.float32)),
+            users.gather(ent[keep]).alias("user_id"),
+            timestamps(q[keep]),
+            *[
+                pl.Series(f"events_{w}d", c[keep])
+                for w, c in zip(ACTIVITY_WINDOWS, counts, strict=True)
+            ],
+            pl.Series("events_total", total[keep]),
+            pl.Series("last_event_us", last[keep]),
         ]
     )
 
