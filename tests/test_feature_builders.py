@@ -747,11 +747,14 @@ def dense_graph(
     cast = {s: set(people.filter(pl.col("show_id") == s)["person_id"]) for s in nodes}
     cocast = [sum(1 for o in nodes if o != s and cast[s] & cast[o]) for s in nodes]
     a, b, formed = graph._user_pairs(ev, pl.Series(nodes), cap)  # one row per user formation
-    parts = []
-    for t in _times(ev, as_of, "month"):
+    parts, rank, ranked_weight = [], None, -1.0
+    times = _times(ev, as_of, "month")
+    for t in times:
         keys, users = np.unique(a[formed < t] * n + b[formed < t], return_counts=True)
         live = users >= min_users
         ea, eb, w = keys[live] // n, keys[live] % n, users[live].astype(np.float64)
+        if graph.rank_is_stale(float(w.sum()), ranked_weight, t == times[-1]):
+            rank, ranked_weight = graph.pagerank(n, ea, eb, w), float(w.sum())
         parts.append(
             pl.DataFrame(
                 [
@@ -761,7 +764,7 @@ def dense_graph(
                     pl.Series("cocast_neighbors", cocast, pl.Int64),
                     pl.Series("cowatch_degree", np.bincount(np.r_[ea, eb], minlength=n)),
                     pl.Series("cowatch_weight", np.bincount(np.r_[ea, eb], np.r_[w, w], n)),
-                    pl.Series("pagerank", graph.pagerank(n, ea, eb, w)),
+                    pl.Series("pagerank", rank),
                 ]
             ).cast({"cowatch_weight": pl.Float32, "pagerank": pl.Float32})
         )

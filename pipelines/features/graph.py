@@ -130,6 +130,9 @@ def cowatch_edges(
 
 
 # ---- PageRank -------------------------------------------------------------------------------
+RANK_REFRESH = 0.1  # PageRank is recomputed when the co-watch graph has grown by this share
+
+
 def pagerank(
     n: int,
     a: np.ndarray,
@@ -206,16 +209,26 @@ class _CowatchState:
         )
 
 
-def _cowatch_state(n: int, keys: np.ndarray, users: np.ndarray) -> _CowatchState:
+def _cowatch_state(
+    n: int, keys: np.ndarray, users: np.ndarray, rank: np.ndarray | None = None
+) -> _CowatchState:
     """Statistics of the co-watch graph whose edges are pair keys a * n + b (m,) with user
-    counts (m,), all already at least min_users."""
+    counts (m,), all already at least min_users; PageRank computed unless `rank` is given."""
     ea, eb, ew = keys // n, keys % n, users.astype(np.float64)
     weight = np.bincount(ea, ew, minlength=n) + np.bincount(eb, ew, minlength=n)
     return _CowatchState(
         degree=(np.bincount(ea, minlength=n) + np.bincount(eb, minlength=n)).astype(np.int64),
         weight=weight.astype(np.float32),
-        rank=pagerank(n, ea, eb, ew).astype(np.float32),
+        rank=pagerank(n, ea, eb, ew).astype(np.float32) if rank is None else rank,
     )
+
+
+def rank_is_stale(total_weight: float, ranked_weight: float, last: bool) -> bool:
+    """Whether PageRank is recomputed at a snapshot: at the first (ranked_weight < 0) and the
+    last (as_of) one, and whenever the graph's total edge weight has grown by RANK_REFRESH
+    since it was last ranked. One new edge moves every show's exact rank, so recomputing it on
+    every change would write every show every month: rows would grow with the calendar."""
+    return ranked_weight < 0 or last or total_weight >= ranked_weight * (1 + RANK_REFRESH)
 
 
 def _formations(
@@ -254,13 +267,18 @@ def _cowatch_changes(
     everyone = np.arange(n, dtype=np.int64)
     last = times.size - 1
     state: _CowatchState | None = None
+    ranked_weight = -1.0  # total edge weight when PageRank was last computed
     for j in range(times.size):
         fresh = slice(bounds[j], bounds[j + 1])
         running[pair[fresh]] += users[fresh]  # pairs are distinct within one snapshot
         shows = everyone[:0]
-        if state is None or (running[pair[fresh]] >= min_users).any():  # an edge formed/grew
+        grew = state is None or (running[pair[fresh]] >= min_users).any()  # an edge formed/grew
+        if grew or j == last:
             live = running >= min_users
-            new = _cowatch_state(n, keys[live], running[live])
+            total = float(running[live].sum())
+            stale = state is None or rank_is_stale(total, ranked_weight, j == last)
+            ranked_weight = total if stale else ranked_weight
+            new = _cowatch_state(n, keys[live], running[live], None if stale else state.rank)
             shows = everyone if state is None else np.flatnonzero(new.differs(state))
             state = new
         yield j, everyone if j == last else shows, state
@@ -281,12 +299,15 @@ def show_graph_stats(
     person_degree = distinct people credited; cocast_neighbors = distinct other shows sharing
     at least one person (both static). At snapshot t the co-watch graph holds the pairs with
     at least min_users users formed strictly before t, weighted by that user count:
-    cowatch_degree (edges), cowatch_weight (f32, sum of edge weights) and pagerank (f32).
+    cowatch_degree (edges), cowatch_weight (f32, sum of edge weights) and pagerank (f32),
+    computed at the first snapshot, at as_of, and whenever the total edge weight has grown by
+    RANK_REFRESH since the last one (`rank_is_stale`), otherwise carried over.
 
     Rows (as in pipelines/features/temporal.py): every show at the first snapshot and at
     as_of, and a show at each monthly snapshot where one of its values changed, so the latest
     row <= a snapshot time holds that snapshot's values. PageRank is global: a month in which
-    any edge forms or gains a user usually moves every show's rank, and writes every show.
+    it is recomputed writes every show; between those, only shows whose degree or weight
+    moved get a row, so the table grows with the graph, not with the months.
     """
     ev = cut_events(events, as_of)
     nodes = _universe(shows["show_id"])
