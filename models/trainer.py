@@ -7,13 +7,13 @@ schedule, validation). The trainer runs the epochs and owns everything around th
 - the runtime's mixed precision (bf16 autocast on the GPU profile; losses stay float32),
 - gradient clipping (`grad_clip`), early stopping on the task's validation metric
   (`patience`; the best epoch's weights are kept),
-- checkpoints every `checkpoint_every` optimiser steps and at each epoch's end, into the
-  file the caller gives, written atomically; a run started again with the same data and
-  settings resumes from the last one — mid-epoch included — and reaches the same final
-  weights as an uninterrupted run (the random streams are part of the checkpoint, and an
-  epoch's plan is re-drawn from its saved starting state). A finished run's checkpoint is
-  resumed too (nothing left to do), and raising `epochs` trains on from it; the job removes
-  the checkpoints once the model is published,
+- checkpoints every `checkpoint_every` optimiser steps (at an epoch's end once they are due,
+  and when training ends), into the file the caller gives, written atomically; a run started
+  again with the same data and settings resumes from the last one — mid-epoch included — and
+  reaches the same final weights as an uninterrupted run (the random streams are part of the
+  checkpoint, and an epoch's plan is re-drawn from its saved starting state). A finished
+  run's checkpoint is resumed too (nothing left to do), and raising `epochs` trains on from
+  it; the job removes the checkpoints once the model is published,
 - a progress bar, per-epoch curves (`History`), and callbacks for experiment tracking.
 """
 
@@ -171,6 +171,7 @@ class Trainer:
         self.config, self.runtime = config, runtime
         self.checkpoint, self.fingerprint = checkpoint, fingerprint
         self.callbacks = list(callbacks)
+        self._saved_at = 0  # global step of the last checkpoint
 
     def fit(self, task: TrainTask, rngs: Rngs | None = None) -> History:
         """Run (or resume) the epochs of `task`; returns the per-epoch curves."""
@@ -189,7 +190,9 @@ class Trainer:
                 row = self._epoch(task, rngs, progress, history)
                 history.add(row)
                 self._early_stopping(task, row, progress, history)
-                self._save(task, rngs, history, progress)
+                done = progress.epoch >= cfg.epochs or self._stopped(progress)
+                if done or self._due(progress):
+                    self._save(task, rngs, history, progress)
                 for callback in self.callbacks:
                     callback(cfg.label, progress.epoch, row)
                 advance(**_shown(row, task.monitor))
@@ -219,8 +222,7 @@ class Trainer:
             progress.weight += result.weight
             progress.step += 1
             progress.global_step += 1
-            every = self.config.checkpoint_every
-            if progress.global_step % every == 0 and progress.step < len(plan):
+            if self._due(progress) and progress.step < len(plan):  # the epoch's end saves below
                 self._save(task, rngs, history, progress)
         row: dict[str, Any] = {k: v / max(progress.weight, 1e-12) for k, v in progress.sums.items()}
         row |= task.end_epoch(progress.epoch)
@@ -260,8 +262,13 @@ class Trainer:
         return self.config.patience is not None and progress.bad_epochs >= self.config.patience
 
     # ---- checkpoints ---------------------------------------------------------------------
+    def _due(self, progress: _Progress) -> bool:
+        """`checkpoint_every` optimiser steps have passed since the last checkpoint."""
+        return progress.global_step - self._saved_at >= self.config.checkpoint_every
+
     def _save(self, task: TrainTask, rngs: Rngs, history: History, progress: _Progress) -> None:
         """Write the whole training state atomically (a kill leaves the previous file)."""
+        self._saved_at = progress.global_step
         if self.checkpoint is None:
             return
         payload = {
@@ -297,6 +304,7 @@ class Trainer:
         progress.__dict__.update(saved)
         history.curves.update({k: list(v) for k, v in payload["curves"].items()})
         history.resumed_from = (progress.epoch, progress.step)
+        self._saved_at = progress.global_step
         history.best_epoch = progress.best_epoch
         history.stopped_early_at = progress.stopped_early_at
         task.restored()

@@ -209,10 +209,11 @@ def test_early_stopping_survives_a_resume(tmp_path: Path) -> None:
     straight = _Regression(scores=scores)
     _trainer(6, patience=2).fit(straight)
     checkpoint = tmp_path / "run.pt"
+    every = {"patience": 2, "checkpoint_every": 3}  # 3 steps an epoch: a checkpoint per epoch
     with pytest.raises(_Crash):  # killed in epoch 4, after the best epoch (2) was kept
-        _trainer(6, checkpoint, patience=2).fit(_Regression(scores=scores, crash_at=10))
+        _trainer(6, checkpoint, **every).fit(_Regression(scores=scores, crash_at=10))
     resumed = _Regression(scores=scores)
-    history = _trainer(6, checkpoint, patience=2).fit(resumed)
+    history = _trainer(6, checkpoint, **every).fit(resumed)
     assert history.resumed_from == (3, 0) and history.stopped_early_at == 4
     assert history.curves["score"] == scores[:4] and resumed.steps == 3
     assert _same_weights(resumed.net.state_dict(), straight.net.state_dict())
