@@ -119,6 +119,22 @@ def _feature_service(store: FeatureStore, service: str) -> FeatureService:
         ) from None
 
 
+def values_per_row(store: FeatureStore, service: str) -> int:
+    """How many values one training row of `service` carries: a scalar feature counts 1, a
+    list feature (a text embedding) its length, read from the first row of its Parquet."""
+    import pyarrow.parquet as pq
+
+    total = 4  # the entity row: user_id, show_id, event_timestamp, label
+    for projection in _feature_service(store, service).feature_view_projections:
+        view = store.get_feature_view(projection.name)
+        names = [f.name for f in projection.features]
+        first = next(pq.ParquetFile(view.batch_source.path).iter_batches(1, columns=names), None)
+        for name in names:
+            value = first.column(name)[0].as_py() if first is not None else None
+            total += len(value) if isinstance(value, list) else 1
+    return total
+
+
 def apply_recommendations(workdir: Path, as_of: datetime) -> None:
     """Register the `user_recommendations` view and load the current table online."""
     defs = _definitions(Path(workdir).resolve())

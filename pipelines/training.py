@@ -27,11 +27,12 @@ import pyarrow.parquet as pq
 from .build import read_manifest
 from .errors import ConfigError
 from .ingest import read_lake
-from .store import feature_store, historical_features, historical_table
+from .store import feature_store, historical_features, historical_table, values_per_row
 from .workdir import Workdir
 
 OVERSAMPLE = 4  # candidates drawn per wanted negative, before rejecting already-watched ones
-PART_EVENTS = 250_000  # positives per training-set part
+PART_EVENTS = 250_000  # positives per training-set part, at most ...
+PART_VALUES = 25_000_000  # ... and at most about this many values (wide rows: fewer rows)
 ORDER = (["event_timestamp", "user_id", "label"], [True, True, False])  # rows within a part
 
 
@@ -142,9 +143,13 @@ def training_set_parts(
 ) -> list[Path]:
     """The training set of FeatureService `service`, point in time, written as Parquet parts
     (`part-00000.parquet`, ... in time order) into `out_dir`, which is replaced whole and
-    atomically (written aside, then swapped). Returns the part files."""
+    atomically (written aside, then swapped). Returns the part files. A part holds at most
+    `part_events` positives and about PART_VALUES values with its negatives and features, so
+    a service with text embeddings per row gets smaller parts."""
     as_of = _checked_as_of(workdir, as_of)
     store = feature_store(workdir.root)
+    width = values_per_row(store, service) * (1 + negatives)
+    part_events = max(1_000, min(part_events, PART_VALUES // width))
     staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)
     try:
