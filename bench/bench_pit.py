@@ -30,7 +30,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from tvrec.pipelines.progress import PeakRss
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 7
@@ -127,29 +128,6 @@ def raw_sql(views: list[ViewSource]) -> str:
 
 
 # ---- one measurement (child process) --------------------------------------------------------
-class PeakSampler:
-    """The highest RSS seen while running (sampled every few ms), above a starting level."""
-
-    def __init__(self) -> None:
-        self.proc = psutil.Process()
-        self.start = self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    def __enter__(self) -> PeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-
 def peak_rss_mib() -> float:
     """This process's peak RSS. VmHWM belongs to the process image since its exec; getrusage's
     ru_maxrss would also count the (large) parent this child was forked from."""
@@ -179,7 +157,7 @@ def run_child(method: str, work: Path, rows: int, service: str, out: Path, sql: 
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         con.register("entities", entities)
-        with PeakSampler() as mem:
+        with PeakRss(every=0.005) as mem:  # peak and starting RSS
             t0 = time.perf_counter()
             result = con.sql(sql).df()
             seconds = time.perf_counter() - t0
@@ -193,7 +171,7 @@ def run_child(method: str, work: Path, rows: int, service: str, out: Path, sql: 
         yaml = _feast_yaml(offline, out.parent)
         store = FeatureStore(repo_path=str(repo_path()), fs_yaml_file=yaml)
         features = store.get_feature_service(service)
-        with PeakSampler() as mem:
+        with PeakRss(every=0.005) as mem:  # peak and starting RSS
             t0 = time.perf_counter()
             job = store.get_historical_features(entities, features, full_feature_names=True)
             result = job.to_df()

@@ -24,7 +24,7 @@ class PeakRss:
 
         self._process, self._every = psutil.Process(os.getpid()), every
         self._stop = threading.Event()
-        self.peak = self._process.memory_info().rss
+        self.start = self.peak = self._process.memory_info().rss
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
