@@ -77,8 +77,10 @@ def train_stage(
 def _remove_inputs(data: TrainingData) -> None:
     """Once the model is published: its checkpoints (nothing left to resume) and its
     training-set parts go, and no empty folder stays behind."""
-    for folder in {data.checkpoint_dir, *(p.parent for p in data.parts)} - {None}:
-        assert folder is not None
+    folders = {p.parent for p in data.parts}
+    if data.checkpoint_dir is not None:
+        folders.add(data.checkpoint_dir)
+    for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             folder.parent.rmdir()

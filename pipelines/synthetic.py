@@ -313,6 +313,20 @@ class WorldConfig:
         )
 
     @classmethod
+    def tiny(cls) -> WorldConfig:
+        """The smallest world with every planted structure: 60 users, 40 shows, 1,500 events
+        (fewer users than a training step wants; CLI runs in seconds)."""
+        return cls(
+            n_users=60,
+            n_shows=40,
+            n_events=1500,
+            n_near_duplicate_pairs=2,
+            n_december_shows=2,
+            n_cold_start_shows=2,
+            n_upcoming_shows=2,
+        )
+
+    @classmethod
     def small(cls) -> WorldConfig:
         """A world for tests: ~300 users, 200 shows, 15k events."""
         return cls(

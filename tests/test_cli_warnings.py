@@ -14,15 +14,7 @@ import pytest
 
 from tvrec.pipelines.synthetic import WorldConfig, write_world
 
-TINY_WORLD = WorldConfig(
-    n_users=60,
-    n_shows=40,
-    n_events=1500,
-    n_near_duplicate_pairs=2,
-    n_december_shows=2,
-    n_cold_start_shows=2,
-    n_upcoming_shows=2,
-)
+TINY_WORLD = WorldConfig.tiny()
 
 
 def tvrec(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:

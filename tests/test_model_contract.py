@@ -321,7 +321,7 @@ def test_checkpoint_of_another_run_is_ignored(fitted: Fitted, tmp_path: Path) ->
 # ---- awkward data --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_workdir(tmp_path_factory: pytest.TempPathFactory) -> Workdir:
-    """60 users, 40 shows, 600 events: fewer users than a step wants, most histories short."""
+    """The tiny world: fewer users than a step wants, most histories short."""
     from tvrec.pipelines.build import build_features
     from tvrec.pipelines.config import Settings
     from tvrec.pipelines.ingest import ingest
@@ -329,11 +329,7 @@ def tiny_workdir(tmp_path_factory: pytest.TempPathFactory) -> Workdir:
     from tvrec.pipelines.synthetic import WorldConfig, write_world
 
     root = tmp_path_factory.mktemp("tiny")
-    world = WorldConfig(
-        n_users=60, n_shows=40, n_events=600, n_near_duplicate_pairs=2, n_december_shows=2,
-        n_cold_start_shows=2, n_upcoming_shows=1,
-    )  # fmt: skip
-    write_world(root / "world", world)
+    write_world(root / "world", WorldConfig.tiny())
     wd = Workdir(root / "work")
     ingest(root / "world", "contract", wd)
     build_features(wd, Settings.load(wd.root), log=StageLog(quiet=True))
