@@ -17,6 +17,7 @@ and show = [w, b], so a FAISS inner-product ("dot") search reproduces the score 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ import pandas as pd
 import torch
 from pydantic import Field
 from torch import nn
+from torch.nn import functional as F
 
 from .base import ModelConfig, Recommender, TrainingData
 from .losses import multinomial_nll
@@ -39,41 +41,107 @@ class CollaborativeConfig(ModelConfig):
     input_dropout: float = Field(0.5, ge=0, lt=1, description="share of each history hidden")
 
 
+class Histories:
+    """Users' watch histories as one CSR matrix (rows: users, columns: show rows), handed to
+    the encoder as bags of show rows: the encoder's cost grows with the shows watched, not
+    with the catalogue."""
+
+    def __init__(self, rows: list[list[int]], n_shows: int) -> None:
+        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        self.indptr = torch.zeros(len(rows) + 1, dtype=torch.long)  # (n_users + 1,)
+        self.indptr[1:] = torch.cumsum(lengths, 0)
+        self.indices = torch.tensor([s for r in rows for s in r], dtype=torch.long)  # (nnz,)
+        self.n_shows = n_shows
+
+    def __len__(self) -> int:
+        return len(self.indptr) - 1
+
+    def _take(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bag id, show row) of every watched show of `users`, bag ids 0..len(users)-1."""
+        start, end = self.indptr[users], self.indptr[users + 1]
+        lengths = end - start  # (batch,)
+        bag = torch.repeat_interleave(torch.arange(len(users)), lengths)  # (nnz_b,)
+        first = torch.repeat_interleave(start - torch.cumsum(lengths, 0) + lengths, lengths)
+        return bag, self.indices[first + torch.arange(len(bag))]
+
+    def dense(self, users: torch.Tensor) -> torch.Tensor:
+        """Binary histories (batch, n_shows): the reconstruction target."""
+        bag, shows = self._take(users)
+        x = torch.zeros(len(users), self.n_shows)
+        x[bag, shows] = 1.0
+        return x
+
+    def bags(
+        self, users: torch.Tensor, dropout: float = 0.0, generator: torch.Generator | None = None
+    ) -> Bags:
+        """The encoder's input for `users`: each history with a share `dropout` of its shows
+        hidden, weighted as the dense Mult-DAE input x / (1 - p), normalised by sqrt(sum)."""
+        bag, shows = self._take(users)
+        if dropout > 0:
+            keep = torch.rand(len(bag), generator=generator) >= dropout
+            bag, shows = bag[keep], shows[keep]
+        kept = torch.bincount(bag, minlength=len(users)).float()  # (batch,)
+        scale = 1.0 / (1.0 - dropout)
+        weight = scale / (kept * scale).clamp(min=1.0).sqrt()  # (batch,)
+        offsets = torch.cumsum(kept.long(), 0) - kept.long()
+        return Bags(shows, offsets, weight[bag], has_history=kept > 0)
+
+
+@dataclass(frozen=True)
+class Bags:
+    """Bags of show rows for F.embedding_bag: flat show rows (nnz,), each bag's first index
+    (batch,), per-row weights (nnz,), and whether a bag is non-empty (batch,)."""
+
+    shows: torch.Tensor
+    offsets: torch.Tensor
+    weights: torch.Tensor
+    has_history: torch.Tensor
+
+    def to(self, device: torch.device) -> Bags:
+        return Bags(*(t.to(device) for t in (self.shows, self.offsets, self.weights,
+                                              self.has_history)))  # fmt: skip
+
+
 class CollaborativeNet(nn.Module):
     def __init__(self, n_shows: int, dim: int) -> None:
         super().__init__()
         self.user_arch = nn.Linear(n_shows, dim)  # history -> user vector
         self.show_arch = nn.Linear(dim, n_shows)  # weight: show vectors, bias: show bias
 
-    def embed_users(self, history: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
-        """(batch, n_shows) binary histories -> (batch, dim) user vectors."""
-        x = nn.functional.dropout(history, dropout, training=dropout > 0)
-        x = x / x.sum(dim=1, keepdim=True).clamp(min=1.0).sqrt()
-        return torch.tanh(self.user_arch(x))
+    def embed_users(self, bags: Bags) -> torch.Tensor:
+        """Weighted bags of watched shows -> (batch, dim) user vectors: the dense encoder
+        tanh(W x + b) computed as a sum over the watched shows' columns of W."""
+        pooled = F.embedding_bag(
+            bags.shows, self.user_arch.weight.t(), bags.offsets,
+            mode="sum", per_sample_weights=bags.weights,
+        )  # fmt: skip
+        return torch.tanh(pooled + self.user_arch.bias)  # (batch, dim)
 
-    def forward(self, history: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
+    def forward(self, bags: Bags) -> torch.Tensor:
         """Logits over the catalogue: (batch, n_shows)."""
-        return self.show_arch(self.embed_users(history, dropout))
+        return self.show_arch(self.embed_users(bags))
 
 
 class _DenoisingTask(TrainTask):
     """Batches of users; each step reconstructs their (partly hidden) histories."""
 
-    def __init__(self, net: CollaborativeNet, x: torch.Tensor, cfg: CollaborativeConfig,
+    def __init__(self, net: CollaborativeNet, histories: Histories, cfg: CollaborativeConfig,
                  batch: int, device: torch.device) -> None:  # fmt: skip
-        self.net, self.x, self.cfg, self.batch, self.device = net, x, cfg, batch, device
+        self.net, self.histories, self.cfg = net, histories, cfg
+        self.batch, self.device = batch, device
         self.optimizer = torch.optim.Adam(
             net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
 
     def plan(self, epoch: int, rngs: Rngs) -> Sequence[torch.Tensor]:
-        order = torch.randperm(len(self.x), generator=rngs.torch)
-        return [order[s : s + self.batch] for s in range(0, len(self.x), self.batch)]
+        order = torch.randperm(len(self.histories), generator=rngs.torch)
+        return [order[s : s + self.batch] for s in range(0, len(order), self.batch)]
 
     def loss(self, batch: torch.Tensor, rngs: Rngs) -> StepResult:
-        xb = self.x[batch].to(self.device)  # (batch, n_shows)
-        loss = multinomial_nll(self.net(xb, self.cfg.input_dropout), xb)
-        return StepResult(loss, {"train_loss": float(loss.detach())}, weight=len(xb))
+        bags = self.histories.bags(batch, self.cfg.input_dropout, rngs.torch).to(self.device)
+        target = self.histories.dense(batch).to(self.device)  # (batch, n_shows)
+        loss = multinomial_nll(self.net(bags), target)
+        return StepResult(loss, {"train_loss": float(loss.detach())}, weight=len(batch))
 
 
 class CollaborativeModel(Recommender, name="collaborative", config=CollaborativeConfig):
@@ -87,9 +155,10 @@ class CollaborativeModel(Recommender, name="collaborative", config=Collaborative
         self.show_ids = list(data.show_ids)
         self.histories = self._histories(data.frame)
         users = sorted(self.histories)
-        x = self._history_matrix(users)  # (n_users, n_shows)
+        histories = self._history_bags(users)
         self.net = CollaborativeNet(len(self.show_ids), cfg.dim).to(rt.device)
-        task = _DenoisingTask(self.net, x, cfg, cfg.batch_size * rt.batch_multiplier, rt.device)
+        batch = cfg.batch_size * rt.batch_multiplier
+        task = _DenoisingTask(self.net, histories, cfg, batch, rt.device)
         history = self.trainer(data).fit(task)
         metrics = history.metrics() | {
             "n_users": len(users),
@@ -106,14 +175,8 @@ class CollaborativeModel(Recommender, name="collaborative", config=Collaborative
         pos = pos.assign(row=pos["show_id"].map(rows)).dropna(subset=["row"])
         return {u: sorted(g.astype(int).tolist()) for u, g in pos.groupby("user_id")["row"]}
 
-    def _history_matrix(self, users: list[str]) -> torch.Tensor:
-        """Binary histories (n_users, n_shows), filled with one scatter."""
-        rows = [self.histories.get(u, []) for u in users]
-        r = np.repeat(np.arange(len(users)), [len(h) for h in rows])
-        c = np.fromiter((s for h in rows for s in h), dtype=np.int64, count=len(r))
-        x = torch.zeros(len(users), len(self.show_ids))  # (n_users, n_shows)
-        x[torch.from_numpy(r), torch.from_numpy(c)] = 1.0
-        return x
+    def _history_bags(self, users: list[str]) -> Histories:
+        return Histories([self.histories.get(u, []) for u in users], len(self.show_ids))
 
     # ---- embeddings -------------------------------------------------------------------------
     def show_embeddings(self) -> tuple[list[str], np.ndarray]:
@@ -126,10 +189,11 @@ class CollaborativeModel(Recommender, name="collaborative", config=Collaborative
         out = np.zeros((len(user_ids), self.config.dim + 1), dtype=np.float32)
         out[:, -1] = 1.0  # the bias term; users without history score by popularity
         with torch.no_grad():
+            device = next(net.parameters()).device
             for start in range(0, len(user_ids), 1024):
                 chunk = user_ids[start : start + 1024]
-                x = self._history_matrix(chunk).to(next(net.parameters()).device)
-                h = net.embed_users(x) * (x.sum(1, keepdim=True) > 0)  # (chunk, dim)
+                bags = self._history_bags(chunk).bags(torch.arange(len(chunk))).to(device)
+                h = net.embed_users(bags) * bags.has_history[:, None]  # (chunk, dim)
                 out[start : start + len(chunk), :-1] = h.float().cpu().numpy()
         return out
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from . import skip_feast_import_typechecks
 from .config import WORKDIR_ENV
 from .errors import ConfigError
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
     from feast import FeatureService, FeatureStore
+
+skip_feast_import_typechecks()  # before anything here imports feast
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
