@@ -51,6 +51,21 @@ def default_as_of(dataset: Dataset) -> datetime:
     return (last + timedelta(seconds=1)) if last is not None else datetime.now(EPOCH.tzinfo)
 
 
+def check_as_of(ds: Dataset, used: pl.DataFrame, as_of: datetime) -> None:
+    """A ConfigError when the lake has events but none before `as_of`: nothing could be
+    learnt, and the refusal comes before anything is built or replaced."""
+    if used.height or not ds.events.height:
+        return
+    from .errors import ConfigError
+
+    first = ds.events["event_timestamp"].min()
+    raise ConfigError(
+        f"--as-of {as_of.isoformat()} is not after the first event ({first.isoformat()}): "
+        f"all {ds.events.height:,} events of dataset {ds.name!r} lie at or after it; "
+        "choose a later --as-of"
+    )
+
+
 def build_features(
     workdir: Workdir, settings: Settings, as_of: datetime | None = None, log: StageLog | None = None
 ) -> BuildSummary:
@@ -59,6 +74,7 @@ def build_features(
         ds = read_lake(workdir)
         as_of = as_of or default_as_of(ds)
         events = ds.events.filter(pl.col("event_timestamp") < as_of)
+        check_as_of(ds, events, as_of)
         vocab = build_vocab(ds.shows)
     tables: dict[str, pl.DataFrame] = {}
     edges: dict[str, pl.DataFrame] = {}

@@ -32,6 +32,25 @@ class FeatureSettings(Strict):
     max_user_history: int = Field(200, ge=1, description="cap per user for co-watch pairs")
 
 
+class IngestSettings(Strict):
+    """What `tvrec ingest` (and the ingest of `tvrec run`) accepts: event timestamps must fall
+    in the years min_year..max_year (an epoch in milliseconds read as seconds, or a
+    placeholder year such as 9999, is refused), and text files are read in `encoding`
+    (`--encoding` overrides it)."""
+
+    min_year: int = Field(1900, ge=1, le=9000, description="earliest plausible event year")
+    max_year: int = Field(2100, ge=1, le=9000, description="latest plausible event year")
+    encoding: Literal["utf-8", "latin-1", "cp1252", "mac-roman"] | None = Field(
+        None, description="text encoding of the input files (default: the format's own, UTF-8)"
+    )
+
+    @model_validator(mode="after")
+    def _check_years(self) -> IngestSettings:
+        if self.min_year > self.max_year:
+            raise ValueError(f"min_year {self.min_year} is after max_year {self.max_year}")
+        return self
+
+
 class HardwareSettings(Strict):
     """`auto` picks a profile from the hardware; `cpu`/`gpu` force one."""
 
@@ -93,6 +112,7 @@ class TrackingSettings(Strict):
 class Settings(Strict):
     workdir: Path = Path(DEFAULT_WORKDIR)
     features: FeatureSettings = FeatureSettings()
+    ingest: IngestSettings = IngestSettings()
     hardware: HardwareSettings = HardwareSettings()
     models: ModelSettings = ModelSettings()
     tracking: TrackingSettings = TrackingSettings()

@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from .contract import SCHEMAS, Dataset, canonicalize
 from .workdir import Workdir
+
+if TYPE_CHECKING:
+    from .config import IngestSettings
 
 MANIFEST = "manifest.json"
 
@@ -27,25 +31,31 @@ class IngestSummary:
         return self.__dict__.copy()
 
 
-def ingest(source: Path, fmt: str, workdir: Workdir) -> IngestSummary:
-    """Read `source` with the adapter for `fmt`, validate it, and swap it in as the lake.
-
-    Validation happens entirely in memory before anything is written, so bad input leaves the
-    work directory exactly as it was.
-    """
+def load_dataset(source: Path, fmt: str, options: IngestSettings) -> Dataset:
+    """Read `source` with the adapter for `fmt` and validate it, in memory: bad input raises
+    (DataError) before anything is written, and needs no lock on the work directory."""
     from .adapters import load_raw
 
+    raw = load_raw(Path(source), fmt, options.encoding)
+    return canonicalize(raw, (options.min_year, options.max_year))
+
+
+def summarize(dataset: Dataset, fmt: str, seconds: float) -> IngestSummary:
+    rows = {k: v.height for k, v in dataset.tables().items()}
+    return IngestSummary(dataset.name, fmt, rows, dataset.timed, dataset.notes, seconds)
+
+
+def ingest(
+    source: Path, fmt: str, workdir: Workdir, options: IngestSettings | None = None
+) -> IngestSummary:
+    """Validate `source` (`load_dataset`) and swap it in as the lake. `options` (encoding,
+    plausible event years) default to the `[ingest]` settings of the work directory."""
+    from .config import Settings
+
     t0 = time.perf_counter()
-    dataset = canonicalize(load_raw(Path(source), fmt))
+    dataset = load_dataset(source, fmt, options or Settings.load(workdir.root).ingest)
     publish_lake(dataset, workdir, fmt)
-    return IngestSummary(
-        dataset.name,
-        fmt,
-        {k: v.height for k, v in dataset.tables().items()},
-        dataset.timed,
-        dataset.notes,
-        time.perf_counter() - t0,
-    )
+    return summarize(dataset, fmt, time.perf_counter() - t0)
 
 
 def publish_lake(dataset: Dataset, workdir: Workdir, fmt: str = "contract") -> None:

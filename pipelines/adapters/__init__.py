@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ..contract import RawDataset, find_table, read_contract_dir
+from ..contract import (
+    RawDataset,
+    check_encoding,
+    find_table,
+    linked_outside,
+    read_contract_dir,
+)
 from ..errors import DataError
 from . import anime, movielens, netflix_titles, streaming, tvmaze
 
@@ -23,7 +29,8 @@ FORMATS: tuple[str, ...] = (
     "tvmaze",
 )
 
-LOADERS: dict[str, Callable[[Path], RawDataset]] = {
+# each loader takes the directory and the text encoding (None: the format's own)
+LOADERS: dict[str, Callable[[Path, str | None], RawDataset]] = {
     "contract": read_contract_dir,
     "movielens-100k": movielens.load,
     "anime": anime.load,
@@ -33,15 +40,22 @@ LOADERS: dict[str, Callable[[Path], RawDataset]] = {
 }
 
 
-def load_raw(directory: Path, fmt: str = "contract") -> RawDataset:
-    """Read `directory` in format `fmt`; a DataError for an unknown format or missing files."""
+def load_raw(directory: Path, fmt: str = "contract", encoding: str | None = None) -> RawDataset:
+    """Read `directory` in format `fmt`, text files in `encoding` (None: UTF-8, or the
+    format's own); a DataError for an unknown format or missing files.
+
+    Input files that are symlinks out of the directory are followed; a note names the file
+    each one was read from (the note is kept in the lake's manifest)."""
     directory = Path(directory)
     loader = LOADERS.get(fmt)
     if loader is None:
         raise DataError(str(directory), f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    check_encoding(encoding)
     if not directory.is_dir():
         raise DataError(str(directory), "not a directory")
-    return loader(directory)
+    raw = loader(directory, encoding)
+    raw.notes.extend(linked_outside(directory, raw.sources))
+    return raw
 
 
 def _has(directory: Path, *names: str) -> bool:

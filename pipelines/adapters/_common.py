@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import html
+import os
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -16,11 +17,10 @@ from pathlib import Path
 
 import polars as pl
 
-from ..contract import check_utf8, empty
-from ..errors import DataError
+from ..contract import empty, parse_delimited, read_input, read_text_file
+from ..errors import DataError, names_list, rows_where
 
 CATALOGUE_NOTE = "catalogue only: no viewing events"
-BOM = "\ufeff"
 # Characters that `str.strip_chars()` keeps but that are noise at the ends of a value:
 # zero-width space and BOM (seen at the start of Hulu descriptions) plus ordinary whitespace.
 _NOISE = " \t\r\n\u00a0\u200b\ufeff"
@@ -29,26 +29,26 @@ _PLACEHOLDERS = {"", "unknown", "nan", "none", "null"}
 
 
 def require_file(directory: Path, name: str) -> Path:
-    """`directory / name`, or a DataError saying the adapter needs it."""
+    """`directory / name`, or a DataError saying the adapter needs it (or that it is not a
+    regular file: a directory or FIFO is refused here, before anything opens it)."""
     path = directory / name
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise DataError(str(path), "required file not found")
+    if not path.is_file():
+        read_input(path)  # raises, naming what the path is instead
     return path
 
 
-def _decode(path: Path, encoding: str) -> str:
-    """The file's text; UTF-8 is checked strictly, other encodings decoded as asked."""
-    if encoding == "utf-8":
-        return check_utf8(path).decode("utf-8")
-    data = path.read_bytes()
-    if not data.strip():
-        raise DataError(str(path), "the file is empty")
-    return data.decode(encoding)
+def optional_file(directory: Path, name: str) -> Path | None:
+    """`directory / name` if it is there (a DataError if it is there but not a file)."""
+    return require_file(directory, name) if os.path.lexists(directory / name) else None
 
 
-def read_text(path: Path, encoding: str = "utf-8") -> str:
-    """Decoded text of a file with any byte-order mark removed."""
-    return _decode(path, encoding).lstrip(BOM)
+def read_text(
+    path: Path, encoding: str | None = None, *, separator: str = ",", header: bool = True
+) -> str:
+    """Decoded text of a file with any byte-order mark removed (None: UTF-8, strictly)."""
+    return read_text_file(path, encoding, separator, header)
 
 
 def read_delimited(
@@ -57,26 +57,18 @@ def read_delimited(
     separator: str = ",",
     names: Sequence[str] | None = None,
     required: Sequence[str] = (),
-    encoding: str = "utf-8",
+    encoding: str | None = None,
     quoting: bool = True,
 ) -> pl.DataFrame:
     """Read a delimited text file with every column as a string.
 
     `names` gives the columns of a headerless file (their count is checked); otherwise the
     header is used, BOM and surrounding spaces stripped. `quoting=False` reads `"` as an
-    ordinary character (tab files whose titles start with a quote).
+    ordinary character (tab files whose titles start with a quote). A row with too many or
+    too few fields is refused, naming its line.
     """
-    text = read_text(path, encoding)
-    try:
-        df = pl.read_csv(
-            text.encode("utf-8"),
-            separator=separator,
-            has_header=names is None,
-            infer_schema=False,
-            quote_char='"' if quoting else None,
-        )
-    except Exception as exc:  # polars raises several error kinds for malformed text
-        raise DataError(str(path), f"cannot parse as delimited text: {exc}") from exc
+    text = read_text(path, encoding, separator=separator, header=names is None)
+    df = parse_delimited(text, str(path), separator, quoting=quoting, has_header=names is None)
     if names is not None:
         if df.width != len(names):
             raise DataError(
@@ -84,8 +76,6 @@ def read_delimited(
                 f"expected {len(names)} fields separated by {separator!r}, found {df.width}",
             )
         df.columns = list(names)
-    else:
-        df = df.rename({c: c.strip().lstrip(BOM).strip() for c in df.columns})
     require_columns(df, required, str(path))
     if df.height == 0:
         raise DataError(str(path), "the file has no data rows")
@@ -96,7 +86,7 @@ def require_columns(df: pl.DataFrame, columns: Sequence[str], source: str) -> No
     """A DataError naming the first of `columns` that `df` lacks."""
     for col in columns:
         if col not in df.columns:
-            found = ", ".join(df.columns)
+            found = names_list(df.columns)
             raise DataError(source, f"required column missing (found: {found})", column=col)
 
 
@@ -106,21 +96,17 @@ def with_optional(df: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
     return df.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in missing)
 
 
-def bad_rows(mask: pl.Series) -> list[int]:
-    """1-based data row numbers where `mask` is true (the first 50)."""
-    return [i + 1 for i in mask.fill_null(False).arg_true().head(50).to_list()]
-
-
 def parse_number(df: pl.DataFrame, col: str, source: str, dtype: pl.DataType) -> pl.Series:
     """Column `col` as `dtype`; a DataError for text that is not a number (blank -> null)."""
     raw = df[col].str.strip_chars().replace("", None)
     parsed = raw.cast(pl.Float64, strict=False)
     bad = parsed.is_null() & raw.is_not_null()
-    if dtype.is_integer():
-        bad = bad | (parsed.is_not_null() & (parsed.round(0) != parsed))
+    if dtype.is_integer():  # whole numbers that an Int64 holds exactly
+        whole = parsed.is_finite() & (parsed.round(0) == parsed) & (parsed.abs() <= 2.0**53)
+        bad = bad | (parsed.is_not_null() & ~whole.fill_null(False))
     if bad.any():
         examples = df.filter(bad)[col].head(5).to_list()
-        raise DataError(source, "not a number", column=col, rows=bad_rows(bad), examples=examples)
+        raise DataError(source, "not a number", column=col, rows=rows_where(bad), examples=examples)
     return parsed.cast(dtype).alias(col)
 
 
@@ -128,7 +114,7 @@ def require_values(df: pl.DataFrame, col: str, source: str) -> None:
     """A DataError listing the rows where `col` is null or blank."""
     blank = df[col].is_null() | (df[col].str.strip_chars() == "")
     if blank.any():
-        raise DataError(source, "empty value", column=col, rows=bad_rows(blank))
+        raise DataError(source, "empty value", column=col, rows=rows_where(blank))
 
 
 def clean_text(expr: pl.Expr) -> pl.Expr:

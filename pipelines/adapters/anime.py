@@ -29,13 +29,14 @@ import polars as pl
 from ..contract import RawDataset
 from ..errors import DataError
 from ._common import (
-    bad_rows,
     clean_text,
     map_unique,
+    optional_file,
     parse_number,
     read_delimited,
     require_file,
     require_values,
+    rows_where,
     split_list,
 )
 
@@ -53,9 +54,11 @@ UNTIMED_NOTE = (
 )
 
 
-def _read_interactions(path: Path) -> pl.DataFrame:
+def _read_interactions(path: Path, encoding: str | None = None) -> pl.DataFrame:
     """A history or ratings file as string ids (checked non-empty) plus the raw Feedback."""
-    df = read_delimited(path, separator="\t", required=(*EVENT_COLUMNS, "Feedback"))
+    df = read_delimited(
+        path, separator="\t", required=(*EVENT_COLUMNS, "Feedback"), encoding=encoding
+    )
     for col in EVENT_COLUMNS:
         require_values(df, col, str(path))
     return df.select(
@@ -65,10 +68,12 @@ def _read_interactions(path: Path) -> pl.DataFrame:
     )
 
 
-def read_shows(path: Path) -> pl.DataFrame:
+def read_shows(path: Path, encoding: str | None = None) -> pl.DataFrame:
     """anime_info.dat as shows; names are HTML-unescaped ("Gintama&#039;" -> "Gintama'")."""
     # Titles may start with a quote ("Bungaku Shoujo" Movie), so quotes are plain text.
-    df = read_delimited(path, separator="\t", required=INFO_COLUMNS, quoting=False)
+    df = read_delimited(
+        path, separator="\t", required=INFO_COLUMNS, quoting=False, encoding=encoding
+    )
     require_values(df, "anime_ids", str(path))
     df = df.with_columns(map_unique(df["name"], html.unescape, pl.String()))
     return df.select(
@@ -106,27 +111,27 @@ def build_events(history: pl.DataFrame, ratings: pl.DataFrame | None) -> pl.Data
     )
 
 
-def _read_ratings(path: Path) -> pl.DataFrame:
-    df = _read_interactions(path)
+def _read_ratings(path: Path, encoding: str | None = None) -> pl.DataFrame:
+    df = _read_interactions(path, encoding)
     rating = parse_number(df, "Feedback", str(path), pl.Float64())
     if rating.is_null().any():
         raise DataError(
-            str(path), "empty rating", column="Feedback", rows=bad_rows(rating.is_null())
+            str(path), "empty rating", column="Feedback", rows=rows_where(rating.is_null())
         )
     return df.with_columns(rating.alias("rating")).drop("Feedback")
 
 
-def load(directory: Path) -> RawDataset:
+def load(directory: Path, encoding: str | None = None) -> RawDataset:
     """Read the anime directory; events of titles missing from anime_info are dropped."""
     history_path = require_file(directory, HISTORY_FILE)
     info_path = require_file(directory, INFO_FILE)
-    ratings_path = directory / RATINGS_FILE
+    ratings_path = optional_file(directory, RATINGS_FILE)
     notes = [UNTIMED_NOTE]
-    shows = read_shows(info_path)
-    history = _read_interactions(history_path)
+    shows = read_shows(info_path, encoding)
+    history = _read_interactions(history_path, encoding)
     ratings = None
-    if ratings_path.is_file():
-        ratings = _read_ratings(ratings_path)
+    if ratings_path is not None:
+        ratings = _read_ratings(ratings_path, encoding)
         unmatched = ratings.join(history, on=["user_id", "show_id"], how="anti").height
         if unmatched:
             notes.append(f"ignored {unmatched} ratings with no matching row in {HISTORY_FILE}")

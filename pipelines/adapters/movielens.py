@@ -14,9 +14,16 @@ from pathlib import Path
 
 import polars as pl
 
-from ..contract import RawDataset
+from ..contract import MAX_EPOCH_SECONDS, RawDataset
 from ..errors import DataError
-from ._common import bad_rows, parse_number, read_delimited, read_text, require_file
+from ._common import (
+    optional_file,
+    parse_number,
+    read_delimited,
+    read_text,
+    require_file,
+    rows_where,
+)
 
 ITEM_FIELDS = ("show_id", "title", "release_date", "video_release_date", "imdb_url")
 DATA_FIELDS = ("user_id", "show_id", "weight", "unix_seconds")
@@ -25,10 +32,11 @@ USER_FIELDS = ("user_id", "age", "gender", "occupation", "zip_code")
 NO_GENRE = "unknown"
 
 
-def read_genres(path: Path) -> list[str]:
+def read_genres(path: Path, encoding: str | None = None) -> list[str]:
     """Genre names in flag order, from u.genre lines "Action|1"."""
     pairs: dict[int, str] = {}
-    for line_no, line in enumerate(read_text(path).splitlines(), start=1):
+    text = read_text(path, encoding, separator="|", header=False)
+    for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         name, sep, index = line.rpartition("|")
@@ -40,18 +48,27 @@ def read_genres(path: Path) -> list[str]:
     return [pairs[i] for i in range(len(pairs))]
 
 
-def read_events(path: Path) -> pl.DataFrame:
+def read_events(path: Path, encoding: str | None = None) -> pl.DataFrame:
     """u.data as canonical-ready events (string ids, UTC timestamps, weight = rating)."""
-    df = read_delimited(path, separator="\t", names=DATA_FIELDS)
+    df = read_delimited(path, separator="\t", names=DATA_FIELDS, encoding=encoding)
     source = str(path)
     for col in ("user_id", "show_id"):
         ids = parse_number(df, col, source, pl.Int64())
         if ids.is_null().any():
-            raise DataError(source, "empty id", column=col, rows=bad_rows(ids.is_null()))
+            raise DataError(source, "empty id", column=col, rows=rows_where(ids.is_null()))
     seconds = parse_number(df, "unix_seconds", source, pl.Int64())
     if seconds.is_null().any():
         raise DataError(
-            source, "missing timestamp", column="unix_seconds", rows=bad_rows(seconds.is_null())
+            source, "missing timestamp", column="unix_seconds", rows=rows_where(seconds.is_null())
+        )
+    far = seconds.abs() > MAX_EPOCH_SECONDS
+    if far.any():
+        raise DataError.where(
+            source,
+            "epoch seconds out of range (beyond year 9900; milliseconds?)",
+            "unix_seconds",
+            far,
+            df["unix_seconds"],
         )
     weight = parse_number(df, "weight", source, pl.Float64())
     return pl.DataFrame(
@@ -73,28 +90,33 @@ def _genre_list(df: pl.DataFrame, genres: list[str], source: str) -> pl.Expr:
         flag = df[genre].str.strip_chars()
         bad = ~flag.is_in(["0", "1"])
         if bad.any():
-            raise DataError(source, "genre flag is not 0 or 1", column=genre, rows=bad_rows(bad))
+            raise DataError(source, "genre flag is not 0 or 1", column=genre, rows=rows_where(bad))
     named = [pl.when(pl.col(g).str.strip_chars() == "1").then(pl.lit(g)) for g in genres]
     kept = [e for e, g in zip(named, genres, strict=True) if g.lower() != NO_GENRE]
     return pl.concat_list(kept).list.drop_nulls().alias("genres")
 
 
-def read_shows(path: Path, genres: list[str]) -> pl.DataFrame:
-    """u.item (latin-1) as shows: title, premiered from the release date, genres, type movie."""
+def read_shows(path: Path, genres: list[str], encoding: str | None = None) -> pl.DataFrame:
+    """u.item (latin-1 unless `encoding` says otherwise) as shows: title, premiered from the
+    release date, genres, type movie."""
     df = read_delimited(
-        path, separator="|", names=[*ITEM_FIELDS, *genres], encoding="latin-1", quoting=False
+        path,
+        separator="|",
+        names=[*ITEM_FIELDS, *genres],
+        encoding=encoding or "latin-1",
+        quoting=False,
     )
     source = str(path)
     released = df["release_date"].str.strip_chars().replace("", None)
     premiered = released.str.to_date("%d-%b-%Y", strict=False)
     bad = premiered.is_null() & released.is_not_null()
     if bad.any():
-        raise DataError(
+        raise DataError.where(
             source,
             "unparsable release date (expected dd-Mon-yyyy)",
-            column="release_date",
-            rows=bad_rows(bad),
-            examples=df.filter(bad)["release_date"].head(5).to_list(),
+            "release_date",
+            bad,
+            df["release_date"],
         )
     return df.select(
         pl.col("show_id").str.strip_chars(),
@@ -109,27 +131,28 @@ def read_shows(path: Path, genres: list[str]) -> pl.DataFrame:
     )
 
 
-def read_users(path: Path) -> pl.DataFrame:
+def read_users(path: Path, encoding: str | None = None) -> pl.DataFrame:
     """u.user as users; age, gender, occupation and zip code become attributes."""
-    df = read_delimited(path, separator="|", names=USER_FIELDS)
+    df = read_delimited(path, separator="|", names=USER_FIELDS, encoding=encoding)
     return df.with_columns(pl.all().str.strip_chars())
 
 
-def load(directory: Path) -> RawDataset:
-    """Read a MovieLens 100K directory as it is."""
+def load(directory: Path, encoding: str | None = None) -> RawDataset:
+    """Read a MovieLens 100K directory as it is (`encoding`: of every file, u.item included;
+    default UTF-8, u.item latin-1)."""
     data = require_file(directory, "u.data")
     item = require_file(directory, "u.item")
-    genres = read_genres(require_file(directory, "u.genre"))
-    user = directory / "u.user"
+    genres = read_genres(require_file(directory, "u.genre"), encoding)
+    user = optional_file(directory, "u.user")
     sources = {"shows": str(item), "events": str(data)}
     users = None
-    if user.is_file():
-        users = read_users(user)
+    if user is not None:
+        users = read_users(user, encoding)
         sources["users"] = str(user)
     return RawDataset(
         name=directory.name,
-        shows=read_shows(item, genres),
-        events=read_events(data),
+        shows=read_shows(item, genres, encoding),
+        events=read_events(data, encoding),
         users=users,
         sources=sources,
     )

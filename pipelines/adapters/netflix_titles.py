@@ -22,6 +22,7 @@ from ._common import (
     clean_text,
     empty_events,
     null_placeholder,
+    optional_file,
     pylist_column,
     read_delimited,
     require_file,
@@ -46,9 +47,9 @@ CREDIT_REQUIRED = ("person_id", "id", "name", "role")
 PLATFORM = "Netflix"
 
 
-def read_shows(path: Path) -> pl.DataFrame:
+def read_shows(path: Path, encoding: str | None = None) -> pl.DataFrame:
     """titles.csv as shows: list-like genres parsed, premiered = January 1 of release_year."""
-    df = read_delimited(path, required=TITLE_REQUIRED)
+    df = read_delimited(path, required=TITLE_REQUIRED, encoding=encoding)
     df = with_optional(df, [*TITLE_OPTIONAL, *TITLE_EXTRAS])
     countries = pylist_column(df["production_countries"])
     year = clean_text(pl.col("release_year")).cast(pl.Int32, strict=False)
@@ -72,9 +73,10 @@ def read_shows(path: Path) -> pl.DataFrame:
     )
 
 
-def read_credits(path: Path) -> pl.DataFrame:
+def read_credits(path: Path, encoding: str | None = None) -> pl.DataFrame:
     """credits.csv as credits; the role is lower-cased (actor, director)."""
-    df = with_optional(read_delimited(path, required=CREDIT_REQUIRED), ["character"])
+    df = read_delimited(path, required=CREDIT_REQUIRED, encoding=encoding)
+    df = with_optional(df, ["character"])
     return df.select(
         clean_text(pl.col("id")).alias("show_id"),
         clean_text(pl.col("person_id")).alias("person_id"),
@@ -84,21 +86,21 @@ def read_credits(path: Path) -> pl.DataFrame:
     )
 
 
-def load(directory: Path) -> RawDataset:
+def load(directory: Path, encoding: str | None = None) -> RawDataset:
     """Read titles.csv (and credits.csv when present) as a catalogue-only dataset."""
     titles = require_file(directory, TITLES_FILE)
-    credits_path = directory / CREDITS_FILE
+    credits_path = optional_file(directory, CREDITS_FILE)
     sources = {"shows": str(titles), "events": str(directory)}
     notes = [CATALOGUE_NOTE]
     credits = None
-    if credits_path.is_file():
-        credits = read_credits(credits_path)
+    if credits_path is not None:
+        credits = read_credits(credits_path, encoding)
         sources["credits"] = str(credits_path)
     else:
         notes.append(f"{CREDITS_FILE} not found: no credits")
     return RawDataset(
         name=directory.name,
-        shows=read_shows(titles),
+        shows=read_shows(titles, encoding),
         events=empty_events(),
         credits=credits,
         sources=sources,

@@ -17,6 +17,7 @@ use CRLF line ends; some Hulu descriptions start with a zero-width space.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import polars as pl
@@ -25,13 +26,13 @@ from ..contract import RawDataset
 from ..errors import DataError
 from ._common import (
     CATALOGUE_NOTE,
-    bad_rows,
     clean_text,
     empty_events,
     map_unique,
     person_slug,
     read_delimited,
     require_values,
+    rows_where,
     split_list,
     with_optional,
 )
@@ -57,7 +58,7 @@ _DURATION = r"^\s*\d+\s*(min|Seasons?)\s*$"
 
 def catalogue_files(directory: Path) -> list[Path]:
     """The `<platform>_titles.csv` files of a directory, known platforms first."""
-    known = [directory / name for name in KNOWN_FILES if (directory / name).is_file()]
+    known = [directory / name for name in KNOWN_FILES if os.path.lexists(directory / name)]
     others = [p for p in sorted(directory.glob(f"*{SUFFIX}")) if p.name not in KNOWN_FILES]
     return known + others
 
@@ -87,16 +88,16 @@ def _premiered(date_added: pl.Expr, year: pl.Expr) -> pl.Expr:
     )
 
 
-def read_catalogue(path: Path) -> pl.DataFrame:
+def read_catalogue(path: Path, encoding: str | None = None) -> pl.DataFrame:
     """One platform's file as shows (with director and cast kept for the credits)."""
     prefix, platform = platform_of(path)
-    df = read_delimited(path, required=REQUIRED)
+    df = read_delimited(path, required=REQUIRED, encoding=encoding)
     # checked per file so that row numbers point into this file, not the combined table
     for col in ("show_id", "title"):
         require_values(df, col, str(path))
     dup = df["show_id"].str.strip_chars().is_duplicated()
     if dup.any():
-        raise DataError(str(path), "duplicated show_id", column="show_id", rows=bad_rows(dup))
+        raise DataError(str(path), "duplicated show_id", column="show_id", rows=rows_where(dup))
     df = with_optional(df, OPTIONAL).with_columns(clean_text(pl.col(c)) for c in OPTIONAL)
     df = _fix_shifted_duration(df)
     added = pl.col("date_added").str.to_date("%B %d, %Y", strict=False)
@@ -147,7 +148,7 @@ def build_credits(shows: pl.DataFrame) -> pl.DataFrame:
     return both.select("show_id", "person_id", "name", "role", "character")
 
 
-def load(directory: Path) -> RawDataset:
+def load(directory: Path, encoding: str | None = None) -> RawDataset:
     """Read every `<platform>_titles.csv` of the directory into one catalogue."""
     files = catalogue_files(directory)
     if not files:
@@ -155,7 +156,7 @@ def load(directory: Path) -> RawDataset:
             str(directory / KNOWN_FILES[0]),
             f"no catalogue file (*{SUFFIX}) found; expected e.g. {', '.join(KNOWN_FILES)}",
         )
-    frames = [read_catalogue(p) for p in files]
+    frames = [read_catalogue(p, encoding) for p in files]
     counts = ", ".join(
         f"{platform_of(p)[1]} {f.height}" for p, f in zip(files, frames, strict=True)
     )

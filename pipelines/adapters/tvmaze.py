@@ -24,8 +24,15 @@ from typing import Any
 import polars as pl
 
 from ..contract import RawDataset
-from ..errors import DataError
-from ._common import CATALOGUE_NOTE, empty_events, read_text, require_file, strip_html
+from ..errors import DataError, shorten
+from ._common import (
+    CATALOGUE_NOTE,
+    empty_events,
+    optional_file,
+    read_text,
+    require_file,
+    strip_html,
+)
 
 SHOWS_FILE = "tvmaze_shows.json"
 EPISODES_FILE = "tvmaze_episodes.json"
@@ -33,10 +40,10 @@ _EPISODE_URL = re.compile(r"/episodes/\d+/(.+?)-\d+x\d+(?:-|$)")
 _SHOW_HREF = re.compile(r"/shows/(\d+)/?$")
 
 
-def read_json_array(path: Path) -> list[dict[str, Any]]:
+def read_json_array(path: Path, encoding: str | None = None) -> list[dict[str, Any]]:
     """A file holding a JSON array of objects (UTF-8 checked; a DataError otherwise)."""
     try:
-        data = json.loads(read_text(path))
+        data = json.loads(read_text(path, encoding, header=False))
     except json.JSONDecodeError as exc:
         raise DataError(str(path), f"not valid JSON: {exc.msg}", rows=[exc.lineno]) from exc
     if not isinstance(data, list):
@@ -110,13 +117,14 @@ SHOW_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def read_shows(path: Path) -> pl.DataFrame:
-    items = read_json_array(path)
+def read_shows(path: Path, encoding: str | None = None) -> pl.DataFrame:
+    items = read_json_array(path, encoding)
     _require_keys(items, ("id", "name"), str(path))
     try:
         return pl.DataFrame([_show_row(s) for s in items], schema=SHOW_SCHEMA, orient="row")
     except (TypeError, ValueError, pl.exceptions.PolarsError) as exc:
-        raise DataError(str(path), f"show fields of unexpected types: {exc}") from exc
+        reason = shorten(str(exc), 200)
+        raise DataError(str(path), f"show fields of unexpected types: {reason}") from None
 
 
 def _slug(url: str | None) -> str | None:
@@ -135,9 +143,11 @@ def _episode_show(ep: dict[str, Any], by_slug: dict[str, str]) -> str | None:
     return by_slug.get(m.group(1)) if m else None
 
 
-def episode_counts(path: Path, shows: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+def episode_counts(
+    path: Path, shows: pl.DataFrame, encoding: str | None = None
+) -> tuple[pl.DataFrame, list[str]]:
     """(show_id, seasons, episodes) for the shows the episodes file covers, plus notes."""
-    items = read_json_array(path)
+    items = read_json_array(path, encoding)
     slug_owners: dict[str, list[str]] = defaultdict(list)
     for show_id, url in shows.select("show_id", "url").iter_rows():
         if (slug := _slug(url)) is not None:
@@ -170,14 +180,14 @@ def episode_counts(path: Path, shows: pl.DataFrame) -> tuple[pl.DataFrame, list[
     return counts, notes
 
 
-def load(directory: Path) -> RawDataset:
+def load(directory: Path, encoding: str | None = None) -> RawDataset:
     """Read the TVmaze shows (and episode counts where the episodes file allows)."""
     shows_path = require_file(directory, SHOWS_FILE)
-    shows = read_shows(shows_path)
+    shows = read_shows(shows_path, encoding)
     notes = [CATALOGUE_NOTE]
-    episodes_path = directory / EPISODES_FILE
-    if episodes_path.is_file():
-        counts, more = episode_counts(episodes_path, shows)
+    episodes_path = optional_file(directory, EPISODES_FILE)
+    if episodes_path is not None:
+        counts, more = episode_counts(episodes_path, shows, encoding)
         shows = shows.join(counts, on="show_id", how="left", maintain_order="left")
         notes.extend(more)
     return RawDataset(

@@ -1,0 +1,474 @@
+"""A generated corpus of bad inputs: each case is a dataset (written under a root directory)
+and the `tvrec` command that must refuse it with exit status 2, a message naming the file,
+the column and the first offending rows or lines, and the work directory unchanged.
+
+    python tests/bad_inputs.py OUTDIR      # writes the corpus and lists its cases
+
+`tests/test_bad_inputs.py` runs every case against a work directory holding a good lake.
+Nothing here is committed data: the files are written from the strings below.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+SHOWS = (
+    "show_id,title,genres,premiered\n"
+    "1,Alpha,Drama|Crime,2020-01-05\n"
+    "2,Beta,Comedy,2021-03-01\n"
+    "3,Gamma,Drama,2019-07-01\n"
+)
+EVENTS = (
+    "user_id,show_id,event_timestamp,weight\n"
+    "u1,1,2024-01-01T20:00:00Z,1\n"
+    "u2,2,1704139200,0.5\n"
+    "u1,2,2024-01-03T21:30:00+01:00,1\n"
+    "u3,3,2024-01-04T10:00:00Z,2\n"
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: `args` of `tvrec` (the test adds --workdir), the exit code, and regular
+    expressions the message must match (whitespace collapsed). `toml` is written into the
+    work directory as tvrec.toml before the run; `run` cases go through `tvrec run`."""
+
+    name: str
+    args: tuple[str, ...]
+    expect: tuple[str, ...]
+    code: int = 2
+    toml: str | None = None
+
+    @property
+    def is_run(self) -> bool:
+        return self.args[0] == "run"
+
+
+def write(path: Path, body: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body.encode() if isinstance(body, str) else body)
+    return path
+
+
+def contract_dir(root: Path, name: str, **files: str | bytes | None) -> Path:
+    """A contract dataset `root/name` with good shows.csv and events.csv, except the files
+    given (file name with '.' as '_': events_csv=...; None leaves a file out)."""
+    directory = root / name
+    bodies: dict[str, str | bytes | None] = {"shows.csv": SHOWS, "events.csv": EVENTS}
+    for key, body in files.items():
+        bodies[_file_name(key)] = body
+    for file, body in bodies.items():
+        if body is not None:
+            write(directory / file, body)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _file_name(key: str) -> str:
+    """events_csv -> events.csv, events_csv_gz -> events.csv.gz, u_data -> u.data."""
+    stem, *exts = key.split("_")
+    return ".".join([stem, *exts])
+
+
+def parquet(path: Path, frame: pl.DataFrame) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(path)
+    return path
+
+
+def events_with(column: str, values: list[str]) -> str:
+    """EVENTS with `column` of its four rows replaced by `values`."""
+    lines = EVENTS.splitlines()
+    header = lines[0].split(",")
+    i = header.index(column)
+    rows = []
+    for line, value in zip(lines[1:], values, strict=True):
+        fields = line.split(",")
+        fields[i] = value
+        rows.append(",".join(fields))
+    return "\n".join([lines[0], *rows]) + "\n"
+
+
+def good_events_frame() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u1", "u3"],
+            "show_id": ["1", "2", "2", "3"],
+            "event_timestamp": [1704139200.0, 1704139300.0, 1704300000.0, 1704362400.0],
+            "weight": [1.0, 0.5, 1.0, 2.0],
+        }
+    )
+
+
+def ingest(directory: Path, *extra: str) -> tuple[str, ...]:
+    return ("ingest", str(directory), *extra)
+
+
+# ---- the cases ------------------------------------------------------------------------------
+Builder = Callable[[Path], list[Case]]
+Spec = tuple[str, list[str], tuple[str, ...]]  # name, the events column's 4 values, expect
+YEARS = r"outside the plausible years 1900-2100"
+TIMESTAMP_SPECS: list[Spec] = [
+    ("epoch-too-large", ["2024-01-01", "99999999999999999999", "2024-01-02", "2024-01-03"],
+     (r"events\.csv, column 'event_timestamp'", YEARS, r"rows 2\b")),
+    ("epoch-milliseconds", ["2024-01-01", "2024-01-02", "1704139200000", "2024-01-03"],
+     (r"events\.csv, column 'event_timestamp'", YEARS, "milliseconds", r"rows 3\b")),
+    ("year-9999", ["2024-01-01", "2024-01-02", "2024-01-03", "9999-12-31T23:59:59Z"],
+     (r"events\.csv, column 'event_timestamp'", YEARS, r"rows 4\b", "9999-12-31")),
+    ("year-1850", ["1850-06-01", "2024-01-02", "2024-01-03", "1899-12-31T23:00:00Z"],
+     (YEARS, r"rows 1, 4\b", "min_year/max_year")),
+    ("year-1-with-offset", ["2024-01-01", "0001-01-01T00:00:00+05:00", "2024-01-02", "2024-01-03"],
+     (YEARS, r"rows 2\b")),
+    ("year-10000-unparsable", ["2024-01-01", "2024-01-02", "10000-01-01", "2024-01-03"],
+     (r"column 'event_timestamp': unparsable timestamp", r"rows 3\b")),
+    ("blank-timestamp", ["2024-01-01", "", "2024-01-02", "2024-01-03"],
+     (r"column 'event_timestamp': unparsable timestamp", r"rows 2\b")),
+]  # fmt: skip
+WEIGHT_RULE = r"a weight is a number from 0 to 1e\+09; blank means 1"
+WEIGHT_SPECS: list[Spec] = [
+    (f"weight-{label}", ["1", value, "1", "1"],
+     (rf"events\.csv, column 'weight': weight {why}", WEIGHT_RULE, r"rows 2\b"))
+    for label, value, why in (
+        ("inf", "inf", "is NaN or infinite"),
+        ("nan", "NaN", "is NaN or infinite"),
+        ("negative", "-2", "is negative"),
+        ("huge", "1e300", "too large"),
+        ("text", "five", "is not a number"),
+    )
+]  # fmt: skip
+
+
+def cell_case(root: Path, column: str, spec: Spec, *extra: str) -> Case:
+    """A case whose events.csv has `column` of its four rows set to the spec's values."""
+    name, values, expect = spec
+    return Case(name, ingest(contract_dir(root, name, events_csv=events_with(column, values)),
+                             *extra), expect)  # fmt: skip
+
+
+def _timestamps(root: Path) -> list[Case]:
+    cases = [cell_case(root, "event_timestamp", spec) for spec in TIMESTAMP_SPECS]
+    return [
+        *cases,
+        Case(
+            "toml-max-year",
+            ingest(contract_dir(root, "toml-max-year")),
+            (r"outside the plausible years 1990-2023", r"rows 1, 2, 3, 4\b"),
+            toml="[ingest]\nmin_year = 1990\nmax_year = 2023\n",
+        ),
+        Case(
+            "toml-years-reversed",
+            ingest(contract_dir(root, "toml-years-reversed")),
+            (r"tvrec\.toml", r"min_year 2030 is after max_year 2000"),
+            toml="[ingest]\nmin_year = 2030\nmax_year = 2000\n",
+        ),
+    ]
+
+
+def _weights(root: Path) -> list[Case]:
+    seconds = EVENTS.replace("weight\n", "weight,watch_seconds\n").replace("Z,2\n", "Z,2,-5\n")
+    seconds = seconds.replace(",1\n", ",1,60\n").replace(",0.5\n", ",0.5,30\n")
+    return [
+        *(cell_case(root, "weight", spec) for spec in WEIGHT_SPECS),
+        Case(
+            "watch-seconds-negative",
+            ingest(contract_dir(root, "watch-seconds-negative", events_csv=seconds)),
+            (r"column 'watch_seconds': watch_seconds is negative", r"rows 4\b"),
+        ),
+    ]
+
+
+def parquet_case(
+    root: Path, name: str, expect: tuple[str, ...], table: str, frame: pl.DataFrame
+) -> Case:
+    """A contract dataset whose `table` is the Parquet `frame` (the other table CSV)."""
+    directory = contract_dir(root, name, **{f"{table}_csv": None})
+    parquet(directory / f"{table}.parquet", frame)
+    return Case(name, ingest(directory), expect)
+
+
+def _parquet(root: Path) -> list[Case]:
+    ev = good_events_frame()
+    shows = pl.DataFrame({"show_id": ["1", "2", "3"], "title": ["Alpha", "Beta", "Gamma"]})
+    ts_1800 = pl.Series("event_timestamp", [1704139200, -5_400_000_000, 1704300000, 1704362400])
+    specs: list[tuple[str, tuple[str, ...], str, pl.DataFrame]] = [
+        ("parquet-timestamp-inf",
+         (r"events\.parquet, column 'event_timestamp': unparsable timestamp", r"rows 2, 4\b"),
+         "events", ev.with_columns(pl.Series(
+             "event_timestamp", [1704139200.0, float("inf"), 1.7e9, float("nan")]))),
+        ("parquet-datetime-1800", (r"events\.parquet", "plausible years", r"rows 2\b"),
+         "events", ev.with_columns((ts_1800 * 1_000_000).cast(pl.Datetime("us")))),
+        ("parquet-show-id-list", (r"events\.parquet, column 'show_id': values of type list",),
+         "events", ev.with_columns(pl.Series("show_id", [[1], [2], [2], [3]]))),
+        ("parquet-shows-id-list", (r"shows\.parquet, column 'show_id': values of type list",),
+         "shows", shows.with_columns(pl.Series("show_id", [["1"], ["2"], ["3"]]))),
+        ("parquet-fractional-ids",
+         (r"events\.parquet, column 'show_id': ids in a float column must be whole",
+          r"rows 3\b", "1.25"),
+         "events", ev.with_columns(pl.Series("show_id", [1.0, 2.0, 1.25, 3.0]))),
+        ("parquet-nan-user-id",
+         (r"column 'user_id': ids in a float column must be whole", r"rows 2\b"),
+         "events", ev.with_columns(pl.Series("user_id", [1.0, float("nan"), 3.0, 4.0]))),
+        ("parquet-weight-nan",
+         (r"events\.parquet, column 'weight': weight is NaN or infinite", r"rows 3\b"),
+         "events", ev.with_columns(pl.Series("weight", [1.0, 1.0, float("nan"), 1.0]))),
+        ("parquet-title-struct", (r"shows\.parquet, column 'title': values of type struct",),
+         "shows", shows.with_columns(pl.Series("title", [{"en": "A"}, {"en": "B"}, {"en": "C"}]))),
+        ("parquet-binary-ids", (r"shows\.parquet, column 'show_id': values of type binary",),
+         "shows", shows.with_columns(pl.Series("show_id", [b"1", b"\xff", b"3"]))),
+        ("parquet-no-rows", (r"events\.parquet: the table has no rows",), "events", ev.head(0)),
+    ]  # fmt: skip
+    corrupt = contract_dir(root, "parquet-corrupt", events_csv=None)
+    write(corrupt / "events.parquet", b"PAR1" + b"\x00junk" * 50 + b"PAR1")
+    return [
+        *(parquet_case(root, *spec) for spec in specs),
+        Case("parquet-corrupt", ingest(corrupt), (r"events\.parquet: cannot read Parquet",)),
+    ]
+
+
+def events_as(root: Path, name: str, make: Callable[[Path], object]) -> Path:
+    """A contract dataset whose events.csv is whatever `make(path)` puts at that path."""
+    directory = contract_dir(root, name, events_csv=None)
+    make(directory / "events.csv")
+    return directory
+
+
+def _file_types(root: Path) -> list[Case]:
+    outside = write(root / "elsewhere" / "events.csv", EVENTS.replace("u2,2,", "u2,9,"))
+    specs: list[tuple[str, Callable[[Path], object], str]] = [
+        ("events-directory", Path.mkdir, r"events\.csv: is a directory"),
+        ("events-fifo", os.mkfifo, r"events\.csv: is a FIFO"),
+        ("symlink-dangling", lambda p: p.symlink_to(root / "nowhere" / "events.csv"),
+         r"events\.csv: a symlink to .*nowhere"),
+        ("symlink-loop", lambda p: p.symlink_to(p), r"events\.csv: cannot open: Too many levels"),
+        ("symlink-outside-bad", lambda p: p.symlink_to(outside),
+         r"symlink-outside-bad/events\.csv, column 'show_id': events for shows"),
+    ]  # fmt: skip
+    return [
+        Case(name, ingest(events_as(root, name, make)), (expect,)) for name, make, expect in specs
+    ]
+
+
+def _wrong_files(root: Path) -> list[Case]:
+    bad_row = events_with("event_timestamp", ["2024-01-01", "2024-01-02", "someday", "2024-01-03"])
+    gz = contract_dir(
+        root, "csv-gz-bad-row", events_csv=None, events_csv_gz=gzip.compress(bad_row.encode())
+    )
+    corrupt = contract_dir(root, "csv-gz-corrupt", events_csv=None, events_csv_gz=b"\x1f\x8bjunk")
+    gz_named_csv = contract_dir(root, "gzip-named-csv", events_csv=gzip.compress(EVENTS.encode()))
+    pq_named_csv = events_as(root, "parquet-named-csv", lambda p: parquet(p, good_events_frame()))
+    two = contract_dir(root, "two-files-one-table")
+    parquet(two / "shows.parquet", pl.DataFrame({"show_id": ["1"], "title": ["A"]}))
+    return [
+        Case("csv-gz-bad-row", ingest(gz),
+             (r"events\.csv\.gz, column 'event_timestamp': unparsable", r"rows 3\b")),
+        Case("csv-gz-corrupt", ingest(corrupt), (r"events\.csv\.gz: not a readable gzip",)),
+        Case("gzip-named-csv", ingest(gz_named_csv), (r"events\.csv: the file is gzip",)),
+        Case("parquet-named-csv", ingest(pq_named_csv), (r"events\.csv: the file is Parquet",)),
+        Case("two-files-one-table", ingest(two), (r"table 'shows' is in 2 files", "keep one")),
+        Case("events-missing", ingest(contract_dir(root, "events-missing", events_csv=None)),
+             (r"required table 'events' not found",)),
+        Case("no-such-directory", ingest(root / "no-such-dir"), ("not a directory",)),
+        Case("dataset-is-a-file", ingest(root / "elsewhere" / "events.csv"), ("not a directory",)),
+    ]  # fmt: skip
+
+
+JUNK = bytes((i * 37 + 11) % 256 for i in range(4096))  # 4 KiB of binary junk, NULs included
+# junk without NUL bytes or line ends, the first of them valid UTF-8: a 3 KiB "column name"
+JUNK_HEADER = b"show_id," + bytes(b for b in JUNK if b not in b"\0\r\n,")[:3000] + b"\n1,A\n"
+MAC_SHOWS = "show_id,title\r1,Caf\u00e9 Society\r2,Beta\r3,Na\u00efve\r".encode("mac-roman")
+MULTILINE = 'show_id,title\n1,"A long\ntitle"\n2,Beta,extra\n3,Gamma\n'
+# name, files of the contract dataset (see `contract_dir`), extra arguments, expect
+TEXT_SPECS: list[tuple[str, dict[str, str | bytes | None], tuple[str, ...], tuple[str, ...]]] = [
+    ("empty-events", {"events_csv": ""}, (), (r"events\.csv: the file is empty",)),
+    ("blank-events", {"events_csv": " \n\n \n"}, (), (r"events\.csv: the file is empty",)),
+    ("header-only", {"events_csv": EVENTS.splitlines()[0] + "\n"}, (),
+     (r"events\.csv: the file has a header but no rows",)),
+    ("ragged-too-many", {"events_csv": EVENTS.replace("u2,2,1704139200,0.5", "u2,2,1,0.5,x")}, (),
+     (r"events\.csv: rows with the wrong number of fields \(expected 4",
+      r"line 3 has 5 \(too many\)")),
+    ("ragged-too-few", {"events_csv": EVENTS.replace("u3,3,2024-01-04T10:00:00Z,2", "u3,3")}, (),
+     (r"events\.csv: rows with the wrong number of fields", r"line 5 has 2 \(too few\)")),
+    ("ragged-after-multiline-field", {"shows_csv": MULTILINE}, (),
+     (r"shows\.csv: rows with the wrong number", r"line 4 has 3 \(too many\)")),
+    ("binary-junk", {"events_csv": JUNK}, (), (r"events\.csv: a NUL byte at byte \d+",)),
+    ("binary-junk-header", {"shows_csv": JUNK_HEADER}, (),
+     (r"shows\.csv, column '.{1,60}': bytes that are not UTF-8 at byte \d+ \(line 1\)",
+      "--encoding")),
+    ("long-header-name", {"events_csv": "x" * 5000 + "\nu1\n"}, (),
+     (r"column 'user_id': required column missing \(found: x{50}", "…")),
+    ("mac-roman-cr-without-encoding",
+     {"shows_csv": MAC_SHOWS, "events_csv": EVENTS.replace("\n", "\r")}, (),
+     (r"shows\.csv, column 'title': bytes that are not UTF-8 at byte \d+ \(line 2\)",
+      r"rows 1\b", "--encoding")),
+    ("cp1252-undefined-byte", {"shows_csv": SHOWS.encode().replace(b"Beta", b"B\x81ta")},
+     ("--encoding", "cp1252"),
+     (r"shows\.csv, column 'title': bytes that are not cp1252", r"\(line 3\)")),
+    ("unknown-encoding", {}, ("--encoding", "ebcdic"), (r"unknown encoding 'ebcdic'", "mac-roman")),
+    ("utf16", {"events_csv": EVENTS.encode("utf-16")}, (), (r"events\.csv: the file is UTF-16",)),
+    ("nul-byte", {"shows_csv": SHOWS.replace("Beta", "Be\0ta")}, (),
+     (r"shows\.csv: a NUL byte at byte \d+ \(line 3\)",)),
+    ("duplicate-columns", {"shows_csv": SHOWS.replace("title,genres", "title,show_id")}, (),
+     (r"shows\.csv, column 'show_id': duplicated column name \(columns 1 and 3",)),
+    ("duplicate-columns-after-trim", {"shows_csv": SHOWS.replace("title,genres", "title, title ")},
+     (), (r"column 'title': duplicated column name \(columns 2 and 3",)),
+    ("wrong-delimiter", {"events_csv": EVENTS.replace(",", ";")}, (),
+     (r"column 'user_id': required column missing", r"looks separated by ';'")),
+    ("huge-unknown-id", {"events_csv": EVENTS.replace("u2,2,", "u2," + "9" * 200_000 + ",")}, (),
+     (r"column 'show_id': events for shows that are not in the shows table", r"rows 2\b",
+      r"values '9{20}")),
+    ("unknown-show", {"events_csv": EVENTS.replace("u1,2,", "u1,7,")}, (),
+     (r"events\.csv, column 'show_id': events for shows that are not", r"rows 3\b")),
+    ("duplicate-show-id", {"shows_csv": SHOWS.replace("3,Gamma", "1,Gamma")}, (),
+     (r"shows\.csv, column 'show_id': duplicated show_id", r"rows 1, 3\b")),
+    ("empty-user-id", {"events_csv": EVENTS.replace("u3,", ",")}, (),
+     (r"events\.csv, column 'user_id': empty id", r"rows 4\b")),
+    ("missing-required-column", {"shows_csv": "show_id,name\n1,A\n"}, (),
+     (r"shows\.csv, column 'title': required column missing \(found: show_id, name\)",)),
+    ("bad-premiered", {"shows_csv": SHOWS.replace("2021-03-01", "spring")}, (),
+     (r"column 'premiered': unparsable date", r"rows 2\b")),
+    ("credits-unknown-show", {"credits_csv": "show_id,person_id,name\n1,p1,Ann\n8,p2,Bo\n"}, (),
+     (r"credits\.csv, column 'show_id': credits for shows that are not", r"rows 2\b")),
+    ("users-duplicated", {"users_csv": "user_id,plan\nu1,a\nu1,b\n"}, (),
+     (r"users\.csv, column 'user_id': duplicated user_id", r"rows 1, 2\b")),
+]  # fmt: skip
+
+
+def _text(root: Path) -> list[Case]:
+    return [
+        Case(name, ingest(contract_dir(root, name, **files), *extra), expect)
+        for name, files, extra, expect in TEXT_SPECS
+    ]
+
+
+def _movielens(root: Path, name: str, data: str | None) -> Path:
+    """A two-film MovieLens directory with `data` as u.data (None: u.data is a FIFO)."""
+    directory = root / name
+    write(directory / "u.genre", "unknown|0\nDrama|1\n")
+    write(directory / "u.item", "1|A (1995)|01-Jan-1995|||0|1\n2|B (1996)|01-Jan-1996|||0|1\n")
+    if data is None:
+        os.mkfifo(directory / "u.data")
+    else:
+        write(directory / "u.data", data)
+    return directory
+
+
+def _adapters(root: Path) -> list[Case]:
+    far = _movielens(root, "movielens-far-epoch", "1\t1\t4\t881250949\n2\t2\t3\t881250949000000\n")
+    ragged = _movielens(root, "movielens-ragged", "1\t1\t4\t88125094\n2\t2\t3\n3\t1\t5\t8812509\n")
+    fifo = _movielens(root, "movielens-fifo", None)
+    anime = root / "anime-dir"
+    write(anime / "anime_info.dat", "anime_ids\tname\tgenre\ttype\tepisodes\trating\tmembers\n")
+    (anime / "anime_history.dat").mkdir(parents=True)
+    stream = root / "streaming-ragged"
+    write(stream / "hulu_titles.csv", "show_id,type,title\ns1,Movie,A\ns2,Movie,B,extra\n")
+    tvmaze = root / "tvmaze-bad"
+    write(tvmaze / "tvmaze_shows.json", b'[{"id": 1, "name": "Caf\x81"}]')
+    ml = ("--format", "movielens-100k")
+    return [
+        Case("movielens-far-epoch", ingest(far, *ml),
+             (r"u\.data, column 'unix_seconds': epoch seconds out of range", r"rows 2\b")),
+        Case("movielens-ragged", ingest(ragged, *ml),
+             (r"u\.data: rows with the wrong number of fields", r"line 2 has 3 \(too few\)")),
+        Case("movielens-fifo", ingest(fifo, *ml), (r"u\.data: is a FIFO",)),
+        Case("anime-history-directory", ingest(anime, "--format", "anime"),
+             (r"anime_history\.dat: is a directory",)),
+        Case("streaming-ragged", ingest(stream, "--format", "streaming-catalogue"),
+             (r"hulu_titles\.csv: rows with the wrong number", r"line 3 has 4 \(too many\)")),
+        Case("tvmaze-cp1252", ingest(tvmaze, "--format", "tvmaze", "--encoding", "cp1252"),
+             (r"tvmaze_shows\.json: bytes that are not cp1252", r"\(line 1\)")),
+    ]  # fmt: skip
+
+
+def _runs(root: Path) -> list[Case]:
+    """`tvrec run` cases: each must fail before training and before anything is replaced."""
+    year = ["2024-01-01", "9999-06-01", "2024-01-02", "2024-01-03"]
+    year_dir = contract_dir(root, "run-year-9999", events_csv=events_with("event_timestamp", year))
+    inf_dir = contract_dir(
+        root, "run-weight-inf", events_csv=events_with("weight", ["1", "1", "inf", "1"])
+    )
+    return [
+        Case("run-as-of-before-first-event", ("run", "--as-of", "1990-01-01"),
+             (r"--as-of 1990-01-01T00:00:00\+00:00 is not after the first event",
+              r"all 4 events .* lie at or after it")),
+        Case("run-year-9999", ("run", "--data", str(year_dir)),
+             (r"events\.csv, column 'event_timestamp': timestamp outside", r"rows 2\b")),
+        Case("run-weight-inf", ("run", "--data", str(inf_dir)),
+             (r"column 'weight': weight is NaN or infinite", r"rows 3\b")),
+        Case("run-unknown-encoding",
+             ("run", "--data", str(contract_dir(root, "run-encoding")), "--encoding", "utf-32"),
+             (r"unknown encoding 'utf-32'",)),
+    ]  # fmt: skip
+
+
+BUILDERS: tuple[Builder, ...] = (
+    _timestamps, _parquet, _weights, _file_types, _wrong_files, _text, _adapters, _runs
+)  # fmt: skip
+
+
+def build_corpus(root: Path) -> list[Case]:
+    """Write every case's data under `root` (which must not exist or be empty)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    cases = [case for build in BUILDERS for case in build(root)]
+    names = [c.name for c in cases]
+    assert len(names) == len(set(names)), "case names must be unique"
+    return cases
+
+
+def write_good_dataset(directory: Path) -> Path:
+    """The good dataset a work directory holds before each case."""
+    return contract_dir(directory.parent, directory.name)
+
+
+# ---- proving nothing changed ----------------------------------------------------------------
+def tree_digest(root: Path, ignore: tuple[str, ...] = ()) -> dict[str, str]:
+    """Relative path -> sha256 of a file's bytes, `-> target` of a symlink, or `dir`, for
+    everything under `root` (names in `ignore`, relative to root, are left out)."""
+    out: dict[str, str] = {}
+    if not root.exists():
+        return out
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if rel in ignore:
+            continue
+        if path.is_symlink():
+            out[rel] = "-> " + os.readlink(path)
+        elif path.is_dir():
+            out[rel] = "dir"
+        else:
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python tests/bad_inputs.py OUTDIR", file=sys.stderr)
+        return 2
+    cases = build_corpus(Path(argv[0]))
+    for case in cases:
+        print(
+            json.dumps(
+                {
+                    "name": case.name,
+                    "args": case.args,
+                    "code": case.code,
+                    "expect": case.expect,
+                    "toml": case.toml,
+                }
+            )
+        )
+    print(f"{len(cases)} cases under {argv[0]}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,192 @@
+"""The generated bad-input corpus (tests/bad_inputs.py): every case is refused with exit status
+2 and a message naming the file, column and first offending rows or lines, without a
+traceback, and the work directory (which holds a good lake) is unchanged by content. Then the
+awkward inputs tvrec accepts: symlinks out of the dataset, .csv.gz, old Mac files, integral
+float ids, zero and blank weights."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import math
+import re
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from bad_inputs import (
+    EVENTS,
+    SHOWS,
+    Case,
+    build_corpus,
+    contract_dir,
+    events_with,
+    good_events_frame,
+    tree_digest,
+)
+from typer.testing import CliRunner
+
+from tvrec.jobs.cli import _finite, app
+from tvrec.pipelines.config import IngestSettings
+from tvrec.pipelines.ingest import ingest
+from tvrec.pipelines.workdir import Workdir
+
+runner = CliRunner()
+CASE_SECONDS = 60  # a case that hangs (a FIFO opened for reading) fails instead
+
+
+def _case_names() -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        return [case.name for case in build_corpus(Path(tmp) / "corpus")]
+
+
+CASE_NAMES = _case_names()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
+    return {case.name: case for case in build_corpus(tmp_path_factory.mktemp("bad") / "corpus")}
+
+
+@pytest.fixture(scope="module")
+def good_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A work directory holding the good dataset's published lake (copied by each test)."""
+    root = tmp_path_factory.mktemp("good")
+    work = root / "work"
+    res = runner.invoke(app, ["ingest", str(contract_dir(root, "data")), "--workdir", str(work)])
+    assert res.exit_code == 0, res.output
+    return work
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    def fail(*_: object) -> None:
+        raise TimeoutError(f"the command ran over {seconds}s (blocked on a read?)")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(CASE_NAMES) >= 45
+    assert sum(name.startswith("run-") for name in CASE_NAMES) <= 5  # `tvrec run` is slower
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_bad_input_is_refused_and_changes_nothing(
+    name: str, corpus: dict[str, Case], good_workdir: Path, tmp_path: Path
+) -> None:
+    case = corpus[name]
+    work = tmp_path / "work"
+    shutil.copytree(good_workdir, work, symlinks=True)
+    if case.toml is not None:
+        (work / "tvrec.toml").write_text(case.toml)
+    before = tree_digest(work)  # every byte: lock files and the catalogue included
+
+    with time_limit(CASE_SECONDS):
+        res = runner.invoke(app, [*case.args, "--workdir", str(work)])
+
+    message = " ".join(res.output.split())
+    assert res.exit_code == case.code, message
+    assert "Traceback" not in res.output and not isinstance(res.exception, TimeoutError)
+    assert message.startswith("error: "), message
+    for pattern in case.expect:
+        assert re.search(pattern, message), (pattern, message)
+    assert len(message) < 1200, "the message echoes too much input"
+    assert tree_digest(work) == before
+    if case.is_run:  # failed before training: no model, no features, no published table
+        assert not any((work / area).exists() for area in ("models", "features", "tables"))
+
+
+# ---- what is accepted -----------------------------------------------------------------------
+def _ingest(src: Path, work: Path, *extra: str) -> dict:
+    res = runner.invoke(app, ["ingest", str(src), "--workdir", str(work), "--json", *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def _manifest(work: Path) -> dict:
+    return json.loads((work / "lake" / "manifest.json").read_text())
+
+
+def test_symlink_out_of_the_dataset_is_followed_and_recorded(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere" / "events.csv"
+    target.parent.mkdir()
+    target.write_text(EVENTS)
+    data = contract_dir(tmp_path, "data", events_csv=None)
+    (data / "events.csv").symlink_to(target)
+    summary = _ingest(data, tmp_path / "work")
+    note = f"events.csv is a symlink out of the dataset directory; read {target.resolve()}"
+    assert summary["rows"]["events"] == 4 and note in summary["notes"]
+    assert note in _manifest(tmp_path / "work")["notes"]
+
+
+def test_csv_gz_is_read(tmp_path: Path) -> None:
+    data = contract_dir(
+        tmp_path, "data", events_csv=None, events_csv_gz=gzip.compress(EVENTS.encode())
+    )
+    assert _ingest(data, tmp_path / "work")["rows"]["events"] == 4
+
+
+def test_old_mac_file_with_encoding(tmp_path: Path) -> None:
+    shows = "show_id,title\r1,Caf\u00e9 Society\r2,Beta\r3,Na\u00efve\r".encode("mac-roman")
+    data = contract_dir(tmp_path, "data", shows_csv=shows, events_csv=EVENTS.replace("\n", "\r"))
+    summary = _ingest(data, tmp_path / "work", "--encoding", "mac-roman")
+    assert summary["rows"] == {"shows": 3, "events": 4, "credits": 0, "users": 0}
+    titles = pl.read_parquet(tmp_path / "work" / "lake" / "shows.parquet")["title"].to_list()
+    assert titles == ["Caf\u00e9 Society", "Beta", "Na\u00efve"]
+
+
+def test_run_passes_encoding_to_its_ingest(tmp_path: Path) -> None:
+    """`tvrec run --encoding` reaches the ingest inside the run: the Mac-Roman data parses
+    (else this would be an encoding error), then the run stops at the as-of check, before the
+    lake is replaced."""
+    shows = SHOWS.replace("Beta", "B\u00eata").encode("mac-roman")
+    data = contract_dir(tmp_path, "data", shows_csv=shows)
+    work = tmp_path / "work"
+    args = ["run", "--data", str(data), "--workdir", str(work), "--as-of", "1990-01-01"]
+    res = runner.invoke(app, [*args, "--encoding", "mac-roman"])
+    assert res.exit_code == 2 and "is not after the first event" in res.output, res.output
+    assert not (work / "lake").exists()
+    res = runner.invoke(
+        app, ["ingest", str(data), "--workdir", str(work), "--encoding", "mac-roman"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "B\u00eata" in pl.read_parquet(work / "lake" / "shows.parquet")["title"].to_list()
+
+
+def test_ingest_options_reach_ingest(tmp_path: Path) -> None:
+    data = contract_dir(tmp_path, "data", events_csv=events_with("event_timestamp", [
+        "1950-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]))  # fmt: skip
+    options = IngestSettings(min_year=1940, max_year=2030)
+    assert ingest(data, "contract", Workdir(tmp_path / "work"), options).rows["events"] == 4
+
+
+def test_parquet_integral_float_ids_and_zero_or_blank_weights(tmp_path: Path) -> None:
+    data = contract_dir(tmp_path, "data", events_csv=None)
+    frame = good_events_frame().with_columns(
+        pl.Series("show_id", [1.0, 2.0, 2.0, 3.0]), pl.Series("weight", [0.0, None, 1.0, 2.0])
+    )
+    frame.write_parquet(data / "events.parquet")
+    _ingest(data, tmp_path / "work")
+    events = pl.read_parquet(tmp_path / "work" / "lake" / "events.parquet")
+    assert sorted(events["show_id"].to_list()) == ["1", "2", "2", "3"]
+    assert sorted(events["weight"].to_list()) == [0.0, 1.0, 1.0, 2.0]
+
+
+def test_features_json_never_holds_nan() -> None:
+    values = {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32("nan"), "d": "x"}
+    text = json.dumps(_finite(values), allow_nan=False)
+    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": None, "d": "x"}
+    assert not math.isnan(_finite(np.array([0.5]))[0])
