@@ -221,8 +221,9 @@ FEATURE_SERVICES = [
 
 # ---- serving --------------------------------------------------------------------------------
 # The current nightly top-k per user (show ids and scores, best first), written by
-# `tvrec recommend` and applied/materialized by it, so an application reads recommendations
-# through Feast online retrieval like any other feature.
+# `tvrec recommend` into each release and applied/materialized by it, so an application reads
+# recommendations through Feast online retrieval like any other feature. The source path goes
+# through the `release` link, so it switches with the release (jobs/release.py).
 user_recommendations = FeatureView(
     name="user_recommendations",
     entities=[user],
@@ -234,7 +235,7 @@ user_recommendations = FeatureView(
     ],
     source=FileSource(
         name="user_recommendations_source",
-        path=str(WORKDIR / "serving" / "user_recommendations.parquet"),
+        path=str(WORKDIR / "release" / "user_recommendations.parquet"),
         timestamp_field="event_timestamp",
     ),
     tags={"family": "serving"},

@@ -1,16 +1,13 @@
-"""The DuckDB catalogue of a work directory: published table versions and run records.
+"""The DuckDB catalogue of a work directory: table versions and run records.
 
-    tables/<name>/v<version>.parquet   immutable published versions
-    catalog.duckdb                      which version is current, and every run's record
+    tables/<name>/v<version>.parquet   immutable table versions
+    tables/<name>/v<version>.sqlite    the indexed copy `tvrec query` reads (query tables)
+    catalog.duckdb                      every version's record, and every run's record
 
-A version becomes current only inside one catalogue transaction, after its Parquet file is
-complete and has passed its checks; a run killed at any earlier point leaves the previous
-version current (its half-written file is ignored and swept by the next publish).
-
-The tables `tvrec query` reads (`user_topk`, `show_similar`) also get an indexed copy per
-version, `tables/<name>/v<version>.sqlite`, written aside and renamed in before that
-transaction; `tables/<name>/current.json` names the copy of the current version and is
-brought in line with the catalogue before every connection closes (`jobs/query_store.py`).
+Which versions are served is not the catalogue's to say: a release names them and becomes
+current in one step (`jobs/release.py`). A version is written aside, checked, renamed in and
+recorded here before the release that names it can be made current; a run killed earlier
+leaves at most an unnamed version, which nothing serves.
 """
 
 from __future__ import annotations
@@ -28,24 +25,16 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from tvrec.jobs.query_store import (
-    CopySpec,
-    build_copy,
-    copy_path,
-    queryable,
-    sweep,
-    sync_pointers,
-    versions_of,
-)
+from tvrec.jobs.query_store import CopySpec, ShowList, build_copy, sweep
+from tvrec.jobs.release import TableRef, current_release
 from tvrec.pipelines.errors import ConfigError
+from tvrec.pipelines.testhooks import pause_point
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS table_versions (
     table_name VARCHAR, version INTEGER, path VARCHAR, created_at TIMESTAMPTZ,
     n_rows BIGINT, model_version VARCHAR, as_of VARCHAR, run_id VARCHAR, checks JSON,
     PRIMARY KEY (table_name, version));
-CREATE TABLE IF NOT EXISTS current_versions (
-    table_name VARCHAR PRIMARY KEY, version INTEGER, switched_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, kind VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ,
     status VARCHAR, as_of VARCHAR, source VARCHAR, stages JSON, counts JSON, metrics JSON,
@@ -84,23 +73,11 @@ class Catalog:
             if not read_only:
                 con.execute(SCHEMA)
             yield con
-            self._sync_query_copies(con, read_only)
         finally:
             con.close()
 
-    def _sync_query_copies(self, con: duckdb.DuckDBPyConnection, read_only: bool) -> None:
-        """Point `tvrec query` at the current versions' copies. An open connection excludes
-        every commit, so this always reflects the last one; it also heals a pointer left
-        behind by a publish killed between its commit and its own sync."""
-        rows = con.execute("SELECT table_name, version FROM current_versions").fetchall()
-        try:
-            sync_pointers(self.root, versions_of(rows))
-        except OSError:
-            if not read_only:  # a reader of a read-only work directory still reads
-                raise
-
     # ---- versions ---------------------------------------------------------------------------
-    def publish(
+    def add_version(
         self,
         name: str,
         frame: pl.DataFrame,
@@ -109,10 +86,10 @@ class Catalog:
         model_version: str | None = None,
         as_of: str | None = None,
         run_id: str | None = None,
-    ) -> TableVersion:
-        """Write `frame` as the next version of `name` and make it current, atomically.
-
-        A query table also gets its indexed copy, complete before the version is current."""
+        shows: ShowList | None = None,
+    ) -> TableRef:
+        """Check `frame`, write it as the next version of `name` (plus its indexed copy, with
+        `shows` for titles) and record it; a release then names it to serve it."""
         directory = self.root / "tables" / name
         directory.mkdir(parents=True, exist_ok=True)
         self._sweep(directory)
@@ -122,27 +99,23 @@ class Catalog:
             (latest,) = con.execute(
                 "SELECT coalesce(max(version), 0) FROM table_versions WHERE table_name = ?", [name]
             ).fetchone()
-        version = int(latest) + 1
-        copy_path(self.root, name, version).unlink(missing_ok=True)  # a killed run's, unused
+        version = max(int(latest), _newest_file(directory)) + 1
         final = directory / f"v{version}.parquet"
         tmp = directory / f".v{version}.{uuid.uuid4().hex[:6]}.parquet.tmp"
         frame.write_parquet(tmp)
-        _pause_for_tests("write")
         if pl.scan_parquet(tmp).select(pl.len()).collect().item() != frame.height:
             raise ConfigError(f"{tmp}: row count changed on write")
         os.replace(tmp, final)
-        build_copy(self.root, CopySpec(name, version, model_version, as_of), frame)
-        _pause_for_tests("copy")
-        now = datetime.now(UTC)
-        with self.connect() as con:  # its close points queries at the new copy
-            con.execute("BEGIN TRANSACTION")
+        pause_point(f"table:{name}:copy")
+        copy = build_copy(self.root, CopySpec(name, version, model_version, as_of), frame, shows)
+        with self.connect() as con:
             con.execute(
                 "INSERT INTO table_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     name,
                     version,
                     str(final),
-                    now,
+                    datetime.now(UTC),
                     frame.height,
                     model_version,
                     as_of,
@@ -150,34 +123,26 @@ class Catalog:
                     json.dumps({"passed": [getattr(c, "__name__", "check") for c in checks]}),
                 ],
             )
-            self._set_current(con, name, version, now)
-            con.execute("COMMIT")
-            _pause_for_tests("switch")
-        return TableVersion(name, version, final, now, frame.height, model_version, as_of, True)
-
-    def rollback(self, name: str, version: int) -> TableVersion:
-        """Make an earlier (still present) version current again."""
-        versions = {v.version: v for v in self.versions(name)}
-        if version not in versions:
-            have = ", ".join(str(v) for v in sorted(versions)) or "none"
-            raise ConfigError(f"table {name!r} has no version {version} (versions: {have})")
-        if not versions[version].path.exists():
-            raise ConfigError(f"version {version} of {name!r} is gone: {versions[version].path}")
-        self._ensure_copy(versions[version])
-        with self.connect() as con:  # its close points queries at that version's copy
-            self._set_current(con, name, version, datetime.now(UTC))
-        return self.current(name)  # type: ignore[return-value]
-
-    def _ensure_copy(self, table: TableVersion) -> None:
-        """Build the indexed copy of a version published before copies existed."""
-        if copy_path(self.root, table.table_name, table.version).exists():
-            return
-        if queryable(table.table_name, pl.read_parquet_schema(table.path)):
-            spec = CopySpec(table.table_name, table.version, table.model_version, table.as_of)
-            build_copy(self.root, spec, pl.read_parquet(table.path))
+        rel = str(final.relative_to(self.root))
+        copy_rel = str(copy.relative_to(self.root)) if copy else None
+        return TableRef(version, rel, copy_rel, frame.height, model_version)
 
     def current(self, name: str) -> TableVersion | None:
-        return next((v for v in self.versions(name) if v.current), None)
+        """The version of `name` the current release serves."""
+        release = current_release(self.root)
+        ref = release.table(name) if release else None
+        if ref is None:
+            return None
+        return TableVersion(
+            name,
+            ref.version,
+            self.root / ref.parquet,
+            datetime.fromisoformat(release.created_at),  # type: ignore[union-attr]
+            ref.n_rows,
+            ref.model_version,
+            release.as_of,  # type: ignore[union-attr]
+            True,
+        )
 
     def read_current(self, name: str) -> pl.DataFrame:
         cur = self.current(name)
@@ -188,29 +153,22 @@ class Catalog:
         return pl.read_parquet(cur.path)
 
     def versions(self, name: str | None = None) -> list[TableVersion]:
+        """Every recorded version (of `name`), marked current where the release serves it."""
         if not self.path.exists():
             return []
+        release = current_release(self.root)
+        served = {n: t.version for n, t in release.tables.items()} if release else {}
         with self.connect(read_only=True) as con:
             rows = con.execute(
-                """SELECT v.table_name, v.version, v.path, v.created_at, v.n_rows,
-                          v.model_version, v.as_of, c.version IS NOT NULL
-                   FROM table_versions v LEFT JOIN current_versions c
-                     ON c.table_name = v.table_name AND c.version = v.version
-                   WHERE ? IS NULL OR v.table_name = ?
-                   ORDER BY v.table_name, v.version""",
+                """SELECT table_name, version, path, created_at, n_rows, model_version, as_of
+                   FROM table_versions WHERE ? IS NULL OR table_name = ?
+                   ORDER BY table_name, version""",
                 [name, name],
             ).fetchall()
         return [
-            TableVersion(r[0], r[1], Path(r[2]), r[3], r[4], r[5], r[6], bool(r[7])) for r in rows
+            TableVersion(r[0], r[1], Path(r[2]), r[3], r[4], r[5], r[6], served.get(r[0]) == r[1])
+            for r in rows
         ]
-
-    @staticmethod
-    def _set_current(
-        con: duckdb.DuckDBPyConnection, name: str, version: int, now: datetime
-    ) -> None:
-        con.execute(
-            "INSERT OR REPLACE INTO current_versions VALUES (?, ?, ?)", [name, version, now]
-        )
 
     @staticmethod
     def _sweep(directory: Path) -> None:
@@ -283,15 +241,8 @@ def _connect_with_retry(
             time.sleep(0.05)
 
 
-def _pause_for_tests(stage: str) -> None:
-    """Tests set TVREC_TEST_PUBLISH_PAUSE to kill a publish at one stage: `write` (the
-    Parquet file is half-written; the default), `copy` (the indexed copy is renamed in, the
-    catalogue not switched) or `switch` (committed, queries not yet pointed at the copy),
-    chosen by TVREC_TEST_PUBLISH_PAUSE_AT."""
-    pause = os.environ.get("TVREC_TEST_PUBLISH_PAUSE")
-    if pause and stage == os.environ.get("TVREC_TEST_PUBLISH_PAUSE_AT", "write"):
-        import time
-
-        marker = Path(pause)
-        marker.write_text("writing")
-        time.sleep(60)
+def _newest_file(directory: Path) -> int:
+    """The highest version with a file in `directory` (a version whose record a killed run
+    never wrote must not be overwritten)."""
+    found = [p.name[1:].split(".", 1)[0] for p in directory.glob("v*.*")]
+    return max((int(v) for v in found if v.isdigit()), default=0)

@@ -8,7 +8,9 @@ skips building the CLI altogether (`main`).
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -28,12 +30,14 @@ from tvrec.pipelines import silence_third_party_warnings
 from tvrec.pipelines.errors import ConfigError
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
     from datetime import datetime
 
     import click
     from rich.table import Table
 
-    from tvrec.pipelines.config import Settings
+    from tvrec.jobs.release import Release
+    from tvrec.pipelines.config import IngestSettings, Settings
 
 
 def _schedule_group() -> click.Command:
@@ -69,6 +73,14 @@ AsOfOpt = Annotated[
     ),
 ]
 FORMATS_HELP = "contract|movielens-100k|anime|netflix-titles|streaming-catalogue|tvmaze"
+EncodingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--encoding",
+        help="Text encoding of the input files: utf-8 (default), latin-1, cp1252, mac-roman "
+        "(default: [ingest] encoding in tvrec.toml, else UTF-8; u.item of MovieLens latin-1).",
+    ),
+]
 
 
 def _settings(workdir: Path | None) -> Settings:
@@ -77,11 +89,45 @@ def _settings(workdir: Path | None) -> Settings:
     return Settings.load(workdir)
 
 
+def _writing(settings: Settings, command: str) -> AbstractContextManager[None]:
+    """The work directory's writer lock for `command`: refused at once, naming the holder,
+    while another command writes there (jobs/locks.py)."""
+    from tvrec.jobs.locks import run_lock
+
+    return run_lock(settings.workdir, command)
+
+
 def parse_as_of(value: str | datetime | None) -> datetime:
     """`tvrec.pipelines.config.parse_as_of`, imported when a command needs it."""
     from tvrec.pipelines.config import parse_as_of as parse
 
     return parse(value)
+
+
+def _ingest_settings(settings: Settings, encoding: str | None) -> IngestSettings:
+    """The `[ingest]` settings with `--encoding` (checked) in place of the configured one."""
+    from tvrec.pipelines.contract import check_encoding
+
+    check_encoding(encoding)
+    if encoding is None:
+        return settings.ingest
+    return settings.ingest.model_copy(update={"encoding": encoding})
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinite floats (also inside lists and dicts) as None, arrays as
+    lists: what JSON can hold."""
+    import math
+
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _summary_table(title: str, rows: dict[str, Any]) -> Table:
@@ -98,18 +144,24 @@ def _summary_table(title: str, rows: dict[str, Any]) -> Table:
 def ingest(
     directory: Annotated[Path, typer.Argument(help="Dataset directory.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help=FORMATS_HELP)] = "contract",
+    encoding: EncodingOpt = None,
     workdir: WorkdirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a dataset and publish it as the work directory's canonical tables."""
     from tvrec.pipelines.adapters import FORMATS
-    from tvrec.pipelines.ingest import ingest as run_ingest
+    from tvrec.pipelines.ingest import load_dataset, publish_lake, summarize
     from tvrec.pipelines.workdir import Workdir
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
     settings = _settings(workdir)
-    summary = run_ingest(directory, fmt, Workdir(settings.workdir))
+    options = _ingest_settings(settings, encoding)
+    t0 = time.perf_counter()
+    dataset = load_dataset(directory, fmt, options)  # bad input fails here, before the lock
+    with _writing(settings, "tvrec ingest"):
+        publish_lake(dataset, Workdir(settings.workdir), fmt)
+    summary = summarize(dataset, fmt, time.perf_counter() - t0)
     if as_json:
         print_json(summary.to_json())
         return
@@ -130,9 +182,10 @@ def features_build(
     from tvrec.pipelines.workdir import Workdir
 
     settings = _settings(workdir)
-    summary = build_features(
-        Workdir(settings.workdir), settings, parse_as_of(as_of) if as_of else None
-    )
+    with _writing(settings, "tvrec features build"):
+        summary = build_features(
+            Workdir(settings.workdir), settings, parse_as_of(as_of) if as_of else None
+        )
     if as_json:
         print_json(summary.to_json())
         return
@@ -174,8 +227,10 @@ def features_get(
             f"no online features for {'user' if user else 'show'} "
             f"{user or show!r}: unknown id, or no history before the as-of time"
         )
-    if as_json:
-        print_json(flat)
+    if as_json:  # NaN and infinity are not JSON: they print as null
+        import json
+
+        sys.stdout.write(json.dumps(_finite(flat), indent=2, default=str, allow_nan=False) + "\n")
         return
     from rich.table import Table
 
@@ -243,6 +298,7 @@ def run(
         typer.Option("--data", help="Dataset to ingest first (default: keep the current lake)."),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help=FORMATS_HELP)] = "contract",
+    encoding: EncodingOpt = None,
     k: Annotated[
         int | None,
         typer.Option(
@@ -256,7 +312,10 @@ def run(
     """The whole nightly job: ingest, features, train, index, recommend, publish."""
     from tvrec.jobs.nightly import run_nightly
 
-    record = run_nightly(_settings(workdir), data, fmt, parse_as_of(as_of) if as_of else None, k)
+    settings = _settings(workdir)
+    options = _ingest_settings(settings, encoding)
+    when = parse_as_of(as_of) if as_of else None
+    record = run_nightly(settings, data, fmt, when, k, ingest_options=options)
     if as_json:
         print_json(record)
         return
@@ -291,7 +350,8 @@ def train(
     from tvrec.pipelines.workdir import Workdir
 
     settings = _settings(workdir)
-    manifest = train_stage(Workdir(settings.workdir), settings, stage)
+    with _writing(settings, "tvrec train"):
+        manifest = train_stage(Workdir(settings.workdir), settings, stage)
     if as_json:
         print_json(manifest.to_json())
         return
@@ -334,9 +394,10 @@ def recommend(
     from tvrec.pipelines.workdir import Workdir
 
     settings = _settings(workdir)
-    summary = recommend_stage(
-        Workdir(settings.workdir), k=k, model_name=model or settings.models.serve
-    )
+    with _writing(settings, "tvrec recommend"):
+        summary = recommend_stage(
+            Workdir(settings.workdir), k=k, model_name=model or settings.models.serve
+        )
     if as_json:
         print_json(summary.to_json())
         return
@@ -346,45 +407,59 @@ def recommend(
 @app.command()
 @user_errors
 def publish(
-    list_: Annotated[bool, typer.Option("--list", help="List published versions.")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="List the releases kept.")] = False,
     rollback: Annotated[
-        int | None, typer.Option("--rollback", help="Make VERSION current again.")
+        int | None,
+        typer.Option(
+            "--rollback", help="Make release NUMBER current again (see --list; 0: the previous)."
+        ),
     ] = None,
-    table: Annotated[str, typer.Option("--table", help="user_topk or show_similar.")] = "user_topk",
     workdir: WorkdirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List published table versions or roll one back."""
-    from tvrec.jobs.catalog import Catalog
+    """List the releases kept, or roll the served release back (model, index and tables
+    move together)."""
+    from tvrec.jobs import release as releases
 
-    catalog = Catalog(_settings(workdir).workdir)
+    settings = _settings(workdir)
     if rollback is not None:
-        v = catalog.rollback(table, rollback)
-        out.print(
-            f"{table}: version {v.version} is current again ({v.n_rows:,} rows, "
-            f"model {v.model_version})"
-        )
+        with _writing(settings, "tvrec publish --rollback"):
+            r = releases.rollback(settings.workdir, rollback or None)
+            _refresh_feast(settings, r)
+        if as_json:
+            print_json(r.to_json())
+            return
+        out.print(f"release {r.number} is current again (model {r.model_version}, as of {r.as_of})")
         return
-    versions = catalog.versions()  # --list (the default): every table's versions
+    kept = releases.list_releases(settings.workdir)  # --list (the default)
     if as_json:
-        print_json([v.__dict__ | {"path": str(v.path)} for v in versions])
+        print_json([r.to_json() for r in kept])
         return
+    out.print(_releases_table(kept))
+
+
+def _releases_table(kept: list[Release]) -> Table:
     from rich.table import Table
 
-    t = Table(title="published versions")
-    for col in ("table", "version", "current", "rows", "model", "as of", "created"):
+    t = Table(title="releases (newest last)", title_justify="left")
+    for col in ("release", "current", "model", "as of", "tables", "created", "run"):
         t.add_column(col)
-    for v in versions:
-        t.add_row(
-            v.table_name,
-            str(v.version),
-            "✓" if v.current else "",
-            f"{v.n_rows:,}",
-            v.model_version or "",
-            v.as_of or "",
-            f"{v.created_at:%Y-%m-%d %H:%M:%S}",
-        )
-    out.print(t)
+    for r in kept:
+        tables = ", ".join(f"{n} v{ref.version} ({ref.n_rows:,})" for n, ref in r.tables.items())
+        t.add_row(str(r.number), "✓" if r.current else "", r.model_version, r.as_of or "",
+                  tables, r.created_at, r.run_id or "")  # fmt: skip
+    return t
+
+
+def _refresh_feast(settings: Settings, release: Release) -> None:
+    """Feast's online `user_recommendations` from the release now current (if it has them)."""
+    from datetime import datetime
+
+    if not release.recommendations_file.exists():
+        return
+    from tvrec.pipelines.store import apply_recommendations
+
+    apply_recommendations(settings.workdir, datetime.fromisoformat(release.as_of or ""))
 
 
 export_app = typer.Typer(help="Export published tables and models.", no_args_is_help=True)
@@ -441,7 +516,9 @@ def evaluate(
 
     for name in names:
         registered(name)  # unknown names fail before any work
-    report = run_evaluation(ds, settings, target, models=names)
+    inside = target.resolve().is_relative_to(settings.workdir)
+    with _writing(settings, "tvrec evaluate") if inside else contextlib.nullcontext():
+        report = run_evaluation(ds, settings, target, models=names)
     if as_json:
         print_json(report.to_json())
         return

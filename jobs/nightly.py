@@ -1,9 +1,12 @@
 """`tvrec run`: the whole nightly job — ingest, features, train, index, recommend, publish —
 with a progress line per stage and a run record (stage timings, row counts, metrics) in the
-DuckDB catalogue. One run at a time per work directory (run.lock)."""
+DuckDB catalogue. One writer at a time per work directory (run.lock); what a killed writer
+left behind is swept first. Everything served changes in one step at the end: the release
+(jobs/release.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +20,8 @@ from tvrec.pipelines.workdir import Workdir
 
 if TYPE_CHECKING:  # numpy and pandas stay out of the scheduler's import
     from tvrec.models.base import ModelManifest
+    from tvrec.pipelines.config import IngestSettings
+    from tvrec.pipelines.contract import Dataset
 
 
 def run_nightly(
@@ -26,29 +31,37 @@ def run_nightly(
     as_of: datetime | None = None,
     k: int | None = None,
     quiet: bool = False,
+    ingest_options: IngestSettings | None = None,
 ) -> dict[str, Any]:
-    """Run every stage; returns the run record. Raises (after recording the failure)."""
+    """Run every stage; returns the run record. Raises (after recording the failure).
+
+    A new dataset is read and checked (`ingest_options`, default `[ingest]`; and that the
+    as-of leaves events to learn from) before the lock is taken or anything is written."""
     from tvrec.jobs.recommend import recommend_stage
     from tvrec.jobs.train import train_stage
     from tvrec.pipelines.build import build_features
-    from tvrec.pipelines.ingest import ingest
+    from tvrec.pipelines.ingest import publish_lake
 
+    log = StageLog(quiet=quiet)
+    with log.stage("read and check input") if source else contextlib.nullcontext():
+        dataset = _checked_dataset(settings, source, fmt, as_of, ingest_options)
     wd = Workdir(settings.workdir)
     wd.root.mkdir(parents=True, exist_ok=True)
     with run_lock(wd.root):
+        wd.sweep()
         catalog = Catalog(wd.root)
         run_id = catalog.start_run(
             "nightly",
             as_of=as_of.isoformat() if as_of else None,
             source=str(source) if source else None,
         )
-        log = StageLog(quiet=quiet)
         counts: dict[str, Any] = {}
         metrics: dict[str, Any] = {}
         try:
-            if source is not None:
-                with log.stage("ingest"):
-                    counts["lake"] = ingest(source, fmt, wd).rows
+            if dataset is not None:
+                with log.stage("publish lake"):
+                    publish_lake(dataset, wd, fmt)
+                    counts["lake"] = {k: v.height for k, v in dataset.tables().items()}
             build = build_features(wd, settings, as_of, log=log)
             counts["features"] = build.rows
             for stage in settings.models.train:
@@ -71,6 +84,7 @@ def run_nightly(
                 "stages": log.seconds,
                 "counts": counts,
                 "metrics": metrics,
+                "release": rec.release,
                 "versions": {"user_topk": rec.user_version, "show_similar": rec.show_version},
             }
             catalog.finish_run(
@@ -93,6 +107,34 @@ def run_nightly(
                 error="".join(traceback.format_exception_only(exc)).strip(),
             )
             raise
+
+
+def _checked_dataset(
+    settings: Settings,
+    source: Path | None,
+    fmt: str,
+    as_of: datetime | None,
+    options: IngestSettings | None,
+) -> Dataset | None:
+    """The dataset at `source`, validated; refused (as is the current lake, without a source)
+    when `as_of` leaves no event before it."""
+    import polars as pl
+
+    from tvrec.pipelines.build import check_as_of
+    from tvrec.pipelines.ingest import load_dataset, read_lake
+
+    dataset = load_dataset(source, fmt, options or settings.ingest) if source else None
+    if as_of is not None:
+        events = dataset if dataset is not None else _current_lake(settings, read_lake)
+        if events is not None:
+            before = events.events.filter(pl.col("event_timestamp") < as_of)
+            check_as_of(events, before, as_of)
+    return dataset
+
+
+def _current_lake(settings: Settings, read: Any) -> Dataset | None:
+    wd = Workdir(settings.workdir)
+    return read(wd) if wd.has("lake") else None
 
 
 def _final_metrics(history: dict[str, Any]) -> dict[str, Any]:

@@ -1,19 +1,18 @@
-"""`tvrec query`: answer one user, show or text query from what the nightly job published.
+"""`tvrec query`: answer one user, show or text query from the current release.
 
-Answers come from the current versions of the `user_topk` / `show_similar` tables and, when a
-show has no precomputed neighbours, from the FAISS index in `<workdir>/index/`: never from
-the training stack. A published version is read through its indexed copy
-(`tables/<name>/v<N>.sqlite`, named by `tables/<name>/current.json`; `jobs/query_store.py`):
-one B-tree lookup per query and the lake's show titles as of publishing. Tables published
-before copies existed are read from the catalogue and their Parquet file instead.
+Every answer comes from one release (`jobs/release.py`: the `release` link, resolved once per
+query): its `user_topk` / `show_similar` table versions and, when a show has no precomputed
+neighbours, its FAISS index; never from the training stack. A table version is read through
+its indexed copy (`tables/<name>/v<N>.sqlite`; `jobs/query_store.py`): one B-tree lookup per
+query, with the release's show titles. A version without a copy is read from its Parquet file.
 
 `tvrec query --user` / `--show` import the standard library, typer and this package's light
 modules only: no polars, DuckDB, numpy, faiss, torch or Feast, unless an answer needs them
-(the Parquet fallback, a lake changed since publishing, the index, an unknown user's
-events). `--text` loads the model's text tower through `encode_text_query`.
+(the Parquet fallback, the index, an unknown user's events). `--text` loads the model's text
+tower through `encode_text_query`.
 
-Before answering, the tables and the index must come from the current model
-(`<workdir>/model/manifest.json`); anything else would serve stale neighbours silently.
+Before answering, the tables and the index must come from the release's model
+(`release/model/manifest.json`); anything else would serve stale neighbours silently.
 """
 
 from __future__ import annotations
@@ -33,14 +32,13 @@ import typer
 
 from tvrec.jobs.query_store import (
     IndexedTable,
-    LakeId,
     ShowList,
     TopRow,
-    lake_id,
     normalise_title,
-    open_current,
+    open_copy,
     read_shows,
 )
+from tvrec.jobs.release import NO_RELEASE_HINT, Release, current_release
 from tvrec.pipelines.errors import ConfigError, DataError
 from tvrec.pipelines.workdir import Workdir
 
@@ -50,13 +48,11 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from tvrec.index import ShowIndex
-    from tvrec.jobs.catalog import TableVersion
 
 __all__ = ["answer_query", "normalise_title", "query_command", "run_query"]
 
 USER_TABLE = "user_topk"
 SIMILAR_TABLE = "show_similar"
-MODEL_DIR = "model"
 MODEL_MANIFEST = "manifest.json"
 INDEX_DIR = "index"
 TEXT_TOWER_DIR = "text_tower"
@@ -70,12 +66,11 @@ SUGGEST_CUTOFF = 0.4  # ... and to be offered as a suggestion when nothing match
 MAX_SUGGESTIONS = 5
 MAX_CANDIDATES = 10  # ambiguous matches listed in the error
 DEFAULT_K = 10
-LOCK_WAIT_S = 3.0  # how long to wait for a publishing job to release the catalogue
 # How Settings.load finds the work directory (tvrec.pipelines.config, which imports pydantic)
 WORKDIR_ENV = "TVREC_WORKDIR"
 DEFAULT_WORKDIR = "tvrec-work"
 CONFIG_FILE = "tvrec.toml"
-MAX_CACHED_LAKES = 4
+MAX_CACHED_RELEASES = 4
 
 # ----------------------------------------------------------------------------- answers
 
@@ -110,9 +105,11 @@ class ShowMatch:
 
 @dataclass(frozen=True)
 class Context:
-    """What every query reads first: the work directory and the current model's version."""
+    """What every query reads first: the work directory, the current release (resolved
+    once) and its model's manifest."""
 
     wd: Workdir
+    release: Release
     model: dict[str, Any]
     strict_k: bool = True  # an explicit -k above what exists is an error; the default caps
 
@@ -123,17 +120,20 @@ class Context:
 
 def open_context(workdir: Path | str) -> Context:
     wd = Workdir(workdir)
-    return Context(wd=wd, model=read_model_manifest(wd))
+    release = current_release(wd.root)
+    if release is None:
+        raise ConfigError(f"nothing is published in {wd.root} yet: {NO_RELEASE_HINT}")
+    return Context(wd=wd, release=release, model=read_model_manifest(release))
 
 
-def read_model_manifest(wd: Workdir) -> dict[str, Any]:
-    """The current model's manifest; its model_version is what every answer must match."""
-    path = wd.root / MODEL_DIR / MODEL_MANIFEST
+def read_model_manifest(release: Release) -> dict[str, Any]:
+    """The release's model manifest; its model_version is what every answer must match."""
+    path = release.model_dir / MODEL_MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(
-            f"no current model at {path.parent}: train one and publish its tables with `tvrec run`"
+            f"release {release.release_id} has no model ({path}); {RERUN_HINT}"
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read the model manifest {path}: {exc}") from exc
@@ -168,11 +168,22 @@ class TopTable(Protocol):
 
 
 @dataclass(frozen=True)
+class TableEntry:
+    """What a release says of one table version."""
+
+    table_name: str
+    version: int
+    path: Path
+    model_version: str | None
+    as_of: str | None
+
+
+@dataclass(frozen=True)
 class ParquetTable:
     """A version without an indexed copy, read from its Parquet file (polars, predicate
-    pushdown): what every query did before copies existed."""
+    pushdown)."""
 
-    entry: TableVersion
+    entry: TableEntry
 
     @property
     def table_name(self) -> str:
@@ -242,16 +253,17 @@ class ParquetTable:
             )
 
 
-def current_table(ctx: Context, name: str, indexed: IndexedTable | None = None) -> TopTable | None:
-    """The current version of `name`: its indexed copy, else the catalogue's entry (the
-    catalogue waits briefly for a publishing job)."""
-    indexed = indexed or open_current(ctx.wd.root, name)
-    if indexed is not None:
-        return indexed
-    from tvrec.jobs.catalog import Catalog
-
-    entry = Catalog(ctx.wd.root, lock_timeout=LOCK_WAIT_S).current(name)
-    return ParquetTable(entry) if entry is not None else None
+def current_table(ctx: Context, name: str) -> TopTable | None:
+    """The release's version of `name`: its indexed copy, else its Parquet file."""
+    ref = ctx.release.table(name)
+    if ref is None:
+        return None
+    if ref.copy is not None:
+        indexed = open_copy(ctx.wd.root / ref.copy, name, ref.version)
+        if indexed is not None:
+            return indexed
+    path = ctx.wd.root / ref.parquet
+    return ParquetTable(TableEntry(name, ref.version, path, ref.model_version, ctx.release.as_of))
 
 
 def require_table(ctx: Context, name: str) -> TopTable:
@@ -295,29 +307,25 @@ def first_as_of(rows: list[TopRow], table: TopTable) -> str | None:
 
 # ----------------------------------------------------------------------------- lake
 
-_LAKES: dict[LakeId, ShowList] = {}  # this process's shows, by the lake file they came from
+_SHOWS: dict[Path, ShowList] = {}  # this process's shows, by the release they came from
 
 
-def lake_shows(wd: Workdir, table: TopTable | None = None) -> ShowList:
-    """The lake's shows: from the table's copy when the lake has not changed since it was
-    published, else read from the lake (and kept for the next query of this process)."""
-    path = wd.lake / "shows.parquet"
-    ident = lake_id(wd.lake)
-    if ident is None:
-        raise ConfigError(f"no shows at {path}: run `tvrec ingest` or `tvrec demo` first")
-    shows = _LAKES.get(ident)
+def release_shows(ctx: Context, table: TopTable | None = None) -> ShowList:
+    """The release's shows (titles): from the table's copy when it has them, else from the
+    release's shows file (kept for the next query of this process)."""
+    key = ctx.release.path
+    shows = _SHOWS.get(key)
     if shows is not None:
         return shows
     if isinstance(table, IndexedTable):
-        shows = table.shows(ident)
+        shows = table.shows()
     if shows is None:
-        read = read_shows(wd.lake)
-        if read is None:
-            raise ConfigError(f"no shows at {path}: run `tvrec ingest` or `tvrec demo` first")
-        ident, shows = read
-    while len(_LAKES) >= MAX_CACHED_LAKES:
-        _LAKES.pop(next(iter(_LAKES)))
-    _LAKES[ident] = shows
+        shows = read_shows(ctx.release.shows_file)
+    if shows is None:
+        raise ConfigError(f"release {ctx.release.release_id} has no shows; {RERUN_HINT}")
+    while len(_SHOWS) >= MAX_CACHED_RELEASES:
+        _SHOWS.pop(next(iter(_SHOWS)))
+    _SHOWS[key] = shows
     return shows
 
 
@@ -358,7 +366,7 @@ def user_query(ctx: Context, user: str, k: int) -> Answer:
     return Answer(
         query={"user": user, "k": k},
         results=results_frame(
-            lake_shows(ctx.wd, table), [(r.item, r.score) for r in top], [r.rank for r in top]
+            release_shows(ctx, table), [(r.item, r.score) for r in top], [r.rank for r in top]
         ),
         model_version=ctx.model_version,
         as_of=first_as_of(rows, table),
@@ -451,12 +459,11 @@ def no_match_message(query: str, q: str, shows: ShowList) -> str:
 
 def show_query(ctx: Context, show: str, k: int) -> Answer:
     """Shows similar to `show`: its `show_similar` rows, else the index's neighbours."""
-    indexed = open_current(ctx.wd.root, SIMILAR_TABLE)  # titles and rows: one version
-    shows = lake_shows(ctx.wd, indexed)
+    table = current_table(ctx, SIMILAR_TABLE)
+    shows = release_shows(ctx, table)
     match = resolve_show(shows, show)
     query = {"show": show, "show_id": match.show_id, "title": match.title, "k": k}
     heading = f"shows like {match.title or match.show_id} ({match.show_id})"
-    table = current_table(ctx, SIMILAR_TABLE, indexed)
     if table is None:  # nothing precomputed at all: the index answers
         return index_show_answer(ctx, shows, match.show_id, k, None, query, heading)
     rows = table.rows(match.show_id)
@@ -504,7 +511,7 @@ def load_current_index(ctx: Context) -> ShowIndex:
 
     # device="cpu": no hardware probe (which could import torch); one query needs no GPU
     return load_index(
-        ctx.wd.root / INDEX_DIR,
+        ctx.release.index_dir,
         expect={"model_version": ctx.model_version},
         cfg=IndexConfig(device="cpu"),
     )
@@ -537,7 +544,7 @@ TEXT_TOWER_MISSING = (
 )
 
 
-def encode_text_query(workdir: Path | str, text: str) -> np.ndarray:
+def encode_text_query(model_dir: Path, text: str) -> np.ndarray:
     """HOOK: embed `text` with the current model's text tower, as a (dim,) float32 vector
     in the show index's space.
 
@@ -545,7 +552,7 @@ def encode_text_query(workdir: Path | str, text: str) -> np.ndarray:
     and only when a text tower exists. The loader it expects is
     `tvrec.models.text_tower.encode_query(directory: Path, text: str) -> np.ndarray`.
     """
-    tower = Path(workdir) / MODEL_DIR / TEXT_TOWER_DIR
+    tower = Path(model_dir) / TEXT_TOWER_DIR
     if not tower.is_dir():
         raise ConfigError(TEXT_TOWER_MISSING.format(path=tower))
     try:
@@ -560,13 +567,13 @@ def encode_text_query(workdir: Path | str, text: str) -> np.ndarray:
 
 def text_query(ctx: Context, text: str, k: int) -> Answer:
     """Shows nearest to the text's embedding in the index."""
-    vector = encode_text_query(ctx.wd.root, text)  # (dim,)
+    vector = encode_text_query(ctx.release.model_dir, text)  # (dim,)
     show_index = load_current_index(ctx)
     k = check_k(ctx, k, show_index.index.ntotal, "a text query")
     hits = show_index.search_ids(vector.reshape(1, -1), k)[0]
     return Answer(
         query={"text": text, "k": k, "source": INDEX_DIR},
-        results=results_frame(lake_shows(ctx.wd), hits),
+        results=results_frame(release_shows(ctx), hits),
         model_version=ctx.model_version,
         as_of=show_index.manifest.as_of,
         heading=f"shows for {text!r}",

@@ -1,15 +1,12 @@
-"""The indexed copy `tvrec query` reads: one SQLite file per published version of a query table.
+"""The indexed copy `tvrec query` reads: one SQLite file per version of a query table.
 
-    tables/<name>/v<N>.parquet   the published version (the catalogue's contract)
-    tables/<name>/v<N>.sqlite    its indexed copy: rows clustered by key, plus the lake's shows
-    tables/<name>/current.json   {"table", "version", "copy"}: the version queries read
+    tables/<name>/v<N>.parquet   the version (the catalogue's contract)
+    tables/<name>/v<N>.sqlite    its indexed copy: rows clustered by key, plus the shows of
+                                 the release it was built for (titles)
 
-`Catalog.publish` writes the copy aside and renames it in before the catalogue transaction
-that makes the version current; after every catalogue connection `sync_pointers` points
-`current.json` at the copy of the current version (or removes it when that version has no
-copy, so queries fall back to the catalogue and the Parquet file). Copies are immutable, so a
-query that read the pointer once reads one version only; a killed publish leaves the previous
-pointer, and rollback moves it like the catalogue.
+`Catalog.add_version` writes the copy aside and renames it in before any release names it;
+the current release (`jobs/release.py`) says which version, and which copy, queries read.
+Copies are immutable, so a query reads one version only.
 
 Why SQLite: it is in the standard library (imports in a few ms, where DuckDB, pyarrow and
 polars each take 100 ms or more), a WITHOUT ROWID table keyed (key, rank) answers one user in
@@ -36,8 +33,7 @@ if TYPE_CHECKING:
     import numpy as np
     import polars as pl
 
-COPY_FORMAT = 1  # bump when the schema or normalise_title changes: old copies are ignored
-POINTER = "current.json"
+COPY_FORMAT = 2  # bump when the schema or normalise_title changes: old copies are ignored
 SHOWS_FILE = "shows.parquet"
 # table -> (key column, item column): the tables `tvrec query` answers from
 QUERY_TABLES: dict[str, tuple[str, str]] = {
@@ -54,8 +50,6 @@ CREATE TABLE rows (key TEXT, rank INTEGER, item TEXT, score REAL, label INTEGER,
                    PRIMARY KEY (key, rank)) WITHOUT ROWID;
 CREATE TABLE shows (show_id TEXT, title TEXT, premiered TEXT, norm TEXT);
 """
-
-LakeId = tuple[int, int, int, int]  # (st_dev, st_ino, st_size, st_mtime_ns) of shows.parquet
 
 
 class TopRow(NamedTuple):
@@ -143,23 +137,7 @@ class ShowList:
         return cls(ids, titles, dates, [normalise_title(t or "") for t in titles])
 
 
-def lake_id(lake: Path) -> LakeId | None:
-    """Identity of the lake's shows file (a new lake version is a new file), None if absent."""
-    try:
-        st = os.stat(lake / SHOWS_FILE)
-    except FileNotFoundError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 # ----------------------------------------------------------------------------- reading
-
-
-@dataclass(frozen=True)
-class Pointer:
-    table: str
-    version: int
-    copy: Path
 
 
 @dataclass
@@ -201,9 +179,9 @@ class IndexedTable:
         )
         return [TopRow(r, i, s, *self.labels[lab]) for r, i, s, lab in cur.fetchall()]
 
-    def shows(self, lake: LakeId | None) -> ShowList | None:
-        """The lake's shows as of publishing, if the lake is still that one."""
-        if lake is None or self.meta.get("lake") != list(lake):
+    def shows(self) -> ShowList | None:
+        """The shows of the release the copy was built for, None if it has none."""
+        if not self.meta.get("has_shows"):
             return None
         cur = self.con.execute("SELECT show_id, title, premiered, norm FROM shows ORDER BY rowid")
         rows = cur.fetchall()
@@ -216,40 +194,31 @@ class IndexedTable:
 _OPEN: dict[Path, IndexedTable] = {}
 
 
-def read_pointer(table_dir: Path) -> Pointer | None:
+def open_copy(path: Path, name: str, version: int) -> IndexedTable | None:
+    """Version `version` of `name` through its copy at `path`, or None (no readable copy:
+    the caller reads the Parquet file)."""
     try:
-        raw = json.loads((table_dir / POINTER).read_text(encoding="utf-8"))
-        return Pointer(str(raw["table"]), int(raw["version"]), table_dir / str(raw["copy"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def open_current(root: Path, name: str) -> IndexedTable | None:
-    """The current version's copy of `name`, or None (no pointer, or an unreadable copy:
-    the caller then reads the catalogue and the Parquet file)."""
-    pointer = read_pointer(root / "tables" / name)
-    if pointer is None or pointer.table != name:
-        return None
-    try:
-        st = os.stat(pointer.copy)
+        st = os.stat(path)
     except OSError:
         return None
-    table = _OPEN.get(pointer.copy)
-    if table is None or table.file_id != (st.st_ino, st.st_mtime_ns):  # e.g. a new catalogue
-        table = _open_copy(pointer, (st.st_ino, st.st_mtime_ns))
+    table = _OPEN.get(path)
+    if table is None or table.file_id != (st.st_ino, st.st_mtime_ns):
+        table = _open_copy(path, name, version, (st.st_ino, st.st_mtime_ns))
         if table is None:
             return None
-        _OPEN.pop(pointer.copy, None)
+        _OPEN.pop(path, None)
         while len(_OPEN) >= MAX_OPEN:
             _OPEN.pop(next(iter(_OPEN))).con.close()
-        _OPEN[pointer.copy] = table
+        _OPEN[path] = table
     return table
 
 
-def _open_copy(pointer: Pointer, file_id: tuple[int, int]) -> IndexedTable | None:
-    """Open a copy read-only, without locks (it never changes), if it is the pointer's."""
+def _open_copy(
+    path: Path, name: str, version: int, file_id: tuple[int, int]
+) -> IndexedTable | None:
+    """Open a copy read-only, without locks (it never changes), if it is that version's."""
     try:
-        uri = pointer.copy.resolve(strict=True).as_uri() + "?mode=ro&immutable=1"
+        uri = path.resolve(strict=True).as_uri() + "?mode=ro&immutable=1"
         con = sqlite3.connect(uri, uri=True, check_same_thread=False)
     except (OSError, sqlite3.Error):
         return None
@@ -259,47 +228,24 @@ def _open_copy(pointer: Pointer, file_id: tuple[int, int]) -> IndexedTable | Non
     except (sqlite3.Error, ValueError):
         con.close()
         return None
-    expected = (COPY_FORMAT, pointer.table, pointer.version)
-    if (meta.get("format"), meta.get("table_name"), meta.get("version")) != expected:
+    if (meta.get("format"), meta.get("table_name"), meta.get("version")) != (
+        COPY_FORMAT,
+        name,
+        version,
+    ):
         con.close()
         return None
-    return IndexedTable(pointer.table, pointer.version, pointer.copy, con, meta, labels, file_id)
-
-
-# ----------------------------------------------------------------------------- pointers
+    return IndexedTable(name, version, path, con, meta, labels, file_id)
 
 
 def copy_path(root: Path, name: str, version: int) -> Path:
     return root / "tables" / name / f"v{version}.sqlite"
 
 
-def sync_pointers(root: Path, current: dict[str, int]) -> None:
-    """Point each query table's `current.json` at the copy of its current version, or remove
-    it when that version has no copy. Callers hold a catalogue connection, which excludes
-    any commit, so the pointers end up matching the catalogue's last commit."""
-    for name in QUERY_TABLES:
-        table_dir = root / "tables" / name
-        version = current.get(name)
-        pointer = read_pointer(table_dir)
-        if version is not None and copy_path(root, name, version).exists():
-            if pointer is None or pointer.version != version:
-                _write_pointer(table_dir, name, version)
-        elif pointer is not None:
-            (table_dir / POINTER).unlink(missing_ok=True)
-
-
-def _write_pointer(table_dir: Path, name: str, version: int) -> None:
-    payload = {"table": name, "version": version, "copy": f"v{version}.sqlite"}
-    tmp = table_dir / f".{POINTER}.{uuid.uuid4().hex[:6]}.tmp"
-    tmp.write_text(json.dumps(payload), encoding="utf-8")
-    os.replace(tmp, table_dir / POINTER)
-
-
 def sweep(table_dir: Path) -> None:
-    """Remove copies and pointers half-written by killed publishes."""
-    for pattern in (".v*.sqlite.tmp", f".{POINTER}.*.tmp"):
-        for stray in table_dir.glob(pattern):
-            stray.unlink(missing_ok=True)
+    """Remove copies half-written by killed publishes."""
+    for stray in table_dir.glob(".v*.sqlite.tmp"):
+        stray.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- building
@@ -322,7 +268,9 @@ def queryable(name: str, columns: Iterable[str]) -> bool:
     return set(QUERY_TABLES[name]).union(REQUIRED) <= set(columns)
 
 
-def build_copy(root: Path, spec: CopySpec, frame: pl.DataFrame) -> Path | None:
+def build_copy(
+    root: Path, spec: CopySpec, frame: pl.DataFrame, shows: ShowList | None = None
+) -> Path | None:
     """Write the indexed copy of one version aside, then rename it in; None when the frame
     is not queryable (queries then read the Parquet file and report what is missing)."""
     if not queryable(spec.table_name, frame.columns):
@@ -330,16 +278,14 @@ def build_copy(root: Path, spec: CopySpec, frame: pl.DataFrame) -> Path | None:
     final = copy_path(root, spec.table_name, spec.version)
     tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:6]}.sqlite.tmp")
     try:
-        _write_copy(tmp, spec, frame, read_shows(root / "lake"))
+        _write_copy(tmp, spec, frame, shows)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
     return final
 
 
-def _write_copy(
-    path: Path, spec: CopySpec, frame: pl.DataFrame, shows: tuple[LakeId, ShowList] | None
-) -> None:
+def _write_copy(path: Path, spec: CopySpec, frame: pl.DataFrame, shows: ShowList | None) -> None:
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as con:
         con.execute("PRAGMA journal_mode = OFF")
         con.execute("PRAGMA synchronous = OFF")
@@ -347,8 +293,8 @@ def _write_copy(
         con.execute("BEGIN")
         labels = _insert_rows(con, spec.table_name, frame)
         if shows is not None:
-            _insert_shows(con, shows[1])
-        meta = _meta(spec, frame, shows[0] if shows else None, labels)
+            _insert_shows(con, shows)
+        meta = _meta(spec, frame, shows is not None, labels)
         con.executemany("INSERT INTO meta VALUES (?, ?)", _json_items(meta))
         con.execute("COMMIT")
     with open(path, "rb") as f:
@@ -384,9 +330,7 @@ def _insert_shows(con: sqlite3.Connection, shows: ShowList) -> None:
     )
 
 
-def _meta(
-    spec: CopySpec, frame: pl.DataFrame, lake: LakeId | None, n_labels: int
-) -> dict[str, Any]:
+def _meta(spec: CopySpec, frame: pl.DataFrame, has_shows: bool, n_labels: int) -> dict[str, Any]:
     key = QUERY_TABLES[spec.table_name][0]
     first = frame.row(0, named=True) if frame.height else {}
     return {
@@ -400,7 +344,7 @@ def _meta(
         "max_rank": frame["rank"].max() if frame.height else None,
         "first_key": first.get(key),
         "first_model_version": first.get("model_version"),
-        "lake": list(lake) if lake else None,
+        "has_shows": has_shows,
     }
 
 
@@ -408,29 +352,17 @@ def _json_items(meta: dict[str, Any]) -> Iterator[tuple[str, str]]:
     return ((k, json.dumps(v, default=str)) for k, v in meta.items())
 
 
-def read_shows(lake: Path) -> tuple[LakeId, ShowList] | None:
-    """The lake's shows and the identity of the file they were read from (one open file,
-    so the two always agree), or None when there is no shows table."""
-    import io
-
+def read_shows(path: Path) -> ShowList | None:
+    """The shows in a shows Parquet file (a lake's or a release's), None when it is absent."""
     import polars as pl
 
-    try:
-        with open(lake / SHOWS_FILE, "rb") as f:
-            st = os.fstat(f.fileno())
-            data = f.read()
-    except FileNotFoundError:
+    if not path.exists():
         return None
-    present = pl.read_parquet_schema(io.BytesIO(data))
+    present = pl.read_parquet_schema(path)
     wanted = [c for c in ("show_id", "title", "premiered") if c in present]
-    frame = pl.read_parquet(io.BytesIO(data), columns=wanted)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), show_list(frame)
+    return show_list(pl.read_parquet(path, columns=wanted))
 
 
 def show_list(frame: pl.DataFrame) -> ShowList:
     premiered = frame["premiered"].to_list() if "premiered" in frame.columns else None
     return ShowList.build(frame["show_id"].to_list(), frame["title"].to_list(), premiered)
-
-
-def versions_of(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
-    return {str(name): int(version) for name, version in rows}

@@ -4,23 +4,35 @@
 2. For every user, the top-k shows by batched index search, excluding shows the user already
    watched and shows not yet premiered at the as-of time.
 3. For every show, its top-k similar shows (cosine of the show vectors, same filters).
-4. Publish both tables as new catalogue versions after checks, and materialize the user table
-   into Feast's online store (feature view `user_recommendations`).
+4. Stage a release (`jobs/release.py`): the served model, its index, both tables (checked
+   against the lake: every user and show id must exist there) and the lake's shows; make it
+   current in one step; then materialize the user table into Feast's online store (feature
+   view `user_recommendations`, whose source is the current release's file).
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from datetime import date, datetime
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from tvrec.index import IndexConfig, ShowIndex, make_show_index, save_index
 from tvrec.jobs.catalog import Catalog
-from tvrec.jobs.train import load_current_model, serve_model
+from tvrec.jobs.query_store import show_list
+from tvrec.jobs.release import (
+    RECOMMENDATIONS,
+    ReleaseStage,
+    TableRef,
+    stage_release,
+    write_manifest,
+)
 from tvrec.models.base import ModelManifest, Recommender
+from tvrec.models.registry import load_model
+from tvrec.pipelines.contract import Dataset
+from tvrec.pipelines.errors import ConfigError
 from tvrec.pipelines.ingest import read_lake
 from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.workdir import Workdir
@@ -43,6 +55,7 @@ class RecommendSummary:
     show_version: int
     backend: str
     users_per_second: float
+    release: int
 
     def to_json(self) -> dict:
         return self.__dict__.copy()
@@ -53,24 +66,39 @@ def recommend_stage(
     k: int = 50,
     log: StageLog | None = None,
     run_id: str | None = None,
-    model_name: str | None = None,
+    model_name: str = "collaborative",
 ) -> RecommendSummary:
-    """Serve `model_name` (default: the one served now) and publish its top-k tables."""
+    """Serve trained model `model_name`: stage a release with its index and top-k tables and
+    make it current. Callers hold the work directory's writer lock."""
+    log = log or StageLog()
+    source = wd.require(
+        f"models/{model_name}", f"train it first: `tvrec train --stage {model_name}`"
+    )
+    lake = read_lake(wd)
+    with stage_release(wd.root, run_id) as release:
+        shutil.copytree(source, release.model_dir)  # the release keeps its own copy
+        model = load_model(release.model_dir)
+        summary = _serve(wd, release, model, lake, k, log)
+    with log.stage("feast: user_recommendations"):
+        from tvrec.pipelines.store import apply_recommendations
+
+        apply_recommendations(wd.root, datetime.fromisoformat(summary.as_of))
+    return summary
+
+
+def _serve(
+    wd: Workdir, release: ReleaseStage, model: Recommender, lake: Dataset, k: int, log: StageLog
+) -> RecommendSummary:
     import time
 
-    log = log or StageLog()
-    if model_name is not None:
-        serve_model(wd, model_name)
-    model = load_current_model(wd)
     manifest = model.manifest
     assert manifest is not None
     as_of = datetime.fromisoformat(manifest.as_of)
-    lake = read_lake(wd)
     ids, vectors = model.show_embeddings()  # (n_shows, dim)
     upcoming = _not_premiered(lake.shows, ids, as_of.date())
     with log.stage("index"):
         user_index = _index(vectors, ids, manifest, "dot")
-        save_index(user_index, wd.root / "index")
+        save_index(user_index, release.index_dir)
     users = _users(lake.events, lake.users, as_of)
     with log.stage(f"recommend for {len(users):,} users"):
         t0 = time.perf_counter()
@@ -84,38 +112,60 @@ def recommend_stage(
     stamp = {"model_version": manifest.model_version, "as_of": manifest.as_of}
     user_topk = user_topk.with_columns(**{c: pl.lit(v) for c, v in stamp.items()})
     show_similar = show_similar.with_columns(**{c: pl.lit(v) for c, v in stamp.items()})
-    catalog = Catalog(wd.root)
     with log.stage("publish"):
-        known_users, known_shows = set(users), set(ids)
-        uv = catalog.publish(
-            USER_TABLE,
-            user_topk,
-            checks=topk_checks("user_id", "show_id", known_users, known_shows, len(users)),
-            run_id=run_id,
-            **stamp,
-        )
-        sv = catalog.publish(
-            SHOW_TABLE,
-            show_similar,
-            checks=topk_checks("show_id", "similar_show_id", known_shows, known_shows, len(ids)),
-            run_id=run_id,
-            **stamp,
-        )
-    with log.stage("feast: user_recommendations"):
-        materialize_recommendations(wd, user_topk, as_of)
+        refs = _stage_tables(wd, release, lake, user_topk, show_similar, stamp, len(users))
+        _write_recommendations(release, user_topk, as_of)
+        write_manifest(release, manifest.to_json(), _lake_version(wd))
     return RecommendSummary(
         manifest.model_version,
         manifest.as_of,
         len(users),
         len(ids),
         k,
-        uv.n_rows,
-        sv.n_rows,
-        uv.version,
-        sv.version,
+        refs[USER_TABLE].n_rows,
+        refs[SHOW_TABLE].n_rows,
+        refs[USER_TABLE].version,
+        refs[SHOW_TABLE].version,
         user_index.index.backend_name,
         rate,
+        release.number,
     )
+
+
+def _stage_tables(
+    wd: Workdir,
+    release: ReleaseStage,
+    lake: Dataset,
+    user_topk: pl.DataFrame,
+    show_similar: pl.DataFrame,
+    stamp: dict[str, str],
+    n_users: int,
+) -> dict[str, TableRef]:
+    """Both tables as new versions, checked against the release's own lake, named by it."""
+    lake.shows.select("show_id", "title", "premiered").write_parquet(release.shows_file)
+    shows = show_list(lake.shows.select("show_id", "title", "premiered"))
+    lake_users = set(lake.users["user_id"].to_list()) | set(lake.events["user_id"].to_list())
+    lake_shows = set(lake.shows["show_id"].to_list())
+    n_shows = show_similar["show_id"].n_unique()
+    catalog = Catalog(wd.root)
+    specs = {
+        USER_TABLE: (user_topk, topk_checks("user_id", "show_id", lake_users, lake_shows, n_users)),
+        SHOW_TABLE: (
+            show_similar,
+            topk_checks("show_id", "similar_show_id", lake_shows, lake_shows, n_shows),
+        ),
+    }
+    for name, (frame, checks) in specs.items():
+        ref = catalog.add_version(
+            name, frame, checks=checks, run_id=release.run_id, shows=shows, **stamp
+        )
+        release.add_table(name, ref)
+    return dict(release.tables)
+
+
+def _lake_version(wd: Workdir) -> str | None:
+    """The lake version the release was built from (its versioned directory's name)."""
+    return wd.lake.resolve().name if wd.lake.exists() else None
 
 
 def _index(vectors: np.ndarray, ids: list[str], manifest: ModelManifest, metric: str) -> ShowIndex:
@@ -225,21 +275,21 @@ def topk_checks(key: str, item: str, keys: set[str], items: set[str], n_keys: in
         if df.select(pl.struct(key, item).is_duplicated().any()).item():
             raise ValueError(f"an {item} appears twice for one {key}")
 
-    def ids_known(df: pl.DataFrame) -> None:
+    def ids_in_lake(df: pl.DataFrame) -> None:
         bad_k = set(df[key].unique().to_list()) - keys
         bad_i = set(df[item].unique().to_list()) - items
         if bad_k or bad_i:
-            raise ValueError(f"unknown ids: {sorted(bad_k)[:5]} {sorted(bad_i)[:5]}")
+            raise ConfigError(
+                f"the {key} table names ids that are not in the lake it is published with "
+                f"({key}: {sorted(bad_k)[:5]}, {item}: {sorted(bad_i)[:5]}); the model was "
+                "trained on other data: retrain it (`tvrec run`)"
+            )
 
-    return [every_key_present, ranks_unique_and_dense, ids_known]
+    return [ids_in_lake, every_key_present, ranks_unique_and_dense]
 
 
-def materialize_recommendations(wd: Workdir, user_topk: pl.DataFrame, as_of: datetime) -> None:
-    """The current user top-k as a Feast feature view, online like any other feature."""
-    from tvrec.pipelines.store import apply_recommendations
-
-    serving = wd.root / "serving"
-    serving.mkdir(exist_ok=True)
+def _write_recommendations(release: ReleaseStage, user_topk: pl.DataFrame, as_of: datetime) -> None:
+    """The user top-k as Feast's `user_recommendations` source: one row per user."""
     table = (
         user_topk.sort("user_id", "rank")
         .group_by("user_id", maintain_order=True)
@@ -250,7 +300,4 @@ def materialize_recommendations(wd: Workdir, user_topk: pl.DataFrame, as_of: dat
         )
         .with_columns(pl.lit(as_of).dt.cast_time_unit("us").alias("event_timestamp"))
     )
-    tmp = serving / ".user_recommendations.parquet.tmp"
-    table.write_parquet(tmp)
-    Path(tmp).replace(serving / "user_recommendations.parquet")
-    apply_recommendations(wd.root, as_of)
+    table.write_parquet(release.path / RECOMMENDATIONS)

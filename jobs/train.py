@@ -2,7 +2,7 @@
 
     <workdir>/models/<name> -> .versions/models-<name>-...   each trained model (weights + manifest)
     <workdir>/models/<name>/training.png                     its per-epoch curves, plotted
-    <workdir>/model         -> a copy of the served one (what the index and tables came from)
+    <workdir>/release/model                                  the served one's copy (jobs/release.py)
     <workdir>/checkpoints/<name>/                            the trainer's checkpoints while it
                                                              trains (removed once published)
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from pathlib import Path
 
 from tvrec.jobs.tracking import TRAINING_PLOT, TrainingRun, build_tracker, plot_training
 from tvrec.models.base import ModelManifest, Recommender, TrainingData
@@ -23,8 +22,6 @@ from tvrec.pipelines.errors import ConfigError
 from tvrec.pipelines.model_inputs import model_inputs
 from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.workdir import Workdir
-
-SERVED = "model"
 
 
 def registered(name: str) -> type[Recommender]:
@@ -86,15 +83,8 @@ def _remove_inputs(data: TrainingData) -> None:
             folder.parent.rmdir()
 
 
-def serve_model(wd: Workdir, name: str) -> ModelManifest:
-    """Make trained model `name` the served one (copied, so retraining never pulls it away)."""
-    source = wd.require(f"models/{name}", f"train it first: `tvrec train --stage {name}`")
-    with wd.publish(SERVED) as staging:
-        shutil.copytree(source, staging, dirs_exist_ok=True)
-    return ModelManifest.read(wd.root / SERVED)
-
-
 def load_current_model(wd: Workdir) -> Recommender:
-    """The served model (what `tvrec recommend` indexed)."""
-    path = wd.require(SERVED, "run `tvrec recommend` or `tvrec run` first")
-    return load_model(Path(path))
+    """The served model: the current release's copy (what its index and tables came from)."""
+    from tvrec.jobs.release import require_release
+
+    return load_model(require_release(wd.root).model_dir)

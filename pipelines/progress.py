@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 
+from .testhooks import pause_point
+
 console = Console(stderr=True)
 
 
@@ -52,6 +54,7 @@ class StageLog:
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        pause_point(f"before:{name}")
         t0 = time.perf_counter()
         with PeakRss() as memory:
             if self.quiet:

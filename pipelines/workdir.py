@@ -102,11 +102,51 @@ class Workdir:
         if previous is not None and previous != target.resolve():
             shutil.rmtree(previous, ignore_errors=True)
 
+    def sweep(self) -> list[Path]:
+        """Remove what killed writers left behind: versions no area links to, half-made
+        links and temp files. Callers hold the writer lock; returns what was removed."""
+        versions = self.root / VERSIONS
+        live = {p.resolve() for p in self._area_links()}
+        stale = (
+            [d for d in versions.iterdir() if d.resolve() not in live] if versions.is_dir() else []
+        )
+        stale += [p for p in self._walk() if _is_temp(p.name)]
+        for path in stale:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return stale
+
+    def _area_links(self) -> list[Path]:
+        """Every published area's link (lake, features, models/<name>, ...)."""
+        tops = [p for p in self.root.iterdir() if p.is_symlink()] if self.root.is_dir() else []
+        models = self.root / "models"
+        nested = [p for p in models.iterdir() if p.is_symlink()] if models.is_dir() else []
+        return tops + nested
+
+    def _walk(self) -> list[Path]:
+        """Files and folders of the work directory, not entering versions or releases."""
+        found: list[Path] = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if d not in (VERSIONS, ".releases")]
+            found += [Path(dirpath) / n for n in [*dirnames, *filenames]]
+        return found
+
     def write_json(self, path: Path, payload: dict) -> None:
         """Write JSON aside, then swap it in."""
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}")
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
         tmp.write_text(json.dumps(payload, indent=2, default=str))
         os.replace(tmp, path)
+
+
+TEMP_MARKS = (".tmp", ".link-", ".tmp-")
+
+
+def _is_temp(name: str) -> bool:
+    """Names this package gives files while it writes them aside (`.x.tmp`, `.x.link-ab12`,
+    `.index.tmp-ab12`)."""
+    return name.startswith(".") and any(mark in name for mark in TEMP_MARKS)
 
 
 def snapshot_tree(root: Path) -> dict[str, tuple[int, int]]:

@@ -3,8 +3,8 @@ resolution (exact, ambiguous, fuzzy, no match), the index fallback finding a pla
 near-duplicate show, model-version checks, JSON output, and a light import path.
 
 Published versions are read through their indexed copies (`jobs/query_store.py`); the same
-answers without copies (the catalogue and Parquet path) are the oracle they must match, and
-publishing, killed publishes and rollbacks must move queries with the catalogue."""
+answers without copies (the Parquet path) are the oracle they must match, and releases,
+killed publishes and rollbacks must move queries as one unit (`jobs/release.py`)."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tvrec.index import IndexConfig, make_show_index, save_index
+from tvrec.index import IndexConfig, load_index, make_show_index
 from tvrec.jobs import query as query_module
-from tvrec.jobs.catalog import Catalog
+from tvrec.jobs import release as releases
 from tvrec.jobs.query import normalise_title, parse_plain, query_click_command, query_command
 from tvrec.jobs.query_store import ShowList
 
@@ -69,18 +69,23 @@ def show_vectors(seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def write_lake(root: Path) -> None:
-    lake = root / "lake"
-    lake.mkdir(parents=True)
+def shows_frame() -> pl.DataFrame:
     ids = show_ids()
-    pl.DataFrame(
+    return pl.DataFrame(
         {
             "show_id": ids,
             "title": [TITLES.get(s, f"Show {s[1:]}") for s in ids],
             "premiered": [date(2000 + i % 20, 1, 1) for i in range(N_SHOWS)],
             "genres": [["Drama"]] * N_SHOWS,
         }
-    ).write_parquet(lake / "shows.parquet")
+    )
+
+
+def write_lake(root: Path) -> None:
+    lake = root / "lake"
+    lake.mkdir(parents=True)
+    ids = show_ids()
+    shows_frame().write_parquet(lake / "shows.parquet")
     events = [(f"u{u:02d}", ids[(u * 7) % N_SHOWS]) for u in range(N_USERS)]
     events.append(("u99", "s03"))  # has history, but joined after the tables were built
     pl.DataFrame(
@@ -128,23 +133,10 @@ def tagged(rows: list[tuple], columns: tuple[str, ...], model_version: str) -> p
 def build_workdir(
     root: Path, *, table_version: str = MODEL_VERSION, index_version: str = MODEL_VERSION
 ) -> Path:
-    """lake, catalogue tables, index and model manifest, as the nightly job leaves them."""
+    """The lake and a release (model manifest, index, both tables), as the nightly job
+    leaves them."""
     write_lake(root)
     vectors = show_vectors()
-    catalog = Catalog(root)
-    for name, frame in (
-        ("user_topk", user_topk_frame(table_version)),
-        ("show_similar", show_similar_frame(vectors, table_version)),
-    ):
-        catalog.publish(name, frame, model_version=table_version, as_of=AS_OF)
-    manifest = {
-        "model_name": "two_tower",
-        "model_version": MODEL_VERSION,
-        "feature_service": "collaborative_v1",
-        "data_snapshot": "snap-1",
-        "as_of": AS_OF,
-        "dim": DIM,
-    }
     show_index = make_show_index(
         vectors,
         show_ids(),
@@ -155,10 +147,30 @@ def build_workdir(
         as_of=AS_OF,
         cfg=IndexConfig(device="cpu"),
     )
-    save_index(show_index, root / "index")
-    (root / "model").mkdir()
-    (root / "model" / "manifest.json").write_text(json.dumps(manifest))
+    tables = {
+        "user_topk": user_topk_frame(table_version),
+        "show_similar": show_similar_frame(vectors, table_version),
+    }
+    publish(root, tables, index=show_index)
     return root
+
+
+MANIFEST = {
+    "model_name": "two_tower",
+    "model_version": MODEL_VERSION,
+    "feature_service": "collaborative_v1",
+    "data_snapshot": "snap-1",
+    "as_of": AS_OF,
+    "dim": DIM,
+}
+
+
+def publish(root: Path, tables: dict[str, pl.DataFrame], index: object = None) -> None:
+    """A release of `tables` (and the index; else the current release's index is kept)."""
+    current = releases.current_release(root)
+    if index is None and current is not None and current.index_dir.exists():
+        index = load_index(current.index_dir, cfg=IndexConfig(device="cpu"))
+    releases.publish_release(root, model=MANIFEST, tables=tables, shows=shows_frame(), index=index)
 
 
 @pytest.fixture(scope="module")
@@ -293,18 +305,19 @@ def test_text_hook_feeds_the_index(
 ) -> None:
     """Once a text tower exists, its vector is searched in the index (no exclusion)."""
     work = build_workdir(tmp_path / "work")
-    (work / "model" / "text_tower").mkdir()
+    model_dir = releases.require_release(work).model_dir
+    (model_dir / "text_tower").mkdir()
     code, _, err = run(app, work, "--text", "harbour at night")
     assert code == 2 and "text_tower" in err  # an empty tower directory is refused clearly
     seen: list[tuple[Path, str]] = []
 
-    def fake_encoder(workdir: Path, text: str) -> np.ndarray:
-        seen.append((Path(workdir), text))
+    def fake_encoder(model: Path, text: str) -> np.ndarray:
+        seen.append((Path(model), text))
         return show_vectors()[10]  # (dim,)
 
     monkeypatch.setattr(query_module, "encode_text_query", fake_encoder)
     payload = as_json(app, work, "--text", "harbour at night", "-k", "2")
-    assert seen == [(work.resolve(), "harbour at night")]
+    assert seen == [(model_dir, "harbour at night")]
     assert [r["show_id"] for r in payload["results"]] == ["s10", "s11"]
     assert payload["query"] == {"text": "harbour at night", "k": 2, "source": "index"}
 
@@ -328,9 +341,9 @@ def test_index_from_another_model_exit_2(app: typer.Typer, tmp_path: Path) -> No
     assert "two_tower-20240401" in err and MODEL_VERSION in err and "tvrec run" in err
 
 
-def test_missing_model_manifest(app: typer.Typer, tmp_path: Path) -> None:
+def test_nothing_published_yet(app: typer.Typer, tmp_path: Path) -> None:
     code, _, err = run(app, tmp_path / "empty", "--user", "u00")
-    assert code == 2 and "no current model" in err
+    assert code == 2 and "nothing is published" in err and "tvrec run" in err
 
 
 @contextlib.contextmanager
@@ -356,25 +369,19 @@ def catalogue_held(workdir: Path) -> Iterator[None]:
 
 
 def drop_copies(root: Path) -> Path:
-    """Queries read the catalogue and the Parquet files again (as before copies existed)."""
-    for name in ("current.json", "v*.sqlite"):
-        for path in (root / "tables").glob(f"*/{name}"):
-            path.unlink()
+    """Queries read the Parquet files instead of the indexed copies."""
+    for path in (root / "tables").glob("*/v*.sqlite"):
+        path.unlink()
     return root
 
 
-def test_catalogue_locked_by_a_writer(
-    app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The indexed copy needs no catalogue connection, so a writer holding the catalogue
-    neither delays nor fails a query; a version read through the catalogue (no copy) still
-    waits briefly, then fails clearly."""
+def test_catalogue_locked_by_a_writer(app: typer.Typer, tmp_path: Path) -> None:
+    """Queries read the release, never the catalogue: a writer holding the catalogue
+    neither delays nor fails them, through the copies or the Parquet files."""
     work = build_workdir(tmp_path / "work")
-    monkeypatch.setattr(query_module, "LOCK_WAIT_S", 0.2)
     with catalogue_held(work):
         assert as_json(app, work, "--user", "u00", "-k", "1")["results"][0]["show_id"] == "s05"
-        code, _, err = run(app, drop_copies(work), "--user", "u00")
-        assert code == 2 and "locked by another process" in err
+        assert u00_best(app, drop_copies(work)) == "s05"
 
 
 # ----------------------------------------------------------------------------- indexed copy
@@ -404,14 +411,13 @@ def test_copies_answer_as_the_parquet_path(
     """Every answer and every error, read through the copies and without them."""
     work = build_workdir(tmp_path / "work", table_version=table_version)
     assert sorted(p.name for p in (work / "tables" / "user_topk").iterdir()) == [
-        "current.json",
         "v1.parquet",
         "v1.sqlite",
     ]
     legacy = tmp_path / "legacy"
     for args in ([*q, "--json"] for q in ORACLE_QUERIES):
         with_copies = run(app, work, *args)
-        shutil.copytree(work, legacy)
+        shutil.copytree(work, legacy, symlinks=True)
         without = run(app, drop_copies(legacy), *args)
         shutil.rmtree(legacy)
         code, out, err = without
@@ -431,45 +437,65 @@ def u00_best(app: typer.Typer, work: Path) -> str:
     return as_json(app, work, "--user", "u00", "-k", "1")["results"][0]["show_id"]
 
 
+def both_tables(first_show: str) -> dict[str, pl.DataFrame]:
+    vectors = show_vectors()
+    return {
+        "user_topk": u00_frame(first_show),
+        "show_similar": show_similar_frame(vectors, MODEL_VERSION),
+    }
+
+
 def test_publish_and_rollback_move_queries(app: typer.Typer, tmp_path: Path) -> None:
-    work = build_workdir(tmp_path / "work")  # v1: s05 first
-    catalog = Catalog(work)
-    catalog.publish("user_topk", u00_frame("s30"), model_version=MODEL_VERSION, as_of=AS_OF)
+    work = build_workdir(tmp_path / "work")  # release 1: s05 first
+    publish(work, both_tables("s30"))  # release 2
     assert u00_best(app, work) == "s30"
-    catalog.rollback("user_topk", 1)
+    assert releases.rollback(work).number == 1
     assert u00_best(app, work) == "s05"
-    (work / "tables" / "user_topk" / "v2.sqlite").unlink()  # as if published before copies
-    catalog.rollback("user_topk", 2)
-    assert (work / "tables" / "user_topk" / "v2.sqlite").exists()  # rebuilt before switching
+    (work / "tables" / "user_topk" / "v2.sqlite").unlink()  # its Parquet file still answers
+    assert releases.rollback(work, 2).number == 2
     assert u00_best(app, work) == "s30"
+    assert [(r.number, r.current) for r in releases.list_releases(work)] == [(1, False), (2, True)]
+
+
+def test_old_releases_and_their_tables_are_pruned(app: typer.Typer, tmp_path: Path) -> None:
+    work = build_workdir(tmp_path / "work")
+    for i in range(releases.KEEP + 1):
+        publish(work, both_tables(f"s{30 + i}"))
+    kept = releases.list_releases(work)
+    assert [r.number for r in kept] == list(range(3, releases.KEEP + 3))
+    assert u00_best(app, work) == f"s{30 + releases.KEEP}"
+    served = {f"v{r.tables['user_topk'].version}.parquet" for r in kept}
+    assert {p.name for p in (work / "tables" / "user_topk").glob("*.parquet")} == served
 
 
 def test_version_without_queryable_columns_falls_back(app: typer.Typer, tmp_path: Path) -> None:
     """No copy for a version whose table lacks columns: the Parquet path reports them."""
     work = build_workdir(tmp_path / "work")
-    frame = user_topk_frame(MODEL_VERSION).drop("as_of")
-    Catalog(work).publish("user_topk", frame, model_version=MODEL_VERSION)
-    assert not (work / "tables" / "user_topk" / "current.json").exists()
+    tables = both_tables("s05") | {"user_topk": user_topk_frame(MODEL_VERSION).drop("as_of")}
+    publish(work, tables)
+    assert releases.require_release(work).tables["user_topk"].copy is None
     code, _, err = run(app, work, "--user", "u00")
     assert code == 2 and "lacks column(s) as_of" in err
 
 
-@pytest.mark.parametrize("stage", ["write", "copy", "switch"])
-def test_killed_publish_keeps_serving_the_previous_version(
-    app: typer.Typer, tmp_path: Path, stage: str
+@pytest.mark.parametrize(
+    "point", ["table:user_topk:copy", "table:show_similar:copy", "release:switch"]
+)
+def test_killed_publish_keeps_serving_the_previous_release(
+    app: typer.Typer, tmp_path: Path, point: str
 ) -> None:
-    """A publish killed while writing its Parquet file, after its copy is renamed in, or
-    between the catalogue commit and the pointer swap: queries still answer from v1, whole.
-    In the last case the next catalogue connection points them at v2, like the catalogue."""
+    """A publish killed after a table's Parquet file, or just before the switch: queries
+    still answer from release 1, whole; the next publish sweeps what the killed one left."""
     work = build_workdir(tmp_path / "work")
-    kill_publish(work, stage, u00_frame("s30"))
+    kill_publish(work, point, u00_frame("s30"))
     assert u00_best(app, work) == "s05"
-    current = Catalog(work).current("user_topk")  # a connection: syncs the pointer
-    assert current is not None and current.version == (2 if stage == "switch" else 1)
-    assert u00_best(app, work) == ("s30" if stage == "switch" else "s05")
-    Catalog(work).publish("user_topk", u00_frame("s31"), model_version=MODEL_VERSION, as_of=AS_OF)
+    assert releases.require_release(work).number == 1
+    publish(work, both_tables("s31"))
     assert u00_best(app, work) == "s31"
-    assert not list((work / "tables" / "user_topk").glob(".*.tmp"))
+    assert [r.number for r in releases.list_releases(work)] == [1, 2]  # 2: reused
+    assert sorted(p.name for p in (work / ".releases").iterdir())[0].startswith("r0001")
+    assert len(list((work / ".releases").iterdir())) == 2
+    assert not list(work.rglob(".*.tmp"))
 
 
 def kill_publish(work: Path, stage: str, frame: pl.DataFrame) -> None:
@@ -478,14 +504,15 @@ def kill_publish(work: Path, stage: str, frame: pl.DataFrame) -> None:
     frame.write_parquet(source)
     marker = work / "paused"
     code = (
-        "import polars as pl; from pathlib import Path; from tvrec.jobs.catalog import Catalog; "
-        f"Catalog(Path({str(work)!r})).publish('user_topk', pl.read_parquet({str(source)!r}), "
-        f"model_version={MODEL_VERSION!r}, as_of={AS_OF!r})"
-    )
+        "import polars as pl, sys; from pathlib import Path; sys.path.insert(0, {tests!r}); "
+        "from test_query import publish, both_tables; "
+        f"publish(Path({str(work)!r}), both_tables('s30') | "
+        f"{{'user_topk': pl.read_parquet({str(source)!r})}})"
+    ).replace("{tests!r}", repr(str(Path(__file__).parent)))
     env = {
         **os.environ,
-        "TVREC_TEST_PUBLISH_PAUSE": str(marker),
-        "TVREC_TEST_PUBLISH_PAUSE_AT": stage,
+        "TVREC_TEST_PAUSE_MARKER": str(marker),
+        "TVREC_TEST_PAUSE_AT": stage,
     }
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     deadline = time.monotonic() + 60
@@ -496,21 +523,15 @@ def kill_publish(work: Path, stage: str, frame: pl.DataFrame) -> None:
     assert marker.exists(), f"publisher never reached {stage}"
 
 
-def test_lake_changed_since_publish(app: typer.Typer, tmp_path: Path) -> None:
-    """Titles are the current lake's, also when it changed after the copy was written."""
+def test_titles_come_from_the_release(app: typer.Typer, tmp_path: Path) -> None:
+    """A lake changed after publishing does not change answers: titles are the release's,
+    until the next release."""
     work = build_workdir(tmp_path / "work")
-    shows = pl.read_parquet(work / "lake" / "shows.parquet")
-    renamed = shows.with_columns(
-        pl.when(pl.col("show_id") == "s05")
-        .then(pl.lit("Renamed"))
-        .otherwise("title")
-        .alias("title")
+    (work / "lake" / "shows.parquet").unlink()
+    assert as_json(app, work, "--user", "u00", "-k", "1")["results"][0]["title"] == "Show 05"
+    assert (
+        as_json(app, drop_copies(work), "--show", "show 05", "-k", "1")["query"]["show_id"] == "s05"
     )
-    tmp = work / "lake" / ".shows.parquet.tmp"
-    renamed.write_parquet(tmp)
-    tmp.replace(work / "lake" / "shows.parquet")
-    assert as_json(app, work, "--user", "u00", "-k", "1")["results"][0]["title"] == "Renamed"
-    assert as_json(app, work, "--show", "renamed", "-k", "1")["query"]["show_id"] == "s05"
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,6 @@ the current table; an index never serves a model it was not built from."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +16,7 @@ from typer.testing import CliRunner
 from tvrec.index import IndexMismatchError, load_index
 from tvrec.jobs.catalog import Catalog
 from tvrec.jobs.cli import app
+from tvrec.jobs.release import list_releases, publish_release, require_release, stage_release
 from tvrec.jobs.train import load_current_model
 from tvrec.models.base import ModelManifest
 from tvrec.pipelines.errors import ConfigError
@@ -63,7 +59,7 @@ def test_no_watched_or_unaired_show_is_recommended(
 
 def test_tables_are_complete_and_stamped(served_workdir: Workdir) -> None:
     top = Catalog(served_workdir.root).read_current("user_topk")
-    model = ModelManifest.read(served_workdir.root / "model")
+    model = ModelManifest.read(require_release(served_workdir.root).model_dir)
     per_user = top.group_by("user_id").agg(pl.len().alias("n"), pl.col("rank").max().alias("m"))
     assert per_user["n"].unique().to_list() == [20] and per_user["m"].unique().to_list() == [20]
     assert top["model_version"].unique().to_list() == [model.model_version]
@@ -95,15 +91,16 @@ def test_recommendations_served_through_feast(served_workdir: Workdir) -> None:
 
 
 def test_index_refuses_another_model(served_workdir: Workdir) -> None:
-    model = ModelManifest.read(served_workdir.root / "model")
+    release = require_release(served_workdir.root)
+    model = ModelManifest.read(release.model_dir)
     ok = load_index(
-        served_workdir.root / "index",
+        release.index_dir,
         expect={"model_version": model.model_version, "data_snapshot": model.data_snapshot},
     )
     assert ok.manifest.model_version == model.model_version
     with pytest.raises(IndexMismatchError) as err:
         load_index(
-            served_workdir.root / "index",
+            release.index_dir,
             expect={"model_version": "collaborative-other", "as_of": "2001-01-01"},
         )
     assert "model_version" in str(err.value) and "collaborative-other" in str(err.value)
@@ -122,62 +119,49 @@ def _frame(n: int, tag: str) -> pl.DataFrame:
     )
 
 
-def test_killed_publish_leaves_previous_version_current(tmp_path: Path) -> None:
-    catalog = Catalog(tmp_path)
-    catalog.publish("user_topk", _frame(5, "v1"), model_version="v1")
-    marker = tmp_path / "writing"
-    code = (
-        "import polars as pl, sys; from tvrec.jobs.catalog import Catalog; "
-        "from pathlib import Path; "
-        f"Catalog(Path({str(tmp_path)!r})).publish('user_topk', pl.DataFrame("
-        "{'user_id': ['x'] * 9, 'rank': [1] * 9, 'show_id': ['y'] * 9, 'score': [0.0] * 9,"
-        " 'model_version': ['v2'] * 9}), model_version='v2')"
-    )
-    env = {**os.environ, "TVREC_TEST_PUBLISH_PAUSE": str(marker)}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert marker.exists(), "publisher never reached the write"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    current = catalog.current("user_topk")
-    assert current is not None and current.version == 1
-    assert catalog.read_current("user_topk")["model_version"].unique().to_list() == ["v1"]
-    assert list((tmp_path / "tables" / "user_topk").glob(".v*.tmp"))  # the half-written file
-    catalog.publish("user_topk", _frame(3, "v3"), model_version="v3")  # next publish sweeps it
-    assert not list((tmp_path / "tables" / "user_topk").glob(".v*.tmp"))
-    assert catalog.current("user_topk").version == 2  # type: ignore[union-attr]
+def _release(root: Path, tag: str, checks: list | None = None) -> None:
+    frame = _frame(4, tag)
+    shows = pl.DataFrame({"show_id": frame["show_id"], "title": "t", "premiered": None})
+    model = {"model_name": "m", "model_version": tag, "as_of": "2024-01-01T00:00:00+00:00"}
+    publish_release(root, model=model, tables={"user_topk": frame}, shows=shows)
 
 
 def test_failed_check_publishes_nothing(tmp_path: Path) -> None:
-    catalog = Catalog(tmp_path)
-    catalog.publish("user_topk", _frame(5, "v1"))
+    _release(tmp_path, "v1")
 
     def no_duplicates(df: pl.DataFrame) -> None:
         raise ValueError("duplicate ranks")
 
-    with pytest.raises(ValueError):
-        catalog.publish("user_topk", _frame(5, "v2"), checks=[no_duplicates])
-    assert [v.version for v in catalog.versions("user_topk")] == [1]
+    with pytest.raises(ValueError), stage_release(tmp_path) as stage:
+        Catalog(tmp_path).add_version("user_topk", _frame(5, "v2"), checks=[no_duplicates])
+        stage.add_table("never", None)  # type: ignore[arg-type]
+    assert [v.version for v in Catalog(tmp_path).versions("user_topk")] == [1]
+    assert [r.number for r in list_releases(tmp_path)] == [1]
+    assert len(list((tmp_path / ".releases").iterdir())) == 1
 
 
 def test_rollback_and_cli(tmp_path: Path) -> None:
-    catalog = Catalog(tmp_path)
     for tag in ("a", "b", "c"):
-        catalog.publish("user_topk", _frame(4, tag), model_version=tag)
+        _release(tmp_path, tag)
     res = runner.invoke(app, ["publish", "--rollback", "2", "--workdir", str(tmp_path)])
     assert res.exit_code == 0, res.output
+    catalog = Catalog(tmp_path)
     assert catalog.current("user_topk").version == 2  # type: ignore[union-attr]
     assert catalog.read_current("user_topk")["model_version"][0] == "b"
     res = runner.invoke(app, ["publish", "--rollback", "9", "--workdir", str(tmp_path)])
-    assert res.exit_code == 2 and "no version 9" in res.stderr
+    assert res.exit_code == 2 and "no release 9" in res.stderr
     res = runner.invoke(app, ["publish", "--list", "--json", "--workdir", str(tmp_path)])
     listed = json.loads(res.stdout)
-    assert [(v["version"], v["current"]) for v in listed] == [(1, False), (2, True), (3, False)]
+    assert [(r["number"], r["current"], r["model_version"]) for r in listed] == [
+        (1, False, "a"),
+        (2, True, "b"),
+        (3, False, "c"),
+    ]
+    res = runner.invoke(app, ["publish", "--rollback", "0", "--workdir", str(tmp_path)])
+    assert res.exit_code == 0 and require_release(tmp_path).number == 1  # 0: the previous
     out = tmp_path / "export.csv"
     res = runner.invoke(app, ["export", "user-topk", "--out", str(out), "--workdir", str(tmp_path)])
-    assert res.exit_code == 0 and pl.read_csv(out)["model_version"][0] == "b"
+    assert res.exit_code == 0 and pl.read_csv(out)["model_version"][0] == "a"
 
 
 def test_unknown_table_has_clear_error(tmp_path: Path) -> None:
@@ -201,7 +185,7 @@ def test_nightly_run_records_and_refuses_overlap(world_dir: Path, tmp_path: Path
     work.mkdir()
     with run_lock(work):  # another run holds the lock: refused at once, exit 2
         res = runner.invoke(app, ["run", "--data", str(world_dir), "--workdir", str(work)])
-    assert res.exit_code == 2 and "already running" in res.stderr
+    assert res.exit_code == 2 and "being written by another tvrec command" in res.stderr
     res = runner.invoke(
         app, ["run", "--data", str(world_dir), "--workdir", str(work), "-k", "5", "--json"]
     )

@@ -200,8 +200,9 @@ def test_backend_none_writes_no_tracking_files(
     assert isinstance(build_tracker(TrackingSettings(), tmp_path), NullTracker)
     assert not any(tmp_path.iterdir())
     work = train_quick(tmp_path / "work", "")  # no [tracking] section: off
-    # (`tvrec train` removes its checkpoints once the model is published)
-    assert {p.name for p in work.iterdir()} == {"tvrec.toml", "models", ".versions"}
+    # (`tvrec train` removes its checkpoints once the model is published; run.lock: the
+    # writer lock it held, left empty)
+    assert {p.name for p in work.iterdir()} == {"tvrec.toml", "models", ".versions", "run.lock"}
     assert (work / "models" / "collaborative" / TRAINING_PLOT).is_file()
 
 
