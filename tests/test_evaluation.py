@@ -27,6 +27,8 @@ from tvrec.jobs.evaluation.peers import (
     ItemKNN,
     ItemKNNConfig,
     MostPopular,
+    RecentPopConfig,
+    RecentPopular,
     cosine_knn,
     ease_weights,
     gram,
@@ -228,6 +230,45 @@ def test_most_popular_known_order() -> None:
     everything = MostPopular().fit(train).recommend(["u3"], k=2, exclude_seen=False)
     assert everything["show_id"].to_list() == ["a", "b"]
     assert everything["score"].to_list() == [3.0, 2.0]
+
+
+def timed_pairs(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
+    """(user, show, day) rows as collapsed train pairs, day 0 = 2024-01-01."""
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    return pl.DataFrame(
+        {
+            "user_id": [u for u, _, _ in rows],
+            "show_id": [s for _, s, _ in rows],
+            "weight": [1.0] * len(rows),
+            "event_timestamp": [start + timedelta(days=d) for _, _, d in rows],
+        }
+    )
+
+
+def test_recent_popular_ranks_what_is_watched_now() -> None:
+    """ "old" has the most users of all time, "new" the most in the last 7 days: RecentPop
+    (7 days) ranks "new" first where MostPop ranks "old" first."""
+    rows = [(f"u{i}", "old", i) for i in range(6)]  # days 0..5
+    rows += [(f"u{i}", "new", 96 + i % 4) for i in range(6, 9)]  # days 96..99
+    rows += [("u9", "mid", 60), ("u10", "mid", 61), ("u11", "new", 99), ("u12", "x", 99)]
+    train = timed_pairs(rows)
+    recent = RecentPopular(RecentPopConfig(days=7)).fit(train).recommend(["u12"], k=2)
+    assert recent["show_id"].to_list() == ["new", "old"]  # ties beyond the window: all-time
+    assert MostPopular().fit(train).recommend(["u12"], k=1)["show_id"].to_list() == ["old"]
+
+
+def test_recent_popular_window_is_chosen_inside_train() -> None:
+    """Each window is scored on the last 10% of train's time. Validation users start the
+    fad of the last days ("fad9"); over 30 days an older fad leads, over 90 the evergreen
+    show: only the 7-day window ranks fad9 first, and it is chosen."""
+    rows = [(f"a{i}", "evergreen", 3 * i) for i in range(30)]  # days 0..87
+    rows += [(f"b{i}", "fad8", 80 + i % 10) for i in range(12)]  # days 80..89
+    rows += [(f"d{i}", "fad9", 90 + i % 5) for i in range(8)]  # days 90..94
+    rows += [(f"c{i}", "evergreen", i) for i in range(10)]
+    rows += [(f"c{i}", "fad9", 95 + i % 5) for i in range(10)]  # days 95..99
+    model = RecentPopular().fit(timed_pairs(rows))
+    assert model.days == 7, model.validation_ndcg
+    assert model.validation_ndcg[7] > model.validation_ndcg[30] > 0, model.validation_ndcg
 
 
 def test_ease_closed_form_matches_numpy() -> None:

@@ -136,3 +136,57 @@ def test_killed_at_every_point_of_the_run(
     points = served[2]
     assert len(points) >= 15, points
     check_kills(served, points, tmp_path)
+
+
+# ---- concurrent writers --------------------------------------------------------------------
+WRITERS = {
+    "ingest": ["ingest", "{world}"],
+    "features build": ["features", "build"],
+    "train": ["train", "--stage", "collaborative"],
+    "recommend": ["recommend", "-k", "5"],
+    "publish --rollback": ["publish", "--rollback", "0"],
+    "evaluate": ["evaluate", "--data", "{world}"],
+}
+READERS = (["query", "--user", USER, "--json"], ["features", "get", "--user", USER, "--json"],
+           ["publish", "--list", "--json"])  # fmt: skip
+
+
+def test_writers_are_refused_while_a_run_writes(
+    served: tuple[Path, Path, list[str]], tmp_path: Path
+) -> None:
+    """While a run holds the work directory (paused mid-training), every writing command is
+    refused at once naming it, and changes nothing; reading commands answer, unblocked."""
+    from bad_inputs import tree_digest
+    from typer.testing import CliRunner
+
+    from tvrec.jobs.cli import app
+
+    world, master, _ = served
+    work = tmp_path / "work"
+    shutil.copytree(master, work, symlinks=True)
+    marker = tmp_path / "paused"
+    proc = tvrec("run", "--data", str(world), "-w", str(work), "-k", "5",
+                 env={PAUSE_AT: "before:train collaborative", MARKER: str(marker)})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), proc.communicate()[1][-2000:]
+        before = tree_digest(work)
+        runner = CliRunner()
+        for name, args in WRITERS.items():
+            args = [a.format(world=world) for a in args]
+            res = runner.invoke(app, [*args, "--workdir", str(work)])
+            message = " ".join(res.output.split())
+            assert res.exit_code == 2, (name, message)
+            assert "being written by another tvrec command" in message, (name, message)
+            assert f"`tvrec run`, pid {proc.pid}" in message, (name, message)
+        assert tree_digest(work) == before
+        for args in READERS:
+            t0 = time.monotonic()
+            res = runner.invoke(app, [*args, "--workdir", str(work)])
+            assert res.exit_code == 0, (args, res.output)
+            assert time.monotonic() - t0 < 30, args
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()

@@ -1,4 +1,5 @@
-"""Peer recommenders that tvrec is benchmarked against: MostPopular, ItemKNN, EASE and ALS.
+"""Peer recommenders that tvrec is benchmarked against: MostPopular, RecentPopular (timed
+data), ItemKNN, EASE and ALS.
 
 Every peer fits on a frame of (user_id, show_id, ...) pairs, binarised into a CSR matrix X of
 users x items, and ranks the whole catalogue (every show seen in train) for each user with
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -159,6 +161,63 @@ class MostPopular(Peer):
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.popularity, (rows.size, self.popularity.size)).copy()
+
+
+# ---- RecentPopular -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RecentPopConfig:
+    windows: tuple[int, ...] = (7, 30, 90)  # days before the end of train; the best is kept
+    days: int | None = None  # fixed window; None: chosen on a validation cut of train
+    validation_share: float = 0.1
+    k: int = 10
+
+
+class RecentPopular(Peer):
+    """Every user gets the shows most users started in the last N days before the end of
+    train (ties: all-time popularity). N is chosen from `windows` by NDCG@k on a temporal
+    validation cut inside train, so nothing at or after the test cutoff is seen."""
+
+    name = "RecentPop"
+
+    def __init__(self, config: RecentPopConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or RecentPopConfig()
+        self.days: int | None = self.config.days
+        self.validation_ndcg: dict[int, float] = {}
+
+    def fit(self, train: pl.DataFrame) -> RecentPopular:
+        if self.days is None:
+            self.days = self.tune(train)
+        end = train["event_timestamp"].max()
+        since = end - timedelta(days=self.days)  # type: ignore[operator]
+        recent = train.filter(pl.col("event_timestamp") > since)
+        self._recent = recent.group_by("show_id").agg(pl.col("user_id").n_unique().alias("n"))
+        super().fit(train)
+        return self
+
+    def _fit(self, X: sp.csr_matrix) -> None:
+        assert self.data is not None
+        counts = dict(zip(self._recent["show_id"], self._recent["n"], strict=True))
+        recent = np.array([counts.get(s, 0) for s in self.data.items], dtype=np.float64)
+        overall = np.asarray(X.sum(axis=0), dtype=np.float64).ravel()  # (n_items,)
+        self.popularity = (recent + overall / (overall.max() + 1.0)).astype(np.float32)
+
+    def _scores(self, rows: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.popularity, (rows.size, self.popularity.size)).copy()
+
+    def params(self) -> dict[str, Any]:
+        ndcg = {str(k): round(v, 4) for k, v in self.validation_ndcg.items()}
+        return {"days": self.days, "windows": list(self.config.windows), "validation_ndcg": ndcg}
+
+    def tune(self, train: pl.DataFrame) -> int:
+        """The window with the best NDCG@k on the last `validation_share` of train's time."""
+        cut = cut_events(train, "temporal", self.config.validation_share)
+        metric = MetricConfig(k=self.config.k, bootstrap=1)
+        for days in self.config.windows:
+            probe = RecentPopular(RecentPopConfig(days=days)).fit(cut.train)
+            topk = probe.recommend(cut.test_users, self.config.k)
+            self.validation_ndcg[days] = evaluate_topk(topk, cut, metric).ndcg
+        return max(self.config.windows, key=lambda d: self.validation_ndcg[d])  # ties: first
 
 
 # ---- ItemKNN -------------------------------------------------------------------------------
@@ -347,8 +406,10 @@ class ALS(Peer):
 
 def default_peers(kind: Literal["temporal", "random"] = "temporal") -> dict[str, Peer]:
     """The benchmark's peers, EASE validated the same way (`kind`) as the outer split."""
+    recent = {"RecentPop": RecentPopular()} if kind == "temporal" else {}
     return {
         "MostPop": MostPopular(),
+        **recent,
         "ItemKNN": ItemKNN(),
         "EASE": EASE(EASEConfig(validation=kind)),
         "ALS": ALS(),
@@ -365,6 +426,8 @@ __all__ = [
     "ItemKNNConfig",
     "MostPopular",
     "Peer",
+    "RecentPopConfig",
+    "RecentPopular",
     "cosine_knn",
     "default_peers",
     "ease_weights",
