@@ -5,7 +5,7 @@ run's wall time, asks `tvrec query --user` (serving is down if it fails or answe
 nothing), then does a clean run, which must succeed and leave no temp
 file behind. Prints one line per round and a summary; `--json` writes the summary as JSON.
 
-    python bench/bench_faults.py [--rounds 50] [--epochs 5] [--seed 0] [--json OUT]
+    python bench/bench_faults.py [--rounds 50] [--epochs 5] [--seed 0] [--json OUT] [--data DIR]
 """
 
 from __future__ import annotations
@@ -87,7 +87,10 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=5, help="collaborative epochs per run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--data", type=Path, default=None, help="the MovieLens-100k directory")
     args = p.parse_args()
+    global DATA
+    DATA = args.data or DATA
     if not DATA.is_dir():
         print(f"MovieLens-100k not found at {DATA}", file=sys.stderr)
         return 2

@@ -240,3 +240,25 @@ user_recommendations = FeatureView(
     ),
     tags={"family": "serving"},
 )
+
+# Each show's forecast views in the 7 and 30 days after the as-of (the temporal model's), and
+# the growth over the same span before it: published in the release beside the top-k tables
+# when the temporal model is trained, so it switches with the release like the view above.
+show_forecast = FeatureView(
+    name="show_forecast",
+    entities=[show],
+    ttl=NO_TTL,
+    schema=[
+        Field(name="views_7d", dtype=Float32),
+        Field(name="views_30d", dtype=Float32),
+        Field(name="growth_7d", dtype=Float32),
+        Field(name="growth_30d", dtype=Float32),
+        Field(name="model_version", dtype=String),
+    ],
+    source=FileSource(
+        name="show_forecast_source",
+        path=str(WORKDIR / "release" / "show_forecast.parquet"),
+        timestamp_field="event_timestamp",
+    ),
+    tags={"family": "serving"},
+)

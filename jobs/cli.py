@@ -459,7 +459,9 @@ def _refresh_feast(settings: Settings, release: Release) -> None:
         return
     from tvrec.pipelines.store import apply_recommendations
 
-    apply_recommendations(settings.workdir, datetime.fromisoformat(release.as_of or ""))
+    forecast = (release.path / "show_forecast.parquet").exists()
+    when = datetime.fromisoformat(release.as_of or "")
+    apply_recommendations(settings.workdir, when, forecast=forecast)
 
 
 export_app = typer.Typer(help="Export published tables and models.", no_args_is_help=True)

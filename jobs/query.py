@@ -580,6 +580,59 @@ def text_query(ctx: Context, text: str, k: int) -> Answer:
     )
 
 
+# ----------------------------------------------------------------------------- --trending
+
+FORECAST_TABLE = "show_forecast"
+NO_FORECAST = (
+    "the current release has no show forecast: forecasts come from the temporal model; add "
+    '"temporal" to [models] train in tvrec.toml (or `tvrec train --stage temporal`), then '
+    "`tvrec run`"
+)
+
+
+def trending_query(ctx: Context, k: int, genre: str | None) -> Answer:
+    """The shows with the largest forecast growth over the next 7 days (views forecast
+    after the as-of minus views in the 7 days before it), from the release's forecast."""
+    import polars as pl
+
+    ref = ctx.release.table(FORECAST_TABLE)
+    if ref is None:
+        raise ConfigError(NO_FORECAST)
+    frame = pl.read_parquet(ctx.wd.root / ref.parquet)
+    if genre is not None:
+        frame = _in_genre(ctx, frame, genre)
+    k = check_k(ctx, k, frame.height, "the forecast" + (f" of genre {genre!r}" if genre else ""))
+    top = frame.sort(["growth_7d", "show_id"], descending=[True, False]).head(k)
+    shows = release_shows(ctx)
+    results = results_frame(shows, list(zip(top["show_id"], top["growth_7d"], strict=True)))
+    for row, extra in zip(results, top.select("views_7d", "views_30d", "growth_30d").iter_rows(
+            named=True), strict=True):  # fmt: skip
+        row.update({name: round(float(v), 3) for name, v in extra.items()})
+    return Answer(
+        query={"trending": True, "genre": genre, "k": k, "source": FORECAST_TABLE},
+        results=results,
+        model_version=str(top["model_version"][0]) if top.height else ctx.model_version,
+        as_of=ctx.release.as_of,
+        heading="trending: largest forecast growth over the next 7 days"
+        + (f" in {genre}" if genre else ""),
+    )
+
+
+def _in_genre(ctx: Context, frame: Any, genre: str) -> Any:
+    """Forecast rows of shows in `genre` (case-insensitive), or a ConfigError listing them."""
+    import polars as pl
+
+    shows = pl.read_parquet(ctx.release.shows_file)
+    if "genres" not in shows.columns:
+        raise ConfigError(f"release {ctx.release.release_id} has no genres; {RERUN_HINT}")
+    known = sorted({g for gs in shows["genres"].drop_nulls().to_list() for g in gs})
+    match = next((g for g in known if g.casefold() == genre.casefold()), None)
+    if match is None:
+        raise ConfigError(f"no genre {genre!r}; genres: {', '.join(known) or 'none'}")
+    ids = shows.filter(pl.col("genres").list.contains(match))["show_id"]
+    return frame.filter(pl.col("show_id").is_in(ids.implode()))
+
+
 # ----------------------------------------------------------------------------- command
 
 
@@ -590,12 +643,16 @@ def answer_query(
     show: str | None,
     text: str | None,
     k: int | None,
+    trending: bool = False,
+    genre: str | None = None,
 ) -> Answer:
     """Check the arguments and the model, then answer the one query given.
 
     `k` None means "up to DEFAULT_K"; an explicit k must not exceed what exists."""
-    if sum(x is not None for x in (user, show, text)) != 1:
-        raise ConfigError("give exactly one of --user, --show or --text")
+    if sum(x is not None for x in (user, show, text)) + trending != 1:
+        raise ConfigError("give exactly one of --user, --show, --text or --trending")
+    if genre is not None and not trending:
+        raise ConfigError("--genre goes with --trending")
     if k is not None and k < 1:
         raise ConfigError(f"-k must be at least 1, got {k}")
     ctx = dataclasses.replace(open_context(workdir), strict_k=k is not None)
@@ -604,6 +661,8 @@ def answer_query(
         return user_query(ctx, user, k)
     if show is not None:
         return show_query(ctx, show, k)
+    if trending:
+        return trending_query(ctx, k, genre)
     return text_query(ctx, text or "", k)
 
 
@@ -655,6 +714,13 @@ def query_command(
     text: Annotated[
         str | None, typer.Option("--text", help="Free text (needs a model with a text tower).")
     ] = None,
+    trending: Annotated[
+        bool,
+        typer.Option("--trending", help="Shows with the largest forecast growth (7 days)."),
+    ] = False,
+    genre: Annotated[
+        str | None, typer.Option("--genre", help="With --trending: only this genre.")
+    ] = None,
     k: Annotated[
         int | None,
         typer.Option("-k", "--k", min=1, help=f"How many results (default: up to {DEFAULT_K})."),
@@ -670,7 +736,15 @@ def query_command(
     """Recommendations for a user, shows like a show, or shows for a text, from the
     published tables and the index (no training stack: answers in well under a second)."""
     try:
-        answer = answer_query(resolve_workdir(workdir), user=user, show=show, text=text, k=k)
+        answer = answer_query(
+            resolve_workdir(workdir),
+            user=user,
+            show=show,
+            text=text,
+            k=k,
+            trending=trending,
+            genre=genre,
+        )
     except (ConfigError, DataError) as exc:
         print_error(exc)
         raise typer.Exit(2) from None
@@ -683,20 +757,21 @@ def query_command(
 
 
 QUERY_HELP = (
-    "Recommendations for a user, similar shows, or a text query, "
-    "from the published tables and the FAISS index."
+    "Recommendations for a user, similar shows, a text query, or trending shows, "
+    "from the current release's tables and FAISS index."
 )
 # `tvrec query` options, by spelling: the query_command argument each one sets
 VALUE_OPTIONS = {
     "--user": "user",
     "--show": "show",
     "--text": "text",
+    "--genre": "genre",
     "-k": "k",
     "--k": "k",
     "--workdir": "workdir",
     "-w": "workdir",
 }
-FLAG_OPTIONS = {"--json": "as_json"}
+FLAG_OPTIONS = {"--json": "as_json", "--trending": "trending"}
 
 
 @cache

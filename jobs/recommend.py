@@ -56,6 +56,7 @@ class RecommendSummary:
     backend: str
     users_per_second: float
     release: int
+    forecast_rows: int = 0  # show_forecast rows (0: no temporal model on this lake)
 
     def to_json(self) -> dict:
         return self.__dict__.copy()
@@ -79,10 +80,11 @@ def recommend_stage(
         shutil.copytree(source, release.model_dir)  # the release keeps its own copy
         model = load_model(release.model_dir)
         summary = _serve(wd, release, model, lake, k, log)
-    with log.stage("feast: user_recommendations"):
+    with log.stage("feast: serving views"):
         from tvrec.pipelines.store import apply_recommendations
 
-        apply_recommendations(wd.root, datetime.fromisoformat(summary.as_of))
+        as_of = datetime.fromisoformat(summary.as_of)
+        apply_recommendations(wd.root, as_of, forecast=summary.forecast_rows > 0)
     return summary
 
 
@@ -112,8 +114,11 @@ def _serve(
     stamp = {"model_version": manifest.model_version, "as_of": manifest.as_of}
     user_topk = user_topk.with_columns(**{c: pl.lit(v) for c, v in stamp.items()})
     show_similar = show_similar.with_columns(**{c: pl.lit(v) for c, v in stamp.items()})
+    forecast = _forecast(wd, lake, log)
     with log.stage("publish"):
         refs = _stage_tables(wd, release, lake, user_topk, show_similar, stamp, len(users))
+        if forecast is not None:
+            _stage_forecast(wd, release, lake, forecast)
         _write_recommendations(release, user_topk, as_of)
         write_manifest(release, manifest.to_json(), _lake_version(wd))
     return RecommendSummary(
@@ -129,6 +134,7 @@ def _serve(
         user_index.index.backend_name,
         rate,
         release.number,
+        forecast.height if forecast is not None else 0,
     )
 
 
@@ -142,7 +148,7 @@ def _stage_tables(
     n_users: int,
 ) -> dict[str, TableRef]:
     """Both tables as new versions, checked against the release's own lake, named by it."""
-    lake.shows.select("show_id", "title", "premiered").write_parquet(release.shows_file)
+    lake.shows.select("show_id", "title", "premiered", "genres").write_parquet(release.shows_file)
     shows = show_list(lake.shows.select("show_id", "title", "premiered"))
     lake_users = set(lake.users["user_id"].to_list()) | set(lake.events["user_id"].to_list())
     lake_shows = set(lake.shows["show_id"].to_list())
@@ -161,6 +167,41 @@ def _stage_tables(
         )
         release.add_table(name, ref)
     return dict(release.tables)
+
+
+def _forecast(wd: Workdir, lake: Dataset, log: StageLog) -> pl.DataFrame | None:
+    """The show forecast of the temporal model trained on this lake, if there is one."""
+    from tvrec.jobs.forecast import forecast_table, trained_forecaster
+
+    model = trained_forecaster(wd)
+    if model is None or model.manifest is None:
+        return None
+    with log.stage("show forecast"):
+        stamp = {"model_version": model.manifest.model_version, "as_of": model.manifest.as_of}
+        return forecast_table(model, lake.events, stamp)  # type: ignore[arg-type]
+
+
+def _stage_forecast(wd: Workdir, release: ReleaseStage, lake: Dataset, frame: pl.DataFrame) -> None:
+    """The forecast as a table version named by the release, and as Feast's source."""
+    from tvrec.jobs.forecast import FORECAST_TABLE
+
+    lake_shows = set(lake.shows["show_id"].to_list())
+
+    def shows_in_lake(df: pl.DataFrame) -> None:
+        unknown = set(df["show_id"].to_list()) - lake_shows
+        if unknown:
+            raise ConfigError(f"the forecast names shows not in the lake: {sorted(unknown)[:5]}")
+
+    ref = Catalog(wd.root).add_version(
+        FORECAST_TABLE,
+        frame.drop("event_timestamp"),
+        checks=[shows_in_lake],
+        model_version=str(frame["model_version"][0]) if frame.height else None,
+        as_of=str(frame["as_of"][0]) if frame.height else None,
+        run_id=release.run_id,
+    )
+    release.add_table(FORECAST_TABLE, ref)
+    frame.write_parquet(release.path / f"{FORECAST_TABLE}.parquet")
 
 
 def _lake_version(wd: Workdir) -> str | None:

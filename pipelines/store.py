@@ -138,9 +138,11 @@ def values_per_row(store: FeatureStore, service: str) -> int:
     return total
 
 
-def apply_recommendations(workdir: Path, as_of: datetime) -> None:
-    """Register the `user_recommendations` view and load the current table online."""
+def apply_recommendations(workdir: Path, as_of: datetime, forecast: bool = False) -> None:
+    """Register the serving views (`user_recommendations`, and `show_forecast` when the
+    release has one) and load the current release's rows online."""
     defs = _definitions(Path(workdir).resolve())
     store = feature_store(workdir)
-    store.apply([defs.user, defs.user_recommendations])
-    materialize(store, as_of, [defs.user_recommendations.name])
+    views = [defs.user_recommendations, *([defs.show_forecast] if forecast else [])]
+    store.apply([defs.user, defs.show, *views])
+    materialize(store, as_of, [v.name for v in views])

@@ -239,7 +239,7 @@ def test_k_above_the_table_says_how_many(app: typer.Typer, workdir: Path) -> Non
 def test_exactly_one_query(app: typer.Typer, workdir: Path) -> None:
     for args in ([], ["--user", "u00", "--show", "s01"]):
         code, _, err = run(app, workdir, *args)
-        assert code == 2 and "exactly one of --user, --show or --text" in err
+        assert code == 2 and "exactly one of --user, --show, --text or --trending" in err
 
 
 # ----------------------------------------------------------------------------- --show
@@ -655,3 +655,53 @@ def test_close_titles_equal_difflib() -> None:
             for cutoff in (query_module.FUZZY_CUTOFF, query_module.SUGGEST_CUTOFF):
                 expected = difflib.get_close_matches(q, norms, n=5, cutoff=cutoff)
                 assert query_module.close_titles(q, shows, cutoff) == expected, (q, cutoff)
+
+
+# ----------------------------------------------------------------------------- --trending
+
+
+def forecast_frame() -> pl.DataFrame:
+    """s07 grows most over 7 days, then s02, then s30; every other show is flat."""
+    growth = {"s07": 40.0, "s02": 25.0, "s30": 10.0}
+    ids = show_ids()
+    return pl.DataFrame(
+        {
+            "show_id": ids,
+            "views_7d": [50.0 + growth.get(s, 0.0) for s in ids],
+            "views_30d": [200.0] * N_SHOWS,
+            "recent_7d": [50.0] * N_SHOWS,
+            "recent_30d": [200.0] * N_SHOWS,
+            "growth_7d": [growth.get(s, 0.0) for s in ids],
+            "growth_30d": [0.0] * N_SHOWS,
+            "model_version": ["temporal-1"] * N_SHOWS,
+            "as_of": [AS_OF] * N_SHOWS,
+        }
+    ).with_columns(pl.col(pl.Float64).cast(pl.Float32))
+
+
+def test_trending_ranks_forecast_growth(app: typer.Typer, tmp_path: Path) -> None:
+    work = build_workdir(tmp_path / "work")
+    code, _, err = run(app, work, "--trending")
+    assert code == 2 and "no show forecast" in err and "temporal" in err
+    shows = shows_frame().with_columns(
+        pl.when(pl.col("show_id").is_in(["s02", "s30"]))
+        .then(pl.lit(["Comedy"]))
+        .otherwise(pl.col("genres"))
+        .alias("genres")
+    )
+    tables = both_tables("s05") | {"show_forecast": forecast_frame()}
+    releases.publish_release(work, model=MANIFEST, tables=tables, shows=shows)
+    payload = as_json(app, work, "--trending", "-k", "3")
+    assert [(r["show_id"], r["score"]) for r in payload["results"]] == [
+        ("s07", 40.0),
+        ("s02", 25.0),
+        ("s30", 10.0),
+    ]
+    assert payload["results"][1]["title"] == "The Office"
+    assert payload["model_version"] == "temporal-1"
+    comedy = as_json(app, work, "--trending", "--genre", "comedy")
+    assert [r["show_id"] for r in comedy["results"]] == ["s02", "s30"]
+    code, _, err = run(app, work, "--trending", "--genre", "Western")
+    assert code == 2 and "no genre 'Western'" in err and "Comedy" in err
+    code, _, err = run(app, work, "--user", "u00", "--genre", "Comedy")
+    assert code == 2 and "--genre goes with --trending" in err
