@@ -197,3 +197,25 @@ def test_writers_are_refused_while_a_run_writes(
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
+
+
+def test_tables_naming_ids_outside_the_lake_are_refused(
+    served: tuple[Path, Path, list[str]], tmp_path: Path
+) -> None:
+    """The model was trained on one catalogue, the lake now holds another (a smaller one):
+    `tvrec recommend` refuses to publish tables naming shows the lake lacks, and the
+    previous release keeps serving."""
+    from dataclasses import replace
+
+    _, master, _ = served
+    work = tmp_path / "work"
+    shutil.copytree(master, work, symlinks=True)
+    before = answer(work)
+    other = tmp_path / "other"
+    write_world(other, replace(WorldConfig.tiny(), n_shows=28, seed=11))
+    assert finished("ingest", str(other), "-w", str(work))[0] == 0
+    code, _, err = finished("recommend", "-k", "5", "-w", str(work))
+    assert code == 2, err[-2000:]
+    assert "not in the lake it is published with" in " ".join(err.split())
+    assert answer(work) == before and require_release(work).number == 1
+    assert leftovers(work) == []
