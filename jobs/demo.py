@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tvrec.jobs.catalog import Catalog
+from tvrec.jobs.locks import run_lock
 from tvrec.jobs.nightly import run_nightly
 from tvrec.pipelines.config import Settings
 from tvrec.pipelines.progress import StageLog
@@ -22,9 +23,9 @@ def run_demo(settings: Settings, *, users: int, shows: int, events: int, seed: i
     source = wd.root / "sources" / "synthetic"
     cfg = WorldConfig(n_users=users, n_shows=shows, n_events=events, seed=seed)
     log = StageLog()
-    with log.stage(
-        f"generate synthetic world ({users:,} users, {shows:,} shows, {events:,} events)"
-    ):
+    wd.root.mkdir(parents=True, exist_ok=True)
+    what = f"generate synthetic world ({users:,} users, {shows:,} shows, {events:,} events)"
+    with run_lock(wd.root, "tvrec demo"), log.stage(what):  # its sources live in the work dir
         truth = write_world(source, cfg)
     record = run_nightly(settings, source, "contract")
     peaks = {**log.peak_rss_mb, **record["metrics"].get("stage_peak_rss_mb", {})}
