@@ -146,6 +146,8 @@ TEMP_MARKS = (".tmp", ".link-", ".tmp-")
 def _is_temp(name: str) -> bool:
     """Names this package gives files while it writes them aside (`.x.tmp`, `.x.link-ab12`,
     `.index.tmp-ab12`)."""
+    if name.startswith(".schedule"):  # the scheduler's own, written outside run.lock
+        return False
     return name.startswith(".") and any(mark in name for mark in TEMP_MARKS)
 
 
