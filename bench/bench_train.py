@@ -1,11 +1,15 @@
-"""Training time of each model on the demo world (5,000 users, 1,500 shows, 300,000 events),
-CPU profile, default hyper-parameters, as `tvrec train --stage <model>` runs it.
+"""Training time of each model on the demo world (5,000 users, 1,500 shows, 300,000 events)
+or a real dataset (`--data DIR --format F`), CPU profile, default hyper-parameters, as
+`tvrec train --stage <model>` runs it.
 
-The world is generated and its features built once; then each model trains in its own child
-process (its own peak RSS), twice: torch's default intra-op threads and one thread, so the
-thread setting can be judged on this machine. Prints a Markdown table; `--json` the figures.
+The world is generated (or the dataset ingested) and its features built once; then each model
+trains in its own child process (its own peak RSS), with torch's default intra-op threads and
+with one thread, so the thread setting can be judged on this machine. Prints a Markdown table;
+`--json` the figures.
 
     python bench/bench_train.py [--models collaborative,contrastive,multimodal] [--threads 0,1]
+    python bench/bench_train.py --models temporal,graph --threads 0 \
+        --data ../shared/datasets/anime-caserec-5k-users --format anime
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from tvrec.pipelines.ingest import ingest
 from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.synthetic import WorldConfig, write_world
 from tvrec.pipelines.workdir import Workdir
-root = Path(sys.argv[1])
-write_world(root / "world", WorldConfig())
+root, data, fmt = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+if not data:
+    data = str(root / "world")
+    write_world(root / "world", WorldConfig())
 wd = Workdir(root / "work")
-ingest(root / "world", "contract", wd)
+ingest(Path(data), fmt, wd)
 build_features(wd, Settings.load(wd.root), log=StageLog(quiet=True))
 """
 
@@ -58,9 +64,10 @@ print(json.dumps({"seconds": seconds, "stages": log.seconds, "threads": torch.ge
 """
 
 
-def run(models: list[str], threads: list[int]) -> list[dict]:
+def run(models: list[str], threads: list[int], data: str = "", fmt: str = "contract") -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="tvrec-bench-train-") as tmp:
-        subprocess.run([sys.executable, "-c", PREPARE, tmp], check=True, capture_output=True)
+        prepare = [sys.executable, "-c", PREPARE, tmp, data, fmt]
+        subprocess.run(prepare, check=True, capture_output=True)
         rows = []
         for model in models:
             for n in threads:
@@ -93,14 +100,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="collaborative,contrastive,multimodal")
     parser.add_argument("--threads", default="0,1", help="0 = torch's default")
+    parser.add_argument("--data", default="", help="a dataset directory (default: demo world)")
+    parser.add_argument("--format", default="contract", help="the dataset's format")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    rows = run(args.models.split(","), [int(t) for t in args.threads.split(",")])
+    data = str(Path(args.data).resolve()) if args.data else ""
+    rows = run(args.models.split(","), [int(t) for t in args.threads.split(",")], data, args.format)
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     print(f"{datetime.now(UTC):%Y-%m-%d}, {platform.processor() or platform.machine()}, "
-          f"python {platform.python_version()}")  # fmt: skip
+          f"python {platform.python_version()}, {args.data or 'demo world'}")  # fmt: skip
     print(markdown(rows))
 
 

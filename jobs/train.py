@@ -40,6 +40,7 @@ def training_data(wd: Workdir, model: type[Recommender] | Recommender) -> Traini
         negatives=model.negatives,
         content=model.needs_content,
         model_name=model.name,
+        graph=model.needs_graph,
     )
 
 

@@ -97,6 +97,7 @@ class Recommender(ABC):
     config_class: ClassVar[type[ModelConfig]]
     format_version: ClassVar[int] = 1  # bump when get_state's layout changes
     needs_content: ClassVar[bool] = False  # whether fit reads TrainingData.content
+    needs_graph: ClassVar[bool] = False  # whether fit reads TrainingData.graph
     negatives: ClassVar[int] = 0  # sampled negatives per positive wanted in the training set
     # served vectors end in a prior column: show [vector, prior], user [vector, 1]
     prior_column: ClassVar[bool] = False

@@ -19,6 +19,8 @@ MODELS: dict[str, str] = {
     "collaborative": "tvrec.models.collaborative:CollaborativeModel",
     "multimodal": "tvrec.models.multimodal:MultimodalModel",
     "contrastive": "tvrec.models.contrastive:ContrastiveModel",
+    "temporal": "tvrec.models.temporal:TemporalModel",
+    "graph": "tvrec.models.graph:GraphModel",
 }
 
 

@@ -10,6 +10,8 @@ opens the work directory, the lake or Feast itself.
       content          CatalogueContent: each show's features as of the as-of time (Feast),
                        its cast and crew (graph edge table) and raw text (lake) — for models
                        that read content
+      graph            the heterogeneous TV graph as of the as-of, a PyG HeteroData
+                       (pipelines/graph_inputs.py) — for graph models
       checkpoint_dir   where the trainer keeps its checkpoints for this model
 """
 
@@ -62,6 +64,7 @@ class TrainingData:
     content: CatalogueContent | None = None
     checkpoint_dir: Path | None = None
     parts: tuple[Path, ...] = ()
+    graph: Any = None  # torch_geometric HeteroData (pipelines/graph_inputs.py) when asked for
 
     def rows(self, columns: list[str] | None = None, batch_rows: int = 65_536) -> Any:
         """The training set's rows in batches (dicts of numpy columns): a torch
@@ -92,9 +95,11 @@ def model_inputs(
     negatives: int = 0,
     content: bool = False,
     model_name: str | None = None,
+    graph: bool = False,
 ) -> TrainingData:
     """The inputs of a model trained from `feature_service`, as of the current feature build;
-    `content` adds the catalogue's content, `model_name` a checkpoint directory."""
+    `content` adds the catalogue's content, `graph` the TV graph, `model_name` a checkpoint
+    directory."""
     from .build import read_manifest
     from .ingest import read_lake
     from .training import read_parts, training_set_parts
@@ -114,7 +119,14 @@ def model_inputs(
         content=catalogue_content(wd, feature_service, shows, as_of) if content else None,
         checkpoint_dir=wd.root / CHECKPOINTS / model_name if model_name else None,
         parts=tuple(parts),
+        graph=_graph(wd, shows, as_of) if graph else None,
     )
+
+
+def _graph(wd: Workdir, show_ids: list[str], as_of: datetime) -> Any:
+    from .graph_inputs import graph_inputs
+
+    return graph_inputs(wd, show_ids, as_of)
 
 
 def catalogue_content(

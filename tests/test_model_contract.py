@@ -44,6 +44,11 @@ FAST: dict[str, dict[str, Any]] = {
         "epochs": 2, "dim": 16, "field_dim": 8, "proj_dim": 16, "text_hidden": 32,
         "user_epochs": 1, "prior_steps": 50, "checkpoint_every": 1,
     },
+    "temporal": {
+        "epochs": 2, "dim": 16, "heads": 2, "layers": 1, "seasonal_epochs": 1,
+        "seasonal_steps": 2, "checkpoint_every": 1,
+    },
+    "graph": {"epochs": 2, "dim": 16, "heads": 2, "batch_size": 512, "checkpoint_every": 1},
 }  # fmt: skip
 # Models whose users without history get a learned "cold user" vector rather than zeros
 # (still [.., 1] in the prior column): the multimodal user tower learns one.

@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from tvrec.jobs.catalog import Catalog
+from tvrec.jobs.evaluation.forecast import ForecastWindow, forecast_quality
 from tvrec.jobs.evaluation.metrics import MetricConfig, Metrics, evaluate_topk
 from tvrec.jobs.evaluation.peers import Peer, default_peers
 from tvrec.jobs.evaluation.report import (
@@ -37,6 +38,7 @@ from tvrec.pipelines.contract import EVENTS_SCHEMA, Dataset
 from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.workdir import Workdir
 
+FORECAST_HORIZONS = (7, 30)  # days after the cutoff a forecast is scored on
 # An extra model's answer: its top-k table, or (top-k table, top-k over the cold shows only).
 Answer = pl.DataFrame | tuple[pl.DataFrame, pl.DataFrame]
 ExtraModel = Answer | Callable[[Split], Answer]
@@ -56,6 +58,10 @@ class SplitPipeline:
         self.build_seconds: float | None = None
         self.split: Split | None = None  # the split built for
         self.cold_candidates: list[str] = []
+        # per model that forecasts (the temporal one): its daily forecast after the cutoff and
+        # its release-timing table, read from the trained model before the next one trains
+        self.forecasts: dict[str, pl.DataFrame] = {}
+        self.timings: dict[str, pl.DataFrame] = {}
 
     def model_topk(self, model: str, k: int = 10) -> Callable[[Split], tuple[pl.DataFrame, ...]]:
         """A callable for `run_peer_evaluation`: train and serve `model` on the split, return
@@ -71,12 +77,26 @@ class SplitPipeline:
             recommend_stage(self.wd, k=k, log=log, model_name=model)
             topk = Catalog(self.wd.root).read_current("user_topk")
             cold = _cold_topk(self.wd, sp, self.cold_candidates, k)
+            self._keep_forecast(model)
             return topk.select("user_id", "rank", "show_id"), cold
 
         return run
 
     def _settings(self) -> Settings:
         return self.settings.model_copy(update={"workdir": self.wd.root})
+
+    def _keep_forecast(self, model: str) -> None:
+        """Keep a forecasting model's daily forecast (30 days) and release timing."""
+        from tvrec.jobs.train import load_current_model
+
+        served = load_current_model(self.wd)
+        if not hasattr(served, "forecast_daily"):
+            return
+        from tvrec.models.temporal import release_timing
+
+        self.forecasts[model] = served.forecast_daily(max(FORECAST_HORIZONS))
+        genres = dict(zip(self.ds.shows["show_id"], self.ds.shows["genres"].to_list(), strict=True))
+        self.timings[model] = release_timing(served, genres)  # type: ignore[arg-type]
 
     def _build(self, sp: Split) -> None:
         """Publish the split's training events as the lake and build features, once."""
@@ -283,8 +303,25 @@ def evaluate(
         report = score_peers(ds, extra_models=extra)
     if pipeline.split is not None:
         report.notes += _pipeline_notes(pipeline, pipeline.split)
+        report.forecast, report.timing = _forecast_sections(ds, pipeline, pipeline.split)
     report.files = write_report(report, Path(out_dir))
     return report
+
+
+def _forecast_sections(
+    ds: Dataset, pipeline: SplitPipeline, sp: Split
+) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+    """MASE per horizon of each forecasting model beside seasonal-naive and last-30-days
+    mean on the test window, and the release-timing table (None without a forecasting model
+    or, for MASE, without a temporal split)."""
+    if not pipeline.forecasts:
+        return None, None
+    first = next(iter(pipeline.timings.values()))
+    if sp.cutoff is None:
+        return None, first
+    window = ForecastWindow.of_split(sp, ds.events)
+    named = {f"tvrec ({m})": f for m, f in pipeline.forecasts.items()}
+    return forecast_quality(window, named, FORECAST_HORIZONS), first
 
 
 def _pipeline_notes(pipeline: SplitPipeline, sp: Split) -> list[str]:

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
+from tvrec.jobs.evaluation.forecast_report import forecast_chart, forecast_lines, timing_lines
 from tvrec.jobs.evaluation.metrics import Metrics
 
 
@@ -42,6 +44,9 @@ class EvaluationReport:
     results: list[ModelResult]
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # a forecasting model's MASE per method and horizon, and its release-timing table
+    forecast: pl.DataFrame | None = None
+    timing: pl.DataFrame | None = None
 
     def result(self, name: str) -> ModelResult:
         return next(r for r in self.results if r.name == name)
@@ -53,6 +58,8 @@ class EvaluationReport:
             "models": [r.to_json() for r in self.results],
             "files": [str(p) for p in self.files],
             "notes": self.notes,
+            "forecast": None if self.forecast is None else self.forecast.to_dicts(),
+            "release_timing": None if self.timing is None else self.timing.to_dicts(),
         }
 
 
@@ -90,6 +97,7 @@ def markdown(report: EvaluationReport) -> str:
             f"| {_fmt_seconds(r.fit_seconds)} |"
         )
     lines += _cold_lines(report, k)
+    lines += forecast_lines(report.forecast) + timing_lines(report.timing)
     params = [f"- {r.name}: {_fmt_params(r.params)}" for r in report.results if r.params]
     lines += ["", "Parameters:", "", *params] if params else []
     lines += ["", *[f"> note: {n}" for n in report.notes]]
@@ -193,6 +201,10 @@ def write_report(report: EvaluationReport, out_dir: Path) -> list[Path]:
     if any(r.cold is not None for r in report.results):
         path = out_dir / "cold_start_recall.png"
         _cold_chart(report, f"Recall@{k} on cold-start shows", path)
+        files.append(path)
+    if report.forecast is not None and report.forecast.height:
+        path = out_dir / "forecast_mase.png"
+        forecast_chart(report.forecast, f"Forecast MASE — {report.dataset}", path)
         files.append(path)
     report.files = files
     js.write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n", encoding="utf-8")
