@@ -499,12 +499,18 @@ def evaluate(
         typer.Option("--out", help="Report directory (default <workdir>/reports/<dataset>)."),
     ] = None,
     models: Annotated[
-        str, typer.Option("--models", help="tvrec models to evaluate, each alone, comma-separated.")
+        str,
+        typer.Option(
+            "--models",
+            help="tvrec models to evaluate, each alone, comma-separated (collaborative, "
+            "multimodal, contrastive, graph, temporal).",
+        ),
     ] = "collaborative",
     workdir: WorkdirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score tvrec's published top-k and its peers (MostPop, ItemKNN, EASE, ALS) on one split."""
+    """Score tvrec's published top-k and its peers (MostPop, RecentPop, ItemKNN, EASE, ALS) on
+    one split; with the temporal model, its show forecasts (MASE) and release timing too."""
     from tvrec.jobs.evaluation import evaluate as run_evaluation
     from tvrec.jobs.evaluation import markdown
     from tvrec.pipelines.adapters import load_raw

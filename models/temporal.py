@@ -103,6 +103,10 @@ class TemporalConfig(ModelConfig):
     targets_per_window: int = Field(25, ge=1, description="the window's last events as targets")
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1, description="windows per step; the GPU profile multiplies it")
+    windows_per_epoch: int | None = Field(
+        4096, ge=1, description="windows an epoch draws (without replacement) when there are "
+        "more; None: all. Bounds an epoch's cost on a big log (MovieLens-100k has ~4,000)",
+    )  # fmt: skip
     negatives: int = Field(512, ge=1, description="uniform negatives shared by a step")
     lr: float = Field(5e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -834,7 +838,9 @@ class _NextShowTask(TrainTask):
         )  # fused: several times faster per step on the CPU, and fine on CUDA
 
     def plan(self, epoch: int, rngs: Rngs) -> list[np.ndarray]:
+        """The epoch's batches of window ids: a random order, cut to `windows_per_epoch`."""
         order = torch.randperm(len(self.starts), generator=rngs.torch).numpy()
+        order = order[: self.model.config.windows_per_epoch or len(order)]
         return [order[s : s + self.batch] for s in range(0, len(order), self.batch)]
 
     def _events(self, ids: np.ndarray) -> tuple[EventBatch, _Targets]:
