@@ -356,6 +356,8 @@ def train(
         print_json(manifest.to_json())
         return
     losses = manifest.metrics.get("train_loss", [])
+    # what a model says about its inputs (e.g. the graph's missing relations) in the run record
+    notes = {k: v for k, v in manifest.metrics.items() if k.endswith("_notes") and v}
     out.print(
         _summary_table(
             f"trained {manifest.model_version}",
@@ -365,6 +367,7 @@ def train(
                 "epochs": len(losses),
                 "resumed from checkpoint": _resumed(manifest.metrics),
                 "first/last loss": f"{losses[0]:.3f} / {losses[-1]:.3f}" if losses else "-",
+                **{k.replace("_", " "): v for k, v in notes.items()},
             },
         )
     )

@@ -14,6 +14,9 @@ and handed in as `TrainingData.graph`).
                 embeddings through the middle node type, each through its own projection
     semantic:   HAN-style attention over [encoder output, meta-path vectors] per node type:
                 one weight per meta-path (reported in the metrics) -> z (dim,)
+    history:    users add a residual pathway, the mean of the ID vectors of every show they
+                watched (the step's target edges left out): LightGCN's user-side
+                propagation over the whole history, where the encoder sees `fanouts` of it
     served:     show [z / |z|, b] with bias b = w . z + c (from content too: cold shows
                 get one), user [z / (|z| temperature), 1]: the inner product (what the "dot"
                 index computes) is cos(z_u, z_s) / temperature + b_s, the training score
@@ -25,12 +28,16 @@ show-show similarity (InfoNCE on co-watch pairs, the pair's own edge hidden). A 
 edges are always removed from the graph it encodes, so no edge predicts itself.
 
 Batching: neighbour sampling by default (`batching = "neighbor"`: each step encodes only the
-sampled `fanouts`-hop neighbourhood of its users and shows), or the whole graph per step
-(`"full"`, for small graphs). PyG's NeighborLoader / LinkNeighborLoader need pyg-lib or
-torch-sparse, which tvrec does not install (no wheels for its torch); the sampler here is the
-same uniform per-relation scheme in plain torch (`NeighbourSampler`), drawn from the trainer's
-seeded streams so a resumed run re-draws the same sub-graphs, and it runs on the CPU under
-both profiles (the GPU profile moves each sampled sub-graph to the device).
+sampled `fanouts`-hop neighbourhood of its users and shows, and layer l of L computes only the
+nodes within L - 1 - l hops of them), or the whole graph per step (`"full"`, for small graphs).
+Steps are small (1,024 watched edges) and many: at least `min_steps` (1,200) over the `epochs`,
+so a small graph (MovieLens-100k: 88 a pass) makes several passes an epoch, a large one
+(anime: 407) one.
+PyG's NeighborLoader / LinkNeighborLoader need pyg-lib or torch-sparse, which tvrec does not
+install (no wheels for its torch); the sampler here is the same uniform per-relation scheme
+in plain torch (`NeighbourSampler`), drawn from the trainer's seeded streams so a resumed run
+re-draws the same sub-graphs, and it runs on the CPU under both profiles (the GPU profile
+moves each sampled sub-graph to the device).
 
 The served vectors come from one pass over the whole graph after training (eval mode, every
 edge). Co-watch edges are thinned to each show's `cowatch_top_k` strongest partners (a dense
@@ -80,7 +87,11 @@ METAPATHS: dict[str, tuple[str, EdgeType, EdgeType]] = {
 
 class GraphConfig(ModelConfig):
     dim: int = Field(64, ge=4, description="node embedding size")
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(4, ge=1, description="epochs of at least one pass over the watched edges")
+    min_steps: int = Field(
+        1200, ge=0, description="optimizer steps, at least: an epoch makes several passes when "
+        "one is shorter than its share (MovieLens-100k: 88 steps a pass)",
+    )  # fmt: skip
     lr: float = Field(1e-2, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     layers: int = Field(2, ge=1, le=4, description="HeteroConv layers")
@@ -90,10 +101,10 @@ class GraphConfig(ModelConfig):
         "neighbor", description="neighbor: sampled sub-graphs per step; full: the whole graph"
     )
     fanouts: list[int] = Field(
-        [10, 5], description="neighbours sampled per relation and hop (-1: all); one per hop, "
+        [5, 3], description="neighbours sampled per relation and hop (-1: all); one per hop, "
         "at least max(layers, 2) hops (the meta-paths reach two)",
     )  # fmt: skip
-    batch_size: int = Field(4096, ge=1, description="watched edges per step; GPU multiplies")
+    batch_size: int = Field(1024, ge=1, description="watched edges per step; GPU multiplies")
     link_loss: Literal["softmax", "bpr"] = "softmax"
     link_negatives: int = Field(1024, ge=1, description="uniform negatives shared by a step")
     temperature: float = Field(0.1, gt=0, description="of the link softmax (cosine scores)")
@@ -110,6 +121,10 @@ class GraphConfig(ModelConfig):
     metapaths: list[str] = Field(
         list(METAPATHS), description="meta-paths aggregated (those the graph has): "
         + ", ".join(METAPATHS),
+    )  # fmt: skip
+    history: bool = Field(
+        True, description="add to each user's z the mean of the show ID vectors over the user's "
+        "whole watch history (the step's target edges left out): a residual history pathway",
     )  # fmt: skip
     cowatch_top_k: int = Field(
         20, ge=1, description="co-watch edges kept per show: its strongest partners (a dense "
@@ -265,10 +280,19 @@ class SubGraph:
     n_id: dict[str, torch.Tensor]
     edge_index: dict[EdgeType, torch.Tensor]  # (2, e) local rows
     edge_attr: dict[EdgeType, torch.Tensor]  # (e, a)
+    # sampled: per type, how many rows lie within 0 (the seeds), 1, ... hops; None: whole graph
+    hops: dict[str, list[int]] | None = None
 
     def to(self, device: torch.device) -> SubGraph:
         move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
-        return SubGraph(move(self.n_id), move(self.edge_index), move(self.edge_attr))
+        return SubGraph(move(self.n_id), move(self.edge_index), move(self.edge_attr), self.hops)
+
+    def within(self, hop: int) -> dict[str, int]:
+        """Rows per type within `hop` hops of the seeds (every row when not sampled): the
+        nodes whose vectors a layer still has to compute."""
+        if self.hops is None:
+            return {t: len(n) for t, n in self.n_id.items()}
+        return {t: counts[min(hop, len(counts) - 1)] for t, counts in self.hops.items()}
 
 
 class NeighbourSampler:
@@ -316,6 +340,7 @@ class NeighbourSampler:
         nodes = _NodeSet(self.graph.num_nodes, seeds)
         frontier = dict(seeds)
         picked: dict[EdgeType, list[torch.Tensor]] = {r: [] for r in self.csr}
+        hops = {t: [n] for t, n in nodes.count.items()}  # rows within 0, 1, ... hops
         for fanout in self.fanouts:
             reached: dict[str, list[torch.Tensor]] = {}
             for rel in self.csr:
@@ -326,9 +351,16 @@ class NeighbourSampler:
                 picked[rel].append(eids)
                 reached.setdefault(rel[0], []).append(self.graph.edge_index[rel][0, eids])
             frontier = {t: nodes.add(t, torch.cat(v)) for t, v in reached.items()}
-        return self._subgraph(nodes, picked)
+            for t, counts in hops.items():
+                counts.append(nodes.count[t])
+        return self._subgraph(nodes, picked, hops)
 
-    def _subgraph(self, nodes: _NodeSet, picked: dict[EdgeType, list[torch.Tensor]]) -> SubGraph:
+    def _subgraph(
+        self,
+        nodes: _NodeSet,
+        picked: dict[EdgeType, list[torch.Tensor]],
+        hops: dict[str, list[int]],
+    ) -> SubGraph:
         edge_index, edge_attr = {}, {}
         for rel, parts in picked.items():
             eids = torch.cat(parts).unique() if parts else torch.zeros(0, dtype=torch.long)
@@ -336,7 +368,7 @@ class NeighbourSampler:
             edge_index[rel] = torch.stack([nodes.local(rel[0], src), nodes.local(rel[2], dst)])
             if rel in self.graph.edge_attr:
                 edge_attr[rel] = self.graph.edge_attr[rel][eids]
-        return SubGraph(nodes.ids(), edge_index, edge_attr)
+        return SubGraph(nodes.ids(), edge_index, edge_attr, hops)
 
     def full(self, blocked: dict[EdgeType, torch.Tensor]) -> SubGraph:
         """The whole graph (local rows = global rows) without the `blocked` edge ids."""
@@ -397,6 +429,32 @@ def _unblocked(eids: torch.Tensor, blocked: torch.Tensor | None) -> torch.Tensor
     return eids[~torch.isin(eids, blocked)]
 
 
+class UserHistories:
+    """Each user's watched edges as CSR (edge ids grouped by user), for the history pathway."""
+
+    def __init__(self, watched: torch.Tensor, n_users: int) -> None:
+        self.watched = watched  # (2, E) user row, show row
+        self.order = torch.argsort(watched[0], stable=True)  # (E,) edge ids by user
+        counts = torch.bincount(watched[0], minlength=n_users)
+        self.ptr = torch.zeros(n_users + 1, dtype=torch.long)  # (n_users + 1,)
+        self.ptr[1:] = torch.cumsum(counts, 0)
+
+    def bags(
+        self, users: torch.Tensor, blocked: torch.Tensor | None, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """EmbeddingBag input for `users` (n,): their shows (nnz,) and each bag's offset
+        (n,), the `blocked` edge ids left out."""
+        start, degree = self.ptr[users], self.ptr[users + 1] - self.ptr[users]  # (n,) each
+        bag = torch.repeat_interleave(torch.arange(len(users)), degree)  # (sum d,)
+        first = torch.repeat_interleave(start - torch.cumsum(degree, 0) + degree, degree)
+        eids = self.order[first + torch.arange(len(first))]  # (sum d,) the users' edge ids
+        if blocked is not None and len(blocked):
+            keep = ~torch.isin(eids, blocked)
+            eids, bag = eids[keep], bag[keep]
+        offsets = torch.searchsorted(bag, torch.arange(len(users)))  # (n,) bag starts
+        return self.watched[1, eids].to(device), offsets.to(device)
+
+
 # ---- the network ---------------------------------------------------------------------------
 class SageGatConv(nn.Module):
     """One relation's message passing, GraphSAGE and GAT in one pass over the edges.
@@ -437,8 +495,10 @@ class SageGatConv(nn.Module):
         x_src, x_dst = x if isinstance(x, tuple) else (x, x)  # (n_src, dim), (n_dst, dim)
         n_dst, (src, dst) = len(x_dst), edge_index
         h_src = self.lin(x_src).view(-1, self.heads, self.channels)  # (n_src, H, C)
-        h_dst = self.lin(x_dst).view(-1, self.heads, self.channels)  # (n_dst, H, C)
-        logits = (h_src * self.att_src).sum(-1)[src] + (h_dst * self.att_dst).sum(-1)[dst]
+        # a_dst . W x_i as x_i . (W^T a_dst): the destinations need no projection of their own
+        w = self.lin.weight.view(self.heads, self.channels, -1)  # (H, C, dim)
+        dst_att = torch.einsum("hcd,hc->dh", w, self.att_dst)  # (dim, H)
+        logits = (h_src * self.att_src).sum(-1)[src] + (x_dst @ dst_att.to(x_dst.dtype))[dst]
         if self.att_edge is not None and edge_attr is not None:
             logits = logits + self.att_edge(edge_attr.to(logits.dtype))  # (E, H)
         alpha = softmax(F.leaky_relu(logits.float(), 0.2), dst, num_nodes=n_dst)  # (E, H)
@@ -447,7 +507,7 @@ class SageGatConv(nn.Module):
         weight = g / degree[dst, None] + (1 - g) * self.attention_dropout(alpha)  # (E, H)
         messages = h_src[src] * weight.to(h_src.dtype)[..., None]  # (E, H, C)
         out = scatter(messages, dst, 0, dim_size=n_dst, reduce="sum")  # (n_dst, H, C)
-        return out.reshape(n_dst, -1) + self.root(x_dst)  # (n_dst, dim)
+        return out.reshape(n_dst, self.heads * self.channels) + self.root(x_dst)  # (n_dst, dim)
 
 
 class SemanticAttention(nn.Module):
@@ -494,6 +554,7 @@ class GraphNet(nn.Module):
             {name: nn.Sequential(nn.Linear(d, d), nn.GELU()) for name in structure.metapaths}
         )
         self.semantic = nn.ModuleDict({t: SemanticAttention(d) for t in (USER, SHOW)})
+        self.history = cfg.history
         self.bias_head = nn.Linear(d, 1)
         self.genre_head = nn.Linear(d, structure.n_genres) if structure.n_genres else None
         self.network_head = nn.Linear(d, structure.n_networks) if structure.n_networks else None
@@ -524,41 +585,66 @@ class GraphNet(nn.Module):
         return x
 
     def encode(self, x0: dict[str, torch.Tensor], sub: SubGraph) -> dict[str, torch.Tensor]:
-        """The HeteroConv stack: h_{l+1} = LayerNorm(h_l + dropout(gelu(conv_l(h_l))))."""
-        h = x0
-        attrs = {r: a for r, a in sub.edge_attr.items() if r in sub.edge_index}
-        for conv, norms in zip(self.encoder, self.norms, strict=True):
-            out = (
-                conv(h, sub.edge_index, edge_attr_dict=attrs) if attrs else conv(h, sub.edge_index)
-            )
-            h = {
-                t: norms[t](v + self.dropout(F.gelu(out[t]))) if t in out else v
-                for t, v in h.items()
-            }
+        """The HeteroConv stack: h_{l+1} = LayerNorm(h_l + dropout(gelu(conv_l(h_l)))).
+
+        On a sampled sub-graph layer l of L computes only the rows within L - 1 - l hops of
+        the seeds (the last layer: the seeds alone), reading the edges into them: the rows
+        further out cannot reach a seed any more. (n_t, dim) -> (n_t', dim) per type."""
+        h, depth = x0, len(self.encoder)
+        for layer, (conv, norms) in enumerate(zip(self.encoder, self.norms, strict=True)):
+            n_out = sub.within(depth - 1 - layer)  # rows this layer computes, per type
+            edges, attrs, x = {}, {}, {}
+            for rel, index in sub.edge_index.items():
+                if not n_out[rel[2]]:  # no row of its destination type needed any more
+                    continue
+                into = index[1] < n_out[rel[2]]  # (e,) edges into a row still needed
+                edges[rel] = index[:, into]
+                x[rel] = (h[rel[0]], h[rel[2]][: n_out[rel[2]]])  # (n_src, dim), (n_dst', dim)
+                if rel in sub.edge_attr:
+                    attrs[rel] = sub.edge_attr[rel][into]
+            out = conv(x, edges, edge_attr_dict=attrs) if attrs else conv(x, edges)
+            h = {t: v[: n_out[t]] for t, v in h.items()}
+            h = {t: norms[t](v + self.dropout(F.gelu(out[t]))) if t in out else v
+                 for t, v in h.items()}  # fmt: skip
         return h
 
     def metapaths(
         self, x0: dict[str, torch.Tensor], sub: SubGraph
     ) -> dict[str, list[torch.Tensor]]:
-        """Per target type, each meta-path's vector (n_t, dim): the mean over the middle nodes
-        of the mean of their target-type neighbours' input vectors, projected."""
+        """Per target type, each meta-path's vector (n_t, dim) for the seed rows (every row
+        when not sampled): the mean over the middle nodes of the mean of their target-type
+        neighbours' input vectors, projected."""
         views: dict[str, list[torch.Tensor]] = {USER: [], SHOW: []}
+        n_out = sub.within(0)
         for name, arch in self.metapath_arch.items():
             target, first, second = METAPATHS[name]
             middle = _mean_into(x0[first[0]], sub.edge_index[first], len(x0[first[2]]))
-            views[target].append(arch(_mean_into(middle, sub.edge_index[second], len(x0[target]))))
+            index = sub.edge_index[second]
+            index = index[:, index[1] < n_out[target]]  # (2, e') into the seed rows
+            views[target].append(arch(_mean_into(middle, index, n_out[target])))
         return views
 
     def forward(
-        self, sub: SubGraph, show_x: torch.Tensor, id_keep: torch.Tensor
+        self,
+        sub: SubGraph,
+        show_x: torch.Tensor,
+        id_keep: torch.Tensor,
+        bags: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """z (n_t, dim) for users and shows of the sub-graph, and the semantic weights."""
+        """z (n_t, dim) for the seed users and shows (every one when not sampled), and the
+        semantic weights. bags: the users' histories (show rows (nnz,), offsets (n_users,)),
+        for the history pathway."""
         x0 = self.inputs(sub, show_x, id_keep)
         h = self.encode(x0, sub)
         paths = self.metapaths(x0, sub)
         z, beta = {}, {}
         for t in (USER, SHOW):
             z[t], beta[t] = self.semantic[t](torch.stack([h[t], *paths[t]]))  # (p, n, dim)
+        if self.history and bags is not None:
+            shows, offsets = bags  # the mean of the watched shows' ID vectors, (n_users, dim)
+            z[USER] = z[USER] + F.embedding_bag(
+                shows, self.show_id_arch.weight, offsets, mode="mean"
+            )
         return z, beta
 
     def show_bias(self, z_show: torch.Tensor) -> torch.Tensor:
@@ -616,11 +702,20 @@ class _GraphTask(TrainTask):
         )
         self.watched = graph.edge_index.get(WATCHED, torch.zeros(2, 0, dtype=torch.long))  # (2, E)
         self.pairs = graph.cowatch_pairs()  # (M, 2)
+        self.histories = UserHistories(self.watched, graph.num_nodes[USER])
         self.batch = self.cfg.batch_size * model.runtime.batch_multiplier
 
     def plan(self, epoch: int, rngs: Rngs) -> list[torch.Tensor]:
-        order = torch.randperm(self.watched.shape[1], generator=rngs.torch)
-        return [order[s : s + self.batch] for s in range(0, len(order), self.batch)]
+        """Passes over the watched edges in random order, as many as make the epoch's share
+        of `min_steps` (counted in CPU-profile batches: the GPU profile's larger ones need
+        fewer): a small graph gets several passes an epoch, a large one one."""
+        n_edges = self.watched.shape[1]
+        steps = -(-self.cfg.min_steps // self.model.runtime.batch_multiplier)
+        need, batches = -(-steps // self.cfg.epochs), []
+        while not batches or len(batches) < need:
+            order = torch.randperm(n_edges, generator=rngs.torch)
+            batches += [order[s : s + self.batch] for s in range(0, max(n_edges, 1), self.batch)]
+        return batches
 
     def loss(self, eids: torch.Tensor, rngs: Rngs) -> StepResult:
         batch = self._draw(eids, rngs.torch)
@@ -631,7 +726,9 @@ class _GraphTask(TrainTask):
             sub = self.sampler.sample(seeds, batch.blocked, rngs.torch)
         keep = self._id_keep(sub.n_id[SHOW], rngs.torch)
         show_x = self.graph.show_x[sub.n_id[SHOW]]  # (n_sub_shows, f)
-        z, _ = self.net(sub.to(self.device), show_x.to(self.device), keep.to(self.device))
+        encoded = sub.n_id[USER][: sub.within(0)[USER]]  # users whose z comes out
+        bags = self.histories.bags(encoded, batch.blocked[WATCHED], self.device)
+        z, _ = self.net(sub.to(self.device), show_x.to(self.device), keep.to(self.device), bags)
         rows = {t: _rows(seeds[t], self.cfg.batching).to(self.device) for t in (USER, SHOW)}
         zu = z[USER][rows[USER][users.to(self.device)]]  # (b, dim): the batch's users
         zs = z[SHOW][rows[SHOW]]  # (n_seed_shows, dim)
@@ -765,11 +862,15 @@ class GraphModel(Recommender, name="graph", config=GraphConfig):
 
     @torch.no_grad()
     def _embed_all(self, graph: GraphTensors, sampler: NeighbourSampler) -> dict[str, torch.Tensor]:
-        """Encode the whole graph once (eval mode, every edge): the served vectors."""
+        """Encode the whole graph once (eval mode, every edge, whole histories): the served
+        vectors."""
         net, device = self._net(), self.runtime.device
         net.eval()
-        sub = sampler.full({})
-        z, beta = net(sub.to(device), graph.show_x.to(device), graph.known_shows.float().to(device))
+        users = torch.arange(graph.num_nodes[USER])
+        watched = graph.edge_index.get(WATCHED, torch.zeros(2, 0, dtype=torch.long))
+        bags = UserHistories(watched, len(users)).bags(users, None, device)
+        x, known = graph.show_x.to(device), graph.known_shows.float().to(device)
+        z, beta = net(sampler.full({}).to(device), x, known, bags)
         self._show_vectors = net.served_shows(z[SHOW]).float().cpu().numpy()
         self._user_vectors = net.served_users(z[USER])[:, :-1].float().cpu().numpy()
         net.train()

@@ -48,7 +48,10 @@ FAST: dict[str, dict[str, Any]] = {
         "epochs": 2, "dim": 16, "heads": 2, "layers": 1, "seasonal_epochs": 1,
         "seasonal_steps": 2, "checkpoint_every": 1,
     },
-    "graph": {"epochs": 2, "dim": 16, "heads": 2, "batch_size": 512, "checkpoint_every": 1},
+    "graph": {
+        "epochs": 2, "dim": 16, "heads": 2, "batch_size": 512, "checkpoint_every": 1,
+        "min_steps": 0,
+    },
 }  # fmt: skip
 # Models whose users without history get a learned "cold user" vector rather than zeros
 # (still [.., 1] in the prior column): the multimodal user tower learns one.
