@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,16 @@ from tvrec.pipelines.workdir import Workdir
 
 if TYPE_CHECKING:
     from tvrec.pipelines.model_inputs import TrainingData
+
+
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under CI=true the real datasets must be there: a missing ../shared/datasets fails the
+    run instead of letting the real-data tests skip."""
+    if os.environ.get("CI", "").lower() == "true" and not DATASETS.is_dir():
+        pytest.exit(f"CI=true but the shared datasets are missing: {DATASETS}", returncode=1)
 
 
 @pytest.fixture(scope="session")

@@ -458,7 +458,8 @@ def test_movielens_temporal_split(tmp_path: Path) -> None:
     pipeline = SplitPipeline(ds, Settings.load(tmp_path), tmp_path)
     topk, _ = pipeline.model_topk("temporal")(sp)
     metrics = evaluate_topk(topk, sp)
-    assert metrics.ndcg > 0.235, metrics  # measured 0.259 (0.206-0.318); RecentPop 30 d 0.229
+    # measured 0.246, 0.255, 0.263 in three runs (the last: CI 0.214-0.321); RecentPop 30 d 0.229
+    assert metrics.ndcg > 0.235, metrics
     model = load_current_model(pipeline.wd)
     assert isinstance(model, TemporalModel)
     window = ForecastWindow.of_split(sp, ds.events)
