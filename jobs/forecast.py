@@ -6,8 +6,8 @@
 
 growth_<h>d = (views + 1) / (recent + 1) - 1: the relative change from the h days before the
 as-of to the h days after it, smoothed so that a show going from 0 to 1 view is not "infinitely"
-trending. The model's own figures are kept when it gives them (the temporal model counts recent
-views from the same lake); otherwise they are counted here from the lake's events.
+trending. All three come from the model's `forecast` (the temporal model counts recent views
+from the same lake it trained on); this module only stamps and publishes them.
 
 Published as a table version named by the release (so it switches, and rolls back, with the
 top-k tables), as the release's `show_forecast.parquet` (the source of Feast's `show_forecast`
@@ -17,7 +17,7 @@ view), and ranked by `tvrec query --trending`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 import polars as pl
@@ -34,7 +34,8 @@ HORIZONS = (7, 30)
 
 class Forecaster(Protocol):
     def forecast(self, horizons: Sequence[int] = HORIZONS) -> pl.DataFrame:
-        """show_id and `views_<h>d` for each horizon h: predicted views after the as-of."""
+        """show_id and, for each horizon h, `views_<h>d` (predicted views after the as-of),
+        `recent_<h>d` (views in the h days before it) and `growth_<h>d`."""
         ...
 
 
@@ -53,30 +54,17 @@ def trained_forecaster(wd: Workdir) -> Recommender | None:
     return model if hasattr(model, "forecast") else None
 
 
-def forecast_table(model: Forecaster, events: pl.DataFrame, stamp: dict[str, str]) -> pl.DataFrame:
-    """The model's forecast per show with the views of the same span before the as-of and the
-    difference (growth); `stamp` holds the model_version and as_of."""
+def forecast_table(model: Forecaster, stamp: dict[str, str]) -> pl.DataFrame:
+    """The model's forecast per show (predicted, recent and growth per horizon) stamped with
+    `stamp`'s model_version and as_of."""
     as_of = datetime.fromisoformat(stamp["as_of"])
-    frame = model.forecast(HORIZONS).drop("as_of", strict=False)
-    before = events.filter(pl.col("event_timestamp") < as_of)
-    columns = ["show_id"]
-    for h in HORIZONS:
-        views, recent, growth = f"views_{h}d", f"recent_{h}d", f"growth_{h}d"
-        if recent not in frame.columns:
-            counted = (
-                before.filter(pl.col("event_timestamp") >= as_of - timedelta(days=h))
-                .group_by("show_id")
-                .agg(pl.len().alias(recent))
-            )
-            frame = frame.join(counted, on="show_id", how="left")
-            frame = frame.with_columns(pl.col(recent).fill_null(0))
-        if growth not in frame.columns:
-            frame = frame.with_columns(
-                ((pl.col(views) + 1.0) / (pl.col(recent) + 1.0) - 1.0).alias(growth)
-            )
-        columns += [views, recent, growth]
-    return frame.select(pl.col(columns[0]), pl.col(columns[1:]).cast(pl.Float32)).with_columns(
-        pl.lit(stamp["model_version"]).alias("model_version"),
-        pl.lit(stamp["as_of"]).alias("as_of"),
-        pl.lit(as_of).dt.cast_time_unit("us").alias("event_timestamp"),
+    columns = [f"{kind}_{h}d" for h in HORIZONS for kind in ("views", "recent", "growth")]
+    return (
+        model.forecast(HORIZONS)
+        .select(pl.col("show_id"), pl.col(columns).cast(pl.Float32))
+        .with_columns(
+            pl.lit(stamp["model_version"]).alias("model_version"),
+            pl.lit(stamp["as_of"]).alias("as_of"),
+            pl.lit(as_of).dt.cast_time_unit("us").alias("event_timestamp"),
+        )
     )

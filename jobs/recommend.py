@@ -178,7 +178,7 @@ def _forecast(wd: Workdir, lake: Dataset, log: StageLog) -> pl.DataFrame | None:
         return None
     with log.stage("show forecast"):
         stamp = {"model_version": model.manifest.model_version, "as_of": model.manifest.as_of}
-        return forecast_table(model, lake.events, stamp)  # type: ignore[arg-type]
+        return forecast_table(model, stamp)  # type: ignore[arg-type]
 
 
 def _stage_forecast(wd: Workdir, release: ReleaseStage, lake: Dataset, frame: pl.DataFrame) -> None:

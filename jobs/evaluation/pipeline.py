@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -37,6 +38,9 @@ from tvrec.pipelines.config import Settings
 from tvrec.pipelines.contract import EVENTS_SCHEMA, Dataset
 from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.workdir import Workdir
+
+if TYPE_CHECKING:
+    from tvrec.models.base import Recommender
 
 FORECAST_HORIZONS = (7, 30)  # days after the cutoff a forecast is scored on
 # An extra model's answer: its top-k table, or (top-k table, top-k over the cold shows only).
@@ -75,9 +79,12 @@ class SplitPipeline:
             log = StageLog(quiet=self.quiet)
             train_stage(self.wd, self._settings(), model, log=log)
             recommend_stage(self.wd, k=k, log=log, model_name=model)
+            from tvrec.jobs.train import load_current_model
+
             topk = Catalog(self.wd.root).read_current("user_topk")
-            cold = _cold_topk(self.wd, sp, self.cold_candidates, k)
-            self._keep_forecast(model)
+            served = load_current_model(self.wd)
+            cold = _cold_topk(served, sp, self.cold_candidates, k)
+            self._keep_forecast(model, served)
             return topk.select("user_id", "rank", "show_id"), cold
 
         return run
@@ -85,11 +92,8 @@ class SplitPipeline:
     def _settings(self) -> Settings:
         return self.settings.model_copy(update={"workdir": self.wd.root})
 
-    def _keep_forecast(self, model: str) -> None:
+    def _keep_forecast(self, model: str, served: Recommender) -> None:
         """Keep a forecasting model's daily forecast (30 days) and release timing."""
-        from tvrec.jobs.train import load_current_model
-
-        served = load_current_model(self.wd)
         if not hasattr(served, "forecast_daily"):
             return
         from tvrec.models.temporal import release_timing
@@ -153,11 +157,8 @@ def rank_among(users: list[str], ids: list[str], scores: np.ndarray, k: int) -> 
     )
 
 
-def _cold_topk(wd: Workdir, sp: Split, candidates: list[str], k: int) -> pl.DataFrame:
+def _cold_topk(model: Recommender, sp: Split, candidates: list[str], k: int) -> pl.DataFrame:
     """The served model's top-k among the cold candidates, for the cold slice's users."""
-    from tvrec.jobs.train import load_current_model
-
-    model = load_current_model(wd)
     ids, vectors = model.show_embeddings()  # (n_shows, dim)
     wanted = set(candidates)
     rows = [i for i, s in enumerate(ids) if s in wanted]
