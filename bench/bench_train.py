@@ -50,15 +50,18 @@ from tvrec.pipelines.config import Settings
 from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.workdir import Workdir
 work, model, threads = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-if threads:
-    torch.set_num_threads(threads)
+settings = Settings.load(work)
+if threads:  # as hardware.threads in tvrec.toml would
+    hardware = settings.hardware.model_copy(update={"threads": threads})
+    settings = settings.model_copy(update={"hardware": hardware})
 shutil.rmtree(work / "checkpoints", ignore_errors=True)  # no resume: a full run each time
 log = StageLog(quiet=True)
 t0 = time.perf_counter()
-manifest = train_stage(Workdir(work), Settings.load(work), model, log=log)
+manifest = train_stage(Workdir(work), settings, model, log=log)
 seconds = time.perf_counter() - t0
+threads = manifest.metrics.get("torch_threads", threads)
 final = {k: v[-1] for k, v in manifest.metrics.items() if isinstance(v, list) and v}
-print(json.dumps({"seconds": seconds, "stages": log.seconds, "threads": torch.get_num_threads(),
+print(json.dumps({"seconds": seconds, "stages": log.seconds, "threads": threads,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "final": final}))
 """
@@ -99,7 +102,11 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="collaborative,contrastive,multimodal")
-    parser.add_argument("--threads", default="0,1", help="0 = torch's default")
+    parser.add_argument(
+        "--threads",
+        default="0,1",
+        help="0 = torch's default",
+    )
     parser.add_argument("--data", default="", help="a dataset directory (default: demo world)")
     parser.add_argument("--format", default="contract", help="the dataset's format")
     parser.add_argument("--json", action="store_true")

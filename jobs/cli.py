@@ -506,7 +506,7 @@ def evaluate(
         typer.Option(
             "--models",
             help="tvrec models to evaluate, each alone, comma-separated (collaborative, "
-            "multimodal, contrastive, graph, temporal).",
+            "ease, multimodal, contrastive, graph, temporal).",
         ),
     ] = "collaborative",
     workdir: WorkdirOpt = None,

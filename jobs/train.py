@@ -57,9 +57,13 @@ def train_stage(
     tracker = build_tracker(settings.tracking, wd.root)  # a bad [tracking] fails before training
     with log.stage(f"training set ({model.feature_service})"):
         data = training_data(wd, model)
-    with log.stage(f"train {stage}"):
+    with (
+        log.stage(f"train {stage}"),
+        runtime.threads(settings.hardware.threads) as n,
+    ):
         model.fit(data)
     assert model.manifest is not None
+    model.manifest.metrics["torch_threads"] = n  # in the run record: what the time was measured on
     with wd.publish(f"models/{stage}") as staging:
         model.save(staging)
         plot_training(model.manifest, staging / TRAINING_PLOT)

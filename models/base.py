@@ -99,6 +99,8 @@ class Recommender(ABC):
     needs_content: ClassVar[bool] = False  # whether fit reads TrainingData.content
     needs_graph: ClassVar[bool] = False  # whether fit reads TrainingData.graph
     negatives: ClassVar[int] = 0  # sampled negatives per positive wanted in the training set
+    # trained by the Trainer (epochs, checkpoints, resume); False: a closed form, fitted at once
+    iterative: ClassVar[bool] = True
     # served vectors end in a prior column: show [vector, prior], user [vector, 1]
     prior_column: ClassVar[bool] = False
 

@@ -14,8 +14,9 @@ and handed in as `TrainingData.graph`).
                 embeddings through the middle node type, each through its own projection
     semantic:   HAN-style attention over [encoder output, meta-path vectors] per node type:
                 one weight per meta-path (reported in the metrics) -> z (dim,)
-    history:    users add a residual pathway, the mean of the ID vectors of every show they
-                watched (the step's target edges left out): LightGCN's user-side
+    history:    users add a residual pathway, the ID vectors of every show they watched
+                (the step's target edges left out) summed over length ** history_alpha
+                (FISM; 0.5: anime 0.349 against 0.341 for the mean): LightGCN's user-side
                 propagation over the whole history, where the encoder sees `fanouts` of it
     served:     show [z / |z|, b] with bias b = w . z + c (from content too: cold shows
                 get one), user [z / (|z| temperature), 1]: the inner product (what the "dot"
@@ -31,8 +32,10 @@ Batching: neighbour sampling by default (`batching = "neighbor"`: each step enco
 sampled `fanouts`-hop neighbourhood of its users and shows, and layer l of L computes only the
 nodes within L - 1 - l hops of them), or the whole graph per step (`"full"`, for small graphs).
 Steps are small (1,024 watched edges) and many: at least `min_steps` (1,200) over the `epochs`,
-so a small graph (MovieLens-100k: 88 a pass) makes several passes an epoch, a large one
-(anime: 407) one.
+so a small graph (MovieLens-100k: 88 a pass) makes more than a pass an epoch, a large one
+(anime: 407) one. The learning rate follows a cosine over the epochs. On anime, epochs and the
+schedule were what counted: NDCG@10 0.341 (4 epochs, constant rate, temperature 0.1), 0.364
+(6 epochs), 0.373 (6, cosine, temperature 0.07).
 PyG's NeighborLoader / LinkNeighborLoader need pyg-lib or torch-sparse, which tvrec does not
 install (no wheels for its torch); the sampler here is the same uniform per-relation scheme
 in plain torch (`NeighbourSampler`), drawn from the trainer's seeded streams so a resumed run
@@ -52,6 +55,7 @@ similar. A user unknown to training gets [0, 1]: the show bias alone ranks for t
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -87,12 +91,15 @@ METAPATHS: dict[str, tuple[str, EdgeType, EdgeType]] = {
 
 class GraphConfig(ModelConfig):
     dim: int = Field(64, ge=4, description="node embedding size")
-    epochs: int = Field(4, ge=1, description="epochs of at least one pass over the watched edges")
+    epochs: int = Field(6, ge=1, description="epochs of at least one pass over the watched edges")
     min_steps: int = Field(
         1200, ge=0, description="optimizer steps, at least: an epoch makes several passes when "
         "one is shorter than its share (MovieLens-100k: 88 steps a pass)",
     )  # fmt: skip
     lr: float = Field(1e-2, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="cosine: the rate falls from lr towards 0 over the epochs"
+    )
     weight_decay: float = Field(0.0, ge=0)
     layers: int = Field(2, ge=1, le=4, description="HeteroConv layers")
     heads: int = Field(2, ge=1, description="GAT attention heads (dim must divide by it)")
@@ -107,7 +114,7 @@ class GraphConfig(ModelConfig):
     batch_size: int = Field(1024, ge=1, description="watched edges per step; GPU multiplies")
     link_loss: Literal["softmax", "bpr"] = "softmax"
     link_negatives: int = Field(1024, ge=1, description="uniform negatives shared by a step")
-    temperature: float = Field(0.1, gt=0, description="of the link softmax (cosine scores)")
+    temperature: float = Field(0.07, gt=0, description="of the link softmax (cosine scores)")
     id_dropout: float = Field(0.2, ge=0, lt=1, description="share of show ID vectors hidden")
     content_mask: float = Field(
         0.3, ge=0, le=1, description="share of a step's shows whose genre and network edges "
@@ -123,8 +130,12 @@ class GraphConfig(ModelConfig):
         + ", ".join(METAPATHS),
     )  # fmt: skip
     history: bool = Field(
-        True, description="add to each user's z the mean of the show ID vectors over the user's "
-        "whole watch history (the step's target edges left out): a residual history pathway",
+        True, description="add to each user's z the show ID vectors of the user's whole watch "
+        "history (the step's target edges left out, pooled by history_alpha): a residual pathway",
+    )  # fmt: skip
+    history_alpha: float = Field(
+        0.5, ge=0, le=1, description="the history is the sum of the shows' ID vectors over "
+        "length ** alpha (FISM's alpha): 1 is the mean; lower lets longer histories speak louder",
     )  # fmt: skip
     cowatch_top_k: int = Field(
         20, ge=1, description="co-watch edges kept per show: its strongest partners (a dense "
@@ -339,6 +350,9 @@ class NeighbourSampler:
         without the `blocked` edge ids."""
         nodes = _NodeSet(self.graph.num_nodes, seeds)
         frontier = dict(seeds)
+        masks = {
+            rel: _mask(ids, self.graph.edge_index[rel].shape[1]) for rel, ids in blocked.items()
+        }  # (E,) bool per relation: a lookup per hop instead of a set search
         picked: dict[EdgeType, list[torch.Tensor]] = {r: [] for r in self.csr}
         hops = {t: [n] for t, n in nodes.count.items()}  # rows within 0, 1, ... hops
         for fanout in self.fanouts:
@@ -347,7 +361,7 @@ class NeighbourSampler:
                 dst_nodes = frontier.get(rel[2])
                 if dst_nodes is None or not len(dst_nodes):
                     continue
-                eids = _unblocked(self.in_edges(rel, dst_nodes, fanout, gen), blocked.get(rel))
+                eids = _unblocked(self.in_edges(rel, dst_nodes, fanout, gen), masks.get(rel))
                 picked[rel].append(eids)
                 reached.setdefault(rel[0], []).append(self.graph.edge_index[rel][0, eids])
             frontier = {t: nodes.add(t, torch.cat(v)) for t, v in reached.items()}
@@ -423,10 +437,18 @@ def _first_unique(nodes: torch.Tensor) -> torch.Tensor:
     return values[torch.argsort(first)]
 
 
+def _mask(ids: torch.Tensor, n: int) -> torch.Tensor:
+    """(n,) bool, True at `ids`."""
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[ids] = True
+    return mask
+
+
 def _unblocked(eids: torch.Tensor, blocked: torch.Tensor | None) -> torch.Tensor:
-    if blocked is None or not len(blocked) or not len(eids):
+    """`eids` without those `blocked` marks ((E,) bool; None: none blocked)."""
+    if blocked is None or not len(eids):
         return eids
-    return eids[~torch.isin(eids, blocked)]
+    return eids[~blocked[eids]]
 
 
 class UserHistories:
@@ -449,7 +471,7 @@ class UserHistories:
         first = torch.repeat_interleave(start - torch.cumsum(degree, 0) + degree, degree)
         eids = self.order[first + torch.arange(len(first))]  # (sum d,) the users' edge ids
         if blocked is not None and len(blocked):
-            keep = ~torch.isin(eids, blocked)
+            keep = ~_mask(blocked, self.watched.shape[1])[eids]
             eids, bag = eids[keep], bag[keep]
         offsets = torch.searchsorted(bag, torch.arange(len(users)))  # (n,) bag starts
         return self.watched[1, eids].to(device), offsets.to(device)
@@ -555,6 +577,7 @@ class GraphNet(nn.Module):
         )
         self.semantic = nn.ModuleDict({t: SemanticAttention(d) for t in (USER, SHOW)})
         self.history = cfg.history
+        self.history_alpha = cfg.history_alpha
         self.bias_head = nn.Linear(d, 1)
         self.genre_head = nn.Linear(d, structure.n_genres) if structure.n_genres else None
         self.network_head = nn.Linear(d, structure.n_networks) if structure.n_networks else None
@@ -641,11 +664,16 @@ class GraphNet(nn.Module):
         for t in (USER, SHOW):
             z[t], beta[t] = self.semantic[t](torch.stack([h[t], *paths[t]]))  # (p, n, dim)
         if self.history and bags is not None:
-            shows, offsets = bags  # the mean of the watched shows' ID vectors, (n_users, dim)
-            z[USER] = z[USER] + F.embedding_bag(
-                shows, self.show_id_arch.weight, offsets, mode="mean"
-            )
+            z[USER] = z[USER] + self.history_vector(*bags)
         return z, beta
+
+    def history_vector(self, shows: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """The users' watched shows' ID vectors, summed over length ** alpha: (nnz,) show
+        rows, (n_users,) bag offsets -> (n_users, dim)."""
+        pooled = F.embedding_bag(shows, self.show_id_arch.weight, offsets, mode="sum")
+        ends = torch.cat([offsets[1:], offsets.new_tensor([len(shows)])])
+        length = (ends - offsets).clamp(min=1).float()  # (n_users,)
+        return pooled / length.pow(self.history_alpha)[:, None]
 
     def show_bias(self, z_show: torch.Tensor) -> torch.Tensor:
         """(n, dim) -> (n,): the show's prior score."""
@@ -705,17 +733,26 @@ class _GraphTask(TrainTask):
         self.histories = UserHistories(self.watched, graph.num_nodes[USER])
         self.batch = self.cfg.batch_size * model.runtime.batch_multiplier
 
+    def start_epoch(self, epoch: int) -> None:
+        """The epoch's learning rate (cosine: lr (1 + cos(pi epoch / epochs)) / 2)."""
+        scale = 1.0
+        if self.cfg.lr_schedule == "cosine":
+            scale = 0.5 * (1.0 + math.cos(math.pi * epoch / self.cfg.epochs))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.lr * scale
+
     def plan(self, epoch: int, rngs: Rngs) -> list[torch.Tensor]:
-        """Passes over the watched edges in random order, as many as make the epoch's share
-        of `min_steps` (counted in CPU-profile batches: the GPU profile's larger ones need
-        fewer): a small graph gets several passes an epoch, a large one one."""
+        """One pass over the watched edges in random order, or, when a pass is shorter than
+        the epoch's share of `min_steps` (counted in CPU-profile batches: the GPU profile's
+        larger ones need fewer), exactly that share, drawn from passes one after another."""
         n_edges = self.watched.shape[1]
         steps = -(-self.cfg.min_steps // self.model.runtime.batch_multiplier)
         need, batches = -(-steps // self.cfg.epochs), []
         while not batches or len(batches) < need:
             order = torch.randperm(n_edges, generator=rngs.torch)
             batches += [order[s : s + self.batch] for s in range(0, max(n_edges, 1), self.batch)]
-        return batches
+        one_pass = -(-max(n_edges, 1) // self.batch)
+        return batches[: max(need, one_pass)]
 
     def loss(self, eids: torch.Tensor, rngs: Rngs) -> StepResult:
         batch = self._draw(eids, rngs.torch)

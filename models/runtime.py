@@ -44,6 +44,18 @@ class Runtime:
             return cls.gpu()
         return cls.cpu()
 
+    @contextlib.contextmanager
+    def threads(self, setting: int | None) -> Iterator[int]:
+        """torch's intra-op threads while a model trains: `setting` (hardware.threads; on a
+        machine shared with other jobs fewer threads than cores avoid oversubscription) or
+        torch's own count; restored afterwards."""
+        before = torch.get_num_threads()
+        torch.set_num_threads(setting or before)
+        try:
+            yield setting or before
+        finally:
+            torch.set_num_threads(before)
+
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.mixed_precision:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)

@@ -55,6 +55,10 @@ class HardwareSettings(Strict):
     """`auto` picks a profile from the hardware; `cpu`/`gpu` force one."""
 
     profile: Literal["auto", "cpu", "gpu"] = "auto"
+    threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads while a model trains (default: torch's "
+        "own count); fewer than the cores on a machine shared with other jobs",
+    )  # fmt: skip
 
 
 class ModelSettings(Strict):

@@ -195,6 +195,28 @@ def test_history_bags_leave_the_targets_out(data: TrainingData) -> None:
         assert sorted(shows[offsets[i] : ends[i]].tolist()) == sorted(watched[1, mine].tolist())
 
 
+@pytest.mark.parametrize(("min_steps", "expected"), [(0, "one pass"), (10_000, "share")])
+def test_an_epoch_is_a_pass_or_its_share_of_min_steps(
+    data: TrainingData, min_steps: int, expected: str
+) -> None:
+    """A pass covers every watched edge once; a graph whose pass is shorter than the epoch's
+    share of min_steps gets exactly that share (not whole passes rounded up)."""
+    from tvrec.models.graph import _GraphTask
+    from tvrec.models.trainer import Rngs
+
+    tensors = GraphTensors.of(data.graph, cowatch_top_k=20)
+    model = GraphModel.create(Runtime.cpu(), QUICK | {"epochs": 3, "min_steps": min_steps})
+    model.net = GraphNet(tensors.structure(model.config.metapaths), model.config)
+    task = _GraphTask(model, tensors, NeighbourSampler(tensors, model.config.fanouts))
+    batches = task.plan(0, Rngs.seeded(0))
+    n_edges, size = tensors.edge_index[WATCHED].shape[1], model.config.batch_size
+    if expected == "one pass":
+        assert sorted(torch.cat(batches).tolist()) == list(range(n_edges))
+    else:
+        assert len(batches) == -(-min_steps // 3) > -(-n_edges // size)
+        assert all(len(b) <= size for b in batches)
+
+
 def test_config_is_checked() -> None:
     with pytest.raises(ConfigError, match="heads"):
         GraphModel.parse_config({"dim": 30, "heads": 4})

@@ -67,6 +67,7 @@ def test_cli_trains_with_the_configured_epochs(built_workdir: Workdir, tmp_path:
         ("[models.multimodal]\ncheckpoint_every = 0\n", "models.multimodal.checkpoint_every"),
         ('[models]\ntrain = ["collaborative", "grpah"]\n', "unknown model 'grpah'"),
         ("[models.graph_nn]\nepochs = 3\n", "graph_nn"),  # not a registered model
+        ("[hardware]\nthreads = 0\n", "threads"),
     ],
 )
 def test_bad_settings_are_refused_with_their_name(tmp_path: Path, toml: str, named: str) -> None:
@@ -84,3 +85,15 @@ def test_unknown_stage_is_refused_with_the_registered_names(tmp_path: Path) -> N
     res = runner.invoke(app, ["train", "--stage", "grpah", "--workdir", str(tmp_path)])
     assert res.exit_code == 2
     assert all(name in res.output for name in names())
+
+
+def test_threads_follow_the_setting() -> None:
+    """hardware.threads while training, torch's own count without it and afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    with Runtime.cpu().threads(1) as n:
+        assert n == torch.get_num_threads() == 1
+    with Runtime.cpu().threads(None) as n:
+        assert n == torch.get_num_threads() == before
+    assert torch.get_num_threads() == before

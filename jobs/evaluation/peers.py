@@ -19,10 +19,10 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from scipy.linalg import lapack
 
 from tvrec.jobs.evaluation.metrics import MetricConfig, evaluate_topk
 from tvrec.jobs.evaluation.splitting import cut_events
+from tvrec.models.ease import ease_weights
 
 ValidationKind = Literal["auto", "temporal", "random"]
 TOPK_SCHEMA = {"user_id": pl.String, "rank": pl.Int32, "show_id": pl.String, "score": pl.Float64}
@@ -277,31 +277,6 @@ class EASEConfig:
     validation_share: float = 0.1  # the last 10% by time, or a random 10% of train events
     seed: int = 42
     k: int = 10  # NDCG@k picks lambda
-
-
-def ease_weights(G: np.ndarray, l2: float) -> np.ndarray:
-    """EASE's closed form: B = I - P / diag(P), P = (G + l2 I)^-1, so diag(B) = 0.
-
-    G is X^T X (items x items); B[i, j] = -P[i, j] / P[j, j] off the diagonal.
-    """
-    from threadpoolctl import threadpool_limits
-
-    A = G.copy()
-    A[np.diag_indices_from(A)] += l2
-    # Cholesky inverse (A is symmetric positive definite), on one BLAS thread: OpenBLAS's
-    # threaded potri measured 16 s against 6 s single-threaded for 7.2k items on 2 cores.
-    with threadpool_limits(1, "blas"):
-        c, info = lapack.dpotrf(A, lower=False, clean=False, overwrite_a=True)
-        if info != 0:
-            raise np.linalg.LinAlgError(f"EASE: Cholesky failed (info={info})")
-        P, info = lapack.dpotri(c, lower=False, overwrite_c=True)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"EASE: inverse failed (info={info})")
-    P = np.triu(P)
-    P += np.triu(P, 1).T  # potri fills only the upper triangle
-    B = -P / np.diag(P)[None, :]
-    np.fill_diagonal(B, 0.0)
-    return B
 
 
 class EASE(Peer):

@@ -1,0 +1,229 @@
+"""EASE-TV: the closed-form item-item member (Steck 2019, "Embarrassingly Shallow
+Autoencoders"), trained from the collaborative FeatureService's positives.
+
+    gram_arch:    G = X^T X over the training positives (users x shows, binary), (n, n)
+    weight_arch:  B = I - P / diag(P), P = (G + l2 I)^-1, diag(B) = 0: each show scored
+                  from the other shows a user watched, score(u, s) = x_u . B[:, s]
+    served_arch:  B ~ L R^T of rank `rank` (randomised SVD): user = x_u L, show = R, so the
+                  FAISS inner product reproduces the score (exactly when rank >= n_shows)
+    l2:           tuned on a validation cut of the training positives (the last
+                  `validation_share` of them by time when the log is timed, else a seeded
+                  random share): the grid's value with the best NDCG@10 there
+
+On the anime data EASE is the strongest peer (NDCG@10 0.496 against ALS's 0.374): a
+closed-form item-item member is what the ensemble starts from. Cost: G and B are dense
+(n_shows^2 floats, 7,390 shows: 220 MB each) and the inverse is O(n_shows^3), so catalogues past
+`max_shows` are refused with a clear error rather than run out of memory.
+
+A user's vector comes from their history in training; a user without one gets zeros and the
+show prior column (training popularity, scaled small) ranks for them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import Field
+from scipy import linalg
+
+from tvrec.pipelines.errors import ConfigError
+
+from .base import ModelConfig, Recommender, TrainingData
+
+PRIOR_SCALE = 1e-6  # the popularity prior only breaks ties and ranks for users without history
+
+
+class EASEConfig(ModelConfig):
+    dim: int = Field(512, ge=4, description="unused: the served rank is `rank`")
+    rank: int = Field(
+        1024, ge=8, description="rank of the served factorisation B ~ L R^T (the catalogue "
+        "size or more: exact)",
+    )  # fmt: skip
+    l2: float | None = Field(None, gt=0, description="regularisation; None: tuned on `grid`")
+    grid: list[float] = Field([50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0], min_length=1)
+    validation_share: float = Field(0.1, gt=0, lt=1, description="positives held out to tune")
+    max_shows: int = Field(
+        20000, ge=1, description="largest catalogue trained (memory grows with its square)"
+    )
+
+
+class EASEModel(Recommender, name="ease", config=EASEConfig):
+    feature_service = "collaborative_v1"
+    prior_column = True
+    iterative = False  # one closed-form solve: no epochs, nothing to checkpoint or resume
+    _left: np.ndarray | None = None  # (n_shows, rank) L: user = x_u L
+    _right: np.ndarray | None = None  # (n_shows, rank) R: show vectors
+    _prior: np.ndarray | None = None  # (n_shows,) training popularity, scaled
+
+    def fit(self, data: TrainingData) -> dict[str, Any]:
+        cfg, started = self.config, time.perf_counter()
+        self.show_ids = list(data.show_ids)
+        if len(self.show_ids) > cfg.max_shows:
+            raise ConfigError(
+                f"models.ease: the catalogue has {len(self.show_ids):,} shows, more than "
+                f"max_shows ({cfg.max_shows:,}); EASE needs a dense shows x shows matrix. "
+                "Raise models.ease.max_shows if memory allows, or serve another model"
+            )
+        pos = data.positives()
+        row = {s: i for i, s in enumerate(self.show_ids)}
+        pos = pos[pos["show_id"].isin(row)]
+        self.histories = {u: [row[s] for s in g] for u, g in pos.groupby("user_id")["show_id"]}
+        validation = self._tune(pos, row) if cfg.l2 is None else {}
+        l2 = cfg.l2 if cfg.l2 is not None else max(validation, key=validation.__getitem__)
+        X = _matrix(list(self.histories.values()), len(self.show_ids))
+        B = ease_weights(gram(X), l2)  # (n, n)
+        self._left, self._right = factorise(B, cfg.rank, cfg.seed)
+        popularity = np.asarray(X.sum(axis=0)).ravel()  # (n,)
+        self._prior = (PRIOR_SCALE * popularity / max(popularity.max(), 1.0)).astype(np.float32)
+        metrics = {
+            "l2": l2,
+            "validation_ndcg": {str(k): round(v, 4) for k, v in validation.items()},
+            "rank": int(self._left.shape[1]),
+            "n_users": len(self.histories),
+            "n_shows": len(self.show_ids),
+            "train_seconds": round(time.perf_counter() - started, 2),
+        }
+        self.make_manifest(data, int(self._left.shape[1]) + 1, metrics)
+        return metrics
+
+    def _tune(self, pos: pd.DataFrame, row: dict[str, int]) -> dict[float, float]:
+        """NDCG@10 of each grid value on a validation cut of the positives."""
+        cfg = self.config
+        timed = pos["event_timestamp"].nunique() > 1
+        if timed:  # the last share by time
+            cutoff = pos["event_timestamp"].quantile(1.0 - cfg.validation_share)
+            held = (pos["event_timestamp"] >= cutoff).to_numpy()
+        else:
+            held = np.random.default_rng(cfg.seed).random(len(pos)) < cfg.validation_share
+        train, test = pos[~held], pos[held]
+        users = sorted(set(train["user_id"]) & set(test["user_id"]))
+        if not users:  # too few events to hold any out: the grid's middle value
+            return {cfg.grid[len(cfg.grid) // 2]: 0.0}
+        user_row = {u: i for i, u in enumerate(users)}
+        seen = _rows_of(train, user_row, row, len(users))
+        truth = _rows_of(test, user_row, row, len(users))
+        X = _matrix(seen, len(row))
+        G = gram(_matrix([h for u, h in _histories(train, row).items()], len(row)))
+        return {l2: _ndcg(X @ ease_weights(G, l2), seen, truth) for l2 in cfg.grid}
+
+    # ---- embeddings -------------------------------------------------------------------------
+    def show_embeddings(self) -> tuple[list[str], np.ndarray]:
+        right, prior = self.fitted(self._right), self.fitted(self._prior)
+        return list(self.show_ids), np.hstack([right, prior[:, None]]).astype(np.float32)
+
+    def user_embeddings(self, user_ids: list[str]) -> np.ndarray:
+        """[x_u L, 1]: the user's training history through L; [0, 1] without one."""
+        left = self.fitted(self._left)
+        X = _matrix([self.histories.get(u, []) for u in user_ids], len(self.show_ids))
+        out = np.ones((len(user_ids), left.shape[1] + 1), dtype=np.float32)
+        out[:, :-1] = X @ left
+        return out
+
+    def similarity_vectors(self) -> np.ndarray:
+        """R: each show's column of B in the factor space; shows predicted by the same
+        watched shows are alike."""
+        return self.fitted(self._right)
+
+    # ---- persistence ------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        import torch
+
+        return {
+            "shows": self.show_ids,
+            "histories": self.histories,
+            "left": torch.as_tensor(self.fitted(self._left)),
+            "right": torch.as_tensor(self.fitted(self._right)),
+            "prior": torch.as_tensor(self.fitted(self._prior)),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.show_ids, self.histories = state["shows"], state["histories"]
+        self._left, self._right = state["left"].numpy(), state["right"].numpy()
+        self._prior = state["prior"].numpy()
+
+
+# ---- the closed form ------------------------------------------------------------------------
+def gram(X: sp.csr_matrix) -> np.ndarray:
+    """X^T X as a dense float64 (n_shows, n_shows)."""
+    return np.asarray((X.T @ X).toarray(), dtype=np.float64)
+
+
+def ease_weights(G: np.ndarray, l2: float) -> np.ndarray:
+    """EASE's closed form: B = I - P / diag(P), P = (G + l2 I)^-1, so diag(B) = 0.
+
+    G is X^T X (shows x shows); B[i, j] = -P[i, j] / P[j, j] off the diagonal."""
+    from threadpoolctl import threadpool_limits
+
+    A = G.copy()
+    A[np.diag_indices_from(A)] += l2
+    # Cholesky inverse (A is symmetric positive definite), on one BLAS thread: OpenBLAS's
+    # threaded potri measured 16 s against 6 s single-threaded for 7.2k items on 2 cores.
+    with threadpool_limits(1, "blas"):
+        c, info = linalg.lapack.dpotrf(A, lower=False, clean=False, overwrite_a=True)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"EASE: Cholesky failed (info={info})")
+        P, info = linalg.lapack.dpotri(c, lower=False, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: inverse failed (info={info})")
+    P = np.triu(P)
+    P += np.triu(P, 1).T  # potri fills only the upper triangle
+    B = -P / np.diag(P)[None, :]
+    np.fill_diagonal(B, 0.0)
+    return B
+
+
+def factorise(B: np.ndarray, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """B (n, n) ~ L R^T: (n, r), (n, r) float32. Exact (L = B, R = I) when rank >= n;
+    else the top singular triplets by randomised SVD, split as L = U S, R = V."""
+    import torch
+
+    n = B.shape[0]
+    if rank >= n:
+        return B.astype(np.float32), np.eye(n, dtype=np.float32)
+    torch.manual_seed(seed)
+    U, S, V = torch.svd_lowrank(torch.from_numpy(B.astype(np.float32)), q=rank, niter=4)
+    return (U * S).numpy(), V.numpy()
+
+
+def _matrix(histories: list[list[int]], n_shows: int) -> sp.csr_matrix:
+    """Binary users x shows CSR from each user's show rows."""
+    indptr = np.cumsum([0] + [len(h) for h in histories])
+    indices = np.fromiter((s for h in histories for s in h), dtype=np.int64, count=indptr[-1])
+    data = np.ones(len(indices), dtype=np.float32)
+    return sp.csr_matrix((data, indices, indptr), shape=(len(histories), n_shows))
+
+
+def _histories(pos: pd.DataFrame, row: dict[str, int]) -> dict[str, list[int]]:
+    return {u: [row[s] for s in g] for u, g in pos.groupby("user_id")["show_id"]}
+
+
+def _rows_of(
+    pos: pd.DataFrame, user_row: dict[str, int], row: dict[str, int], n_users: int
+) -> list[list[int]]:
+    out: list[list[int]] = [[] for _ in range(n_users)]
+    for u, s in zip(pos["user_id"], pos["show_id"], strict=True):
+        if u in user_row:
+            out[user_row[u]].append(row[s])
+    return out
+
+
+def _ndcg(scores: np.ndarray, seen: list[list[int]], truth: list[list[int]], k: int = 10) -> float:
+    """Mean NDCG@k of `scores` (users, shows), the seen shows excluded."""
+    scores = np.array(scores, dtype=np.float32)
+    k = min(k, scores.shape[1] - 1)
+    for i, h in enumerate(seen):
+        scores[i, h] = -np.inf
+    top = np.argpartition(-scores, k, axis=1)[:, :k]
+    order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
+    top = np.take_along_axis(top, order, axis=1)  # (users, k) best first
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    values = []
+    for i, t in enumerate(truth):
+        hits = np.isin(top[i], t)
+        ideal = discount[: min(len(t), k)].sum()
+        values.append(float((hits * discount).sum() / ideal) if ideal else 0.0)
+    return float(np.mean(values))
