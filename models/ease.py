@@ -71,7 +71,7 @@ class EASEModel(Recommender, name="ease", config=EASEConfig):
         pos = data.positives()
         row = {s: i for i, s in enumerate(self.show_ids)}
         pos = pos[pos["show_id"].isin(row)]
-        self.histories = {u: [row[s] for s in g] for u, g in pos.groupby("user_id")["show_id"]}
+        self.histories = _histories(pos, row)
         validation = self._tune(pos, row) if cfg.l2 is None else {}
         l2 = cfg.l2 if cfg.l2 is not None else max(validation, key=validation.__getitem__)
         X = _matrix(list(self.histories.values()), len(self.show_ids))
@@ -107,7 +107,7 @@ class EASEModel(Recommender, name="ease", config=EASEConfig):
         seen = _rows_of(train, user_row, row, len(users))
         truth = _rows_of(test, user_row, row, len(users))
         X = _matrix(seen, len(row))
-        G = gram(_matrix([h for u, h in _histories(train, row).items()], len(row)))
+        G = gram(_matrix(list(_histories(train, row).values()), len(row)))
         return {l2: _ndcg(X @ ease_weights(G, l2), seen, truth) for l2 in cfg.grid}
 
     # ---- embeddings -------------------------------------------------------------------------
@@ -198,6 +198,7 @@ def _matrix(histories: list[list[int]], n_shows: int) -> sp.csr_matrix:
 
 
 def _histories(pos: pd.DataFrame, row: dict[str, int]) -> dict[str, list[int]]:
+    """user -> the show rows of their positives."""
     return {u: [row[s] for s in g] for u, g in pos.groupby("user_id")["show_id"]}
 
 
