@@ -59,11 +59,12 @@ def train_stage(
         data = training_data(wd, model)
     with (
         log.stage(f"train {stage}"),
-        runtime.threads(settings.hardware.threads) as n,
+        runtime.training(settings.hardware.threads, settings.hardware.deterministic) as n,
     ):
         model.fit(data)
     assert model.manifest is not None
     model.manifest.metrics["torch_threads"] = n  # in the run record: what the time was measured on
+    model.manifest.metrics["deterministic"] = settings.hardware.deterministic
     with wd.publish(f"models/{stage}") as staging:
         model.save(staging)
         plot_training(model.manifest, staging / TRAINING_PLOT)

@@ -8,6 +8,7 @@ tests for CUDA itself.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -45,16 +46,23 @@ class Runtime:
         return cls.cpu()
 
     @contextlib.contextmanager
-    def threads(self, setting: int | None) -> Iterator[int]:
-        """torch's intra-op threads while a model trains: `setting` (hardware.threads; on a
-        machine shared with other jobs fewer threads than cores avoid oversubscription) or
-        torch's own count; restored afterwards."""
-        before = torch.get_num_threads()
-        torch.set_num_threads(setting or before)
+    def training(self, threads: int | None, deterministic: bool = True) -> Iterator[int]:
+        """While a model trains: torch's intra-op threads (`threads`: hardware.threads; on a
+        machine shared with other jobs fewer threads than cores avoid oversubscription; None:
+        torch's own count) and, when `deterministic`, torch's deterministic kernels, so the same
+        data, seed and thread count give the same model (the scatter-adds behind embedding and
+        gather gradients otherwise sum in whatever order threads finish). Both restored
+        afterwards; yields the thread count used."""
+        before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+        if deterministic and self.device.type == "cuda":  # cuBLAS's reproducible workspace
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.set_num_threads(threads or before[0])
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
         try:
-            yield setting or before
+            yield threads or before[0]
         finally:
-            torch.set_num_threads(before)
+            torch.set_num_threads(before[0])
+            torch.use_deterministic_algorithms(before[1])
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.mixed_precision:

@@ -59,6 +59,10 @@ class HardwareSettings(Strict):
         None, ge=1, description="torch intra-op threads while a model trains (default: torch's "
         "own count); fewer than the cores on a machine shared with other jobs",
     )  # fmt: skip
+    deterministic: bool = Field(
+        True, description="torch's deterministic kernels while training: the same data, seed "
+        "and thread count give the same model; false allows faster unordered ones",
+    )  # fmt: skip
 
 
 class ModelSettings(Strict):

@@ -87,13 +87,16 @@ def test_unknown_stage_is_refused_with_the_registered_names(tmp_path: Path) -> N
     assert all(name in res.output for name in names())
 
 
-def test_threads_follow_the_setting() -> None:
-    """hardware.threads while training, torch's own count without it and afterwards."""
+def test_training_context_follows_the_hardware_settings() -> None:
+    """hardware.threads while training, torch's own count without it; deterministic kernels
+    when asked; both restored afterwards."""
     import torch
 
-    before = torch.get_num_threads()
-    with Runtime.cpu().threads(1) as n:
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    with Runtime.cpu().training(1) as n:
         assert n == torch.get_num_threads() == 1
-    with Runtime.cpu().threads(None) as n:
-        assert n == torch.get_num_threads() == before
-    assert torch.get_num_threads() == before
+        assert torch.are_deterministic_algorithms_enabled()
+    with Runtime.cpu().training(None, deterministic=False) as n:
+        assert n == torch.get_num_threads() == before[0]
+        assert not torch.are_deterministic_algorithms_enabled()
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
