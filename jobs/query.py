@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 import typer
 
 from tvrec.jobs.query_store import (
+    OPTIONAL,
     IndexedTable,
     ShowList,
     TopRow,
@@ -242,7 +243,11 @@ class ParquetTable:
                 f"cannot read {self.table_name} v{self.version} at {self.path}: {exc}"
             ) from exc
         columns = ("rank", item_column, "score", "model_version", "as_of")
-        return [TopRow(r, i, s, m, str(a)) for r, i, s, m, a in found.select(columns).iter_rows()]
+        extra = [c for c in OPTIONAL if c in found.columns]
+        return [
+            TopRow(r, i, s, m, str(a), *rest)
+            for r, i, s, m, a, *rest in found.select(*columns, *extra).iter_rows()
+        ]
 
     def _check_columns(self, present: list[str]) -> None:
         missing = [c for c in TABLE_COLUMNS[self.table_name] if c not in present]
@@ -351,6 +356,16 @@ def results_frame(
     ]
 
 
+def with_reasons(results: list[dict[str, Any]], rows: Sequence[TopRow]) -> list[dict[str, Any]]:
+    """Each result with its row's confidence and leading member, where the model gave them."""
+    if all(r.confidence is None for r in rows):
+        return results
+    for result, row in zip(results, rows, strict=True):
+        conf = row.confidence
+        result |= {"confidence": None if conf is None else round(conf, 4), "because": row.because}
+    return results
+
+
 # ----------------------------------------------------------------------------- --user
 
 
@@ -365,8 +380,11 @@ def user_query(ctx: Context, user: str, k: int) -> Answer:
     top = rows[:k]
     return Answer(
         query={"user": user, "k": k},
-        results=results_frame(
-            release_shows(ctx, table), [(r.item, r.score) for r in top], [r.rank for r in top]
+        results=with_reasons(
+            results_frame(
+                release_shows(ctx, table), [(r.item, r.score) for r in top], [r.rank for r in top]
+            ),
+            top,
         ),
         model_version=ctx.model_version,
         as_of=first_as_of(rows, table),
@@ -692,9 +710,17 @@ def render(answer: Answer, console: Console) -> None:
     table.add_column("show_id", no_wrap=True)
     table.add_column("title")
     table.add_column("score", justify="right")
+    reasons = any("confidence" in r for r in answer.results)
+    if reasons:
+        table.add_column("confidence", justify="right")
+        table.add_column("because")
     for r in answer.results:
         title = Text(r["title"] if r["title"] is not None else "?")  # Text: no markup parsing
-        table.add_row(str(r["rank"]), Text(r["show_id"]), title, f"{r['score']:.4f}")
+        cells = [str(r["rank"]), Text(r["show_id"]), title, f"{r['score']:.4f}"]
+        if reasons:
+            conf = r.get("confidence")
+            cells += ["" if conf is None else f"{conf:.2f}", Text(r.get("because") or "")]
+        table.add_row(*cells)
     console.print(table)
 
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import numpy as np
     import polars as pl
 
-COPY_FORMAT = 2  # bump when the schema or normalise_title changes: old copies are ignored
+COPY_FORMAT = 3  # bump when the schema or normalise_title changes: old copies are ignored
 SHOWS_FILE = "shows.parquet"
 # table -> (key column, item column): the tables `tvrec query` answers from
 QUERY_TABLES: dict[str, tuple[str, str]] = {
@@ -41,13 +41,15 @@ QUERY_TABLES: dict[str, tuple[str, str]] = {
     "show_similar": ("show_id", "similar_show_id"),
 }
 REQUIRED = ("rank", "score", "model_version", "as_of")  # besides the key and item columns
+# a re-ranking model's user table also says how sure it is and which member led (else NULL)
+OPTIONAL = ("confidence", "because")
 MAX_OPEN = 8  # copies kept open per process
 
 SCHEMA = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 CREATE TABLE labels (id INTEGER PRIMARY KEY, model_version TEXT, as_of TEXT);
 CREATE TABLE rows (key TEXT, rank INTEGER, item TEXT, score REAL, label INTEGER,
-                   PRIMARY KEY (key, rank)) WITHOUT ROWID;
+                   confidence REAL, because TEXT, PRIMARY KEY (key, rank)) WITHOUT ROWID;
 CREATE TABLE shows (show_id TEXT, title TEXT, premiered TEXT, norm TEXT);
 """
 
@@ -58,6 +60,8 @@ class TopRow(NamedTuple):
     score: float
     model_version: str | None
     as_of: str
+    confidence: float | None = None  # a re-ranking model's (the ensemble's); else None
+    because: str | None = None
 
 
 # ----------------------------------------------------------------------------- titles
@@ -175,9 +179,11 @@ class IndexedTable:
     def rows(self, key: str) -> list[TopRow]:
         """The key's rows, best first (one range read of the clustered primary key)."""
         cur = self.con.execute(
-            "SELECT rank, item, score, label FROM rows WHERE key = ? ORDER BY rank", (key,)
+            "SELECT rank, item, score, label, confidence, because FROM rows WHERE key = ? "
+            "ORDER BY rank",
+            (key,),
         )
-        return [TopRow(r, i, s, *self.labels[lab]) for r, i, s, lab in cur.fetchall()]
+        return [TopRow(r, i, s, *self.labels[lab], c, b) for r, i, s, lab, c, b in cur.fetchall()]
 
     def shows(self) -> ShowList | None:
         """The shows of the release the copy was built for, None if it has none."""
@@ -312,14 +318,16 @@ def _insert_rows(con: sqlite3.Connection, name: str, frame: pl.DataFrame) -> int
         "INSERT INTO labels VALUES (?, ?, ?)",
         ((i, m, str(a)) for i, m, a in labels.iter_rows()),  # as_of as queries print it
     )
+    missing = {c: None for c in OPTIONAL if c not in frame.columns}
     rows = (
-        frame.select(key, "rank", item, "score", *stamps)
+        frame.with_columns(pl.lit(None).alias(c) for c in missing)
+        .select(key, "rank", item, "score", *stamps, *OPTIONAL)
         .join(labels, on=stamps, how="left", nulls_equal=True)
-        .select(key, pl.col("rank").cast(pl.Int64), item, "score", "label")
+        .select(key, pl.col("rank").cast(pl.Int64), item, "score", "label", *OPTIONAL)
         .sort(key, "rank")
     )
     columns = (rows[c].to_list() for c in rows.columns)
-    con.executemany("INSERT INTO rows VALUES (?, ?, ?, ?, ?)", zip(*columns, strict=True))
+    con.executemany("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?)", zip(*columns, strict=True))
     return labels.height
 
 

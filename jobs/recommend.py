@@ -259,13 +259,26 @@ def _user_topk(
     Users are batched by how many shows they exclude, so each search asks for only
     k + (the batch's largest exclusion) candidates instead of the global largest."""
     order = np.argsort([len(e) for e in exclude], kind="stable")
+    rerank = getattr(model, "rerank", None)  # a two-stage model re-ranks its candidates
+    wanted = max(k, model.config.candidates) if rerank else k
     parts = []
     for start in range(0, len(users), BATCH):
         rows_ = order[start : start + BATCH]
         chunk = [users[i] for i in rows_]
         queries = model.user_embeddings(chunk)  # (chunk, dim)
-        scores, rows = index.index.search(queries, k, [exclude[i] for i in rows_])
-        parts.append(_frame("user_id", chunk, "show_id", index.ids, scores, rows))
+        scores, rows = index.index.search(queries, wanted, [exclude[i] for i in rows_])
+        if rerank is None:
+            parts.append(_frame("user_id", chunk, "show_id", index.ids, scores, rows))
+            continue
+        ranked = rerank(chunk, rows, k)  # (chunk, k) each
+        frame = _frame("user_id", chunk, "show_id", index.ids, ranked.scores, ranked.rows)
+        valid = ranked.rows.reshape(-1) >= 0
+        parts.append(
+            frame.with_columns(
+                confidence=pl.Series(ranked.confidence.reshape(-1)[valid], dtype=pl.Float32),
+                because=pl.Series(ranked.because.reshape(-1)[valid], dtype=pl.String),
+            )
+        )
     # sorted by user: `tvrec query` reads one user's rows by predicate pushdown
     return pl.concat(parts).sort("user_id", "rank")
 

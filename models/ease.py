@@ -176,6 +176,27 @@ def ease_weights(G: np.ndarray, l2: float) -> np.ndarray:
     return B
 
 
+def cosine_knn(G: np.ndarray, neighbours: int, shrink: float = 0.0) -> sp.csc_matrix:
+    """Item-item cosine similarity from a Gram matrix, keeping each column's top-K entries.
+
+    W[i, j] = sim(i, j) if i is among the K nearest neighbours of j (self excluded), so a
+    user's score for j is the summed similarity of j's neighbours in the user's history.
+    """
+    norms = np.sqrt(np.diag(G))  # (items,)
+    S = G / (np.outer(norms, norms) + shrink + 1e-12)
+    np.fill_diagonal(S, 0.0)
+    n = S.shape[0]
+    kk = min(neighbours, n - 1)
+    if kk <= 0:
+        return sp.csc_matrix((n, n), dtype=np.float32)
+    rows = np.argpartition(-S, kk - 1, axis=0)[:kk]  # (K, items): neighbour rows per column
+    vals = np.take_along_axis(S, rows, axis=0)
+    cols = np.broadcast_to(np.arange(n), rows.shape)
+    W = sp.csc_matrix((vals.ravel().astype(np.float32), (rows.ravel(), cols.ravel())), shape=(n, n))
+    W.eliminate_zeros()
+    return W
+
+
 def factorise(B: np.ndarray, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """B (n, n) ~ L R^T: (n, r), (n, r) float32. Exact (L = B, R = I) when rank >= n;
     else the top singular triplets by randomised SVD, split as L = U S, R = V."""

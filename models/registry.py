@@ -22,6 +22,7 @@ MODELS: dict[str, str] = {
     "temporal": "tvrec.models.temporal:TemporalModel",
     "graph": "tvrec.models.graph:GraphModel",
     "ease": "tvrec.models.ease:EASEModel",
+    "ensemble": "tvrec.models.ensemble:EnsembleModel",
 }
 
 

@@ -35,6 +35,7 @@ from tvrec.pipelines.workdir import Workdir
 # Short runs: two epochs of at least two steps each (the resume test stops mid-epoch 2),
 # a checkpoint after every step, small networks, short later phases.
 FAST: dict[str, dict[str, Any]] = {
+    "ensemble": {"epochs": 2, "candidates": 50, "batch_size": 16, "checkpoint_every": 1},
     "collaborative": {"epochs": 2, "dim": 16, "checkpoint_every": 1},
     "multimodal": {
         "epochs": 2, "dim": 16, "heads": 2, "meta_layers": 1, "val_users": 50,

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from tvrec.jobs.evaluation.metrics import MetricConfig, evaluate_topk
 from tvrec.jobs.evaluation.splitting import cut_events
-from tvrec.models.ease import ease_weights
+from tvrec.models.ease import cosine_knn, ease_weights
 
 ValidationKind = Literal["auto", "temporal", "random"]
 TOPK_SCHEMA = {"user_id": pl.String, "rank": pl.Int32, "show_id": pl.String, "score": pl.Float64}
@@ -229,27 +229,6 @@ class ItemKNNConfig:
     # pruning, as in Dacrema et al.'s ItemKNNCF); "history": each history item votes for its own
     # K neighbours (row-wise, as implicit's CosineRecommender). On anime, K=100: 0.374 vs 0.286.
     prune: Literal["target", "history"] = "target"
-
-
-def cosine_knn(G: np.ndarray, neighbours: int, shrink: float = 0.0) -> sp.csc_matrix:
-    """Item-item cosine similarity from a Gram matrix, keeping each column's top-K entries.
-
-    W[i, j] = sim(i, j) if i is among the K nearest neighbours of j (self excluded), so a
-    user's score for j is the summed similarity of j's neighbours in the user's history.
-    """
-    norms = np.sqrt(np.diag(G))  # (items,)
-    S = G / (np.outer(norms, norms) + shrink + 1e-12)
-    np.fill_diagonal(S, 0.0)
-    n = S.shape[0]
-    kk = min(neighbours, n - 1)
-    if kk <= 0:
-        return sp.csc_matrix((n, n), dtype=np.float32)
-    rows = np.argpartition(-S, kk - 1, axis=0)[:kk]  # (K, items): neighbour rows per column
-    vals = np.take_along_axis(S, rows, axis=0)
-    cols = np.broadcast_to(np.arange(n), rows.shape)
-    W = sp.csc_matrix((vals.ravel().astype(np.float32), (rows.ravel(), cols.ravel())), shape=(n, n))
-    W.eliminate_zeros()
-    return W
 
 
 class ItemKNN(Peer):

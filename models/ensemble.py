@@ -1,0 +1,492 @@
+"""The ensemble: members' scores fused per user and candidate by attention over the members,
+with an uncertainty published as `confidence`, served in two stages.
+
+    members:       closed-form scorers refitted from the positives at every run
+                   ease        EASE-TV's closed form (also the retrieval stage's vectors)
+                   itemknn     cosine item-kNN, each candidate scored by its own neighbours
+                   popularity  distinct viewers (log)
+                   recent      viewers in the last `recent_days` before the as-of (timed logs)
+    context_arch:  the user's context (history length, days since their last event) and the
+                   candidate's (popularity, 7/30/90-day views, trend, age) -> query (b, N, d)
+    member_arch:   each member's standardised score and log-rank among the candidates, plus
+                   its own embedding -> keys and values (b, N, M, d)
+    fusion_arch:   the query attends over the members present (a missing or non-finite member
+                   is masked out and the weights renormalise over the rest) -> weights (b, N, M);
+                   score = sum_m w_m z_m + heads(query, attended values)
+    heads:         `heads` residual heads, each trained on its own bootstrap of users
+                   (epistemic: their disagreement) and a log-variance head (aleatoric: logits
+                   are drawn from N(mean, var) in training, as Kendall & Gal do for classes)
+
+Point in time: the fusion is trained on a window no member trained on. The positives are cut
+(the last `window_share` by time on a timed log, else a seeded random share); members are fitted
+on the part before the cut, each window user's top-`candidates` by the retrieval stage are
+scored and labelled by the window, the fusion trains on them with members dropped at random
+(`member_dropout`) so it stays calibrated when one is missing; then the members are refitted
+on all positives for serving.
+
+Serving: the retrieval stage is EASE-TV's factorised vectors (the FAISS index), its top
+`candidates` are re-ranked by `rerank`, which also returns each recommendation's confidence
+(the share of the heads' noisy draws in which it stays in the top-k) and the member that
+contributed most to its score (`because`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from pydantic import Field
+from torch import nn
+
+from .base import ModelConfig, Recommender, TrainingData
+from .ease import EASEModel, _matrix, cosine_knn, gram
+from .trainer import Rngs, StepResult, TrainTask
+
+log = logging.getLogger(__name__)
+MEMBERS = ("ease", "itemknn", "popularity", "recent")
+N_MEMBER_FEATURES = 2  # standardised score, log rank among the candidates
+N_CONTEXT = 8  # see `Signals.context`
+DAY_S = 86_400.0
+INITIAL_LOG_VAR = -4.0  # the logits' noise starts at sd 0.14 (scores are standardised)
+
+
+class EnsembleConfig(ModelConfig):
+    dim: int = Field(32, ge=4, description="width of the fusion's query, keys and values")
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(128, ge=1, description="window users per step")
+    members: list[str] = Field(list(MEMBERS), min_length=1)
+    candidates: int = Field(200, ge=10, description="retrieved per user, then re-ranked")
+    window_share: float = Field(0.1, gt=0, lt=1, description="positives the fusion trains on")
+    max_window_users: int = Field(20_000, ge=10, description="window users kept (seeded draw)")
+    member_dropout: float = Field(0.2, ge=0, lt=1, description="chance a member is hidden")
+    heads: int = Field(4, ge=1, description="residual heads (their spread: epistemic)")
+    draws: int = Field(8, ge=1, description="noisy draws per head for the confidence")
+    neighbours: int = Field(100, ge=1, description="item-kNN neighbours kept per show")
+    recent_days: int = Field(30, ge=1)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+# ---- the members ------------------------------------------------------------------------------
+@dataclass
+class Members:
+    """The members fitted on one set of positives; `scores` answers (users, candidate rows)."""
+
+    ease: EASEModel
+    knn: sp.csr_matrix | None  # (n, n) column j: show j's neighbours (None: left out)
+    popularity: np.ndarray  # (n,) distinct viewers
+    views: np.ndarray  # (n, 3) first views in the last 7/30/90 days before the as-of
+    first_seen_s: np.ndarray  # (n,) seconds before the as-of of the show's first view (NaN: none)
+    last_event_s: dict[str, float]  # user -> seconds before the as-of of their last event
+    timed: bool
+    recent_days: int
+    failed: dict[str, str] = field(default_factory=dict)  # member -> why it is left out
+
+    def history_matrix(self, users: list[str]) -> sp.csr_matrix:
+        n = len(self.ease.show_ids)
+        return _matrix([self.ease.histories.get(u, []) for u in users], n)
+
+    def scores(self, users: list[str], rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Each member's score of each user's candidate rows, (b, N) each; a member that
+        cannot score here (recent on an untimed log) is absent."""
+        out = {"ease": np.take_along_axis(self.ease_scores(users), rows, 1)}
+        if self.knn is not None:
+            knn = np.asarray((self.history_matrix(users) @ self.knn).todense())  # (b, n)
+            out["itemknn"] = np.take_along_axis(knn, rows, 1)
+        out["popularity"] = np.log1p(self.popularity[rows])
+        if self.timed:
+            days = {7: 0, 30: 1, 90: 2}.get(self.recent_days)
+            recent = self.views[:, days] if days is not None else self.views[:, 1]
+            out["recent"] = np.log1p(recent[rows])
+        return out
+
+    def context(self, users: list[str], rows: np.ndarray) -> np.ndarray:
+        """(b, N, N_CONTEXT): log history length, log days since the user's last event, log
+        popularity, log 7/30/90-day views, the 7-day trend against 30, log age in days."""
+        b, n = rows.shape
+        length = np.array([len(self.ease.histories.get(u, [])) for u in users], np.float32)
+        idle = np.array([self.last_event_s.get(u, 0.0) for u in users], np.float32) / DAY_S
+        views = np.log1p(self.views[rows])  # (b, N, 3)
+        trend = np.log1p(self.views[rows, 0] * 30 / 7) - np.log1p(self.views[rows, 1])
+        age = np.nan_to_num(self.first_seen_s[rows] / DAY_S, nan=0.0)
+        columns = [
+            np.broadcast_to(np.log1p(length)[:, None], (b, n)),
+            np.broadcast_to(np.log1p(idle)[:, None], (b, n)),
+            np.log1p(self.popularity[rows]),
+            views[..., 0], views[..., 1], views[..., 2], trend, np.log1p(age),
+        ]  # fmt: skip
+        return np.stack(columns, -1).astype(np.float32)
+
+    def ease_scores(self, users: list[str]) -> np.ndarray:
+        """EASE-TV's served score of every show, (b, n)."""
+        _, shows = self.ease.show_embeddings()  # (n, r + 1)
+        return self.ease.user_embeddings(users) @ shows.T
+
+    def retrieve(self, users: list[str], k: int) -> np.ndarray:
+        """Each user's top-k unseen rows by EASE-TV's served score, (b, k)."""
+        scores = self.ease_scores(users)  # (b, n)
+        for i, u in enumerate(users):
+            scores[i, self.ease.histories.get(u, [])] = -np.inf
+        k = min(k, scores.shape[1])
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
+        return np.take_along_axis(top, order, 1)
+
+
+def fit_members(
+    positives: pd.DataFrame,
+    data: TrainingData,
+    cfg: EnsembleConfig,
+    as_of_s: float,
+    ease_params: dict[str, Any],
+) -> Members:
+    """Every member from these positives (user_id, show_id, event_timestamp), seen at
+    `as_of_s` (seconds since 1970)."""
+    import dataclasses
+
+    shows = list(data.show_ids)
+    frame = positives.assign(label=1)
+    ease = EASEModel(EASEModel.parse_config(ease_params))
+    ease.fit(dataclasses.replace(data, frame=frame, checkpoint_dir=None, content=None))
+    knn, failed = None, {}
+    if "itemknn" in cfg.members:
+        try:
+            X = _matrix(list(ease.histories.values()), len(shows))  # (users, n)
+            knn = cosine_knn(gram(X), cfg.neighbours)
+        except Exception as exc:  # a member that fails is left out, not fatal
+            log.warning("ensemble: member itemknn left out: %s", exc)
+            failed["itemknn"] = f"failed to fit: {exc}"
+    row = {s: i for i, s in enumerate(shows)}
+    show_rows = positives["show_id"].map(row).to_numpy(np.int64)
+    seconds = _seconds(positives["event_timestamp"])
+    ago = as_of_s - seconds  # (m,) seconds before the as-of
+    views = np.stack(
+        [np.bincount(show_rows[ago <= d * DAY_S], minlength=len(shows)) for d in (7, 30, 90)], 1
+    ).astype(np.float32)
+    first = np.full(len(shows), np.nan)
+    np.fmax.at(first, show_rows, ago)
+    last = pd.Series(ago).groupby(positives["user_id"].to_numpy()).min()
+    return Members(
+        ease, knn.tocsr() if knn is not None else None,
+        np.bincount(show_rows, minlength=len(shows)).astype(np.float32), views, first,
+        last.to_dict(), bool(np.unique(seconds).size > 1), cfg.recent_days, failed,
+    )  # fmt: skip
+
+
+def _seconds(values: pd.Series) -> np.ndarray:
+    ts = pd.to_datetime(values, utc=True)
+    return ts.dt.as_unit("us").astype("int64").to_numpy() / 1e6
+
+
+# ---- the fusion network -----------------------------------------------------------------------
+class FusionNet(nn.Module):
+    """Attention over the members, queried by the context; `heads` residual heads and a
+    log-variance head."""
+
+    def __init__(self, n_members: int, cfg: EnsembleConfig) -> None:
+        super().__init__()
+        d = cfg.dim
+        self.context_arch = nn.Sequential(nn.Linear(N_CONTEXT, d), nn.GELU(), nn.Linear(d, d))
+        self.member_embedding = nn.Embedding(n_members, d)
+        self.member_arch = nn.Linear(N_MEMBER_FEATURES, d)
+        self.keys, self.values = nn.Linear(d, d), nn.Linear(d, d)
+        self.heads = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, cfg.heads + 1))
+        self.n_heads = cfg.heads
+        # start as the attention-weighted members alone, with little noise: the heads and the
+        # variance move off it only as far as the window's evidence takes them
+        last = self.heads[-1]
+        nn.init.zeros_(last.weight)
+        with torch.no_grad():
+            last.bias.zero_()
+            last.bias[cfg.heads] = INITIAL_LOG_VAR
+
+    def forward(
+        self, context: torch.Tensor, members: torch.Tensor, present: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """context (b, N, C), members (b, N, M, F), present (b, N, M) bool ->
+        head logits (b, N, H), log-variance (b, N), member weights (b, N, M)."""
+        query = self.context_arch(context)  # (b, N, d)
+        ids = torch.arange(members.shape[2], device=members.device)
+        hidden = torch.tanh(self.member_arch(members) + self.member_embedding(ids))  # (b,N,M,d)
+        att = torch.einsum("bnd,bnmd->bnm", query, self.keys(hidden)) / math.sqrt(query.shape[-1])
+        weights = att.masked_fill(~present, float("-inf")).softmax(-1)  # (b, N, M)
+        weights = torch.nan_to_num(weights)  # no member present: all zero
+        attended = torch.einsum("bnm,bnmd->bnd", weights, self.values(hidden))  # (b, N, d)
+        fused = (weights * members[..., 0]).sum(-1, keepdim=True)  # (b, N, 1)
+        out = self.heads(torch.cat([query, attended], -1))  # (b, N, H + 1)
+        return fused + out[..., : self.n_heads], out[..., self.n_heads], weights
+
+
+@dataclass
+class Batchable:
+    """The fusion's training rows: window users' candidates, standardised."""
+
+    context: torch.Tensor  # (u, N, C)
+    members: torch.Tensor  # (u, N, M, F)
+    present: torch.Tensor  # (u, N, M) bool
+    labels: torch.Tensor  # (u, N) 1 where the candidate was watched in the window
+    boot: torch.Tensor  # (u, H) each head's bootstrap weight of the user
+
+
+def member_features(
+    scores: dict[str, np.ndarray], names: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(b, N, M, F) standardised score and log rank of each member among the candidates, and
+    (b, N, M) whether the member scored the pair (a finite score of a present member)."""
+    b, n = next(iter(scores.values())).shape
+    feats = np.zeros((b, n, len(names), N_MEMBER_FEATURES), np.float32)
+    present = np.zeros((b, n, len(names)), bool)
+    for m, name in enumerate(names):
+        if name not in scores:
+            continue
+        s = np.asarray(scores[name], np.float64)
+        ok = np.isfinite(s)
+        s = np.where(ok, s, np.nan)
+        mean, std = np.nanmean(s, 1, keepdims=True), np.nanstd(s, 1, keepdims=True)
+        z = np.nan_to_num((s - mean) / (std + 1e-6))
+        rank = np.argsort(np.argsort(-np.nan_to_num(s, nan=-np.inf), 1, kind="stable"), 1)
+        feats[..., m, 0], feats[..., m, 1], present[..., m] = z, np.log1p(rank), ok
+    return feats, present
+
+
+class _FusionTask(TrainTask):
+    """Listwise softmax over each window user's candidates, its watched ones as targets;
+    members hidden at random, logits drawn with their predicted variance."""
+
+    def __init__(self, net: FusionNet, rows: Batchable, cfg: EnsembleConfig) -> None:
+        self.net, self.rows, self.cfg = net, rows, cfg
+        self.optimizer = torch.optim.AdamW(net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
+
+    def plan(self, epoch: int, rngs: Rngs) -> list[np.ndarray]:
+        order = torch.randperm(len(self.rows.labels), generator=rngs.torch).numpy()
+        size = self.cfg.batch_size
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
+    def loss(self, users: np.ndarray, rngs: Rngs) -> StepResult:
+        r, idx = self.rows, torch.as_tensor(users)
+        present = r.present[idx]  # (b, N, M)
+        hidden = torch.rand(present.shape[0], 1, present.shape[2], generator=rngs.torch)
+        keep = present & (hidden >= self.cfg.member_dropout)  # a member hidden for the user
+        logits, log_var, _ = self.net(r.context[idx], r.members[idx], keep)  # (b, N, H), (b, N)
+        noise = torch.randn(logits.shape, generator=rngs.torch)
+        drawn = logits + noise * (0.5 * log_var).exp()[..., None]  # (b, N, H)
+        labels = r.labels[idx]  # (b, N)
+        nll = -(drawn.log_softmax(1) * labels[..., None]).sum(1) / labels.sum(1, keepdim=True)
+        boot = r.boot[idx]  # (b, H)
+        loss = (nll * boot).sum() / boot.sum().clamp(min=1.0)
+        return StepResult(loss, {"train_loss": float(loss.detach())}, weight=len(users))
+
+
+# ---- the model --------------------------------------------------------------------------------
+class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
+    """Attention fusion of the members, re-ranking the retrieval stage's candidates."""
+
+    feature_service = "collaborative_v1"  # the events; members read nothing else yet
+    prior_column = True  # the retrieval vectors are EASE-TV's, prior column included
+    net: FusionNet | None = None
+    served: Members | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.names: list[str] = []  # members that fitted, in the net's member order
+        self.left_out: dict[str, str] = {}  # member -> why it was left out
+        self.scale: dict[str, np.ndarray] = {}  # context mean / std of the training rows
+
+    # ---- training ---------------------------------------------------------------------------
+    def fit(self, data: TrainingData) -> dict[str, Any]:
+        cfg, started = self.config, time.perf_counter()
+        torch.manual_seed(cfg.seed)
+        self.show_ids = list(data.show_ids)
+        positives = data.positives()
+        positives = positives[positives["show_id"].isin(set(self.show_ids))]
+        as_of_s = data.as_of.timestamp()
+        before, window = self._cut(positives)
+        cut_s = _seconds(window["event_timestamp"]).min() if self._timed(positives) else as_of_s
+        members = fit_members(before, data, cfg, cut_s, {"seed": cfg.seed})
+        self.left_out = members.failed | (
+            {} if members.timed or "recent" not in cfg.members else {"recent": "untimed log"}
+        )
+        self.names = [m for m in cfg.members if m not in self.left_out]
+        rows = self._rows(members, window)
+        self.net = FusionNet(len(self.names), cfg)
+        history = self.trainer(data).fit(_FusionTask(self.net, rows, cfg))
+        self.net.eval()
+        l2 = members.ease.manifest.metrics["l2"] if members.ease.manifest else None
+        self.served = fit_members(positives, data, cfg, as_of_s, {"seed": cfg.seed, "l2": l2})
+        self.histories = self.served.ease.histories
+        metrics = history.metrics() | {
+            "members": self.names,
+            "members_left_out": self.left_out,
+            "window_users": len(rows.labels),
+            "window_recall": float(rows.labels.sum() / max(len(window), 1)),
+            "ease_l2": l2,
+            "train_seconds": round(time.perf_counter() - started, 2),
+        }
+        self.make_manifest(data, int(self.served.ease.show_embeddings()[1].shape[1]), metrics)
+        return metrics
+
+    @staticmethod
+    def _timed(positives: pd.DataFrame) -> bool:
+        return positives["event_timestamp"].nunique() > 1
+
+    def _cut(self, positives: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(before, window): the last `window_share` of the positives by time on a timed log,
+        else a seeded random share; window users without an earlier positive are dropped."""
+        cfg = self.config
+        if self._timed(positives):
+            cutoff = positives["event_timestamp"].quantile(1.0 - cfg.window_share)
+            held = (positives["event_timestamp"] >= cutoff).to_numpy()
+        else:
+            held = np.random.default_rng(cfg.seed).random(len(positives)) < cfg.window_share
+        before, window = positives[~held], positives[held]
+        return before, window[window["user_id"].isin(set(before["user_id"]))]
+
+    def _rows(self, members: Members, window: pd.DataFrame) -> Batchable:
+        """The window users' candidates with their features and labels (users with no watched
+        candidate teach nothing and are dropped)."""
+        cfg = self.config
+        users = sorted(set(window["user_id"]))
+        if len(users) > cfg.max_window_users:
+            pick = np.random.default_rng(cfg.seed).choice(len(users), cfg.max_window_users, False)
+            users = [users[i] for i in sorted(pick)]
+        row = {s: i for i, s in enumerate(self.show_ids)}
+        truth = window.groupby("user_id")["show_id"].agg(lambda s: [row[x] for x in s]).to_dict()
+        parts = [self._features(members, users[i : i + 512]) for i in range(0, len(users), 512)]
+        context = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 1, N_CONTEXT))
+        feats = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 1, 1, 2))
+        present = np.concatenate([p[2] for p in parts]) if parts else np.zeros((0, 1, 1), bool)
+        cands = np.concatenate([p[3] for p in parts]) if parts else np.zeros((0, 1), np.int64)
+        labels = np.stack([np.isin(c, truth[u]) for c, u in zip(cands, users, strict=True)])
+        keep = labels.any(1) if len(labels) else np.zeros(0, bool)
+        flat = context.reshape(-1, N_CONTEXT)
+        self.scale = {"mean": flat.mean(0), "std": flat.std(0) + 1e-6}
+        boot = np.random.default_rng(cfg.seed).poisson(1.0, (int(keep.sum()), cfg.heads))
+        return Batchable(
+            torch.as_tensor(self._scaled(context[keep])), torch.as_tensor(feats[keep]),
+            torch.as_tensor(present[keep]), torch.as_tensor(labels[keep], dtype=torch.float32),
+            torch.as_tensor(boot, dtype=torch.float32),
+        )  # fmt: skip
+
+    def _features(
+        self, members: Members, users: list[str], rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(context, member features, present, candidate rows) of these users."""
+        rows = members.retrieve(users, self.config.candidates) if rows is None else rows
+        feats, present = member_features(members.scores(users, rows), self.names)
+        return members.context(users, rows), feats, present, rows
+
+    def _scaled(self, context: np.ndarray) -> np.ndarray:
+        return ((context - self.scale["mean"]) / self.scale["std"]).astype(np.float32)
+
+    # ---- serving ----------------------------------------------------------------------------
+    def show_embeddings(self) -> tuple[list[str], np.ndarray]:
+        """The retrieval stage's vectors: EASE-TV's [R, prior]."""
+        return self.fitted(self.served).ease.show_embeddings()
+
+    def user_embeddings(self, user_ids: list[str]) -> np.ndarray:
+        return self.fitted(self.served).ease.user_embeddings(user_ids)
+
+    def similarity_vectors(self) -> np.ndarray:
+        return self.fitted(self.served).ease.similarity_vectors()
+
+    @torch.no_grad()
+    def rerank(self, user_ids: list[str], rows: np.ndarray, k: int) -> Reranked:
+        """Each user's candidate rows (b, N) (-1: padding) re-ranked to the top k."""
+        net, members = self.fitted(self.net), self.fitted(self.served)
+        valid = rows >= 0
+        safe = np.where(valid, rows, 0)
+        context, feats, present, _ = self._features(members, user_ids, safe)
+        present &= valid[..., None]
+        logits, log_var, weights = net(
+            torch.as_tensor(self._scaled(context)), torch.as_tensor(feats), torch.as_tensor(present)
+        )
+        score = logits.mean(-1).masked_fill(torch.as_tensor(~valid), float("-inf"))  # (b, N)
+        top = torch.topk(score, min(k, rows.shape[1]), dim=1).indices  # (b, k)
+        confidence = _stay_in_top(logits, log_var, top, valid, self.config.draws, self.config.seed)
+        contribution = weights * torch.as_tensor(feats[..., 0])  # (b, N, M)
+        because = contribution.argmax(-1).gather(1, top).numpy()  # (b, k)
+        chosen = np.take_along_axis(safe, top.numpy(), 1)
+        chosen[~np.isfinite(score.gather(1, top).numpy())] = -1  # past the user's candidates
+        return Reranked(
+            chosen,
+            score.gather(1, top).numpy(),
+            confidence,
+            np.asarray(self.names, dtype=object)[because],
+        )
+
+    # ---- persistence ------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        members = self.fitted(self.served)
+        knn = (members.knn if members.knn is not None else sp.csr_matrix((0, 0))).tocoo()
+        return {
+            "shows": self.show_ids,
+            "names": self.names,
+            "left_out": self.left_out,
+            "ease": members.ease.get_state(),
+            "ease_config": members.ease.config.model_dump(),
+            "knn": torch.as_tensor(np.stack([knn.row, knn.col])),
+            "knn_values": torch.as_tensor(knn.data),
+            "popularity": torch.as_tensor(members.popularity),
+            "views": torch.as_tensor(members.views),
+            "first_seen_s": torch.as_tensor(members.first_seen_s),
+            "last_event_s": members.last_event_s,
+            "timed": members.timed,
+            "scale": {k: torch.as_tensor(v) for k, v in self.scale.items()},
+            "net": self.fitted(self.net).state_dict(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.show_ids, self.names = state["shows"], state["names"]
+        self.left_out, n = state["left_out"], len(state["shows"])
+        ease = EASEModel(EASEModel.parse_config(state["ease_config"]))
+        ease.set_state(state["ease"])
+        ij, values = state["knn"].numpy(), state["knn_values"].numpy()
+        knn = sp.csr_matrix((values, (ij[0], ij[1])), shape=(n, n))
+        self.served = Members(
+            ease, knn if "itemknn" in self.names else None, state["popularity"].numpy(),
+            state["views"].numpy(),
+            state["first_seen_s"].numpy(), state["last_event_s"], state["timed"],
+            self.config.recent_days,
+        )  # fmt: skip
+        self.histories = ease.histories
+        self.scale = {k: v.numpy() for k, v in state["scale"].items()}
+        self.net = FusionNet(len(self.names), self.config)
+        self.net.load_state_dict(state["net"])
+        self.net.eval()
+
+
+@dataclass
+class Reranked:
+    """A re-ranked batch: (b, k) each."""
+
+    rows: np.ndarray  # show rows, best first
+    scores: np.ndarray
+    confidence: np.ndarray  # share of noisy draws of the heads keeping the show in the top k
+    because: np.ndarray  # the member that contributed most to the score
+
+
+def _stay_in_top(
+    logits: torch.Tensor,
+    log_var: torch.Tensor,
+    top: torch.Tensor,
+    valid: np.ndarray,
+    draws: int,
+    seed: int,
+) -> np.ndarray:
+    """For each chosen candidate, the share of draws (every head, `draws` noisy logits each)
+    in which it still ranks in the top k: epistemic (heads) and aleatoric (noise) together."""
+    gen = torch.Generator().manual_seed(seed)
+    b, n, h = logits.shape
+    k = top.shape[1]
+    noise = torch.randn((draws, b, n, h), generator=gen) * (0.5 * log_var).exp()[None, ..., None]
+    drawn = (logits[None] + noise).masked_fill(torch.as_tensor(~valid)[None, ..., None], -1e9)
+    kth = drawn.topk(k, dim=2).values[:, :, -1:, :]  # (draws, b, 1, h)
+    chosen = drawn.gather(2, top[None, :, :, None].expand(draws, b, k, h))  # (draws, b, k, h)
+    return (chosen >= kth).float().mean((0, 3)).numpy()

@@ -1,0 +1,183 @@
+"""The ensemble (models/ensemble.py): on the small synthetic world, trained as of mid-September
+and scored on the four weeks after, the fusion ranks the held-out watches better than any of
+its members alone; its confidence separates hits from misses; it trains only on a
+window its members did not see; a member that fails or scores non-finite is left out and the
+rest still serve; and the two-stage precompute publishes `confidence` and `because`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from tvrec.jobs.catalog import Catalog
+from tvrec.jobs.cli import app
+from tvrec.models import ensemble as ens
+from tvrec.models.ensemble import EnsembleModel, member_features
+from tvrec.models.runtime import Runtime
+from tvrec.pipelines.model_inputs import TrainingData
+from tvrec.pipelines.workdir import Workdir
+
+runner = CliRunner()
+
+# The fusion learns from the weeks before the cut what predicts the next weeks; scored on a
+# horizon like its window. (Across the planted December rise it is not: there, recent
+# popularity, strong in the window, misleads it; the temporal model's forecast is what sees it.)
+CUT = datetime(2025, 9, 15, tzinfo=UTC)
+END = datetime(2025, 10, 15, tzinfo=UTC)
+SETTINGS = {"epochs": 10, "candidates": 100}
+
+
+def _as_of(data: TrainingData, cut: datetime) -> TrainingData:
+    frame = data.frame[data.frame["event_timestamp"] < pd.Timestamp(cut)]
+    return dataclasses.replace(data, frame=frame.reset_index(drop=True), as_of=cut, parts=())
+
+
+@pytest.fixture(scope="module")
+def data(inputs_of: Callable[[str], TrainingData]) -> TrainingData:
+    return inputs_of("ensemble")
+
+
+@pytest.fixture(scope="module")
+def fitted(data: TrainingData, one_torch_thread: None) -> EnsembleModel:
+    model = EnsembleModel.create(Runtime.cpu(), SETTINGS)
+    with Runtime.cpu().training(1):
+        model.fit(_as_of(data, CUT))
+    return model  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def after(data: TrainingData, fitted: EnsembleModel) -> dict[str, set[int]]:
+    """Each trained user's first watches in the six weeks after the cut (show rows)."""
+    row = {s: i for i, s in enumerate(fitted.show_ids)}
+    later = data.positives()
+    later = later[
+        (later["event_timestamp"] >= pd.Timestamp(CUT))
+        & (later["event_timestamp"] < pd.Timestamp(END))
+    ]
+    later = later[later["user_id"].isin(set(fitted.histories)) & later["show_id"].isin(row)]
+    return {u: {row[s] for s in g} for u, g in later.groupby("user_id")["show_id"]}
+
+
+def _ndcg(top: np.ndarray, users: list[str], truth: dict[str, set[int]]) -> float:
+    discount = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
+    values = []
+    for u, row in zip(users, top, strict=True):
+        gains = np.array([s in truth[u] for s in row], dtype=float)
+        values.append((gains * discount).sum() / discount[: min(len(truth[u]), len(row))].sum())
+    return float(np.mean(values))
+
+
+def test_fusion_beats_every_member_alone(fitted: EnsembleModel, after: dict[str, set[int]]) -> None:
+    users = sorted(after)
+    members = fitted.served
+    assert members is not None
+    candidates = members.retrieve(users, fitted.config.candidates)  # (u, N)
+    fused = _ndcg(fitted.rerank(users, candidates, 10).rows, users, after)
+    alone = {}
+    for name, scores in members.scores(users, candidates).items():
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+        alone[name] = _ndcg(np.take_along_axis(candidates, order, 1), users, after)
+    best = max(alone.values())
+    # measured: fused 0.373; item-kNN 0.303, EASE 0.285, recent 0.289, popularity 0.100
+    assert fused > 1.1 * best, (fused, alone)
+
+
+def test_confidence_separates_hits_from_misses(
+    fitted: EnsembleModel, after: dict[str, set[int]]
+) -> None:
+    users = sorted(after)
+    members = fitted.served
+    assert members is not None
+    out = fitted.rerank(users, members.retrieve(users, 100), 10)
+    assert ((out.confidence >= 0) & (out.confidence <= 1)).all()
+    assert set(out.because.ravel()) <= set(fitted.names)
+    hits = np.array([[s in after[u] for s in row] for u, row in zip(users, out.rows, strict=True)])
+    sure = out.confidence >= np.median(out.confidence)
+    assert hits[sure].mean() > hits[~sure].mean()
+
+
+def test_members_never_see_the_window(data: TrainingData) -> None:
+    """The fusion's labels come from the window; the members it learns from were fitted on the
+    positives before it (a timed log: every one of them earlier than every window event)."""
+    model = EnsembleModel.create(Runtime.cpu(), SETTINGS)
+    positives = _as_of(data, CUT).positives()
+    before, window = model._cut(positives)  # type: ignore[attr-defined]
+    assert before["event_timestamp"].max() < window["event_timestamp"].min()
+    assert len(window) >= 0.05 * len(positives)
+    pairs = set(zip(before["user_id"], before["show_id"], strict=True))
+    assert not pairs & set(zip(window["user_id"], window["show_id"], strict=True))
+
+
+def test_a_failing_member_is_left_out_and_the_rest_serve(
+    data: TrainingData, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise MemoryError("item-kNN broken on purpose")
+
+    monkeypatch.setattr(ens, "cosine_knn", broken)
+    model = EnsembleModel.create(Runtime.cpu(), {"epochs": 2, "candidates": 50})
+    metrics = model.fit(_as_of(data, CUT))
+    assert "itemknn" not in metrics["members"]
+    assert "broken on purpose" in metrics["members_left_out"]["itemknn"]
+    users = model.known_users()[:20]
+    out = model.rerank(users, model.served.retrieve(users, 50), 10)  # type: ignore[union-attr]
+    assert np.isfinite(out.scores).all() and "itemknn" not in set(out.because.ravel())
+
+
+def test_non_finite_scores_are_masked_and_weights_renormalise() -> None:
+    scores = {"a": np.array([[1.0, 2.0, np.nan]]), "b": np.array([[0.5, np.inf, 0.1]])}
+    feats, present = member_features(scores, ["a", "b", "c"])
+    assert present.tolist() == [[[True, True, False], [True, False, False], [False, True, False]]]
+    assert np.isfinite(feats).all()
+
+
+def test_rerank_pads_short_candidate_lists(fitted: EnsembleModel) -> None:
+    user = fitted.known_users()[:1]
+    rows = np.full((1, 20), -1)
+    rows[0, :3] = [5, 6, 7]
+    out = fitted.rerank(user, rows, 10)
+    assert sorted(out.rows[0, :3].tolist()) == [5, 6, 7] and (out.rows[0, 3:] == -1).all()
+
+
+# ---- served by the nightly precompute ---------------------------------------------------------
+def test_served_table_and_query_carry_confidence_and_because(
+    built_workdir: Workdir, tmp_path: Path
+) -> None:
+    """Trained and served by the CLI: the published user_topk has a confidence in [0, 1] and
+    a leading member on every row, ranks dense, and `tvrec query --user` shows both."""
+    work = tmp_path / "work"
+    shutil.copytree(built_workdir.root, work, symlinks=True)
+    (work / "tvrec.toml").write_text("[models.ensemble]\nepochs = 2\ncandidates = 50\n")
+    for args in (
+        ["train", "--stage", "ensemble"],
+        ["recommend", "--model", "ensemble", "-k", "10"],
+    ):
+        res = runner.invoke(app, [*args, "--workdir", str(work)])
+        assert res.exit_code == 0, res.output
+    topk = Catalog(work).read_current("user_topk")
+    assert {"confidence", "because"} <= set(topk.columns)
+    assert topk["confidence"].is_between(0, 1).all() and topk["because"].null_count() == 0
+    assert set(topk["because"]) <= {"ease", "itemknn", "popularity", "recent"}
+    assert (topk.group_by("user_id").agg(pl.col("rank").max())["rank"] == 10).all()
+    user = topk["user_id"][0]
+    res = runner.invoke(app, ["query", "--user", user, "--json", "--workdir", str(work)])
+    assert res.exit_code == 0, res.output
+    results = json.loads(res.output)["results"]
+    mine = topk.filter(pl.col("user_id") == user).sort("rank")
+    assert [r["because"] for r in results] == mine["because"].to_list()
+    assert [r["confidence"] for r in results] == pytest.approx(
+        mine["confidence"].to_list(), abs=1e-3
+    )
+    res = runner.invoke(app, ["query", "--user", user, "--workdir", str(work)])
+    assert res.exit_code == 0 and "confidence" in res.output and "because" in res.output
