@@ -19,7 +19,7 @@ from tvrec.models.base import ModelManifest, Recommender, TrainingData
 from tvrec.models.registry import UnknownModelError, load_model, model_class
 from tvrec.pipelines.config import Settings
 from tvrec.pipelines.errors import ConfigError
-from tvrec.pipelines.model_inputs import model_inputs
+from tvrec.pipelines.model_inputs import MemberInputs, model_inputs
 from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.workdir import Workdir
 
@@ -32,9 +32,12 @@ def registered(name: str) -> type[Recommender]:
         raise ConfigError(str(exc)) from None
 
 
-def training_data(wd: Workdir, model: type[Recommender] | Recommender) -> TrainingData:
-    """Everything `model` trains on, as of the current feature build."""
-    return model_inputs(
+def training_data(
+    wd: Workdir, model: type[Recommender] | Recommender, settings: Settings | None = None
+) -> TrainingData:
+    """Everything `model` trains on, as of the current feature build; a model built on other
+    models (`Recommender.member_models`) also gets each member's inputs and published copy."""
+    data = model_inputs(
         wd,
         model.feature_service,
         negatives=model.negatives,
@@ -42,6 +45,17 @@ def training_data(wd: Workdir, model: type[Recommender] | Recommender) -> Traini
         model_name=model.name,
         graph=model.needs_graph,
     )
+    names = model.member_models() if isinstance(model, Recommender) else []
+    for name in names:
+        member = registered(name)
+        params = settings.models.params(name) if settings is not None else {}
+        published = wd.root / "models" / name
+        data.members[name] = MemberInputs(
+            training_data(wd, member),
+            dict(params),
+            load_model(published) if (published / "manifest.json").exists() else None,
+        )
+    return data
 
 
 def train_stage(
@@ -56,7 +70,7 @@ def train_stage(
     model = cls.create(runtime, settings.models.params(stage))
     tracker = build_tracker(settings.tracking, wd.root)  # a bad [tracking] fails before training
     with log.stage(f"training set ({model.feature_service})"):
-        data = training_data(wd, model)
+        data = training_data(wd, model, settings)
     with (
         log.stage(f"train {stage}"),
         runtime.training(settings.hardware.threads, settings.hardware.deterministic) as n,
@@ -83,6 +97,8 @@ def _remove_inputs(data: TrainingData) -> None:
     folders = {p.parent for p in data.parts}
     if data.checkpoint_dir is not None:
         folders.add(data.checkpoint_dir)
+    for member in data.members.values():  # their parts (their own stage's checkpoints stay)
+        folders |= {p.parent for p in member.data.parts}
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(OSError):

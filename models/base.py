@@ -173,6 +173,11 @@ class Recommender(ABC):
         """Files beside the state that other readers need (e.g. a text tower); none here."""
         return None
 
+    def member_models(self) -> list[str]:
+        """Registered models this one is built on (the job hands in their inputs and
+        published copies as `TrainingData.members`); none here."""
+        return []
+
     # ---- shared behaviour ----------------------------------------------------------------
     def similarity_vectors(self) -> np.ndarray:
         """Show vectors for show-to-show similarity, (n_shows, d): the served ones without

@@ -6,6 +6,9 @@ with an uncertainty published as `confidence`, served in two stages.
                    itemknn     cosine item-kNN, each candidate scored by its own neighbours
                    popularity  distinct viewers (log)
                    recent      viewers in the last `recent_days` before the as-of (timed logs)
+                   and registered models (`models`, default the temporal one): each trained
+                   again here on the positives before the fusion's window (so its window
+                   scores are honest) and served from the copy its own stage published
     context_arch:  the user's context (history length, days since their last event) and the
                    candidate's (popularity, 7/30/90-day views, trend, age) -> query (b, N, d)
     member_arch:   each member's standardised score and log-rank among the candidates, plus
@@ -36,6 +39,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -47,6 +51,7 @@ from torch import nn
 
 from .base import ModelConfig, Recommender, TrainingData
 from .ease import EASEModel, _matrix, cosine_knn, gram
+from .runtime import Runtime
 from .trainer import Rngs, StepResult, TrainTask
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,10 @@ class EnsembleConfig(ModelConfig):
     lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(128, ge=1, description="window users per step")
     members: list[str] = Field(list(MEMBERS), min_length=1)
+    models: list[str] = Field(
+        ["temporal"], description="registered models fused too: trained again before the "
+        "window for the fusion, served from their own stage's published copy",
+    )  # fmt: skip
     candidates: int = Field(200, ge=10, description="retrieved per user, then re-ranked")
     window_share: float = Field(0.1, gt=0, lt=1, description="positives the fusion trains on")
     max_window_users: int = Field(20_000, ge=10, description="window users kept (seeded draw)")
@@ -88,6 +97,7 @@ class Members:
     timed: bool
     recent_days: int
     failed: dict[str, str] = field(default_factory=dict)  # member -> why it is left out
+    models: dict[str, Recommender] = field(default_factory=dict)  # model members, fitted
 
     def history_matrix(self, users: list[str]) -> sp.csr_matrix:
         n = len(self.ease.show_ids)
@@ -101,6 +111,8 @@ class Members:
             knn = np.asarray((self.history_matrix(users) @ self.knn).todense())  # (b, n)
             out["itemknn"] = np.take_along_axis(knn, rows, 1)
         out["popularity"] = np.log1p(self.popularity[rows])
+        for name, model in self.models.items():
+            out[name] = model_scores(model, self.ease.show_ids, users, rows)
         if self.timed:
             days = {7: 0, 30: 1, 90: 2}.get(self.recent_days)
             recent = self.views[:, days] if days is not None else self.views[:, 1]
@@ -178,6 +190,21 @@ def fit_members(
         np.bincount(show_rows, minlength=len(shows)).astype(np.float32), views, first,
         last.to_dict(), bool(np.unique(seconds).size > 1), cfg.recent_days, failed,
     )  # fmt: skip
+
+
+def model_scores(
+    model: Recommender, show_ids: list[str], users: list[str], rows: np.ndarray
+) -> np.ndarray:
+    """A model member's served score of each user's candidate rows (of `show_ids`), (b, N);
+    NaN for a show the member does not know."""
+    ids, vectors = model.show_embeddings()  # (m, d)
+    where = {s: i for i, s in enumerate(ids)}
+    mine = np.array([where.get(s, -1) for s in show_ids])  # (n,) member row or -1
+    scores = model.user_embeddings(users) @ vectors.T  # (b, m)
+    picked = mine[rows]  # (b, N)
+    out = np.take_along_axis(scores, np.maximum(picked, 0), 1).astype(np.float64)
+    out[picked < 0] = np.nan
+    return out
 
 
 def _seconds(values: pd.Series) -> np.ndarray:
@@ -313,13 +340,15 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         self.left_out = members.failed | (
             {} if members.timed or "recent" not in cfg.members else {"recent": "untimed log"}
         )
-        self.names = [m for m in cfg.members if m not in self.left_out]
+        served_models = self._model_members(data, members, window, cut_s)
+        self.names = [m for m in cfg.members if m not in self.left_out] + list(members.models)
         rows = self._rows(members, window)
         self.net = FusionNet(len(self.names), cfg)
         history = self.trainer(data).fit(_FusionTask(self.net, rows, cfg))
         self.net.eval()
         l2 = members.ease.manifest.metrics["l2"] if members.ease.manifest else None
         self.served = fit_members(positives, data, cfg, as_of_s, {"seed": cfg.seed, "l2": l2})
+        self.served.models = served_models
         self.histories = self.served.ease.histories
         metrics = history.metrics() | {
             "members": self.names,
@@ -331,6 +360,45 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         }
         self.make_manifest(data, int(self.served.ease.show_embeddings()[1].shape[1]), metrics)
         return metrics
+
+    def member_models(self) -> list[str]:
+        return list(self.config.models)
+
+    def _model_members(
+        self, data: TrainingData, members: Members, window: pd.DataFrame, cut_s: float
+    ) -> dict[str, Recommender]:
+        """Each model member trained again on its inputs before the cut (into `members`, for
+        the fusion's window) and its published copy (returned, for serving); a member not
+        published for this run's as-of, or failing to train, is left out with the reason."""
+        import dataclasses
+
+        from .registry import model_class
+
+        cut = datetime.fromtimestamp(cut_s, UTC)
+        served: dict[str, Recommender] = {}
+        for name in self.config.models:
+            given = data.members.get(name)
+            why = _unusable(name, given.published if given else None, data.as_of)
+            if why is None and given is not None:
+                before = _before(given.data.frame, window, cut)
+                checkpoints = data.checkpoint_dir / name if data.checkpoint_dir else None
+                # as of the cut: its events before it, no Feast rows of the as-of
+                at_cut = dataclasses.replace(
+                    given.data, frame=before, as_of=cut, content=None, parts=(),
+                    checkpoint_dir=checkpoints,
+                )  # fmt: skip
+                try:
+                    member = model_class(name).create(self.runtime, given.params)
+                    member.fit(at_cut)
+                except Exception as exc:  # a member that fails is left out, not fatal
+                    why = f"failed to train before the window: {exc}"
+                else:
+                    members.models[name] = member
+                    served[name] = given.published
+            if why is not None:
+                log.warning("ensemble: member %s left out: %s", name, why)
+                self.left_out[name] = why
+        return served
 
     @staticmethod
     def _timed(positives: pd.DataFrame) -> bool:
@@ -440,6 +508,14 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             "timed": members.timed,
             "scale": {k: torch.as_tensor(v) for k, v in self.scale.items()},
             "net": self.fitted(self.net).state_dict(),
+            "models": {
+                name: {
+                    "state": m.get_state(),
+                    "config": m.config.model_dump(),
+                    "manifest": m.manifest.to_json() if m.manifest else {},
+                }
+                for name, m in members.models.items()
+            },
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -455,11 +531,42 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             state["first_seen_s"].numpy(), state["last_event_s"], state["timed"],
             self.config.recent_days,
         )  # fmt: skip
+        self.served.models = {n: _member(n, m) for n, m in state["models"].items()}
         self.histories = ease.histories
         self.scale = {k: v.numpy() for k, v in state["scale"].items()}
         self.net = FusionNet(len(self.names), self.config)
         self.net.load_state_dict(state["net"])
         self.net.eval()
+
+
+def _before(frame: pd.DataFrame, window: pd.DataFrame, cut: datetime) -> pd.DataFrame:
+    """A member's training rows the fusion's window does not know: before the cut, and no
+    (user, show) pair of the window (a random window on an untimed log)."""
+    held = pd.MultiIndex.from_frame(window[["user_id", "show_id"]])
+    pairs = pd.MultiIndex.from_frame(frame[["user_id", "show_id"]])
+    keep = (frame["event_timestamp"] < pd.Timestamp(cut)).to_numpy() & ~pairs.isin(held)
+    return frame[keep].reset_index(drop=True)
+
+
+def _member(name: str, saved: dict[str, Any]) -> Recommender:
+    """A model member rebuilt from the ensemble's state."""
+    from .base import ModelManifest
+    from .registry import model_class
+
+    cls = model_class(name)
+    model = cls(cls.parse_config(saved["config"]), Runtime.cpu())
+    model.set_state(saved["state"])
+    model.manifest = ModelManifest(**saved["manifest"])
+    return model
+
+
+def _unusable(name: str, published: Recommender | None, as_of: datetime) -> str | None:
+    """Why a model member's published copy cannot serve this run (None: it can)."""
+    if published is None or published.manifest is None:
+        return f"not trained: run `tvrec train --stage {name}` before the ensemble"
+    if published.manifest.as_of != as_of.isoformat():
+        return f"published as of {published.manifest.as_of}, not this run's {as_of.isoformat()}"
+    return None
 
 
 @dataclass

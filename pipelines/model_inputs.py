@@ -13,13 +13,15 @@ opens the work directory, the lake or Feast itself.
       graph            the heterogeneous TV graph as of the as-of, a PyG HeteroData
                        (pipelines/graph_inputs.py) — for graph models
       checkpoint_dir   where the trainer keeps its checkpoints for this model
+      members          for a model built on other models (the ensemble): each member's own
+                       inputs and its published model (jobs/train.py hands them in)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,16 @@ class CatalogueContent:
 
 
 @dataclass
+class MemberInputs:
+    """What a member model of another (the ensemble) is handed: its own training data, its
+    settings, and the copy published by its own stage (None when it was not trained)."""
+
+    data: TrainingData
+    params: dict[str, Any]  # `[models.<name>]` of tvrec.toml
+    published: Any = None  # the member's published Recommender
+
+
+@dataclass
 class TrainingData:
     """A Feast training set plus what a model needs to index it.
 
@@ -65,6 +77,7 @@ class TrainingData:
     checkpoint_dir: Path | None = None
     parts: tuple[Path, ...] = ()
     graph: Any = None  # torch_geometric HeteroData (pipelines/graph_inputs.py) when asked for
+    members: dict[str, MemberInputs] = field(default_factory=dict)  # name -> its inputs
 
     def rows(self, columns: list[str] | None = None, batch_rows: int = 65_536) -> Any:
         """The training set's rows in batches (dicts of numpy columns): a torch

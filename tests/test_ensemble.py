@@ -154,21 +154,30 @@ def test_rerank_pads_short_candidate_lists(fitted: EnsembleModel) -> None:
 def test_served_table_and_query_carry_confidence_and_because(
     built_workdir: Workdir, tmp_path: Path
 ) -> None:
-    """Trained and served by the CLI: the published user_topk has a confidence in [0, 1] and
-    a leading member on every row, ranks dense, and `tvrec query --user` shows both."""
+    """Trained and served by the CLI after the temporal model's own stage: the temporal model
+    is a member (trained again before the window, its published copy serving); the published
+    user_topk has a confidence in [0, 1] and a leading member on every row, ranks dense, and
+    `tvrec query --user` shows both."""
     work = tmp_path / "work"
     shutil.copytree(built_workdir.root, work, symlinks=True)
-    (work / "tvrec.toml").write_text("[models.ensemble]\nepochs = 2\ncandidates = 50\n")
+    (work / "tvrec.toml").write_text(
+        "[models.ensemble]\nepochs = 2\ncandidates = 50\n"
+        "[models.temporal]\nepochs = 2\ndim = 16\nlayers = 1\nseasonal_epochs = 1\n"
+    )
     for args in (
+        ["train", "--stage", "temporal"],
         ["train", "--stage", "ensemble"],
         ["recommend", "--model", "ensemble", "-k", "10"],
     ):
         res = runner.invoke(app, [*args, "--workdir", str(work)])
         assert res.exit_code == 0, res.output
+    manifest = json.loads((work / "models" / "ensemble" / "manifest.json").read_text())
+    assert "temporal" in manifest["metrics"]["members"], manifest["metrics"]
+    assert not (work / "checkpoints" / "ensemble").exists()  # removed once published
     topk = Catalog(work).read_current("user_topk")
     assert {"confidence", "because"} <= set(topk.columns)
     assert topk["confidence"].is_between(0, 1).all() and topk["because"].null_count() == 0
-    assert set(topk["because"]) <= {"ease", "itemknn", "popularity", "recent"}
+    assert set(topk["because"]) <= {"ease", "itemknn", "popularity", "recent", "temporal"}
     assert (topk.group_by("user_id").agg(pl.col("rank").max())["rank"] == 10).all()
     user = topk["user_id"][0]
     res = runner.invoke(app, ["query", "--user", user, "--json", "--workdir", str(work)])
