@@ -88,8 +88,10 @@ def trained(built_workdir: Workdir, tmp_path_factory: pytest.TempPathFactory) ->
     seen: list[TrainingData] = []
     real = train_module.training_data
 
-    def recorded(wd: Workdir, model: type[Recommender] | Recommender) -> TrainingData:
-        seen.append(real(wd, model))
+    def recorded(
+        wd: Workdir, model: type[Recommender] | Recommender, settings: object = None
+    ) -> TrainingData:
+        seen.append(real(wd, model, settings))  # type: ignore[arg-type]
         return seen[-1]
 
     with _environ_kept(), pytest.MonkeyPatch.context() as mp:
@@ -105,7 +107,9 @@ def train_quick(trained: Trained, monkeypatch: pytest.MonkeyPatch) -> Callable[[
     that `trained` built (Feast takes most of a training's time), checkpointing into the
     fresh work directory as `tvrec train` would."""
 
-    def inputs(wd: Workdir, model: type[Recommender] | Recommender) -> TrainingData:
+    def inputs(
+        wd: Workdir, model: type[Recommender] | Recommender, settings: object = None
+    ) -> TrainingData:
         checkpoints = wd.root / "checkpoints" / model.name
         return dataclasses.replace(trained.data, checkpoint_dir=checkpoints)
 

@@ -1,0 +1,118 @@
+"""Serving cost of the ensemble's two stages, in process, on the demo world (5,000 users,
+1,500 shows, 300,000 events): per user, the FAISS lookup of the retrieval stage's top N
+(N = 200) and the fusion's re-ranking to the top k (k = 10), timed one user at a time (what an
+on-line request would cost) and in the nightly precompute's batches of 2,048 users.
+
+The ensemble is fitted here from the world's events without Feast (the same `fit`), with the
+temporal model as a member (fitted once on everything for serving, and again by the ensemble
+before its window), so the re-ranking pays for the temporal model's user vectors too.
+
+    python bench/bench_rerank.py [--users 500] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from tvrec.index import IndexConfig, make_show_index
+from tvrec.models.ensemble import EnsembleModel
+from tvrec.models.runtime import Runtime
+from tvrec.models.temporal import TemporalModel
+from tvrec.pipelines.model_inputs import MemberInputs, TrainingData
+from tvrec.pipelines.synthetic import WorldConfig, generate_world
+
+K, CANDIDATES, BATCH = 10, 200, 2048
+
+
+def fitted_ensemble() -> tuple[EnsembleModel, float]:
+    """The ensemble (temporal member included) on the demo world; its fit seconds."""
+    raw, _ = generate_world(WorldConfig())
+    events = raw.events.select("user_id", "show_id", "event_timestamp").to_pandas()
+    frame = events.assign(label=1)
+    as_of = datetime.combine(WorldConfig().start, datetime.min.time(), UTC)
+    as_of = as_of.replace(year=as_of.year + 2)  # the world's two years end here
+    shows = raw.shows["show_id"].to_list()
+    data = TrainingData(frame, "collaborative_v1", as_of, "bench", shows)
+    temporal = TemporalModel(runtime=Runtime.cpu())
+    temporal.fit(TrainingData(frame, "temporal_v1", as_of, "bench", shows))
+    data.members["temporal"] = MemberInputs(data=data, params={}, published=temporal)
+    model = EnsembleModel(runtime=Runtime.cpu())
+    start = time.perf_counter()
+    model.fit(data)
+    return model, time.perf_counter() - start
+
+
+def per_user(model: EnsembleModel, users: list[str]) -> dict[str, float]:
+    """p50 / p99 milliseconds of lookup and re-ranking, one user at a time."""
+    ids, vectors = model.show_embeddings()
+    manifest = model.manifest
+    assert manifest is not None
+    index = make_show_index(
+        np.ascontiguousarray(vectors, dtype=np.float32), ids, model_name="ensemble",
+        model_version=manifest.model_version, feature_service=manifest.feature_service,
+        data_snapshot=manifest.data_snapshot, as_of=manifest.as_of, cfg=IndexConfig(metric="dot"),
+    )  # fmt: skip
+    lookup, rerank = [], []
+    for user in users:
+        t0 = time.perf_counter()
+        query = model.user_embeddings([user])  # (1, dim)
+        seen = set(model.served.ease.histories.get(user, []))  # type: ignore[union-attr]
+        _, rows = index.index.search(query, CANDIDATES, [seen])
+        t1 = time.perf_counter()
+        model.rerank([user], rows, K)
+        t2 = time.perf_counter()
+        lookup.append((t1 - t0) * 1e3)
+        rerank.append((t2 - t1) * 1e3)
+    total = [a + b for a, b in zip(lookup, rerank, strict=True)]
+    return {
+        f"{name}_{q}_ms": round(float(np.percentile(v, p)), 3)
+        for name, v in (("lookup", lookup), ("rerank", rerank), ("total", total))
+        for q, p in (("p50", 50), ("p99", 99))
+    }
+
+
+def batched(model: EnsembleModel, users: list[str]) -> float:
+    """Users per second re-ranked in the precompute's batches (retrieval included)."""
+    members = model.served
+    assert members is not None
+    start = time.perf_counter()
+    for i in range(0, len(users), BATCH):
+        chunk = users[i : i + BATCH]
+        model.rerank(chunk, members.retrieve(chunk, CANDIDATES), K)
+    return len(users) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=500, help="users timed one at a time")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    model, fit_s = fitted_ensemble()
+    users = model.known_users()
+    timed = users[:: max(1, len(users) // args.users)][: args.users]
+    result: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "date": datetime.now(UTC).date().isoformat(),
+        "fit_s": round(fit_s, 1),
+        "members": model.names,
+        **per_user(model, timed),
+        "batched_users_per_s": round(batched(model, users), 1),
+        "users": len(users),
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        print(f"{key:>24}: {value}")
+
+
+if __name__ == "__main__":
+    main()
