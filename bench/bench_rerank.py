@@ -7,7 +7,9 @@ The ensemble is fitted here from the world's events without Feast (the same `fit
 temporal model as a member (fitted once on everything for serving, and again by the ensemble
 before its window), so the re-ranking pays for the temporal model's user vectors too.
 
-    python bench/bench_rerank.py [--users 500] [--json]
+    python bench/bench_rerank.py [--users 500] [--json] [--save DIR | --model DIR]
+
+`--save DIR` keeps the fitted ensemble; `--model DIR` times a saved one instead of fitting.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import platform
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -94,8 +97,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=500, help="users timed one at a time")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--save", type=Path, help="keep the fitted ensemble here")
+    parser.add_argument("--model", type=Path, help="a saved ensemble to time (no fit)")
     args = parser.parse_args()
-    model, fit_s = fitted_ensemble()
+    if args.model:
+        model, fit_s = EnsembleModel.load(args.model), float("nan")
+    else:
+        model, fit_s = fitted_ensemble()
+    if args.save:
+        model.save(args.save)
     users = model.known_users()
     timed = users[:: max(1, len(users) // args.users)][: args.users]
     result: dict[str, Any] = {

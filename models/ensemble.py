@@ -59,6 +59,7 @@ MEMBERS = ("ease", "itemknn", "popularity", "recent")
 N_MEMBER_FEATURES = 2  # standardised score, log rank among the candidates
 N_CONTEXT = 8  # see `Signals.context`
 DAY_S = 86_400.0
+ONLINE_BATCH = 32  # users per request re-ranked on one thread
 INITIAL_LOG_VAR = -4.0  # the logits' noise starts at sd 0.14 (scores are standardised)
 
 
@@ -98,6 +99,7 @@ class Members:
     recent_days: int
     failed: dict[str, str] = field(default_factory=dict)  # member -> why it is left out
     models: dict[str, Recommender] = field(default_factory=dict)  # model members, fitted
+    cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # show vectors
 
     def history_matrix(self, users: list[str]) -> sp.csr_matrix:
         n = len(self.ease.show_ids)
@@ -112,7 +114,8 @@ class Members:
             out["itemknn"] = np.take_along_axis(knn, rows, 1)
         out["popularity"] = np.log1p(self.popularity[rows])
         for name, model in self.models.items():
-            out[name] = model_scores(model, self.ease.show_ids, users, rows)
+            shows = self._show_vectors(name, model)[rows]  # (b, N, d)
+            out[name] = np.einsum("bd,bnd->bn", model.user_embeddings(users), shows)
         if self.timed:
             days = {7: 0, 30: 1, 90: 2}.get(self.recent_days)
             recent = self.views[:, days] if days is not None else self.views[:, 1]
@@ -138,8 +141,19 @@ class Members:
 
     def ease_scores(self, users: list[str]) -> np.ndarray:
         """EASE-TV's served score of every show, (b, n)."""
-        _, shows = self.ease.show_embeddings()  # (n, r + 1)
-        return self.ease.user_embeddings(users) @ shows.T
+        return self.ease.user_embeddings(users) @ self._show_vectors("ease", self.ease).T
+
+    def _show_vectors(self, name: str, model: Recommender) -> np.ndarray:
+        """A member's served show vectors in this catalogue's row order, (n, d), computed once
+        (a show the member does not know: NaN)."""
+        if name not in self.cache:
+            ids, vectors = model.show_embeddings()  # (m, d)
+            where = {s: i for i, s in enumerate(ids)}
+            mine = np.array([where.get(s, -1) for s in self.ease.show_ids])  # (n,)
+            aligned = vectors[np.maximum(mine, 0)].astype(np.float32)
+            aligned[mine < 0] = np.nan
+            self.cache[name] = aligned
+        return self.cache[name]
 
     def retrieve(self, users: list[str], k: int) -> np.ndarray:
         """Each user's top-k unseen rows by EASE-TV's served score, (b, k)."""
@@ -190,21 +204,6 @@ def fit_members(
         np.bincount(show_rows, minlength=len(shows)).astype(np.float32), views, first,
         last.to_dict(), bool(np.unique(seconds).size > 1), cfg.recent_days, failed,
     )  # fmt: skip
-
-
-def model_scores(
-    model: Recommender, show_ids: list[str], users: list[str], rows: np.ndarray
-) -> np.ndarray:
-    """A model member's served score of each user's candidate rows (of `show_ids`), (b, N);
-    NaN for a show the member does not know."""
-    ids, vectors = model.show_embeddings()  # (m, d)
-    where = {s: i for i, s in enumerate(ids)}
-    mine = np.array([where.get(s, -1) for s in show_ids])  # (n,) member row or -1
-    scores = model.user_embeddings(users) @ vectors.T  # (b, m)
-    picked = mine[rows]  # (b, N)
-    out = np.take_along_axis(scores, np.maximum(picked, 0), 1).astype(np.float64)
-    out[picked < 0] = np.nan
-    return out
 
 
 def _seconds(values: pd.Series) -> np.ndarray:
@@ -464,9 +463,16 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
     def similarity_vectors(self) -> np.ndarray:
         return self.fitted(self.served).ease.similarity_vectors()
 
-    @torch.no_grad()
     def rerank(self, user_ids: list[str], rows: np.ndarray, k: int) -> Reranked:
-        """Each user's candidate rows (b, N) (-1: padding) re-ranked to the top k."""
+        """Each user's candidate rows (b, N) (-1: padding) re-ranked to the top k; a request
+        for a few users runs on one thread (see `Runtime.one_thread`)."""
+        if len(user_ids) <= ONLINE_BATCH:
+            with Runtime.one_thread():
+                return self._rerank(user_ids, rows, k)
+        return self._rerank(user_ids, rows, k)
+
+    @torch.no_grad()
+    def _rerank(self, user_ids: list[str], rows: np.ndarray, k: int) -> Reranked:
         net, members = self.fitted(self.net), self.fitted(self.served)
         valid = rows >= 0
         safe = np.where(valid, rows, 0)

@@ -100,3 +100,14 @@ def test_training_context_follows_the_hardware_settings() -> None:
         assert n == torch.get_num_threads() == before[0]
         assert not torch.are_deterministic_algorithms_enabled()
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+
+
+def test_one_thread_for_a_request_is_restored() -> None:
+    import torch
+    from threadpoolctl import threadpool_info
+
+    before = torch.get_num_threads()
+    with Runtime.one_thread():
+        assert torch.get_num_threads() == 1
+        assert all(lib["num_threads"] == 1 for lib in threadpool_info())
+    assert torch.get_num_threads() == before

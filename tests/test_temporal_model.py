@@ -473,8 +473,9 @@ def test_movielens_temporal_split(tmp_path: Path) -> None:
     pipeline = SplitPipeline(ds, Settings.load(tmp_path), tmp_path)
     topk, _ = pipeline.model_topk("temporal")(sp)
     metrics = evaluate_topk(topk, sp)
-    # measured 0.246, 0.255, 0.263 in three runs (the last: CI 0.214-0.321); RecentPop 30 d 0.229
-    assert metrics.ndcg > 0.235, metrics
+    # measured 0.260 (0.209-0.315) in every run since training is deterministic (before:
+    # 0.212-0.273 from run to run); RecentPop 30 d 0.229
+    assert metrics.ndcg > 0.255, metrics
     model = load_current_model(pipeline.wd)
     assert isinstance(model, TemporalModel)
     window = ForecastWindow.of_split(sp, ds.events)
