@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from real_data import SplitRun, split_run
 
 from tvrec.pipelines.config import Settings
 from tvrec.pipelines.synthetic import PlantedTruth, WorldConfig, write_world
@@ -116,3 +117,10 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def movielens_split(tmp_path: Path) -> SplitRun:
+    """MovieLens-100k's temporal split with a fresh `SplitPipeline` (slow tests); skipped when
+    the shared datasets are absent (under CI=true their absence already failed the run)."""
+    return split_run(DATASETS / "movielens-100k", "movielens-100k", tmp_path)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from real_data import SplitRun
 from typer.testing import CliRunner
 
 from tvrec.jobs.catalog import Catalog
@@ -194,23 +195,13 @@ def test_served_table_and_query_carry_confidence_and_because(
 
 # ---- MovieLens-100k, as `tvrec evaluate` runs it (slow) ----------------------------------------
 @pytest.mark.slow
-def test_movielens_temporal_split(tmp_path: Path) -> None:
+def test_movielens_temporal_split(movielens_split: SplitRun) -> None:
     """The temporal model's stage, then the ensemble's, on the benchmark's temporal split (the
     published top-k scored): above popularity over the last 30 days (0.229, the best peer) by
     the issue's 5 %, and above the temporal model alone (0.260)."""
     from tvrec.jobs.evaluation.metrics import evaluate_topk
-    from tvrec.jobs.evaluation.pipeline import SplitPipeline
-    from tvrec.jobs.evaluation.splitting import split
-    from tvrec.pipelines.adapters import load_raw
-    from tvrec.pipelines.config import Settings
-    from tvrec.pipelines.contract import canonicalize
 
-    path = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "movielens-100k"
-    if not path.is_dir():
-        pytest.skip(f"shared dataset not available at {path}")
-    ds = canonicalize(load_raw(path, "movielens-100k"))
-    sp = split(ds)
-    pipeline = SplitPipeline(ds, Settings.load(tmp_path), tmp_path)
+    sp, pipeline = movielens_split.split, movielens_split.pipeline
     pipeline.model_topk("temporal")(sp)
     topk, _ = pipeline.model_topk("ensemble")(sp)
     metrics = evaluate_topk(topk, sp)

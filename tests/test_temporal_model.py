@@ -24,6 +24,7 @@ import pandas as pd
 import polars as pl
 import pytest
 import torch
+from real_data import SplitRun
 
 from tvrec.jobs.evaluation.forecast import (
     RECENT_MEAN,
@@ -452,25 +453,15 @@ def test_window_of_a_split_counts_new_users_first_views() -> None:
 
 # ---- MovieLens-100k, as `tvrec evaluate` runs it (slow) ----------------------------------------
 @pytest.mark.slow
-def test_movielens_temporal_split(tmp_path: Path) -> None:
+def test_movielens_temporal_split(movielens_split: SplitRun) -> None:
     """tvrec's pipeline on the benchmark's temporal split (features as of the cutoff, the
     model trained from its Feast training set, the published top-k scored): NDCG@10 above
     popularity over the last 30 days before the cut (0.229, the best peer there), and the
     forecast beats the seasonal-naive one on the held-out weeks."""
     from tvrec.jobs.evaluation.metrics import evaluate_topk
-    from tvrec.jobs.evaluation.pipeline import SplitPipeline
-    from tvrec.jobs.evaluation.splitting import split
     from tvrec.jobs.train import load_current_model
-    from tvrec.pipelines.adapters import load_raw
-    from tvrec.pipelines.config import Settings
-    from tvrec.pipelines.contract import canonicalize
 
-    path = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "movielens-100k"
-    if not path.is_dir():
-        pytest.skip(f"shared dataset not available at {path}")
-    ds = canonicalize(load_raw(path, "movielens-100k"))
-    sp = split(ds)
-    pipeline = SplitPipeline(ds, Settings.load(tmp_path), tmp_path)
+    ds, sp, pipeline = movielens_split.ds, movielens_split.split, movielens_split.pipeline
     topk, _ = pipeline.model_topk("temporal")(sp)
     metrics = evaluate_topk(topk, sp)
     # measured 0.260 (0.209-0.315) in every run since training is deterministic (before:
