@@ -352,6 +352,8 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         metrics = history.metrics() | {
             "members": self.names,
             "members_left_out": self.left_out,
+            # shown by `tvrec train` (the run record's *_notes)
+            "member_notes": "; ".join(f"{k} left out: {v}" for k, v in self.left_out.items()),
             "window_users": len(rows.labels),
             "window_recall": float(rows.labels.sum() / max(len(window), 1)),
             "ease_l2": l2,

@@ -131,6 +131,7 @@ def test_a_failing_member_is_left_out_and_the_rest_serve(
     metrics = model.fit(_as_of(data, CUT))
     assert "itemknn" not in metrics["members"]
     assert "broken on purpose" in metrics["members_left_out"]["itemknn"]
+    assert "itemknn left out" in metrics["member_notes"]  # what `tvrec train` prints
     users = model.known_users()[:20]
     out = model.rerank(users, model.served.retrieve(users, 50), 10)  # type: ignore[union-attr]
     assert np.isfinite(out.scores).all() and "itemknn" not in set(out.because.ravel())
