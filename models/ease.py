@@ -93,12 +93,7 @@ class EASEModel(Recommender, name="ease", config=EASEConfig):
     def _tune(self, pos: pd.DataFrame, row: dict[str, int]) -> dict[float, float]:
         """NDCG@10 of each grid value on a validation cut of the positives."""
         cfg = self.config
-        timed = pos["event_timestamp"].nunique() > 1
-        if timed:  # the last share by time
-            cutoff = pos["event_timestamp"].quantile(1.0 - cfg.validation_share)
-            held = (pos["event_timestamp"] >= cutoff).to_numpy()
-        else:
-            held = np.random.default_rng(cfg.seed).random(len(pos)) < cfg.validation_share
+        held = held_out(pos, cfg.validation_share, cfg.seed)
         train, test = pos[~held], pos[held]
         users = sorted(set(train["user_id"]) & set(test["user_id"]))
         if not users:  # too few events to hold any out: the grid's middle value
@@ -147,6 +142,20 @@ class EASEModel(Recommender, name="ease", config=EASEConfig):
 
 
 # ---- the closed form ------------------------------------------------------------------------
+def is_timed(pos: pd.DataFrame) -> bool:
+    """Whether the positives' times say anything (an untimed export has one instant)."""
+    return pos["event_timestamp"].nunique() > 1
+
+
+def held_out(pos: pd.DataFrame, share: float, seed: int) -> np.ndarray:
+    """Which positives a validation cut holds out, (m,) bool: the last `share` of them by time
+    on a timed log, else a seeded random `share`."""
+    if is_timed(pos):
+        cutoff = pos["event_timestamp"].quantile(1.0 - share)
+        return (pos["event_timestamp"] >= cutoff).to_numpy()
+    return np.random.default_rng(seed).random(len(pos)) < share
+
+
 def gram(X: sp.csr_matrix) -> np.ndarray:
     """X^T X as a dense float64 (n_shows, n_shows)."""
     return np.asarray((X.T @ X).toarray(), dtype=np.float64)

@@ -50,14 +50,14 @@ from pydantic import Field
 from torch import nn
 
 from .base import ModelConfig, Recommender, TrainingData
-from .ease import EASEModel, _matrix, cosine_knn, gram
+from .ease import EASEModel, _matrix, cosine_knn, gram, held_out, is_timed
 from .runtime import Runtime
 from .trainer import Rngs, StepResult, TrainTask
 
 log = logging.getLogger(__name__)
 MEMBERS = ("ease", "itemknn", "popularity", "recent")
 N_MEMBER_FEATURES = 2  # standardised score, log rank among the candidates
-N_CONTEXT = 8  # see `Signals.context`
+N_CONTEXT = 8  # see `Members.context`
 DAY_S = 86_400.0
 ONLINE_BATCH = 32  # users per request re-ranked on one thread
 INITIAL_LOG_VAR = -4.0  # the logits' noise starts at sd 0.14 (scores are standardised)
@@ -202,7 +202,7 @@ def fit_members(
     return Members(
         ease, knn.tocsr() if knn is not None else None,
         np.bincount(show_rows, minlength=len(shows)).astype(np.float32), views, first,
-        last.to_dict(), bool(np.unique(seconds).size > 1), cfg.recent_days, failed,
+        last.to_dict(), is_timed(positives), cfg.recent_days, failed,
     )  # fmt: skip
 
 
@@ -334,7 +334,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         positives = positives[positives["show_id"].isin(set(self.show_ids))]
         as_of_s = data.as_of.timestamp()
         before, window = self._cut(positives)
-        cut_s = _seconds(window["event_timestamp"]).min() if self._timed(positives) else as_of_s
+        cut_s = _seconds(window["event_timestamp"]).min() if is_timed(positives) else as_of_s
         members = fit_members(before, data, cfg, cut_s, {"seed": cfg.seed})
         self.left_out = members.failed | (
             {} if members.timed or "recent" not in cfg.members else {"recent": "untimed log"}
@@ -401,19 +401,10 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
                 self.left_out[name] = why
         return served
 
-    @staticmethod
-    def _timed(positives: pd.DataFrame) -> bool:
-        return positives["event_timestamp"].nunique() > 1
-
     def _cut(self, positives: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(before, window): the last `window_share` of the positives by time on a timed log,
         else a seeded random share; window users without an earlier positive are dropped."""
-        cfg = self.config
-        if self._timed(positives):
-            cutoff = positives["event_timestamp"].quantile(1.0 - cfg.window_share)
-            held = (positives["event_timestamp"] >= cutoff).to_numpy()
-        else:
-            held = np.random.default_rng(cfg.seed).random(len(positives)) < cfg.window_share
+        held = held_out(positives, self.config.window_share, self.config.seed)
         before, window = positives[~held], positives[held]
         return before, window[window["user_id"].isin(set(before["user_id"]))]
 
@@ -488,11 +479,11 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         confidence = _stay_in_top(logits, log_var, top, valid, self.config.draws, self.config.seed)
         contribution = weights * torch.as_tensor(feats[..., 0])  # (b, N, M)
         because = contribution.argmax(-1).gather(1, top).numpy()  # (b, k)
-        chosen = np.take_along_axis(safe, top.numpy(), 1)
-        chosen[~np.isfinite(score.gather(1, top).numpy())] = -1  # past the user's candidates
+        chosen, best = np.take_along_axis(safe, top.numpy(), 1), score.gather(1, top).numpy()
+        chosen[~np.isfinite(best)] = -1  # past the user's candidates
         return Reranked(
             chosen,
-            score.gather(1, top).numpy(),
+            best,
             confidence,
             np.asarray(self.names, dtype=object)[because],
         )
