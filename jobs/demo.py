@@ -12,7 +12,7 @@ from tvrec.jobs.locks import run_lock
 from tvrec.jobs.nightly import run_nightly
 from tvrec.pipelines.config import Settings
 from tvrec.pipelines.progress import StageLog
-from tvrec.pipelines.synthetic import PlantedTruth, WorldConfig, write_world
+from tvrec.pipelines.synthetic import GENRE_FAMILIES, PlantedTruth, WorldConfig, write_world
 from tvrec.pipelines.workdir import Workdir
 
 console = Console()
@@ -75,13 +75,28 @@ def _print_examples(wd: Workdir, truth: PlantedTruth) -> None:
             titles, on="show_id", how="left"
         ),
     )
+    text = _print_text_query(wd)
+    hint = f' or [bold]tvrec query --text "{text}"[/]' if text else ""
     console.print(
-        "next: [bold]tvrec query --user "
-        + sorted(truth.user_cluster)[0]
-        + '[/] or [bold]tvrec query --show "'
-        + name
-        + '"[/]'
+        f"next: [bold]tvrec query --user {sorted(truth.user_cluster)[0]}[/]"
+        f' or [bold]tvrec query --show "{name}"[/]{hint}'
     )
+
+
+def _print_text_query(wd: Workdir) -> str | None:
+    """Shows for a few words of the crime family's vocabulary, when the served model has a
+    text tower (the ensemble's content model or the multimodal model); the words asked."""
+    from tvrec.jobs.query import TEXT_TOWER_DIR, open_context, text_query
+
+    ctx = open_context(wd.root)
+    if not (ctx.release.model_dir / TEXT_TOWER_DIR).is_dir():
+        return None
+    words = " ".join(GENRE_FAMILIES[0].vocabulary[:3])  # "detective murder london"
+    answer = text_query(ctx, words, 5)
+    frame = pl.DataFrame(answer.results)
+    titles = pl.read_parquet(wd.lake / "shows.parquet").select("show_id", "genres")
+    _print_list(f"shows for the text {words!r}", frame.join(titles, on="show_id", how="left"))
+    return words
 
 
 def _print_list(title: str, frame: pl.DataFrame) -> None:

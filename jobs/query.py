@@ -523,13 +523,14 @@ def index_show_answer(
     )
 
 
-def load_current_index(ctx: Context) -> ShowIndex:
-    """The index, refused unless it was built by the current model (faiss loads only here)."""
+def load_current_index(ctx: Context, similar: bool = False) -> ShowIndex:
+    """The index (`similar`: the similar-shows one), refused unless it was built by the
+    current model (faiss loads only here)."""
     from tvrec.index import IndexConfig, load_index
 
     # device="cpu": no hardware probe (which could import torch); one query needs no GPU
     return load_index(
-        ctx.release.index_dir,
+        ctx.release.similar_index_dir if similar else ctx.release.index_dir,
         expect={"model_version": ctx.model_version},
         cfg=IndexConfig(device="cpu"),
     )
@@ -584,9 +585,12 @@ def encode_text_query(model_dir: Path, text: str) -> np.ndarray:
 
 
 def text_query(ctx: Context, text: str, k: int) -> Answer:
-    """Shows nearest to the text's embedding in the index."""
-    vector = encode_text_query(ctx.release.model_dir, text)  # (dim,)
-    show_index = load_current_index(ctx)
+    """Shows nearest to the text's embedding in the similar-shows index (the space of the
+    model's text tower; a release from before it has one: the index)."""
+    vector = encode_text_query(ctx.release.model_dir, text)  # (dim,) or (dim + prior,)
+    similar = ctx.release.similar_index_dir.is_dir()
+    show_index = load_current_index(ctx, similar)
+    vector = vector[: show_index.index.dim] if similar else vector  # prior columns: zeros
     k = check_k(ctx, k, show_index.index.ntotal, "a text query")
     hits = show_index.search_ids(vector.reshape(1, -1), k)[0]
     return Answer(

@@ -111,6 +111,7 @@ def _serve(
         similarity = model.similarity_vectors()  # (n_shows, d): prior column left out
         show_index = _index(similarity, ids, manifest, "ip")  # cosine
         show_similar = _show_similar(show_index, similarity, upcoming, k)
+        save_index(show_index, release.similar_index_dir)
     stamp = {"model_version": manifest.model_version, "as_of": manifest.as_of}
     user_topk = user_topk.with_columns(**{c: pl.lit(v) for c, v in stamp.items()})
     show_similar = show_similar.with_columns(**{c: pl.lit(v) for c, v in stamp.items()})

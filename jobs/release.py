@@ -69,6 +69,12 @@ class ReleaseFiles:
         return self.path / "index"
 
     @property
+    def similar_index_dir(self) -> Path:
+        """The show-to-show index (cosine over the model's similarity vectors): what
+        `tvrec query --text` searches."""
+        return self.path / "similar_index"
+
+    @property
     def shows_file(self) -> Path:
         return self.path / "shows.parquet"
 

@@ -15,7 +15,7 @@ import contextlib
 import shutil
 
 from tvrec.jobs.tracking import TRAINING_PLOT, TrainingRun, build_tracker, plot_training
-from tvrec.models.base import ModelManifest, Recommender, TrainingData
+from tvrec.models.base import MANIFEST, ModelManifest, Recommender, TrainingData
 from tvrec.models.registry import UnknownModelError, load_model, model_class
 from tvrec.pipelines.config import Settings
 from tvrec.pipelines.errors import ConfigError
@@ -45,15 +45,17 @@ def training_data(
         model_name=model.name,
         graph=model.needs_graph,
     )
-    names = model.member_models() if isinstance(model, Recommender) else []
-    for name in names:
+    if not isinstance(model, Recommender):
+        return data
+    trained = model.member_models()
+    for name in dict.fromkeys([*trained, *model.published_models()]):
         member = registered(name)
         params = settings.models.params(name) if settings is not None else {}
         published = wd.root / "models" / name
         data.members[name] = MemberInputs(
-            training_data(wd, member),
+            training_data(wd, member) if name in trained else None,
             dict(params),
-            load_model(published) if (published / "manifest.json").exists() else None,
+            load_model(published) if (published / MANIFEST).exists() else None,
         )
     return data
 
@@ -98,7 +100,7 @@ def _remove_inputs(data: TrainingData) -> None:
     if data.checkpoint_dir is not None:
         folders.add(data.checkpoint_dir)
     for member in data.members.values():  # their parts (their own stage's checkpoints stay)
-        folders |= {p.parent for p in member.data.parts}
+        folders |= {p.parent for p in member.data.parts} if member.data else set()
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(OSError):

@@ -178,6 +178,11 @@ class Recommender(ABC):
         published copies as `TrainingData.members`); none here."""
         return []
 
+    def published_models(self) -> list[str]:
+        """Registered models whose published copies alone this one reads (no training data:
+        `TrainingData.members[name].data` is None); none here."""
+        return []
+
     # ---- shared behaviour ----------------------------------------------------------------
     def similarity_vectors(self) -> np.ndarray:
         """Show vectors for show-to-show similarity, (n_shows, d): the served ones without

@@ -31,6 +31,11 @@ Serving: the retrieval stage is EASE-TV's factorised vectors (the FAISS index), 
 `candidates` are re-ranked by `rerank`, which also returns each recommendation's confidence
 (the share of the heads' noisy draws in which it stays in the top-k) and the member that
 contributed most to its score (`because`).
+
+Show-to-show similarity and text queries come from a content model (`content`, default the
+multimodal one, as published by its own stage): what a show is like is a matter of its
+description, genres and cast, which co-watching alone misses (a planted near-duplicate is
+nearest in content space, not in EASE's). Its text tower is saved beside the ensemble.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -48,6 +54,8 @@ import scipy.sparse as sp
 import torch
 from pydantic import Field
 from torch import nn
+
+from tvrec.pipelines.errors import DataError
 
 from .base import ModelConfig, Recommender, TrainingData
 from .ease import EASEModel, _matrix, cosine_knn, gram, held_out, is_timed
@@ -59,6 +67,7 @@ MEMBERS = ("ease", "itemknn", "popularity", "recent")
 N_MEMBER_FEATURES = 2  # standardised score, log rank among the candidates
 N_CONTEXT = 8  # see `Members.context`
 DAY_S = 86_400.0
+RECENT_DAYS = (7, 30, 90)  # the windows of `Members.views`, in its column order
 ONLINE_BATCH = 32  # users per request re-ranked on one thread
 INITIAL_LOG_VAR = -4.0  # the logits' noise starts at sd 0.14 (scores are standardised)
 
@@ -73,6 +82,10 @@ class EnsembleConfig(ModelConfig):
         ["temporal"], description="registered models fused too: trained again before the "
         "window for the fusion, served from their own stage's published copy",
     )  # fmt: skip
+    content: str | None = Field(
+        "multimodal", description="registered model whose published show vectors answer "
+        "similar shows and text queries (none: EASE-TV's item-item space)",
+    )  # fmt: skip
     candidates: int = Field(200, ge=10, description="retrieved per user, then re-ranked")
     window_share: float = Field(0.1, gt=0, lt=1, description="positives the fusion trains on")
     max_window_users: int = Field(20_000, ge=10, description="window users kept (seeded draw)")
@@ -80,7 +93,9 @@ class EnsembleConfig(ModelConfig):
     heads: int = Field(4, ge=1, description="residual heads (their spread: epistemic)")
     draws: int = Field(8, ge=1, description="noisy draws per head for the confidence")
     neighbours: int = Field(100, ge=1, description="item-kNN neighbours kept per show")
-    recent_days: int = Field(30, ge=1)
+    recent_days: Literal[7, 30, 90] = Field(
+        30, description="the recent-popularity member's window (the views the context keeps)"
+    )
     weight_decay: float = Field(1e-4, ge=0)
 
 
@@ -117,8 +132,7 @@ class Members:
             shows = self._show_vectors(name, model)[rows]  # (b, N, d)
             out[name] = np.einsum("bd,bnd->bn", model.user_embeddings(users), shows)
         if self.timed:
-            days = {7: 0, 30: 1, 90: 2}.get(self.recent_days)
-            recent = self.views[:, days] if days is not None else self.views[:, 1]
+            recent = self.views[:, RECENT_DAYS.index(self.recent_days)]
             out["recent"] = np.log1p(recent[rows])
         return out
 
@@ -194,7 +208,7 @@ def fit_members(
     seconds = _seconds(positives["event_timestamp"])
     ago = as_of_s - seconds  # (m,) seconds before the as-of
     views = np.stack(
-        [np.bincount(show_rows[ago <= d * DAY_S], minlength=len(shows)) for d in (7, 30, 90)], 1
+        [np.bincount(show_rows[ago <= d * DAY_S], minlength=len(shows)) for d in RECENT_DAYS], 1
     ).astype(np.float32)
     first = np.full(len(shows), np.nan)
     np.fmax.at(first, show_rows, ago)
@@ -204,6 +218,18 @@ def fit_members(
         np.bincount(show_rows, minlength=len(shows)).astype(np.float32), views, first,
         last.to_dict(), is_timed(positives), cfg.recent_days, failed,
     )  # fmt: skip
+
+
+def _thin_window(events: int, users: int) -> DataError:
+    """Nothing for the fusion to learn from: no window user with a watched candidate."""
+    return DataError(
+        "training set collaborative_v1",
+        f"the ensemble's validation window ({events:,} positives, {users:,} users with an "
+        "earlier one) has no user whose held-out show is among the members' candidates, so "
+        "the fusion has nothing to learn from: give it more events, raise "
+        "[models.ensemble] window_share or candidates, or serve a single model "
+        "([models] serve)",
+    )
 
 
 def _seconds(values: pd.Series) -> np.ndarray:
@@ -318,6 +344,8 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
     prior_column = True  # the retrieval vectors are EASE-TV's, prior column included
     net: FusionNet | None = None
     served: Members | None = None
+    content_vectors: np.ndarray | None = None  # (n_shows, d) the content model's space
+    content_model: Recommender | None = None  # its published copy (after fit only)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -334,6 +362,8 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         positives = positives[positives["show_id"].isin(set(self.show_ids))]
         as_of_s = data.as_of.timestamp()
         before, window = self._cut(positives)
+        if window.empty:
+            raise _thin_window(0, 0)
         cut_s = _seconds(window["event_timestamp"]).min() if is_timed(positives) else as_of_s
         members = fit_members(before, data, cfg, cut_s, {"seed": cfg.seed})
         self.left_out = members.failed | (
@@ -349,6 +379,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         self.served = fit_members(positives, data, cfg, as_of_s, {"seed": cfg.seed, "l2": l2})
         self.served.models = served_models
         self.histories = self.served.ease.histories
+        self._content_space(data)
         metrics = history.metrics() | {
             "members": self.names,
             "members_left_out": self.left_out,
@@ -357,6 +388,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             "window_users": len(rows.labels),
             "window_recall": float(rows.labels.sum() / max(len(window), 1)),
             "ease_l2": l2,
+            "similarity_space": cfg.content if self.content_vectors is not None else "ease",
             "train_seconds": round(time.perf_counter() - started, 2),
         }
         self.make_manifest(data, int(self.served.ease.show_embeddings()[1].shape[1]), metrics)
@@ -364,6 +396,30 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
 
     def member_models(self) -> list[str]:
         return list(self.config.models)
+
+    def published_models(self) -> list[str]:
+        return [self.config.content] if self.config.content else []
+
+    def _content_space(self, data: TrainingData) -> None:
+        """The content model's similarity vectors on the ensemble's rows (a show it lacks:
+        zeros, similar to nothing) and its published copy, for its text tower; when it is
+        not published for this as-of, EASE-TV's space, with the reason in the run record."""
+        name = self.config.content
+        if name is None:
+            return
+        given = data.members.get(name)
+        published = given.published if given else None
+        why = _unusable(name, published, data.as_of)
+        if why is not None or published is None:
+            log.warning("ensemble: content space %s left out: %s", name, why)
+            self.left_out[f"content ({name})"] = str(why)
+            return
+        ids, vectors = published.show_embeddings()[0], published.similarity_vectors()
+        at = {s: i for i, s in enumerate(ids)}
+        rows = np.array([at.get(s, -1) for s in self.show_ids])
+        space = np.zeros((len(self.show_ids), vectors.shape[1]), np.float32)
+        space[rows >= 0] = vectors[rows[rows >= 0]]
+        self.content_vectors, self.content_model = space, published
 
     def _model_members(
         self, data: TrainingData, members: Members, window: pd.DataFrame, cut_s: float
@@ -419,12 +475,13 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         row = {s: i for i, s in enumerate(self.show_ids)}
         truth = window.groupby("user_id")["show_id"].agg(lambda s: [row[x] for x in s]).to_dict()
         parts = [self._features(members, users[i : i + 512]) for i in range(0, len(users), 512)]
-        context = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 1, N_CONTEXT))
-        feats = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 1, 1, 2))
-        present = np.concatenate([p[2] for p in parts]) if parts else np.zeros((0, 1, 1), bool)
-        cands = np.concatenate([p[3] for p in parts]) if parts else np.zeros((0, 1), np.int64)
+        if not parts:
+            raise _thin_window(len(window), 0)
+        context, feats, present, cands = (np.concatenate(p) for p in zip(*parts, strict=True))
         labels = np.stack([np.isin(c, truth[u]) for c, u in zip(cands, users, strict=True)])
-        keep = labels.any(1) if len(labels) else np.zeros(0, bool)
+        keep = labels.any(1)
+        if not keep.any():
+            raise _thin_window(len(window), len(users))
         flat = context.reshape(-1, N_CONTEXT)
         self.scale = {"mean": flat.mean(0), "std": flat.std(0) + 1e-6}
         boot = np.random.default_rng(cfg.seed).poisson(1.0, (int(keep.sum()), cfg.heads))
@@ -454,7 +511,16 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         return self.fitted(self.served).ease.user_embeddings(user_ids)
 
     def similarity_vectors(self) -> np.ndarray:
+        """The content model's show vectors (see `content`), else EASE-TV's."""
+        if self.content_vectors is not None:
+            return self.content_vectors
         return self.fitted(self.served).ease.similarity_vectors()
+
+    def save_artifacts(self, directory: Path) -> None:
+        """The content model's artifacts (its text tower): `tvrec query --text` searches the
+        similar-shows index, which is in its space."""
+        if self.content_model is not None:
+            self.content_model.save_artifacts(directory)
 
     def rerank(self, user_ids: list[str], rows: np.ndarray, k: int) -> Reranked:
         """Each user's candidate rows (b, N) (-1: padding) re-ranked to the top k; a request
@@ -507,6 +573,9 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             "timed": members.timed,
             "scale": {k: torch.as_tensor(v) for k, v in self.scale.items()},
             "net": self.fitted(self.net).state_dict(),
+            "content_vectors": (
+                torch.as_tensor(self.content_vectors) if self.content_vectors is not None else None
+            ),
             "models": {
                 name: {
                     "state": m.get_state(),
@@ -532,6 +601,8 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         )  # fmt: skip
         self.served.models = {n: _member(n, m) for n, m in state["models"].items()}
         self.histories = ease.histories
+        content = state.get("content_vectors")
+        self.content_vectors = content.numpy() if content is not None else None
         self.scale = {k: v.numpy() for k, v in state["scale"].items()}
         self.net = FusionNet(len(self.names), self.config)
         self.net.load_state_dict(state["net"])

@@ -91,7 +91,7 @@ METAPATHS: dict[str, tuple[str, EdgeType, EdgeType]] = {
 
 class GraphConfig(ModelConfig):
     dim: int = Field(64, ge=4, description="node embedding size")
-    epochs: int = Field(6, ge=1, description="epochs of at least one pass over the watched edges")
+    epochs: int = Field(7, ge=1, description="epochs of at least one pass over the watched edges")
     min_steps: int = Field(
         1200, ge=0, description="optimizer steps, at least: an epoch makes several passes when "
         "one is shorter than its share (MovieLens-100k: 88 steps a pass)",

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 WORKDIR_ENV = "TVREC_WORKDIR"
+# over tvrec.toml's [models] train / serve (comma-separated names): a quick run of one model
+MODEL_ENV = {"train": "TVREC_TRAIN", "serve": "TVREC_SERVE"}
 DEFAULT_WORKDIR = "tvrec-work"
 CONFIG_FILE = "tvrec.toml"
 
@@ -73,8 +75,11 @@ class ModelSettings(Strict):
     the registry) and is validated by that class as the settings load, so a misspelt or
     inconsistent value is refused, with its name, before anything runs."""
 
-    train: tuple[str, ...] = ("collaborative",)
-    serve: str = "collaborative"
+    train: tuple[str, ...] = Field(
+        ("multimodal", "temporal", "ensemble"), description="trained in this order: a model "
+        "built on others (the ensemble's members and content space) comes after them",
+    )  # fmt: skip
+    serve: str = "ensemble"
     k: int = Field(50, ge=1, description="recommendations per user and per show")
     sections: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude=True)
 
@@ -142,13 +147,20 @@ class Settings(Strict):
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{cfg}: not valid TOML: {exc}") from None
         data["workdir"] = wd
+        where = str(cfg)
+        for key, env in MODEL_ENV.items():
+            if os.environ.get(env):  # over the file's [models] train / serve
+                names = [n.strip() for n in os.environ[env].split(",") if n.strip()]
+                data["models"] = dict(data.get("models", {}))
+                data["models"][key] = names if key == "train" else ",".join(names)
+                where += f" with ${env}={os.environ[env]}"
         try:
             return cls.model_validate(data)
         except ConfigError as exc:  # a model section, named by the model's own config
-            raise ConfigError(f"{cfg}: {exc}") from None
+            raise ConfigError(f"{where}: {exc}") from None
         except ValidationError as exc:
             problems = "; ".join(_problem(e) for e in exc.errors())
-            raise ConfigError(f"{cfg}: {problems}") from None
+            raise ConfigError(f"{where}: {problems}") from None
 
 
 def _problem(error: Any) -> str:

@@ -50,10 +50,11 @@ class CatalogueContent:
 
 @dataclass
 class MemberInputs:
-    """What a member model of another (the ensemble) is handed: its own training data, its
-    settings, and the copy published by its own stage (None when it was not trained)."""
+    """What a member model of another (the ensemble) is handed: its own training data (None
+    for a model only its published copy is read of), its settings, and the copy published by
+    its own stage (None when it was not trained)."""
 
-    data: TrainingData
+    data: TrainingData | None
     params: dict[str, Any]  # `[models.<name>]` of tvrec.toml
     published: Any = None  # the member's published Recommender
 

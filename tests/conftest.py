@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 from real_data import SplitRun, split_run
 
-from tvrec.pipelines.config import Settings
+from tvrec.pipelines.config import MODEL_ENV, Settings
 from tvrec.pipelines.synthetic import PlantedTruth, WorldConfig, write_world
 from tvrec.pipelines.workdir import Workdir
 
@@ -29,6 +29,18 @@ def pytest_configure(config: pytest.Config) -> None:
     run instead of letting the real-data tests skip."""
     if os.environ.get("CI", "").lower() == "true" and not DATASETS.is_dir():
         pytest.exit(f"CI=true but the shared datasets are missing: {DATASETS}", returncode=1)
+    # The nightly job's default trains three models and serves the ensemble: minutes a run.
+    # Tests of the job's plumbing run it with the collaborative model alone (seconds); the
+    # default itself is tested with `default_models` (tests/test_default_run.py).
+    os.environ.setdefault(MODEL_ENV["train"], "collaborative")
+    os.environ.setdefault(MODEL_ENV["serve"], "collaborative")
+
+
+@pytest.fixture()
+def default_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nightly job's own model defaults (not this session's collaborative-only ones)."""
+    for env in MODEL_ENV.values():
+        monkeypatch.delenv(env, raising=False)
 
 
 @pytest.fixture(scope="session")

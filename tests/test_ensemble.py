@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +25,9 @@ from tvrec.jobs.cli import app
 from tvrec.models import ensemble as ens
 from tvrec.models.ensemble import EnsembleModel, member_features
 from tvrec.models.runtime import Runtime
+from tvrec.pipelines.errors import ConfigError, DataError
 from tvrec.pipelines.model_inputs import TrainingData
-from tvrec.pipelines.workdir import Workdir
+from tvrec.pipelines.synthetic import GENRE_FAMILIES, PlantedTruth
 
 runner = CliRunner()
 
@@ -137,6 +137,21 @@ def test_a_failing_member_is_left_out_and_the_rest_serve(
     assert np.isfinite(out.scores).all() and "itemknn" not in set(out.because.ravel())
 
 
+def test_a_window_with_nothing_to_learn_is_a_clear_error(data: TrainingData) -> None:
+    """A log so thin that no window user's held-out show is among the candidates: a DataError
+    that says what to change, not numpy's error from stacking nothing."""
+    first = data.frame.sort_values("event_timestamp").groupby("user_id").head(1)
+    thin = dataclasses.replace(data, frame=first.reset_index(drop=True), parts=())
+    model = EnsembleModel.create(Runtime.cpu(), {"epochs": 1, "models": []})
+    with pytest.raises(DataError, match=r"nothing to learn from.*window_share"):
+        model.fit(thin)
+
+
+def test_recent_days_is_one_of_the_windows_it_counts() -> None:
+    with pytest.raises(ConfigError, match="recent_days"):
+        EnsembleModel.create(Runtime.cpu(), {"recent_days": 14})
+
+
 def test_non_finite_scores_are_masked_and_weights_renormalise() -> None:
     scores = {"a": np.array([[1.0, 2.0, np.nan]]), "b": np.array([[0.5, np.inf, 0.1]])}
     feats, present = member_features(scores, ["a", "b", "c"])
@@ -153,38 +168,44 @@ def test_rerank_pads_short_candidate_lists(fitted: EnsembleModel) -> None:
 
 
 # ---- served by the nightly precompute ---------------------------------------------------------
-def test_served_table_and_query_carry_confidence_and_because(
-    built_workdir: Workdir, tmp_path: Path
-) -> None:
-    """Trained and served by the CLI after the temporal model's own stage: the temporal model
-    is a member (trained again before the window, its published copy serving); the published
-    user_topk has a confidence in [0, 1] and a leading member on every row, ranks dense, and
-    `tvrec query --user` shows both."""
+def test_the_demo_serves_the_ensemble_by_default(tmp_path: Path, default_models: None) -> None:
+    """`tvrec demo` (a small world) with the default models (multimodal, temporal, ensemble;
+    short fits here): the temporal model is a member (trained again before the window, its
+    published copy serving); the published user_topk has a confidence in [0, 1] and a leading
+    member on every row, ranks dense, and `tvrec query --user` shows both. Similar shows and
+    text queries come from the multimodal model's space: planted near-duplicates come first
+    (the demo's own similar-shows list starts with its pair), and a genre family's words find
+    that family's shows (the demo ends with such a text query)."""
     work = tmp_path / "work"
-    shutil.copytree(built_workdir.root, work, symlinks=True)
+    work.mkdir()
     (work / "tvrec.toml").write_text(
-        "[models.ensemble]\nepochs = 2\ncandidates = 50\n"
+        "[models]\nk = 10\n[models.ensemble]\nepochs = 2\ncandidates = 50\n"
         "[models.temporal]\nepochs = 2\ndim = 16\nlayers = 1\nseasonal_epochs = 1\n"
+        "[models.multimodal]\nepochs = 4\n"
     )
-    for args in (
-        ["train", "--stage", "temporal"],
-        ["train", "--stage", "ensemble"],
-        ["recommend", "--model", "ensemble", "-k", "10"],
-    ):
-        res = runner.invoke(app, [*args, "--workdir", str(work)])
-        assert res.exit_code == 0, res.output
-    manifest = json.loads((work / "models" / "ensemble" / "manifest.json").read_text())
+    world = ["--users", "400", "--shows", "250", "--events", "20000"]
+    res = runner.invoke(app, ["demo", *world, "--workdir", str(work)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    truth = PlantedTruth.from_json(
+        json.loads((work / "sources" / "synthetic" / "truth.json").read_text())
+    )
+    manifest = json.loads((work / "release" / "model" / "manifest.json").read_text())
+    assert manifest["model_name"] == "ensemble"
     assert "temporal" in manifest["metrics"]["members"], manifest["metrics"]
+    assert manifest["metrics"]["similarity_space"] == "multimodal", manifest["metrics"]
     assert not (work / "checkpoints" / "ensemble").exists()  # removed once published
+    copy = truth.near_duplicate_pairs[0][1]
+    similar = res.output[res.output.index("shows similar to") :]
+    assert similar.index(copy) < similar.index("│ 2 "), similar  # the demo's pair comes first
+    assert "shows for the text 'detective murder london'" in res.output
+
     topk = Catalog(work).read_current("user_topk")
     assert {"confidence", "because"} <= set(topk.columns)
     assert topk["confidence"].is_between(0, 1).all() and topk["because"].null_count() == 0
     assert set(topk["because"]) <= {"ease", "itemknn", "popularity", "recent", "temporal"}
     assert (topk.group_by("user_id").agg(pl.col("rank").max())["rank"] == 10).all()
     user = topk["user_id"][0]
-    res = runner.invoke(app, ["query", "--user", user, "--json", "--workdir", str(work)])
-    assert res.exit_code == 0, res.output
-    results = json.loads(res.output)["results"]
+    results = _query(work, "--user", user)
     mine = topk.filter(pl.col("user_id") == user).sort("rank")
     assert [r["because"] for r in results] == mine["because"].to_list()
     assert [r["confidence"] for r in results] == pytest.approx(
@@ -192,6 +213,26 @@ def test_served_table_and_query_carry_confidence_and_because(
     )
     res = runner.invoke(app, ["query", "--user", user, "--workdir", str(work)])
     assert res.exit_code == 0 and "confidence" in res.output and "because" in res.output
+
+    pairs = truth.near_duplicate_pairs
+    first = [_ids(_query(work, "--show", a, "-k", "1")) == [b] for a, b in pairs]
+    assert np.mean(first) >= 0.8, first  # measured: 18 of 20 first
+    precision = []
+    for cluster in sorted(truth.cluster_genres):
+        words = " ".join(GENRE_FAMILIES[cluster].vocabulary[:8])
+        top = _ids(_query(work, "--text", words, "-k", "10"))
+        precision.append(np.mean([truth.show_cluster.get(s) == cluster for s in top]))
+    assert np.mean(precision) > 0.9, precision  # measured: 1.0 (8 families)
+
+
+def _query(work: Path, *args: str) -> list[dict]:
+    res = runner.invoke(app, ["query", *args, "--json", "--workdir", str(work)])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)["results"]
+
+
+def _ids(results: list[dict]) -> list[str]:
+    return [r["show_id"] for r in results]
 
 
 # ---- MovieLens-100k, as `tvrec evaluate` runs it (slow) ----------------------------------------

@@ -16,6 +16,7 @@ from tvrec.models.registry import config_class, load_model, model_class, names
 from tvrec.models.runtime import Runtime
 from tvrec.models.text_tower import resolve_encoder
 from tvrec.pipelines.config import Settings
+from tvrec.pipelines.errors import ConfigError
 from tvrec.pipelines.workdir import Workdir
 
 runner = CliRunner()
@@ -70,7 +71,9 @@ def test_cli_trains_with_the_configured_epochs(built_workdir: Workdir, tmp_path:
         ("[hardware]\nthreads = 0\n", "threads"),
     ],
 )
-def test_bad_settings_are_refused_with_their_name(tmp_path: Path, toml: str, named: str) -> None:
+def test_bad_settings_are_refused_with_their_name(
+    tmp_path: Path, toml: str, named: str, default_models: None
+) -> None:
     (tmp_path / "tvrec.toml").write_text(toml, encoding="utf-8")
     before = sorted(p.name for p in tmp_path.iterdir())
     for command in (["train", "--stage", "contrastive"], ["run", "--data", str(tmp_path)]):
@@ -79,6 +82,23 @@ def test_bad_settings_are_refused_with_their_name(tmp_path: Path, toml: str, nam
         assert named in res.output and "tvrec.toml" in res.output, res.output
         assert "Traceback" not in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing ran, nothing written
+
+
+def test_model_environment_overrides_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_models: None
+) -> None:
+    """$TVREC_TRAIN / $TVREC_SERVE over tvrec.toml's [models]; a bad name is refused naming
+    the variable; without them, the default trains three models and serves the ensemble."""
+    assert Settings.load(tmp_path).models.train == ("multimodal", "temporal", "ensemble")
+    assert Settings.load(tmp_path).models.serve == "ensemble"
+    (tmp_path / "tvrec.toml").write_text('[models]\ntrain = ["graph"]\n', encoding="utf-8")
+    monkeypatch.setenv("TVREC_TRAIN", "ease, collaborative")
+    monkeypatch.setenv("TVREC_SERVE", "ease")
+    models = Settings.load(tmp_path).models
+    assert (models.train, models.serve) == (("ease", "collaborative"), "ease")
+    monkeypatch.setenv("TVREC_SERVE", "grpah")
+    with pytest.raises(ConfigError, match=r"TVREC_SERVE=grpah.*unknown model 'grpah'"):
+        Settings.load(tmp_path)
 
 
 def test_unknown_stage_is_refused_with_the_registered_names(tmp_path: Path) -> None:
