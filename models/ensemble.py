@@ -162,11 +162,7 @@ class Members:
         (a show the member does not know: NaN)."""
         if name not in self.cache:
             ids, vectors = model.show_embeddings()  # (m, d)
-            where = {s: i for i, s in enumerate(ids)}
-            mine = np.array([where.get(s, -1) for s in self.ease.show_ids])  # (n,)
-            aligned = vectors[np.maximum(mine, 0)].astype(np.float32)
-            aligned[mine < 0] = np.nan
-            self.cache[name] = aligned
+            self.cache[name] = on_rows(ids, vectors, self.ease.show_ids, np.nan)
         return self.cache[name]
 
     def retrieve(self, users: list[str], k: int) -> np.ndarray:
@@ -218,6 +214,16 @@ def fit_members(
         np.bincount(show_rows, minlength=len(shows)).astype(np.float32), views, first,
         last.to_dict(), is_timed(positives), cfg.recent_days, failed,
     )  # fmt: skip
+
+
+def on_rows(ids: list[str], vectors: np.ndarray, show_ids: list[str], fill: float) -> np.ndarray:
+    """A model's show `vectors` (rows of its `ids`, (m, d)) on the rows of `show_ids`,
+    (n, d) float32; a show the model does not know gets `fill`."""
+    where = {s: i for i, s in enumerate(ids)}
+    rows = np.array([where.get(s, -1) for s in show_ids], dtype=np.int64)  # (n,) or -1
+    out = np.full((len(show_ids), vectors.shape[1]), fill, np.float32)
+    out[rows >= 0] = vectors[rows[rows >= 0]]
+    return out
 
 
 def _thin_window(events: int, users: int) -> DataError:
@@ -415,11 +421,8 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             self.left_out[f"content ({name})"] = str(why)
             return
         ids, vectors = published.show_embeddings()[0], published.similarity_vectors()
-        at = {s: i for i, s in enumerate(ids)}
-        rows = np.array([at.get(s, -1) for s in self.show_ids])
-        space = np.zeros((len(self.show_ids), vectors.shape[1]), np.float32)
-        space[rows >= 0] = vectors[rows[rows >= 0]]
-        self.content_vectors, self.content_model = space, published
+        self.content_vectors = on_rows(ids, vectors, self.show_ids, 0.0)
+        self.content_model = published
 
     def _model_members(
         self, data: TrainingData, members: Members, window: pd.DataFrame, cut_s: float

@@ -31,7 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
         pytest.exit(f"CI=true but the shared datasets are missing: {DATASETS}", returncode=1)
     # The nightly job's default trains three models and serves the ensemble: minutes a run.
     # Tests of the job's plumbing run it with the collaborative model alone (seconds); the
-    # default itself is tested with `default_models` (tests/test_default_run.py).
+    # default itself is tested with `default_models` (tests/test_ensemble.py, the demo).
     os.environ.setdefault(MODEL_ENV["train"], "collaborative")
     os.environ.setdefault(MODEL_ENV["serve"], "collaborative")
 
