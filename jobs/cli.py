@@ -506,14 +506,24 @@ def evaluate(
         typer.Option(
             "--models",
             help="tvrec models to evaluate, each alone, comma-separated (collaborative, "
-            "ease, multimodal, contrastive, graph, temporal).",
+            "ease, multimodal, contrastive, graph, temporal, meta, ensemble).",
         ),
     ] = "collaborative",
+    few_shot_users: Annotated[
+        int,
+        typer.Option(
+            "--few-shot",
+            min=0,
+            help="Users held out of training and served from their first 5 events (the "
+            "few-shot slice); 0: none.",
+        ),
+    ] = 0,
     workdir: WorkdirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Score tvrec's published top-k and its peers (MostPop, RecentPop, ItemKNN, EASE, ALS) on
-    one split; with the temporal model, its show forecasts (MASE) and release timing too."""
+    one split; with the temporal model, its show forecasts (MASE) and release timing too;
+    with --few-shot, new users served from their first events."""
     from tvrec.jobs.evaluation import evaluate as run_evaluation
     from tvrec.jobs.evaluation import markdown
     from tvrec.pipelines.adapters import load_raw
@@ -529,7 +539,7 @@ def evaluate(
         registered(name)  # unknown names fail before any work
     inside = target.resolve().is_relative_to(settings.workdir)
     with _writing(settings, "tvrec evaluate") if inside else contextlib.nullcontext():
-        report = run_evaluation(ds, settings, target, models=names)
+        report = run_evaluation(ds, settings, target, models=names, few_shot_users=few_shot_users)
     if as_json:
         print_json(report.to_json())
         return

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -182,6 +183,20 @@ class Recommender(ABC):
         """Registered models whose published copies alone this one reads (no training data:
         `TrainingData.members[name].data` is None); none here."""
         return []
+
+    def fold_in(self, events: pd.DataFrame) -> bool:
+        """Serve users the model never trained on from these events alone (user_id, show_id,
+        event_timestamp): their first events at serving time (`tvrec evaluate`'s few-shot
+        protocol). False: this model cannot (it serves only the users it trained on)."""
+        return False
+
+    def fold_rows(self, events: pd.DataFrame) -> dict[str, list[int]]:
+        """user -> the catalogue rows of their shows in `events`, in time order, each once
+        (shows the model does not know dropped): what `fold_in` hands a history-encoded model."""
+        row = {s: i for i, s in enumerate(self.show_ids)}
+        known = events[events["show_id"].isin(row)].sort_values("event_timestamp", kind="stable")
+        known = known.drop_duplicates(["user_id", "show_id"])
+        return {str(u): [row[s] for s in g] for u, g in known.groupby("user_id")["show_id"]}
 
     # ---- shared behaviour ----------------------------------------------------------------
     def similarity_vectors(self) -> np.ndarray:

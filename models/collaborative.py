@@ -178,6 +178,11 @@ class CollaborativeModel(Recommender, name="collaborative", config=Collaborative
     def _history_bags(self, users: list[str]) -> Histories:
         return Histories([self.histories.get(u, []) for u in users], len(self.show_ids))
 
+    def fold_in(self, events: pd.DataFrame) -> bool:
+        """New users are encoded from their histories like any other (Mult-DAE's fold-in)."""
+        self.histories |= {u: sorted(r) for u, r in self.fold_rows(events).items()}
+        return True
+
     # ---- embeddings -------------------------------------------------------------------------
     def show_embeddings(self) -> tuple[list[str], np.ndarray]:
         arch = self._net().show_arch

@@ -110,6 +110,11 @@ class EASEModel(Recommender, name="ease", config=EASEConfig):
         right, prior = self.fitted(self._right), self.fitted(self._prior)
         return list(self.show_ids), np.hstack([right, prior[:, None]]).astype(np.float32)
 
+    def fold_in(self, events: pd.DataFrame) -> bool:
+        """A new user's scores are their history times B, like any other's."""
+        self.histories |= self.fold_rows(events)
+        return True
+
     def user_embeddings(self, user_ids: list[str]) -> np.ndarray:
         """[x_u L, 1]: the user's training history through L; [0, 1] without one."""
         left = self.fitted(self._left)

@@ -513,6 +513,23 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
     def user_embeddings(self, user_ids: list[str]) -> np.ndarray:
         return self.fitted(self.served).ease.user_embeddings(user_ids)
 
+    def fold_in(self, events: pd.DataFrame) -> bool:
+        """New users served from these events: every member folds them in (a model member
+        that cannot scores them by its prior) and their context counts them."""
+        members = self.fitted(self.served)
+        members.ease.fold_in(events)
+        for model in members.models.values():
+            model.fold_in(events)
+        assert self.manifest is not None
+        as_of_s = datetime.fromisoformat(self.manifest.as_of).timestamp()
+        last = (
+            pd.Series(_seconds(events["event_timestamp"]))
+            .groupby(events["user_id"].astype(str).to_numpy())
+            .max()
+        )
+        members.last_event_s |= {u: as_of_s - t for u, t in last.items()}
+        return True
+
     def similarity_vectors(self) -> np.ndarray:
         """The content model's show vectors (see `content`), else EASE-TV's."""
         if self.content_vectors is not None:

@@ -21,6 +21,7 @@ MODELS: dict[str, str] = {
     "contrastive": "tvrec.models.contrastive:ContrastiveModel",
     "temporal": "tvrec.models.temporal:TemporalModel",
     "graph": "tvrec.models.graph:GraphModel",
+    "meta": "tvrec.models.meta:MetaModel",
     "ease": "tvrec.models.ease:EASEModel",
     "ensemble": "tvrec.models.ensemble:EnsembleModel",
 }

@@ -1150,6 +1150,17 @@ class TemporalModel(Recommender, name="temporal", config=TemporalConfig):
             out[chunk, :-1] = users[:, 0].float().cpu().numpy()
         return out
 
+    def fold_in(self, events: pd.DataFrame) -> bool:
+        """New users read at the as-of from their own events, like any other."""
+        known = events[events["show_id"].isin(set(self.show_ids))]
+        known = known.assign(_us=_timestamps_us(known["event_timestamp"]))
+        known = known.sort_values("_us", kind="stable").drop_duplicates(["user_id", "show_id"])
+        for user, g in known.groupby("user_id"):
+            g = g.tail(self.config.history_len)
+            self.histories[str(user)] = g["show_id"].tolist()
+            self.history_times[str(user)] = g["_us"].tolist()
+        return True
+
     def _history(self, user: str, rows: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
         shows = np.array([rows[s] for s in self.histories[user]], dtype=np.int64)
         return shows, np.array(self.history_times[user], dtype=np.int64)

@@ -54,6 +54,7 @@ FAST: dict[str, dict[str, Any]] = {
         "min_steps": 0,
     },
     "ease": {"rank": 64},
+    "meta": {"epochs": 2, "dim": 16, "heads": 2, "tasks_per_epoch": 256, "checkpoint_every": 1},
 }  # fmt: skip
 # Models whose users without history get a learned "cold user" vector rather than zeros
 # (still [.., 1] in the prior column): the multimodal user tower learns one.

@@ -49,6 +49,19 @@ class Interactions:
         X.sort_indices()
         return cls(users.to_numpy(), items.to_numpy(), X)
 
+    def rows_of(self, pairs: pl.DataFrame) -> tuple[np.ndarray, sp.csr_matrix]:
+        """Users of (user_id, show_id) `pairs` (sorted) and their rows of X built from these
+        pairs alone (shows absent from train dropped): new users' histories, to fold in."""
+        users = pairs["user_id"].unique().sort()
+        known = pairs.filter(pl.col("show_id").is_in(pl.Series(self.items).implode()))
+        rows = _index_of(known["user_id"], users)
+        cols = _index_of(known["show_id"], pl.Series(self.items))
+        X = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)),
+                          shape=(users.len(), self.items.size))  # fmt: skip
+        X.sum_duplicates()
+        X.data[:] = 1.0
+        return users.to_numpy(), X
+
     def user_rows(self, users: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(row index, user id) of the given users that appear in train, in the given order."""
         lookup = {u: i for i, u in enumerate(self.users)}
@@ -129,13 +142,36 @@ class Peer:
             return pl.DataFrame(schema=TOPK_SCHEMA)
         return pl.concat(parts)
 
+    def recommend_from(self, pairs: pl.DataFrame, k: int = 10) -> pl.DataFrame:
+        """Top-k of users the peer never trained on, from their (user_id, show_id) `pairs`
+        alone (fold-in: the few-shot protocol's first events); their shows excluded."""
+        if self.data is None:
+            raise RuntimeError(f"{self.name}: call fit() first")
+        ids, X = self.data.rows_of(pairs)
+        parts = []
+        for i in range(0, ids.size, self.batch_size):
+            X_b = X[i : i + self.batch_size]
+            scores = np.asarray(self._scores_of(X_b), dtype=np.float32)  # (b, n_items)
+            parts.append(self._frame(scores, X_b, ids[i : i + self.batch_size], k, True))
+        return pl.concat(parts) if parts else pl.DataFrame(schema=TOPK_SCHEMA)
+
+    def _scores_of(self, X_rows: sp.csr_matrix) -> np.ndarray:
+        """Scores (b, n_items) of users given only their history rows `X_rows` (b, n_items)."""
+        raise NotImplementedError
+
     def _recommend_batch(
         self, rows: np.ndarray, ids: np.ndarray, k: int, exclude_seen: bool
     ) -> pl.DataFrame:
         assert self.data is not None
         scores = np.asarray(self._scores(rows), dtype=np.float32)  # (b, n_items)
-        if exclude_seen:
-            mask_seen(scores, self.data.X[rows])
+        return self._frame(scores, self.data.X[rows], ids, k, exclude_seen)
+
+    def _frame(
+        self, scores: np.ndarray, X_rows: sp.csr_matrix, ids: np.ndarray, k: int, exclude: bool
+    ) -> pl.DataFrame:
+        assert self.data is not None
+        if exclude:
+            mask_seen(scores, X_rows)
         idx, best = top_k(scores, k)  # (b, k)
         kk = idx.shape[1]
         frame = pl.DataFrame(
@@ -161,6 +197,9 @@ class MostPopular(Peer):
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.popularity, (rows.size, self.popularity.size)).copy()
+
+    def _scores_of(self, X_rows: sp.csr_matrix) -> np.ndarray:
+        return np.broadcast_to(self.popularity, (X_rows.shape[0], self.popularity.size)).copy()
 
 
 # ---- RecentPopular -------------------------------------------------------------------------
@@ -205,6 +244,9 @@ class RecentPopular(Peer):
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.popularity, (rows.size, self.popularity.size)).copy()
 
+    def _scores_of(self, X_rows: sp.csr_matrix) -> np.ndarray:
+        return np.broadcast_to(self.popularity, (X_rows.shape[0], self.popularity.size)).copy()
+
     def params(self) -> dict[str, Any]:
         ndcg = {str(k): round(v, 4) for k, v in self.validation_ndcg.items()}
         return {"days": self.days, "windows": list(self.config.windows), "validation_ndcg": ndcg}
@@ -244,7 +286,10 @@ class ItemKNN(Peer):
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         assert self.data is not None
-        return (self.data.X[rows] @ self.W).toarray()
+        return self._scores_of(self.data.X[rows])
+
+    def _scores_of(self, X_rows: sp.csr_matrix) -> np.ndarray:
+        return (X_rows @ self.W).toarray()
 
 
 # ---- EASE ----------------------------------------------------------------------------------
@@ -281,7 +326,10 @@ class EASE(Peer):
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         assert self.data is not None
-        return self.data.X[rows] @ self.B
+        return self._scores_of(self.data.X[rows])
+
+    def _scores_of(self, X_rows: sp.csr_matrix) -> np.ndarray:
+        return X_rows @ self.B
 
     def params(self) -> dict[str, Any]:
         return {
@@ -351,11 +399,20 @@ class ALS(Peer):
                 num_threads=cfg.num_threads,
             )
             model.fit(X.astype(np.float32), show_progress=False)
+        self.model = model  # kept for fold-in (`recalculate_user`)
         self.user_factors = np.asarray(model.user_factors)  # (users, factors)
         self.item_factors = np.asarray(model.item_factors)  # (items, factors)
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         return self.user_factors[rows] @ self.item_factors.T
+
+    def _scores_of(self, X_rows: sp.csr_matrix) -> np.ndarray:
+        """Fold-in: implicit's own user step (least squares with the items' factors fixed)."""
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):
+            users = self.model.recalculate_user(np.arange(X_rows.shape[0]), X_rows)
+        return np.asarray(users) @ self.item_factors.T
 
 
 def default_peers(kind: Literal["temporal", "random"] = "temporal") -> dict[str, Peer]:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -33,7 +33,7 @@ from tvrec.jobs.evaluation.report import (
     pipeline_notes,
     write_report,
 )
-from tvrec.jobs.evaluation.splitting import Split, split
+from tvrec.jobs.evaluation.splitting import FewShot, Split, few_shot, split
 from tvrec.pipelines.config import Settings
 from tvrec.pipelines.contract import EVENTS_SCHEMA, Dataset
 from tvrec.pipelines.progress import StageLog
@@ -43,8 +43,13 @@ if TYPE_CHECKING:
     from tvrec.models.base import Recommender
 
 FORECAST_HORIZONS = (7, 30)  # days after the cutoff a forecast is scored on
-# An extra model's answer: its top-k table, or (top-k table, top-k over the cold shows only).
-Answer = pl.DataFrame | tuple[pl.DataFrame, pl.DataFrame]
+# An extra model's answer: its top-k table, or (top-k table, top-k over the cold shows only),
+# or (top-k, cold top-k, few-shot top-k or None).
+Answer = (
+    pl.DataFrame
+    | tuple[pl.DataFrame, pl.DataFrame]
+    | tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]
+)
 ExtraModel = Answer | Callable[[Split], Answer]
 
 
@@ -66,12 +71,14 @@ class SplitPipeline:
         # its release-timing table, read from the trained model before the next one trains
         self.forecasts: dict[str, pl.DataFrame] = {}
         self.timings: dict[str, pl.DataFrame] = {}
+        self.few: FewShot | None = None  # the few-shot protocol's users, held out of `split`
 
-    def model_topk(self, model: str, k: int = 10) -> Callable[[Split], tuple[pl.DataFrame, ...]]:
+    def model_topk(self, model: str, k: int = 10) -> Callable[[Split], tuple[Any, ...]]:
         """A callable for `run_peer_evaluation`: train and serve `model` on the split, return
-        (its published top-k, its top-k among the split's cold shows)."""
+        (its published top-k, its top-k among the split's cold shows, its few-shot top-k: None
+        without few-shot users or when the model cannot fold users in)."""
 
-        def run(sp: Split) -> tuple[pl.DataFrame, pl.DataFrame]:
+        def run(sp: Split) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
             from tvrec.jobs.recommend import recommend_stage
             from tvrec.jobs.train import train_stage
 
@@ -85,7 +92,8 @@ class SplitPipeline:
             served = load_current_model(self.wd)
             cold = _cold_topk(served, sp, self.cold_candidates, k)
             self._keep_forecast(model, served)
-            return topk.select("user_id", "rank", "show_id"), cold
+            few = few_shot_topk(served, self.few, k) if self.few else None
+            return topk.select("user_id", "rank", "show_id"), cold, few
 
         return run
 
@@ -169,6 +177,37 @@ def _cold_topk(model: Recommender, sp: Split, candidates: list[str], k: int) -> 
     return rank_among(users, [ids[i] for i in rows], scores, k)
 
 
+def few_shot_topk(model: Recommender, few: FewShot, k: int) -> pl.DataFrame | None:
+    """The model's top-k for the few-shot users, each folded in from their support pairs
+    alone (None when the model cannot fold users in)."""
+    support = few.support.select("user_id", "show_id", "event_timestamp").to_pandas()
+    if not model.fold_in(support):
+        return None
+    ids, vectors = model.show_embeddings()  # (n_shows, dim)
+    scores = model.user_embeddings(few.users) @ vectors.T  # (n_users, n_shows)
+    row = {s: i for i, s in enumerate(ids)}
+    user = {u: i for i, u in enumerate(few.users)}
+    for u, s in few.support.select("user_id", "show_id").iter_rows():
+        if s in row:
+            scores[user[u], row[s]] = -np.inf
+    rerank = getattr(model, "rerank", None)  # a two-stage model re-ranks its candidates
+    if rerank is None:
+        return rank_among(few.users, list(ids), scores, k)
+    wanted = min(model.config.candidates, scores.shape[1])
+    rows = np.argsort(-scores, axis=1, kind="stable")[:, :wanted]  # (n_users, N)
+    rows[~np.isfinite(np.take_along_axis(scores, rows, 1))] = -1  # only unseen candidates
+    ranked = rerank(few.users, rows, k).rows  # (n_users, k), -1 past the candidates
+    user_at, rank_at = np.nonzero(ranked >= 0)
+    return pl.DataFrame(
+        {
+            "user_id": np.asarray(few.users, dtype=object)[user_at],
+            "rank": (rank_at + 1).astype(np.int32),
+            "show_id": np.asarray(ids, dtype=object)[ranked[user_at, rank_at]],
+        },
+        schema={"user_id": pl.String, "rank": pl.Int32, "show_id": pl.String},
+    )
+
+
 def chance_cold_metrics(
     sp: Split, candidates: list[str], k: int = 10, draws: int = 20, seed: int = 0
 ) -> Metrics:
@@ -217,18 +256,20 @@ def _fit_peer(peer: Peer, split: Split, k: int) -> tuple[pl.DataFrame, float, fl
 
 def _score_extra(
     model: ExtraModel, split: Split
-) -> tuple[pl.DataFrame, pl.DataFrame | None, float | None]:
-    """(top-k, cold-only top-k or None, seconds) of a precomputed or callable model."""
+) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None, float | None]:
+    """(top-k, cold-only top-k or None, few-shot top-k or None, seconds) of a precomputed or
+    callable model."""
     start = time.perf_counter()
     answer = model if isinstance(model, pl.DataFrame | tuple) else model(split)
     seconds = None if isinstance(model, pl.DataFrame | tuple) else time.perf_counter() - start
     if isinstance(answer, tuple):
-        return answer[0], answer[1], seconds
-    return answer, None, seconds
+        few = answer[2] if len(answer) > 2 else None
+        return answer[0], answer[1], few, seconds
+    return answer, None, None, seconds
 
 
 def _peer_results(
-    peers: Mapping[str, Peer], sp: Split, cold: Split, cfg: MetricConfig
+    peers: Mapping[str, Peer], sp: Split, cold: Split, cfg: MetricConfig, few: FewShot | None
 ) -> list[ModelResult]:
     results: list[ModelResult] = []
     for name, peer in peers.items():
@@ -236,20 +277,27 @@ def _peer_results(
         metrics_ = evaluate_topk(topk, sp, cfg)
         # a collaborative peer ranks only shows it saw in train: its list is its cold answer
         cold_m = evaluate_topk(topk, cold, cfg) if cold.test.height else None
-        results.append(ModelResult(name, metrics_, fit_s, score_s, peer.params(), cold_m))
+        few_m = None
+        if few is not None:  # fold-in: scored from the support shows alone
+            few_m = evaluate_topk(peer.recommend_from(few.support, cfg.k), few.scored(sp), cfg)
+        results.append(ModelResult(name, metrics_, fit_s, score_s, peer.params(), cold_m, few_m))
     return results
 
 
 def _extra_results(
-    models: Mapping[str, ExtraModel], sp: Split, cold: Split, cfg: MetricConfig
-) -> list[ModelResult]:
+    models: Mapping[str, ExtraModel], sp: Split, cold: Split, cfg: MetricConfig,
+    few: FewShot | None,
+) -> list[ModelResult]:  # fmt: skip
     results: list[ModelResult] = []
     for name, model in models.items():
-        topk, cold_topk, fit_s = _score_extra(model, sp)
-        cold_m = None
+        topk, cold_topk, few_topk, fit_s = _score_extra(model, sp)
+        cold_m = few_m = None
         if cold.test.height:
             cold_m = evaluate_topk(cold_topk if cold_topk is not None else topk, cold, cfg)
-        results.append(ModelResult(name, evaluate_topk(topk, sp, cfg), fit_s, cold=cold_m))
+        if few is not None and few_topk is not None:
+            few_m = evaluate_topk(few_topk, few.scored(sp), cfg)
+        result = ModelResult(name, evaluate_topk(topk, sp, cfg), fit_s, cold=cold_m, few_shot=few_m)
+        results.append(result)
     return results
 
 
@@ -260,18 +308,23 @@ def score_peers(
     peers: Mapping[str, Peer] | None = None,
     seed: int = 42,
     metrics: MetricConfig | None = None,
+    sp: Split | None = None,
+    few: FewShot | None = None,
 ) -> EvaluationReport:
-    """Split `ds`, fit and score the peers and `extra_models`; the report, not yet written.
+    """Split `ds` (or take `sp`), fit and score the peers and `extra_models`; the report, not
+    yet written. With `few` (users held out of `sp`), each peer and model is also scored on
+    them from their first events (the few-shot slice).
 
     An extra model is either a precomputed top-k frame (user_id, rank, show_id) or a callable
     that trains on `split.train` and returns one (its wall time is reported as fit seconds).
     """
     cfg = metrics or MetricConfig()
-    sp = split(ds, seed=seed)
+    sp = sp or split(ds, seed=seed)
     cold = sp.cold_slice()
-    results = _peer_results(peers or default_peers(sp.kind), sp, cold, cfg)
-    results += _extra_results(extra_models or {}, sp, cold, cfg)
-    return EvaluationReport(ds.name, sp.describe(), results, notes=list(ds.notes))
+    results = _peer_results(peers or default_peers(sp.kind), sp, cold, cfg, few)
+    results += _extra_results(extra_models or {}, sp, cold, cfg, few)
+    described = sp.describe() | ({"few_shot": few.describe()} if few else {})
+    return EvaluationReport(ds.name, described, results, notes=list(ds.notes))
 
 
 def run_peer_evaluation(
@@ -296,12 +349,20 @@ def evaluate(
     out_dir: Path,
     models: tuple[str, ...] = ("collaborative",),
     quiet: bool = True,
+    few_shot_users: int = 0,
+    seed: int = 42,
 ) -> EvaluationReport:
-    """Score each of tvrec's `models` alone (one feature build shared) against the peers."""
+    """Score each of tvrec's `models` alone (one feature build shared) against the peers;
+    with `few_shot_users`, that many users (seeded) are held out of training and scored
+    from their first 5 events (`splitting.few_shot`)."""
+    sp = split(ds, seed=seed)
+    few = few_shot(sp, few_shot_users, seed=seed) if few_shot_users else None
+    sp = few.held_out(sp) if few else sp
     with tempfile.TemporaryDirectory(prefix="tvrec-eval-") as tmp:
         pipeline = SplitPipeline(ds, settings, Path(tmp), quiet=quiet)
+        pipeline.few = few
         extra = {f"tvrec ({m})": pipeline.model_topk(m) for m in models}
-        report = score_peers(ds, extra_models=extra)
+        report = score_peers(ds, extra_models=extra, seed=seed, sp=sp, few=few)
     if pipeline.split is not None:
         report.notes += _pipeline_notes(pipeline, pipeline.split)
         report.forecast, report.timing = _forecast_sections(ds, pipeline, pipeline.split)
@@ -340,6 +401,7 @@ __all__ = [
     "chance_cold_metrics",
     "cold_candidates",
     "evaluate",
+    "few_shot_topk",
     "rank_among",
     "run_peer_evaluation",
     "score_peers",

@@ -25,6 +25,7 @@ class ModelResult:
     score_seconds: float | None = None
     params: dict[str, Any] = field(default_factory=dict)  # e.g. EASE's tuned lambda
     cold: Metrics | None = None  # the cold-start slice: ranking among cold shows only
+    few_shot: Metrics | None = None  # users held out of training, served from 5 events
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -34,6 +35,7 @@ class ModelResult:
             "score_seconds": self.score_seconds,
             "params": self.params,
             "cold_start": self.cold.to_json() if self.cold else None,
+            "few_shot": self.few_shot.to_json() if self.few_shot else None,
         }
 
 
@@ -96,7 +98,7 @@ def markdown(report: EvaluationReport) -> str:
             f"({m.ndcg_ci[0]:.3f}–{m.ndcg_ci[1]:.3f}) | {m.coverage:.3f} "
             f"| {_fmt_seconds(r.fit_seconds)} |"
         )
-    lines += _cold_lines(report, k)
+    lines += _cold_lines(report, k) + _few_shot_lines(report, k)
     lines += forecast_lines(report.forecast) + timing_lines(report.timing)
     params = [f"- {r.name}: {_fmt_params(r.params)}" for r in report.results if r.params]
     lines += ["", "Parameters:", "", *params] if params else []
@@ -115,17 +117,42 @@ def _cold_lines(report: EvaluationReport, k: int) -> list[str]:
         "tvrec's models rank the catalogue's new shows only (no training event, on air by the "
         "end of the test period); a collaborative peer ranks only shows it saw in training, so "
         "it scores zero here.",
+    ]
+    return lines + _slice_table([(r.name, r.cold) for r in cold], k)
+
+
+def _slice_table(rows: list[tuple[str, Metrics | None]], k: int) -> list[str]:
+    """A slice's table: one row per model with HR, recall and NDCG (interval)."""
+    lines = [
         "",
         f"| model | HR@{k} | Recall@{k} | NDCG@{k} (95% CI) |",
         "| --- | ---: | ---: | ---: |",
     ]
-    for r in cold:
-        m = r.cold
+    for name, m in rows:
         assert m is not None
         lines.append(
-            f"| {r.name} | {m.hr:.3f} | {m.recall:.3f} | {m.ndcg:.3f} "
+            f"| {name} | {m.hr:.3f} | {m.recall:.3f} | {m.ndcg:.3f} "
             f"({m.ndcg_ci[0]:.3f}–{m.ndcg_ci[1]:.3f}) |"
         )
+    return lines
+
+
+def _few_shot_lines(report: EvaluationReport, k: int) -> list[str]:
+    few = report.split.get("few_shot")
+    if not few:
+        return []
+    scored = [r for r in report.results if r.few_shot is not None]
+    missing = [r.name for r in report.results if r.few_shot is None]
+    lines = [
+        "",
+        f"Few-shot slice: {few['users']:,} users held out of training entirely; each model "
+        f"gets their first {few['k']} events at serving time (peers fold them in: item-kNN and "
+        f"EASE score from those shows, ALS solves the user's factors) and is scored on the "
+        f"rest ({few['query_pairs']:,} pairs).",
+    ]
+    lines += _slice_table([(r.name, r.few_shot) for r in scored], k)
+    if missing:
+        lines += ["", f"Not scored (cannot fold a new user in): {', '.join(missing)}."]
     return lines
 
 

@@ -78,6 +78,51 @@ class Split:
         }
 
 
+@dataclass
+class FewShot:
+    """The few-shot protocol's users: held out of training entirely; at serving time a model
+    gets each one's first `k` pairs (`support`) and is scored on the rest (`query`)."""
+
+    users: list[str]
+    support: pl.DataFrame  # PAIR_COLUMNS
+    query: pl.DataFrame  # PAIR_COLUMNS
+    k: int
+
+    def held_out(self, sp: Split) -> Split:
+        """`sp` without these users, in train and test: what everything trains on."""
+        gone = pl.Series(self.users).implode()
+        keep = lambda f: f.filter(~pl.col("user_id").is_in(gone))  # noqa: E731
+        return Split(keep(sp.train), keep(sp.test), sp.kind, sp.cutoff, sp.seed)
+
+    def scored(self, sp: Split) -> Split:
+        """A split to score few-shot top-k tables on: the support as these users' train (their
+        support shows are dropped from the lists), the query as test."""
+        return Split(pl.concat([sp.train, self.support]), self.query, sp.kind, sp.cutoff, sp.seed)
+
+    def describe(self) -> dict[str, Any]:
+        return {"users": len(self.users), "k": self.k, "query_pairs": self.query.height}
+
+
+def few_shot(sp: Split, n_users: int, k: int = 5, seed: int = 42) -> FewShot:
+    """Up to `n_users` users (seeded) with more than `k` pairs: their first `k` pairs in time
+    (in a seeded random order when the split is random) as support, the rest of their pairs,
+    train and test, as query."""
+    pairs = pl.concat([sp.train, sp.test])
+    counts = pairs.group_by("user_id").len()
+    eligible = counts.filter(pl.col("len") > k)["user_id"].sort().to_list()
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(eligible, size=min(n_users, len(eligible)), replace=False).tolist())
+    mine = pairs.filter(pl.col("user_id").is_in(pl.Series(chosen, dtype=pl.String).implode()))
+    order = rng.random(mine.height) if sp.kind == "random" else np.zeros(mine.height)
+    mine = mine.with_columns(pl.Series("_draw", order)).sort(
+        "user_id", "event_timestamp", "_draw", "show_id"
+    )
+    position = pl.int_range(pl.len()).over("user_id")
+    support = mine.filter(position < k).drop("_draw")
+    query = mine.filter(position >= k).drop("_draw")
+    return FewShot([str(u) for u in chosen], support, query, k)
+
+
 def _collapse(events: pl.DataFrame) -> pl.DataFrame:
     """One row per (user, show): the first time it happened and its largest weight."""
     return (
@@ -131,10 +176,12 @@ def split(ds: Dataset, seed: int = 42, config: SplitConfig | None = None) -> Spl
 
 __all__ = [
     "PAIR_COLUMNS",
+    "FewShot",
     "Split",
     "SplitConfig",
     "SplitKind",
     "cut_events",
+    "few_shot",
     "split",
     "time_quantile",
 ]
