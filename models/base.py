@@ -99,6 +99,10 @@ class Recommender(ABC):
     format_version: ClassVar[int] = 1  # bump when get_state's layout changes
     needs_content: ClassVar[bool] = False  # whether fit reads TrainingData.content
     needs_graph: ClassVar[bool] = False  # whether fit reads TrainingData.graph
+    # whether what fit reads of TrainingData.content is catalogue metadata alone (genres,
+    # platforms: known ahead, not counted from events), so a refit as of an earlier cut (the
+    # ensemble's window) may keep it
+    reads_catalogue_only: ClassVar[bool] = False
     negatives: ClassVar[int] = 0  # sampled negatives per positive wanted in the training set
     # trained by the Trainer (epochs, checkpoints, resume); False: a closed form, fitted at once
     iterative: ClassVar[bool] = True
@@ -237,17 +241,19 @@ class Recommender(ABC):
         phase: str = "train",
         epochs: int | None = None,
         seed: int | None = None,
+        extra: Any = None,
     ) -> Trainer:
         """The trainer of one training phase, set from the config; it checkpoints into
         `data.checkpoint_dir/<phase>.pt` when the job gave a directory. A checkpoint is
         resumed only by a run on the same data, as-of, settings (the epochs aside: they may be
-        raised to train on) and hardware profile."""
+        raised to train on) and hardware profile (and `extra`: whatever else shapes the run,
+        such as the members an ensemble was left with)."""
         cfg = self.config
         path = data.checkpoint_dir / f"{phase}.pt" if data.checkpoint_dir else None
         settings = cfg.model_dump(exclude={"epochs", "checkpoint_every"})
         key = fingerprint(
             self.name, phase, data.data_snapshot, data.as_of.isoformat(), len(data.show_ids),
-            len(data.frame), settings, self.runtime.profile, self.runtime.mixed_precision,
+            len(data.frame), settings, self.runtime.profile, self.runtime.mixed_precision, extra,
         )  # fmt: skip
         label = f"train {self.name}" + ("" if phase == "train" else f" ({phase})")
         trainer_cfg = TrainerConfig(

@@ -442,13 +442,16 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             if why is None and given is not None:
                 before = _before(given.data.frame, window, cut)
                 checkpoints = data.checkpoint_dir / name if data.checkpoint_dir else None
-                # as of the cut: its events before it, no Feast rows of the as-of
+                # as of the cut: its events before it, no Feast rows of the as-of (a model
+                # that reads only the catalogue's metadata from them keeps those)
+                cls = model_class(name)
+                content = given.data.content if cls.reads_catalogue_only else None
                 at_cut = dataclasses.replace(
-                    given.data, frame=before, as_of=cut, content=None, parts=(),
+                    given.data, frame=before, as_of=cut, content=content, parts=(),
                     checkpoint_dir=checkpoints,
                 )  # fmt: skip
                 try:
-                    member = model_class(name).create(self.runtime, given.params)
+                    member = cls.create(self.runtime, given.params)
                     member.fit(at_cut)
                 except Exception as exc:  # a member that fails is left out, not fatal
                     why = f"failed to train before the window: {exc}"

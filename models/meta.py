@@ -455,6 +455,7 @@ class _MetaTask(TrainTask):
 # ---- the model -----------------------------------------------------------------------------
 class MetaModel(Recommender, name="meta", config=MetaConfig):
     needs_content = True
+    reads_catalogue_only = True  # genres and platforms of the shows
     prior_column = True
     net: MetaNet | None = None
 
