@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--few-shot", type=int, default=150)
     ap.add_argument("--gap-days", type=int, default=30, help="night 1 is this long before")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--warm-epochs", type=int, default=None, help="default: the model's")
+    ap.add_argument("--warm-lr", type=float, default=None, help="default: the model's")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -62,7 +64,9 @@ def main() -> None:
         metric = MetricConfig(k=10, bootstrap=200)
 
         def run(warm: bool) -> tuple[float, float]:
-            model = MetaModel.create(Runtime.cpu())
+            over = {"warm_epochs": args.warm_epochs} if args.warm_epochs else {}
+            over |= {"warm_lr": args.warm_lr} if args.warm_lr else {}
+            model = MetaModel.create(Runtime.cpu(), over | {"warm_start": warm})
             given = {"meta": MemberInputs(None, {}, first)} if warm else {}
             start = time.perf_counter()
             model.fit(dataclasses.replace(data, members=given))
