@@ -482,52 +482,61 @@ class MetaModel(Recommender, name="meta", config=MetaConfig):
         cfg, rt = self.config, self.runtime
         torch.manual_seed(cfg.seed)
         self.show_ids = list(data.show_ids)
-        row = {s: i for i, s in enumerate(self.show_ids)}
         self.groups = Groups.of(data)
-        seq = Sequences.of(data.positives(), row)
+        seq = Sequences.of(data.positives(), {s: i for i, s in enumerate(self.show_ids)})
         recent = [r[-cfg.history_len :].tolist() for r in seq.rows]
         self.histories = dict(zip(seq.users, recent, strict=True))
         train, val = seq.split(cfg.val_users, cfg.support, cfg.seed)
         val_tasks = val.few_shot(cfg.support, cfg.seed)
-        base, chosen = self._fit_base(train, val_tasks)
-        self.net = MetaNet(len(self.show_ids), self.groups, cfg, base[0].shape[1])
-        self.net.base_left.copy_(torch.from_numpy(base[0]))
-        self.net.base_right.copy_(torch.from_numpy(base[1]))
-        self.net.to(rt.device)
+        chosen = self._build_net(train, val_tasks)
         previous = self._warm_start(data)
-        if previous is None and base[0].shape[1]:
+        if previous is None and self._net().base_left.shape[1]:
             self._calibrate_base(train)
-        n_tasks = sum(len(r) > cfg.support for r in train.rows) * cfg.tasks_per_user
-        epochs = cfg.warm_epochs if previous is not None else cfg.epochs
-        metrics: dict[str, Any] = {}
-        if n_tasks:
-            start_ndcg = self.few_shot_ndcg(val_tasks) if val_tasks else None
-            start = copy.deepcopy(self._net().state_dict())
-            lr = cfg.warm_lr if previous is not None else cfg.lr
-            task = _MetaTask(self, train, self.memory, val_tasks, lr)
-            metrics = self.trainer(data, epochs=epochs).fit(task).metrics()
-            metrics["val_ndcg_at_start"] = start_ndcg
-            if start_ndcg is not None and max(metrics.get("val_ndcg", [0.0])) <= start_ndcg:
-                # meta-training never beat where it started on the validation users: serve
-                # the starting point (the base, the prior and the adapters' first steps)
-                self._net().load_state_dict(start)
-                metrics["kept_start"] = True
+        metrics = self._meta_train(data, train, val_tasks, warm=previous is not None)
         self.memory = self._remember(seq)
         self.adapted_groups = self._adapt_new_groups(data, seq)
-        metrics |= {
+        lrs = self._net().log_lr.detach().exp().tolist()
+        metrics |= chosen | {
             "n_users": len(seq.users),
-            "n_tasks": n_tasks,
             "n_val_users": len(val.users),
             "warm_start": previous or "",
-            "epochs_run": epochs if n_tasks else 0,
-            "inner_lr": [round(float(x), 4) for x in self._net().log_lr.detach().exp()],
+            "inner_lr": {name: round(x, 4) for name, x in zip(FAST, lrs, strict=True)},
             "adapted_groups": ", ".join(self.adapted_groups),
-            "base": cfg.base if base[0].shape[1] else "none",
             "base_scale": round(float(self._net().base_scale.detach()), 3),
-            **chosen,
             "profile": rt.profile,
         }
         self.make_manifest(data, self._width(), metrics)
+        return metrics
+
+    def _build_net(self, train: Sequences, val_tasks: list[Task]) -> dict[str, Any]:
+        """The network, its base (when there is one) fitted; what the base chose."""
+        base, chosen = self._fit_base(train, val_tasks)
+        self.net = MetaNet(len(self.show_ids), self._groups(), self.config, base[0].shape[1])
+        self.net.base_left.copy_(torch.from_numpy(base[0]))
+        self.net.base_right.copy_(torch.from_numpy(base[1]))
+        self.net.to(self.runtime.device)
+        return chosen | {"base": self.config.base if base[0].shape[1] else "none"}
+
+    def _meta_train(
+        self, data: TrainingData, train: Sequences, val_tasks: list[Task], warm: bool
+    ) -> dict[str, Any]:
+        """The outer loop on the trainer; when it never beats its starting point on the
+        validation users, the starting point is kept."""
+        cfg = self.config
+        n_tasks = sum(len(r) > cfg.support for r in train.rows) * cfg.tasks_per_user
+        epochs = cfg.warm_epochs if warm else cfg.epochs
+        if not n_tasks:
+            return {"n_tasks": 0, "epochs_run": 0}
+        start_ndcg = self.few_shot_ndcg(val_tasks) if val_tasks else None
+        start = copy.deepcopy(self._net().state_dict())
+        task = _MetaTask(self, train, self.memory, val_tasks, cfg.warm_lr if warm else cfg.lr)
+        metrics = self.trainer(data, epochs=epochs).fit(task).metrics()
+        run = len(metrics.get("train_loss", []))  # early stopping may end it sooner
+        metrics |= {"n_tasks": n_tasks, "epochs_run": run, "val_ndcg_at_start": start_ndcg}
+        if start_ndcg is not None and max(metrics.get("val_ndcg", [0.0])) <= start_ndcg:
+            # serve the starting point (the base, the prior, the adapters' first steps)
+            self._net().load_state_dict(start)
+            metrics["kept_start"] = True
         return metrics
 
     def _width(self) -> int:
