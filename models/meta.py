@@ -397,9 +397,9 @@ class TaskBatch:
     @classmethod
     def of(cls, tasks: Sequence[Task], n_shows: int, length: int) -> TaskBatch:
         history, mask = pad_histories([t.support for t in tasks], length)
-        return cls(history, mask, _weights([t.support for t in tasks], n_shows),
-                   _weights([t.query for t in tasks], n_shows),
-                   _weights([t.support for t in tasks], n_shows).gt(0) * NEG)  # fmt: skip
+        support = _weights([t.support for t in tasks], n_shows)
+        query = _weights([t.query for t in tasks], n_shows)
+        return cls(history, mask, support, query, support.gt(0) * NEG)
 
     def to(self, device: torch.device) -> TaskBatch:
         return TaskBatch(*(t.to(device) for t in (self.history, self.mask, self.support,

@@ -167,6 +167,32 @@ def test_rerank_pads_short_candidate_lists(fitted: EnsembleModel) -> None:
     assert sorted(out.rows[0, :3].tolist()) == [5, 6, 7] and (out.rows[0, 3:] == -1).all()
 
 
+def test_new_users_fold_in_and_are_re_ranked(fitted: EnsembleModel, truth: PlantedTruth) -> None:
+    """The few-shot protocol's path through the ensemble: users it never trained on, folded
+    in from five shows of one taste cluster, re-ranked in two stages, get that cluster."""
+    import copy
+
+    from tvrec.jobs.evaluation.pipeline import few_shot_topk
+    from tvrec.jobs.evaluation.splitting import PAIR_COLUMNS, FewShot
+
+    model = copy.deepcopy(fitted)
+    rng, rows = np.random.default_rng(0), []
+    for cluster in sorted(set(truth.show_cluster.values())):
+        ours = [s for s, c in truth.show_cluster.items() if c == cluster and s in model.show_ids]
+        for j in range(3):
+            for s in rng.choice(ours, 5, replace=False):
+                rows.append((f"new-{cluster}-{j}", s, 1.0, CUT - pd.Timedelta(days=3)))
+    support = pl.DataFrame(rows, schema=list(PAIR_COLUMNS), orient="row")
+    users = sorted(set(support["user_id"]))
+    topk = few_shot_topk(model, FewShot(users, support, support.clear(), 5), 10)
+    assert topk is not None and topk.group_by("user_id").len()["len"].to_list() == [10] * len(users)
+    assert topk.join(support, on=["user_id", "show_id"]).is_empty()  # their five are not offered
+    cluster = {u: int(u.split("-")[1]) for u in users}
+    pairs = topk.select("user_id", "show_id").iter_rows()
+    share = np.mean([truth.show_cluster[s] == cluster[u] for u, s in pairs])
+    assert share > 0.6  # measured 0.69 (a random list: 1/8)
+
+
 # ---- served by the nightly precompute ---------------------------------------------------------
 def test_the_demo_serves_the_ensemble_by_default(tmp_path: Path, default_models: None) -> None:
     """`tvrec demo` (a small world) with the default models (multimodal, temporal, ensemble;

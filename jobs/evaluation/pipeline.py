@@ -179,7 +179,8 @@ def _cold_topk(model: Recommender, sp: Split, candidates: list[str], k: int) -> 
 
 def few_shot_topk(model: Recommender, few: FewShot, k: int) -> pl.DataFrame | None:
     """The model's top-k for the few-shot users, each folded in from their support pairs
-    alone (None when the model cannot fold users in)."""
+    alone, as it serves (a two-stage model re-ranks its candidates); None when the model
+    cannot fold users in."""
     support = few.support.select("user_id", "show_id", "event_timestamp").to_pandas()
     if not model.fold_in(support):
         return None
@@ -189,18 +190,25 @@ def few_shot_topk(model: Recommender, few: FewShot, k: int) -> pl.DataFrame | No
     user = {u: i for i, u in enumerate(few.users)}
     for u, s in few.support.select("user_id", "show_id").iter_rows():
         if s in row:
-            scores[user[u], row[s]] = -np.inf
-    rerank = getattr(model, "rerank", None)  # a two-stage model re-ranks its candidates
-    if rerank is None:
+            scores[user[u], row[s]] = -np.inf  # their own shows are never offered
+    if getattr(model, "rerank", None) is None:
         return rank_among(few.users, list(ids), scores, k)
+    return _reranked(model, few.users, list(ids), scores, k)
+
+
+def _reranked(
+    model: Any, users: list[str], ids: list[str], scores: np.ndarray, k: int
+) -> pl.DataFrame:
+    """A two-stage model's top-k: its retrieval `scores` (n_users, n_shows) give each user's
+    `candidates` best unseen rows, which `rerank` orders."""
     wanted = min(model.config.candidates, scores.shape[1])
     rows = np.argsort(-scores, axis=1, kind="stable")[:, :wanted]  # (n_users, N)
     rows[~np.isfinite(np.take_along_axis(scores, rows, 1))] = -1  # only unseen candidates
-    ranked = rerank(few.users, rows, k).rows  # (n_users, k), -1 past the candidates
+    ranked = model.rerank(users, rows, k).rows  # (n_users, k), -1 past the candidates
     user_at, rank_at = np.nonzero(ranked >= 0)
     return pl.DataFrame(
         {
-            "user_id": np.asarray(few.users, dtype=object)[user_at],
+            "user_id": np.asarray(users, dtype=object)[user_at],
             "rank": (rank_at + 1).astype(np.int32),
             "show_id": np.asarray(ids, dtype=object)[ranked[user_at, rank_at]],
         },
