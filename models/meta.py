@@ -789,17 +789,10 @@ class MetaModel(Recommender, name="meta", config=MetaConfig):
 
 def _ndcg_of(scores: np.ndarray, tasks: Sequence[Task], k: int = 10) -> float:
     """Mean NDCG@k of `scores` (n_tasks, n_shows) against each task's query, its support
-    excluded."""
-    scores = np.array(scores, dtype=np.float32)
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    out = []
-    for i, task in enumerate(tasks):
-        scores[i, task.support] = -np.inf
-        top = np.argpartition(-scores[i], k)[:k]
-        top = top[np.argsort(-scores[i, top])]
-        hits = np.isin(top, task.query)
-        out.append((hits * discount).sum() / discount[: min(len(task.query), k)].sum())
-    return float(np.mean(out)) if out else 0.0
+    excluded (EASE-TV's validation metric)."""
+    from .ease import _ndcg
+
+    return _ndcg(scores, [t.support for t in tasks], [t.query for t in tasks], k) if tasks else 0.0
 
 
 def _copy_rows(target: torch.Tensor, source: torch.Tensor, names: Sequence[str],

@@ -123,8 +123,10 @@ class Peer:
         return asdict(config) if config is not None else {}
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:
-        """Dense float32 scores (len(rows), n_items) for the given user rows."""
-        raise NotImplementedError
+        """Dense float32 scores (len(rows), n_items) for the given user rows: by default their
+        train histories through `_scores_of`."""
+        assert self.data is not None
+        return self._scores_of(self.data.X[rows])
 
     def recommend(
         self, users: Sequence[str], k: int = 10, exclude_seen: bool = True
@@ -195,9 +197,6 @@ class MostPopular(Peer):
     def _fit(self, X: sp.csr_matrix) -> None:
         self.popularity = np.asarray(X.sum(axis=0), dtype=np.float32).ravel()  # (n_items,)
 
-    def _scores(self, rows: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.popularity, (rows.size, self.popularity.size)).copy()
-
     def _scores_of(self, X_rows: sp.csr_matrix) -> np.ndarray:
         return np.broadcast_to(self.popularity, (X_rows.shape[0], self.popularity.size)).copy()
 
@@ -241,9 +240,6 @@ class RecentPopular(Peer):
         overall = np.asarray(X.sum(axis=0), dtype=np.float64).ravel()  # (n_items,)
         self.popularity = (recent + overall / (overall.max() + 1.0)).astype(np.float32)
 
-    def _scores(self, rows: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.popularity, (rows.size, self.popularity.size)).copy()
-
     def _scores_of(self, X_rows: sp.csr_matrix) -> np.ndarray:
         return np.broadcast_to(self.popularity, (X_rows.shape[0], self.popularity.size)).copy()
 
@@ -284,10 +280,6 @@ class ItemKNN(Peer):
         W = cosine_knn(gram(X), self.config.neighbours, self.config.shrink)
         self.W = (W if self.config.prune == "target" else W.T).tocsr()
 
-    def _scores(self, rows: np.ndarray) -> np.ndarray:
-        assert self.data is not None
-        return self._scores_of(self.data.X[rows])
-
     def _scores_of(self, X_rows: sp.csr_matrix) -> np.ndarray:
         return (X_rows @ self.W).toarray()
 
@@ -323,10 +315,6 @@ class EASE(Peer):
     def _fit(self, X: sp.csr_matrix) -> None:
         assert self.l2 is not None
         self.B = ease_weights(gram(X), self.l2).astype(np.float32)
-
-    def _scores(self, rows: np.ndarray) -> np.ndarray:
-        assert self.data is not None
-        return self._scores_of(self.data.X[rows])
 
     def _scores_of(self, X_rows: sp.csr_matrix) -> np.ndarray:
         return X_rows @ self.B
