@@ -40,6 +40,7 @@ nearest in content space, not in EASE's). Its text tower is saved beside the ens
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -97,6 +98,25 @@ class EnsembleConfig(ModelConfig):
         30, description="the recent-popularity member's window (the views the context keeps)"
     )
     weight_decay: float = Field(1e-4, ge=0)
+    new_users: int = Field(
+        0, ge=0, description="new users the fusion trains on too (at most `new_share` of the "
+        "users, drawn seeded and held out of every member), served from their first "
+        "`support` events and labelled by the rest, as the few-shot protocol scores them; 0: "
+        "warm window users only",
+    )  # fmt: skip
+    new_share: float = Field(0.1, gt=0, lt=1, description="see `new_users`")
+    support: int = Field(5, ge=1, description="events a new user is served from")
+    steps: int = Field(
+        1, ge=1, description="optimiser steps an epoch takes at least: a small window is "
+        "passed over several times an epoch",
+    )  # fmt: skip
+    val_share: float = Field(
+        0.0, ge=0, lt=1, description="window and new users held out to choose the epoch "
+        "(their NDCG@10; the best epoch is kept); 0: train on all, keep the last",
+    )  # fmt: skip
+    patience: int | None = Field(
+        None, ge=1, description="epochs without a better validation NDCG (needs `val_share`)"
+    )
 
 
 # ---- the members ------------------------------------------------------------------------------
@@ -115,6 +135,17 @@ class Members:
     failed: dict[str, str] = field(default_factory=dict)  # member -> why it is left out
     models: dict[str, Recommender] = field(default_factory=dict)  # model members, fitted
     cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # show vectors
+
+    def fold_in(self, events: pd.DataFrame, as_of_s: float) -> None:
+        """New users from these events (user_id, show_id, event_timestamp): every member folds
+        them in (a model member that cannot scores them by its prior) and their context
+        counts them, seen at `as_of_s`."""
+        self.ease.fold_in(events)
+        for model in self.models.values():
+            model.fold_in(events)
+        users = events["user_id"].astype(str).to_numpy()
+        last = pd.Series(_seconds(events["event_timestamp"])).groupby(users).max()
+        self.last_event_s |= {u: max(as_of_s - t, 0.0) for u, t in last.items()}
 
     def history_matrix(self, users: list[str]) -> sp.csr_matrix:
         n = len(self.ease.show_ids)
@@ -176,6 +207,33 @@ class Members:
         return np.take_along_axis(top, order, 1)
 
 
+@dataclass
+class NewUsers:
+    """Users no member saw: served from their first `support` events, labelled by the rest
+    (`query`); both frames user_id, show_id, event_timestamp."""
+
+    users: list[str]
+    support: pd.DataFrame
+    query: pd.DataFrame
+    as_of_s: float = math.nan  # when they are served: the cut
+
+    @classmethod
+    def draw(cls, pool: pd.DataFrame, cfg: EnsembleConfig, cap: int | None = None) -> NewUsers:
+        """Up to `new_users` (and `cap`) seeded users of `pool` with more than `support`
+        positives: their first `support` in time (a seeded order on an untimed log)."""
+        counts = pool.groupby("user_id").size()
+        eligible = sorted(counts.index[counts > cfg.support])
+        wanted = min(cfg.new_users, len(eligible), cap if cap is not None else len(eligible))
+        rng = np.random.default_rng(cfg.seed + 1)
+        users = sorted(rng.choice(np.asarray(eligible, dtype=object), wanted, replace=False))
+        mine = pool[pool["user_id"].isin(set(users))]
+        draw = rng.random(len(mine)) if not is_timed(pool) else np.zeros(len(mine))
+        mine = mine.assign(_draw=draw).sort_values(["user_id", "event_timestamp", "_draw"])
+        first = (mine.groupby("user_id").cumcount() < cfg.support).to_numpy()
+        mine = mine.drop(columns="_draw")
+        return cls([str(u) for u in users], mine[first], mine[~first])
+
+
 def fit_members(
     positives: pd.DataFrame,
     data: TrainingData,
@@ -185,8 +243,6 @@ def fit_members(
 ) -> Members:
     """Every member from these positives (user_id, show_id, event_timestamp), seen at
     `as_of_s` (seconds since 1970)."""
-    import dataclasses
-
     shows = list(data.show_ids)
     frame = positives.assign(label=1)
     ease = EASEModel(EASEModel.parse_config(ease_params))
@@ -291,6 +347,20 @@ class Batchable:
     present: torch.Tensor  # (u, N, M) bool
     labels: torch.Tensor  # (u, N) 1 where the candidate was watched in the window
     boot: torch.Tensor  # (u, H) each head's bootstrap weight of the user
+    new: torch.Tensor  # (u,) bool: a new user (served from their first events)
+
+    def take(self, users: np.ndarray) -> Batchable:
+        """These users' rows."""
+        idx = torch.as_tensor(users)
+        return Batchable(*(getattr(self, f.name)[idx] for f in dataclasses.fields(self)))
+
+    def held_out(self, share: float, seed: int) -> tuple[Batchable, Batchable | None]:
+        """(train, validation): a seeded `share` of the users held out (None: fewer than 10)."""
+        n = len(self.labels)
+        val = np.random.default_rng(seed).permutation(n)[: int(share * n)]
+        if len(val) < 10:
+            return self, None
+        return self.take(np.setdiff1d(np.arange(n), val)), self.take(np.sort(val))
 
 
 def member_features(
@@ -316,15 +386,23 @@ def member_features(
 
 class _FusionTask(TrainTask):
     """Listwise softmax over each window user's candidates, its watched ones as targets;
-    members hidden at random, logits drawn with their predicted variance."""
+    members hidden at random, logits drawn with their predicted variance; the validation
+    users' NDCG@10 of the heads' mean chooses the epoch."""
 
-    def __init__(self, net: FusionNet, rows: Batchable, cfg: EnsembleConfig) -> None:
-        self.net, self.rows, self.cfg = net, rows, cfg
+    def __init__(
+        self, net: FusionNet, rows: Batchable, val: Batchable | None, cfg: EnsembleConfig
+    ) -> None:
+        self.net, self.rows, self.val, self.cfg = net, rows, val, cfg
         self.optimizer = torch.optim.AdamW(net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
+        self.monitor = "val_ndcg" if val is not None else None
 
     def plan(self, epoch: int, rngs: Rngs) -> list[np.ndarray]:
-        order = torch.randperm(len(self.rows.labels), generator=rngs.torch).numpy()
-        size = self.cfg.batch_size
+        """Shuffled passes over the users until the epoch has `steps` batches or more."""
+        n, size = len(self.rows.labels), self.cfg.batch_size
+        passes = math.ceil(self.cfg.steps / math.ceil(n / size))  # batches: ceil(n/size) a pass
+        order = np.concatenate(
+            [torch.randperm(n, generator=rngs.torch).numpy() for _ in range(passes)]
+        )
         return [order[i : i + size] for i in range(0, len(order), size)]
 
     def loss(self, users: np.ndarray, rngs: Rngs) -> StepResult:
@@ -340,6 +418,27 @@ class _FusionTask(TrainTask):
         boot = r.boot[idx]  # (b, H)
         loss = (nll * boot).sum() / boot.sum().clamp(min=1.0)
         return StepResult(loss, {"train_loss": float(loss.detach())}, weight=len(users))
+
+    @torch.no_grad()
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        if self.val is None:
+            return {}
+        self.net.eval()
+        v = self.val
+        logits = self.net(v.context, v.members, v.present)[0].mean(-1)  # (u, N)
+        ndcg = listwise_ndcg(logits, v.labels, 10)  # (u,)
+        new = {"val_ndcg_new": float(ndcg[v.new].mean())} if v.new.any() else {}
+        return {"val_ndcg": float(ndcg.mean())} | new
+
+
+def listwise_ndcg(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """NDCG@k of each row's candidates ranked by `scores` (u, N) against 0/1 `labels`, (u,)."""
+    k = min(k, scores.shape[1])
+    top = scores.topk(k, dim=1).indices
+    discount = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32))
+    dcg = (labels.gather(1, top) * discount).sum(1)
+    ideal = torch.cumsum(discount, 0)[labels.sum(1).clamp(1, k).long() - 1]
+    return dcg / ideal
 
 
 # ---- the model --------------------------------------------------------------------------------
@@ -367,19 +466,21 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         positives = data.positives()
         positives = positives[positives["show_id"].isin(set(self.show_ids))]
         as_of_s = data.as_of.timestamp()
-        before, window = self._cut(positives)
+        before, window, new = self._cut(positives)
         if window.empty:
             raise _thin_window(0, 0)
         cut_s = _seconds(window["event_timestamp"]).min() if is_timed(positives) else as_of_s
+        new.as_of_s = cut_s
         members = fit_members(before, data, cfg, cut_s, {"seed": cfg.seed})
         self.left_out = members.failed | (
             {} if members.timed or "recent" not in cfg.members else {"recent": "untimed log"}
         )
-        served_models = self._model_members(data, members, window, cut_s)
+        served_models = self._model_members(data, members, window, cut_s, set(new.users))
         self.names = [m for m in cfg.members if m not in self.left_out] + list(members.models)
-        rows = self._rows(members, window)
+        rows = self._rows(members, window, new)
         self.net = FusionNet(len(self.names), cfg)
-        history = self.trainer(data).fit(_FusionTask(self.net, rows, cfg))
+        train, val = rows.held_out(cfg.val_share, cfg.seed)
+        history = self.trainer(data).fit(_FusionTask(self.net, train, val, cfg))
         self.net.eval()
         l2 = members.ease.manifest.metrics["l2"] if members.ease.manifest else None
         self.served = fit_members(positives, data, cfg, as_of_s, {"seed": cfg.seed, "l2": l2})
@@ -392,6 +493,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             # shown by `tvrec train` (the run record's *_notes)
             "member_notes": "; ".join(f"{k} left out: {v}" for k, v in self.left_out.items()),
             "window_users": len(rows.labels),
+            "new_users": len(new.users),
             "window_recall": float(rows.labels.sum() / max(len(window), 1)),
             "ease_l2": l2,
             "similarity_space": cfg.content if self.content_vectors is not None else "ease",
@@ -425,13 +527,16 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         self.content_model = published
 
     def _model_members(
-        self, data: TrainingData, members: Members, window: pd.DataFrame, cut_s: float
+        self,
+        data: TrainingData,
+        members: Members,
+        window: pd.DataFrame,
+        cut_s: float,
+        new_users: set[str],
     ) -> dict[str, Recommender]:
         """Each model member trained again on its inputs before the cut (into `members`, for
         the fusion's window) and its published copy (returned, for serving); a member not
         published for this run's as-of, or failing to train, is left out with the reason."""
-        import dataclasses
-
         from .registry import model_class
 
         cut = datetime.fromtimestamp(cut_s, UTC)
@@ -440,7 +545,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             given = data.members.get(name)
             why = _unusable(name, given.published if given else None, data.as_of)
             if why is None and given is not None:
-                before = _before(given.data.frame, window, cut)
+                before = _before(given.data.frame, window, cut, new_users)
                 checkpoints = data.checkpoint_dir / name if data.checkpoint_dir else None
                 # as of the cut: its events before it, no Feast rows of the as-of (a model
                 # that reads only the catalogue's metadata from them keeps those)
@@ -463,39 +568,65 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
                 self.left_out[name] = why
         return served
 
-    def _cut(self, positives: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(before, window): the last `window_share` of the positives by time on a timed log,
-        else a seeded random share; window users without an earlier positive are dropped."""
-        held = held_out(positives, self.config.window_share, self.config.seed)
+    def _cut(self, positives: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, NewUsers]:
+        """(before, window, new users): the last `window_share` of the positives by time on a
+        timed log, else a seeded random share; the new users (a seeded `new_share` of the
+        users, at most `new_users`) are in neither: no member sees any of their events. Window
+        users without an earlier positive are dropped."""
+        cfg = self.config
+        held = held_out(positives, cfg.window_share, cfg.seed)
         before, window = positives[~held], positives[held]
-        return before, window[window["user_id"].isin(set(before["user_id"]))]
+        # new users, as the few-shot protocol holds them out: a seeded share of everyone
+        cap = math.ceil(cfg.new_share * positives["user_id"].nunique())
+        new = NewUsers.draw(positives, cfg, cap)
+        before = before[~before["user_id"].isin(set(new.users))]
+        return before, window[window["user_id"].isin(set(before["user_id"]))], new
 
-    def _rows(self, members: Members, window: pd.DataFrame) -> Batchable:
-        """The window users' candidates with their features and labels (users with no watched
-        candidate teach nothing and are dropped)."""
+    def _rows(self, members: Members, window: pd.DataFrame, new: NewUsers) -> Batchable:
+        """The window users' candidates with their features and labels, then the new users',
+        folded into the members from their support events (users with no watched candidate
+        teach nothing and are dropped)."""
         cfg = self.config
         users = sorted(set(window["user_id"]))
         if len(users) > cfg.max_window_users:
             pick = np.random.default_rng(cfg.seed).choice(len(users), cfg.max_window_users, False)
             users = [users[i] for i in sorted(pick)]
-        row = {s: i for i, s in enumerate(self.show_ids)}
-        truth = window.groupby("user_id")["show_id"].agg(lambda s: [row[x] for x in s]).to_dict()
-        parts = [self._features(members, users[i : i + 512]) for i in range(0, len(users), 512)]
-        if not parts:
-            raise _thin_window(len(window), 0)
-        context, feats, present, cands = (np.concatenate(p) for p in zip(*parts, strict=True))
-        labels = np.stack([np.isin(c, truth[u]) for c, u in zip(cands, users, strict=True)])
+        parts = [self._labelled(members, users, window)]
+        if new.users:
+            members.fold_in(new.support, new.as_of_s)
+            parts.append(self._labelled(members, new.users, new.query))
+        context, feats, present, labels = (np.concatenate(p) for p in zip(*parts, strict=True))
         keep = labels.any(1)
         if not keep.any():
             raise _thin_window(len(window), len(users))
         flat = context.reshape(-1, N_CONTEXT)
         self.scale = {"mean": flat.mean(0), "std": flat.std(0) + 1e-6}
+        is_new = (np.arange(len(labels)) >= len(parts[0][0]))[keep]  # (u,)
         boot = np.random.default_rng(cfg.seed).poisson(1.0, (int(keep.sum()), cfg.heads))
         return Batchable(
             torch.as_tensor(self._scaled(context[keep])), torch.as_tensor(feats[keep]),
             torch.as_tensor(present[keep]), torch.as_tensor(labels[keep], dtype=torch.float32),
-            torch.as_tensor(boot, dtype=torch.float32),
+            torch.as_tensor(boot, dtype=torch.float32), torch.as_tensor(is_new),
         )  # fmt: skip
+
+    def _labelled(
+        self, members: Members, users: list[str], truth: pd.DataFrame
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(context, member features, present, labels) of these users' candidates, labelled 1
+        where `truth` (user_id, show_id) has the pair; (0, N, ...) arrays for no users."""
+        n = min(self.config.candidates, len(self.show_ids))
+        if not users:
+            m = len(self.names)
+            return (np.zeros((0, n, N_CONTEXT), np.float32),
+                    np.zeros((0, n, m, N_MEMBER_FEATURES), np.float32),
+                    np.zeros((0, n, m), bool), np.zeros((0, n), bool))  # fmt: skip
+        row = {s: i for i, s in enumerate(self.show_ids)}
+        rows_of = truth.groupby("user_id")["show_id"].agg(lambda s: [row[x] for x in s]).to_dict()
+        parts = [self._features(members, users[i : i + 512]) for i in range(0, len(users), 512)]
+        context, feats, present, cands = (np.concatenate(p) for p in zip(*parts, strict=True))
+        watched = [rows_of.get(u, []) for u in users]
+        labels = np.stack([np.isin(c, w) for c, w in zip(cands, watched, strict=True)])
+        return context, feats, present, labels
 
     def _features(
         self, members: Members, users: list[str], rows: np.ndarray | None = None
@@ -517,20 +648,10 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         return self.fitted(self.served).ease.user_embeddings(user_ids)
 
     def fold_in(self, events: pd.DataFrame) -> bool:
-        """New users served from these events: every member folds them in (a model member
-        that cannot scores them by its prior) and their context counts them."""
-        members = self.fitted(self.served)
-        members.ease.fold_in(events)
-        for model in members.models.values():
-            model.fold_in(events)
+        """New users served from these events, folded into every member."""
         assert self.manifest is not None
         as_of_s = datetime.fromisoformat(self.manifest.as_of).timestamp()
-        last = (
-            pd.Series(_seconds(events["event_timestamp"]))
-            .groupby(events["user_id"].astype(str).to_numpy())
-            .max()
-        )
-        members.last_event_s |= {u: as_of_s - t for u, t in last.items()}
+        self.fitted(self.served).fold_in(events, as_of_s)
         return True
 
     def similarity_vectors(self) -> np.ndarray:
@@ -576,6 +697,37 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             confidence,
             np.asarray(self.names, dtype=object)[because],
         )
+
+    @torch.no_grad()
+    def ablation(self, user_ids: list[str], k: int) -> dict[str, np.ndarray]:
+        """Each user's top-k show rows, (b, k), among their retrieved candidates, ranked by:
+        the fusion of all members; the fusion with each member hidden in turn (as when one
+        fails to load: the weights renormalise over the rest, and the fusion trained with
+        members hidden at random); each member's own score alone."""
+        parts = [self._ablation(user_ids[i : i + 1024], k) for i in range(0, len(user_ids), 1024)]
+        if not parts:
+            return {}
+        return {label: np.concatenate([p[label] for p in parts]) for label in parts[0]}
+
+    def _ablation(self, user_ids: list[str], k: int) -> dict[str, np.ndarray]:
+        net, members = self.fitted(self.net), self.fitted(self.served)
+        rows = members.retrieve(user_ids, self.config.candidates)  # (b, N)
+        context, feats, present, _ = self._features(members, user_ids, rows)
+        ctx, z = torch.as_tensor(self._scaled(context)), torch.as_tensor(feats)
+
+        def fused(keep: np.ndarray) -> np.ndarray:  # (b, N) the heads' mean logit
+            return net(ctx, z, torch.as_tensor(keep))[0].mean(-1).numpy()
+
+        scores = {"all members": fused(present)}
+        for m, name in enumerate(self.names):
+            scores[f"without {name}"] = fused(present & (np.arange(len(self.names)) != m))
+        for m, name in enumerate(self.names):
+            scores[f"{name} alone"] = np.where(present[..., m], feats[..., m, 0], -np.inf)
+        top = min(k, rows.shape[1])
+        return {
+            label: np.take_along_axis(rows, np.argsort(-s, 1, kind="stable")[:, :top], 1)
+            for label, s in scores.items()
+        }
 
     # ---- persistence ------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -632,12 +784,18 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         self.net.eval()
 
 
-def _before(frame: pd.DataFrame, window: pd.DataFrame, cut: datetime) -> pd.DataFrame:
-    """A member's training rows the fusion's window does not know: before the cut, and no
-    (user, show) pair of the window (a random window on an untimed log)."""
+def _before(
+    frame: pd.DataFrame, window: pd.DataFrame, cut: datetime, new_users: set[str]
+) -> pd.DataFrame:
+    """A member's training rows the fusion's window does not know: before the cut, no
+    (user, show) pair of the window (a random window on an untimed log) and no new user's."""
     held = pd.MultiIndex.from_frame(window[["user_id", "show_id"]])
     pairs = pd.MultiIndex.from_frame(frame[["user_id", "show_id"]])
-    keep = (frame["event_timestamp"] < pd.Timestamp(cut)).to_numpy() & ~pairs.isin(held)
+    keep = (
+        (frame["event_timestamp"] < pd.Timestamp(cut)).to_numpy()
+        & ~pairs.isin(held)
+        & ~frame["user_id"].isin(new_users).to_numpy()
+    )
     return frame[keep].reset_index(drop=True)
 
 

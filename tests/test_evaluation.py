@@ -33,6 +33,8 @@ from tvrec.jobs.evaluation.peers import (
     ease_weights,
     gram,
 )
+from tvrec.jobs.evaluation.pipeline import ablation_table, score_peers
+from tvrec.jobs.evaluation.report import markdown
 from tvrec.pipelines.contract import Dataset, empty
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -341,6 +343,37 @@ def test_report_files_and_extra_models(tmp_path: Path) -> None:
     data = report.to_json()
     assert data["split"]["kind"] == "temporal"
     assert data["models"][2]["ndcg@10"] == pytest.approx(1.0)
+
+
+def test_ablation_table_scores_each_variant_against_the_full_fusion(
+    hand_split: Split, tmp_path: Path
+) -> None:
+    """u1 will watch c, d; u2 b; u3 f: a variant that lists them scores 1, one that lists
+    nothing they watch scores 0, and the change is against "all members"."""
+
+    def topk(rows: list[tuple[str, str]]) -> pl.DataFrame:
+        return pl.DataFrame(
+            {"user_id": [u for u, _ in rows], "rank": [1] * len(rows)}
+            | {"show_id": [s for _, s in rows]},
+            schema={"user_id": pl.String, "rank": pl.Int32, "show_id": pl.String},
+        )
+
+    half = topk([("u1", "c"), ("u2", "a"), ("u3", "a")])
+    right = topk([("u1", "c"), ("u2", "b"), ("u3", "f")])
+    wrong = topk([("u1", "a"), ("u2", "a"), ("u3", "a")])
+    variants = {"all members": half, "without x": wrong, "x alone": right}
+    table = ablation_table({"ensemble": variants}, hand_split, MetricConfig(k=1))
+    assert table is not None
+    by = {r["variant"]: r for r in table.iter_rows(named=True)}
+    assert by["x alone"]["hr"] == 1.0 and by["without x"]["hr"] == 0.0
+    assert by["all members"]["delta"] == 0.0
+    assert by["without x"]["delta"] == pytest.approx(-by["all members"]["ndcg"])
+    report = score_peers(dataset(planted_events()), peers={"MostPop": MostPopular()})
+    report.ablation = table
+    md = markdown(report)
+    assert "| tvrec (ensemble) | x alone | 1.000 (1.000–1.000) | 1.000 |" in md
+    assert report.to_json()["ablation"][0]["variant"] == "all members"
+    assert ablation_table({}, hand_split, MetricConfig()) is None
 
 
 # ---- the real benchmark ----------------------------------------------------------------------

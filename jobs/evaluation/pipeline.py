@@ -72,6 +72,9 @@ class SplitPipeline:
         self.forecasts: dict[str, pl.DataFrame] = {}
         self.timings: dict[str, pl.DataFrame] = {}
         self.few: FewShot | None = None  # the few-shot protocol's users, held out of `split`
+        # per model that fuses others (the ensemble): its test users' top-k by each variant
+        # of its ablation (all members, without each, each alone)
+        self.ablations: dict[str, dict[str, pl.DataFrame]] = {}
 
     def model_topk(self, model: str, k: int = 10) -> Callable[[Split], tuple[Any, ...]]:
         """A callable for `run_peer_evaluation`: train and serve `model` on the split, return
@@ -92,6 +95,8 @@ class SplitPipeline:
             served = load_current_model(self.wd)
             cold = _cold_topk(served, sp, self.cold_candidates, k)
             self._keep_forecast(model, served)
+            if hasattr(served, "ablation"):
+                self.ablations[model] = ablation_topk(served, sp.test_users, k)
             few = few_shot_topk(served, self.few, k) if self.few else None
             return topk.select("user_id", "rank", "show_id"), cold, few
 
@@ -175,6 +180,40 @@ def _cold_topk(model: Recommender, sp: Split, candidates: list[str], k: int) -> 
         return rank_among([], [], np.zeros((0, 0)), k)
     scores = model.user_embeddings(users) @ vectors[rows].T  # (n_users, n_candidates)
     return rank_among(users, [ids[i] for i in rows], scores, k)
+
+
+def ablation_topk(model: Any, users: list[str], k: int) -> dict[str, pl.DataFrame]:
+    """A fusing model's top-k frames of `users` per variant of its ablation."""
+    ids = np.asarray(model.show_ids, dtype=object)
+    return {
+        label: pl.DataFrame(
+            {
+                "user_id": np.repeat(np.asarray(users, dtype=object), rows.shape[1]),
+                "rank": np.tile(np.arange(1, rows.shape[1] + 1, dtype=np.int32), len(users)),
+                "show_id": ids[rows.reshape(-1)],
+            },
+            schema={"user_id": pl.String, "rank": pl.Int32, "show_id": pl.String},
+        )
+        for label, rows in model.ablation(users, k).items()
+    }
+
+
+def ablation_table(
+    ablations: Mapping[str, Mapping[str, pl.DataFrame]], sp: Split, cfg: MetricConfig
+) -> pl.DataFrame | None:
+    """One row per (model, variant): NDCG@k with its interval and HR@k on the split's test
+    users, and the change against the model's fusion of all members."""
+    rows = []
+    for model, variants in ablations.items():
+        scored = {label: evaluate_topk(topk, sp, cfg) for label, topk in variants.items()}
+        full = scored["all members"].ndcg
+        for label, m in scored.items():
+            lo, hi = m.ndcg_ci
+            rows.append((f"tvrec ({model})", label, m.ndcg, lo, hi, m.hr, m.ndcg - full))
+    if not rows:
+        return None
+    names = ["model", "variant", "ndcg", "ndcg_lo", "ndcg_hi", "hr", "delta"]
+    return pl.DataFrame(rows, schema=names, orient="row")
 
 
 def few_shot_topk(model: Recommender, few: FewShot, k: int) -> pl.DataFrame | None:
@@ -371,6 +410,7 @@ def evaluate(
         pipeline.few = few
         extra = {f"tvrec ({m})": pipeline.model_topk(m) for m in models}
         report = score_peers(ds, extra_models=extra, seed=seed, sp=sp, few=few)
+    report.ablation = ablation_table(pipeline.ablations, sp, MetricConfig())
     if pipeline.split is not None:
         report.notes += _pipeline_notes(pipeline, pipeline.split)
         report.forecast, report.timing = _forecast_sections(ds, pipeline, pipeline.split)
@@ -406,6 +446,8 @@ def _pipeline_notes(pipeline: SplitPipeline, sp: Split) -> list[str]:
 __all__ = [
     "ExtraModel",
     "SplitPipeline",
+    "ablation_table",
+    "ablation_topk",
     "chance_cold_metrics",
     "cold_candidates",
     "evaluate",

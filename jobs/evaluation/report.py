@@ -49,6 +49,8 @@ class EvaluationReport:
     # a forecasting model's MASE per method and horizon, and its release-timing table
     forecast: pl.DataFrame | None = None
     timing: pl.DataFrame | None = None
+    # a fusing model without each member and each member alone (see `ablation_table`)
+    ablation: pl.DataFrame | None = None
 
     def result(self, name: str) -> ModelResult:
         return next(r for r in self.results if r.name == name)
@@ -62,6 +64,7 @@ class EvaluationReport:
             "notes": self.notes,
             "forecast": None if self.forecast is None else self.forecast.to_dicts(),
             "release_timing": None if self.timing is None else self.timing.to_dicts(),
+            "ablation": None if self.ablation is None else self.ablation.to_dicts(),
         }
 
 
@@ -98,7 +101,7 @@ def markdown(report: EvaluationReport) -> str:
             f"({m.ndcg_ci[0]:.3f}–{m.ndcg_ci[1]:.3f}) | {m.coverage:.3f} "
             f"| {_fmt_seconds(r.fit_seconds)} |"
         )
-    lines += _cold_lines(report, k) + _few_shot_lines(report, k)
+    lines += _cold_lines(report, k) + _few_shot_lines(report, k) + _ablation_lines(report, k)
     lines += forecast_lines(report.forecast) + timing_lines(report.timing)
     params = [f"- {r.name}: {_fmt_params(r.params)}" for r in report.results if r.params]
     lines += ["", "Parameters:", "", *params] if params else []
@@ -153,6 +156,27 @@ def _few_shot_lines(report: EvaluationReport, k: int) -> list[str]:
     lines += _slice_table([(r.name, r.few_shot) for r in scored], k)
     if missing:
         lines += ["", f"Not scored (cannot fold a new user in): {', '.join(missing)}."]
+    return lines
+
+
+def _ablation_lines(report: EvaluationReport, k: int) -> list[str]:
+    if report.ablation is None:
+        return []
+    lines = [
+        "",
+        "Ablation: the fused model on the same test users and the same retrieved candidates, "
+        "with each member hidden in turn (the weights renormalise over the rest, as when a "
+        "member fails to load; the fusion is trained with members hidden at random, not "
+        "refitted without it), and each member's own score alone.",
+        "",
+        f"| model | variant | NDCG@{k} (95% CI) | HR@{k} | change |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for r in report.ablation.iter_rows(named=True):
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['ndcg']:.3f} ({r['ndcg_lo']:.3f}–"
+            f"{r['ndcg_hi']:.3f}) | {r['hr']:.3f} | {r['delta']:+.3f} |"
+        )
     return lines
 
 
