@@ -27,6 +27,17 @@ scored and labelled by the window, the fusion trains on them with members droppe
 (`member_dropout`) so it stays calibrated when one is missing; then the members are refitted
 on all positives for serving.
 
+New users (`new_users`, off by default): a seeded share of the users is held out of every
+member at the cut; each is folded into the members from their first `support` events and
+labelled by all their other positives, as `tvrec evaluate --few-shot` scores new users, so
+the fusion learns what a five-event history calls for (its context has the history length).
+Such a row is served at the cut: its features see nothing of the user but those events and
+nothing of anyone at or after the cut; its labels are the user's other events, some before
+the cut, as the protocol's are. `val_share` holds users out to choose the epoch.
+
+`ablation` ranks the same candidates with each member hidden in turn and by each member
+alone: the table `tvrec evaluate` reports.
+
 Serving: the retrieval stage is EASE-TV's factorised vectors (the FAISS index), its top
 `candidates` are re-ranked by `rerank`, which also returns each recommendation's confidence
 (the share of the heads' noisy draws in which it stays in the top-k) and the member that

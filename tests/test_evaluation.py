@@ -34,7 +34,7 @@ from tvrec.jobs.evaluation.peers import (
     gram,
 )
 from tvrec.jobs.evaluation.pipeline import ablation_table, score_peers
-from tvrec.jobs.evaluation.report import markdown
+from tvrec.jobs.evaluation.report import markdown, write_report
 from tvrec.pipelines.contract import Dataset, empty
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -373,6 +373,9 @@ def test_ablation_table_scores_each_variant_against_the_full_fusion(
     md = markdown(report)
     assert "| tvrec (ensemble) | x alone | 1.000 (1.000–1.000) | 1.000 |" in md
     assert report.to_json()["ablation"][0]["variant"] == "all members"
+    written = {p.name for p in write_report(report, tmp_path / "out")}
+    assert "ablation.png" in written
+    assert '"ablation"' in (tmp_path / "out" / "report.json").read_text()
     assert ablation_table({}, hand_split, MetricConfig()) is None
 
 

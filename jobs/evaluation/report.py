@@ -180,6 +180,33 @@ def _ablation_lines(report: EvaluationReport, k: int) -> list[str]:
     return lines
 
 
+def _ablation_chart(table: pl.DataFrame, title: str, path: Path) -> None:
+    """One horizontal bar per variant with its interval; a line at the full fusion's NDCG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{m.removeprefix('tvrec (').rstrip(')')}: {v}" for m, v in
+              zip(table["model"], table["variant"], strict=True)]  # fmt: skip
+    ndcg = table["ndcg"].to_numpy()
+    err = np.vstack([ndcg - table["ndcg_lo"].to_numpy(), table["ndcg_hi"].to_numpy() - ndcg])
+    full = table.filter(pl.col("variant") == "all members")["ndcg"].to_list()
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(labels) + 1.4))
+    y = np.arange(len(labels))[::-1]
+    colours = ["#4c72b0" if v.startswith("without") or v == "all members" else "#dd8452"
+               for v in table["variant"]]  # fmt: skip
+    ax.barh(y, ndcg, xerr=err.clip(min=0), color=colours, capsize=2)
+    for value in full:
+        ax.axvline(value, color="black", linewidth=0.8, linestyle="--")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel("NDCG (blue: fusion, orange: one member alone)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _bar_chart(report: EvaluationReport, metric: str, label: str, path: Path) -> None:
     import matplotlib
 
@@ -252,6 +279,10 @@ def write_report(report: EvaluationReport, out_dir: Path) -> list[Path]:
     if any(r.cold is not None for r in report.results):
         path = out_dir / "cold_start_recall.png"
         _cold_chart(report, f"Recall@{k} on cold-start shows", path)
+        files.append(path)
+    if report.ablation is not None and report.ablation.height:
+        path = out_dir / "ablation.png"
+        _ablation_chart(report.ablation, f"NDCG@{k}: ablation — {report.dataset}", path)
         files.append(path)
     if report.forecast is not None and report.forecast.height:
         path = out_dir / "forecast_mase.png"
