@@ -624,13 +624,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         self, members: Members, users: list[str], truth: pd.DataFrame
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(context, member features, present, labels) of these users' candidates, labelled 1
-        where `truth` (user_id, show_id) has the pair; (0, N, ...) arrays for no users."""
-        n = min(self.config.candidates, len(self.show_ids))
-        if not users:
-            m = len(self.names)
-            return (np.zeros((0, n, N_CONTEXT), np.float32),
-                    np.zeros((0, n, m, N_MEMBER_FEATURES), np.float32),
-                    np.zeros((0, n, m), bool), np.zeros((0, n), bool))  # fmt: skip
+        where `truth` (user_id, show_id) has the pair."""
         row = {s: i for i, s in enumerate(self.show_ids)}
         rows_of = truth.groupby("user_id")["show_id"].agg(lambda s: [row[x] for x in s]).to_dict()
         parts = [self._features(members, users[i : i + 512]) for i in range(0, len(users), 512)]

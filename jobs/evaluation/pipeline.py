@@ -158,13 +158,19 @@ def cold_candidates(shows: pl.DataFrame, sp: Split) -> list[str]:
 def rank_among(users: list[str], ids: list[str], scores: np.ndarray, k: int) -> pl.DataFrame:
     """Each user's top-k of `ids` by `scores` (n_users, n_ids), as a top-k frame."""
     if not ids or not users:
-        return pl.DataFrame(schema={"user_id": pl.String, "rank": pl.Int32, "show_id": pl.String})
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (n_users, <=k)
+        return ranked_frame([], [], np.zeros((0, 0), dtype=np.int64))
+    return ranked_frame(users, ids, np.argsort(-scores, axis=1, kind="stable")[:, :k])
+
+
+def ranked_frame(users: list[str], ids: list[str] | np.ndarray, rows: np.ndarray) -> pl.DataFrame:
+    """A top-k frame (user_id, rank, show_id) from each user's rows of `ids`, best first,
+    (n_users, k); -1 past the end of a user's list."""
+    user_at, rank_at = np.nonzero(rows >= 0)
     return pl.DataFrame(
         {
-            "user_id": np.repeat(np.asarray(users, dtype=object), order.shape[1]),
-            "rank": np.tile(np.arange(1, order.shape[1] + 1, dtype=np.int32), len(users)),
-            "show_id": np.asarray(ids, dtype=object)[order.reshape(-1)],
+            "user_id": np.asarray(users, dtype=object)[user_at],
+            "rank": (rank_at + 1).astype(np.int32),
+            "show_id": np.asarray(ids, dtype=object)[rows[user_at, rank_at]],
         },
         schema={"user_id": pl.String, "rank": pl.Int32, "show_id": pl.String},
     )
@@ -184,16 +190,8 @@ def _cold_topk(model: Recommender, sp: Split, candidates: list[str], k: int) -> 
 
 def ablation_topk(model: Any, users: list[str], k: int) -> dict[str, pl.DataFrame]:
     """A fusing model's top-k frames of `users` per variant of its ablation."""
-    ids = np.asarray(model.show_ids, dtype=object)
     return {
-        label: pl.DataFrame(
-            {
-                "user_id": np.repeat(np.asarray(users, dtype=object), rows.shape[1]),
-                "rank": np.tile(np.arange(1, rows.shape[1] + 1, dtype=np.int32), len(users)),
-                "show_id": ids[rows.reshape(-1)],
-            },
-            schema={"user_id": pl.String, "rank": pl.Int32, "show_id": pl.String},
-        )
+        label: ranked_frame(users, model.show_ids, rows)
         for label, rows in model.ablation(users, k).items()
     }
 
@@ -244,15 +242,7 @@ def _reranked(
     rows = np.argsort(-scores, axis=1, kind="stable")[:, :wanted]  # (n_users, N)
     rows[~np.isfinite(np.take_along_axis(scores, rows, 1))] = -1  # only unseen candidates
     ranked = model.rerank(users, rows, k).rows  # (n_users, k), -1 past the candidates
-    user_at, rank_at = np.nonzero(ranked >= 0)
-    return pl.DataFrame(
-        {
-            "user_id": np.asarray(users, dtype=object)[user_at],
-            "rank": (rank_at + 1).astype(np.int32),
-            "show_id": np.asarray(ids, dtype=object)[ranked[user_at, rank_at]],
-        },
-        schema={"user_id": pl.String, "rank": pl.Int32, "show_id": pl.String},
-    )
+    return ranked_frame(users, ids, ranked)
 
 
 def chance_cold_metrics(
