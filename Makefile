@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install engines demo test test-slow lint bench clean
 
 install: $(STAMP)
 
@@ -12,6 +12,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The engines the scale-out tests run against (tests/engines.py starts and stops them):
+# Debian's packages, installed only where missing. Without them those tests skip, except
+# under CI=true, where .ci/run installs them first and a missing one fails the run.
+APT := $(if $(filter 0,$(shell id -u)),,sudo) apt-get
+ENGINES := redis-server
+engines:
+	@missing=""; for b in $(ENGINES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  $(APT) install -y -q $$missing >/dev/null 2>&1 || \
+	  { $(APT) update -q >/dev/null && $(APT) install -y -q $$missing >/dev/null; }; \
+	fi
 
 demo: install          ## the main job on the synthetic TV world (DuckDB + SQLite, no servers)
 	$(VENV)/bin/tvrec demo

@@ -219,46 +219,54 @@ FEATURE_SERVICES = [
     ensemble_v1,
 ]
 
-# ---- serving --------------------------------------------------------------------------------
-# The current nightly top-k per user (show ids and scores, best first), written by
-# `tvrec recommend` into each release and applied/materialized by it, so an application reads
-# recommendations through Feast online retrieval like any other feature. The source path goes
-# through the `release` link, so it switches with the release (jobs/release.py).
-user_recommendations = FeatureView(
-    name="user_recommendations",
-    entities=[user],
-    ttl=NO_TTL,
-    schema=[
-        Field(name="show_ids", dtype=Array(String)),
-        Field(name="scores", dtype=Array(Float32)),
-        Field(name="model_version", dtype=String),
-    ],
-    source=FileSource(
-        name="user_recommendations_source",
-        path=str(WORKDIR / "release" / "user_recommendations.parquet"),
-        timestamp_field="event_timestamp",
-    ),
-    tags={"family": "serving"},
-)
 
-# Each show's forecast views in the 7 and 30 days after the as-of (the temporal model's), and
-# the growth over the same span before it: published in the release beside the top-k tables
-# when the temporal model is trained, so it switches with the release like the view above.
-show_forecast = FeatureView(
-    name="show_forecast",
-    entities=[show],
-    ttl=NO_TTL,
-    schema=[
-        Field(name="views_7d", dtype=Float32),
-        Field(name="views_30d", dtype=Float32),
-        Field(name="growth_7d", dtype=Float32),
-        Field(name="growth_30d", dtype=Float32),
-        Field(name="model_version", dtype=String),
-    ],
-    source=FileSource(
-        name="show_forecast_source",
-        path=str(WORKDIR / "release" / "show_forecast.parquet"),
-        timestamp_field="event_timestamp",
-    ),
-    tags={"family": "serving"},
-)
+# ---- serving --------------------------------------------------------------------------------
+def serving_views(release: Path) -> tuple[FeatureView, FeatureView]:
+    """The serving views with their sources in `release`: the `release` link (below, what
+    `feast apply` registers) or one release's own directory, which `tvrec recommend` loads
+    online before that release becomes current (pipelines/store.py)."""
+    # The current nightly top-k per user (show ids and scores, best first), written by
+    # `tvrec recommend` into each release, so an application reads recommendations through
+    # Feast online retrieval like any other feature.
+    recommendations = FeatureView(
+        name="user_recommendations",
+        entities=[user],
+        ttl=NO_TTL,
+        schema=[
+            Field(name="show_ids", dtype=Array(String)),
+            Field(name="scores", dtype=Array(Float32)),
+            Field(name="model_version", dtype=String),
+        ],
+        source=FileSource(
+            name="user_recommendations_source",
+            path=str(release / "user_recommendations.parquet"),
+            timestamp_field="event_timestamp",
+        ),
+        tags={"family": "serving"},
+    )
+    # Each show's forecast views in the 7 and 30 days after the as-of (the temporal model's),
+    # and the growth over the same span before it: published in the release beside the top-k
+    # tables when the temporal model is trained.
+    forecast = FeatureView(
+        name="show_forecast",
+        entities=[show],
+        ttl=NO_TTL,
+        schema=[
+            Field(name="views_7d", dtype=Float32),
+            Field(name="views_30d", dtype=Float32),
+            Field(name="growth_7d", dtype=Float32),
+            Field(name="growth_30d", dtype=Float32),
+            Field(name="model_version", dtype=String),
+        ],
+        source=FileSource(
+            name="show_forecast_source",
+            path=str(release / "show_forecast.parquet"),
+            timestamp_field="event_timestamp",
+        ),
+        tags={"family": "serving"},
+    )
+    return recommendations, forecast
+
+
+# Through the `release` link: the views switch with the release (jobs/release.py).
+user_recommendations, show_forecast = serving_views(WORKDIR / "release")

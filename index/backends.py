@@ -8,6 +8,11 @@ detected `Hardware`:
 * torch sees CUDA, faiss not -> exact matmul + top-k in torch on the GPU;
 * otherwise                 -> faiss CPU: flat up to `exact_max`, HNSW or IVF-Flat above.
 
+Whatever the device, vectors whose full float32 copy would not fit in `memory_budget_mb`
+(default: half the memory available as the index is built) get IVF-PQ: `pq_bytes` bytes of
+product-quantised code per vector instead of 4 * d. `measure_recall` reports what an
+approximate index loses against exact search.
+
 Every backend answers `search(queries, k, exclude)` with `(scores, ids)` where ids are row
 positions, best first, padded with -1. With metric "ip" vectors and queries are
 L2-normalised, so scores are cosine similarities (higher is better); with "l2" scores are
@@ -35,7 +40,7 @@ if TYPE_CHECKING:
 # score is <user, show> with a bias folded into the vectors; "l2": squared distance.
 Metric = Literal["ip", "dot", "l2"]
 BackendKind = Literal["faiss-cpu", "faiss-gpu", "torch"]
-IndexType = Literal["flat", "hnsw", "ivf"]
+IndexType = Literal["flat", "hnsw", "ivf", "ivfpq"]
 
 GPU_MAX_K = 2048  # faiss GPU k-selection limit, for both k and nprobe
 _MIN_POINTS_PER_LIST = 39  # faiss k-means wants >= 39 training points per centroid
@@ -56,6 +61,13 @@ class IndexConfig(BaseModel):
     ef_search: int = Field(128, ge=1)
     ivf_nlist: int | None = Field(None, ge=1, description="None: ~4*sqrt(n)")
     nprobe: int | None = Field(None, ge=1, description="None: nlist/8, at least 8")
+    memory_budget_mb: int | None = Field(
+        None, ge=1, description="IVF-PQ above this size of full vectors; None: half the "
+        "memory available when the index is built",
+    )  # fmt: skip
+    pq_bytes: Literal[8, 16, 32, 48, 64] = Field(
+        32, description="IVF-PQ code bytes per vector (sizes faiss runs on GPUs too)"
+    )
     device: DeviceSetting = "auto"
     gpu_device: int = Field(0, ge=0, description="CUDA ordinal for the GPU backends")
     torch_chunk_mb: int = Field(256, ge=1, description="bound on one torch score block")
@@ -343,18 +355,40 @@ class TorchExactIndex(VectorIndex):
 # ----------------------------------------------------------------------------- factory
 
 
-def choose_backend(n_items: int, cfg: IndexConfig, hw: Hardware | None = None) -> BackendPlan:
-    """Decide the backend; probes the hardware only when `cfg.device` is not "cpu"."""
+def choose_backend(
+    n_items: int, cfg: IndexConfig, hw: Hardware | None = None, dim: int | None = None
+) -> BackendPlan:
+    """Decide the backend; probes the hardware only when `cfg.device` is not "cpu".
+    With `dim`, vectors past the memory budget get IVF-PQ on any device."""
     exact = n_items <= cfg.exact_max
+    compressed = dim is not None and not fits_in_memory(n_items, dim, cfg)
     if cfg.device == "cpu":
-        return BackendPlan("faiss-cpu", "flat" if exact else cfg.approximate)
+        return BackendPlan("faiss-cpu", _cpu_type(exact, compressed, cfg))
     hw = hw if hw is not None else detect_hardware()
     if pick_profile(cfg.device, hw) == "cpu":
-        return BackendPlan("faiss-cpu", "flat" if exact else cfg.approximate)
+        return BackendPlan("faiss-cpu", _cpu_type(exact, compressed, cfg))
     if hw.faiss_gpus > 0:
         gpu_id = min(cfg.gpu_device, hw.faiss_gpus - 1)
-        return BackendPlan("faiss-gpu", "flat" if exact else "ivf", f"cuda:{gpu_id}", gpu_id)
+        kind: IndexType = "ivfpq" if compressed else "flat" if exact else "ivf"
+        return BackendPlan("faiss-gpu", kind, f"cuda:{gpu_id}", gpu_id)
+    if compressed:  # torch keeps full vectors: faiss CPU codes instead
+        return BackendPlan("faiss-cpu", "ivfpq")
     return BackendPlan("torch", "flat", f"cuda:{cfg.gpu_device}", cfg.gpu_device)
+
+
+def _cpu_type(exact: bool, compressed: bool, cfg: IndexConfig) -> IndexType:
+    return "ivfpq" if compressed else "flat" if exact else cfg.approximate
+
+
+def fits_in_memory(n_items: int, dim: int, cfg: IndexConfig) -> bool:
+    """Whether n full float32 vectors fit the budget (default: half the available memory)."""
+    if cfg.memory_budget_mb is not None:
+        budget = cfg.memory_budget_mb << 20
+    else:
+        import psutil
+
+        budget = psutil.virtual_memory().available // 2
+    return n_items * dim * 4 <= budget
 
 
 def build_index(
@@ -363,7 +397,7 @@ def build_index(
     """Index `vectors` (n, d) on the backend `choose_backend` picks for this machine."""
     cfg = cfg or IndexConfig()
     x = _checked_vectors(vectors, cfg.metric)  # (n, d) float32, normalised for "ip"
-    return build_from_plan(x, choose_backend(len(x), cfg, hw), cfg)
+    return build_from_plan(x, choose_backend(len(x), cfg, hw, dim=x.shape[1]), cfg)
 
 
 def build_from_plan(vectors: np.ndarray, plan: BackendPlan, cfg: IndexConfig) -> VectorIndex:
@@ -401,7 +435,7 @@ def place_on_plan(
     """Tune a CPU faiss index's search knobs and move it where `plan` says."""
     tune_search(cpu_index, cfg)
     metric = metric or faiss_metric_name(cpu_index)
-    if plan.kind == "torch":
+    if plan.kind == "torch" and faiss_index_type(cpu_index) != "ivfpq":
         vectors = cpu_vectors(cpu_index)  # (n, d), already normalised for "ip"
         return TorchExactIndex(vectors, metric, device=plan.device, chunk_mb=cfg.torch_chunk_mb)
     if plan.kind == "faiss-gpu" and faiss_index_type(cpu_index) != "hnsw":
@@ -425,7 +459,11 @@ def faiss_metric_name(index: faiss.Index) -> Metric:
 
 
 def faiss_index_type(index: faiss.Index) -> IndexType:
-    """flat / hnsw / ivf for the CPU index structures this module builds."""
+    """flat / hnsw / ivf / ivfpq for the CPU index structures this module builds."""
+    if isinstance(index, faiss.IndexPreTransform):  # IVF-PQ over zero-padded vectors
+        index = faiss.downcast_index(index.index)
+    if isinstance(index, faiss.IndexIVFPQ):
+        return "ivfpq"
     if isinstance(index, faiss.IndexHNSW):
         return "hnsw"
     if isinstance(index, faiss.IndexIVF):
@@ -440,14 +478,14 @@ def tune_search(index: faiss.Index, cfg: IndexConfig) -> None:
     kind = faiss_index_type(index)
     if kind == "hnsw":
         index.hnsw.efSearch = cfg.ef_search
-    elif kind == "ivf":
+    elif kind in ("ivf", "ivfpq"):
         ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = cfg.nprobe_for(int(ivf.nlist))
 
 
 def cpu_vectors(index: faiss.Index) -> np.ndarray:
-    """All stored vectors (n, d) of a flat, HNSW-Flat or IVF-Flat CPU index."""
-    if faiss_index_type(index) == "ivf":
+    """All stored vectors (n, d) of a CPU index (IVF-PQ: decoded from their codes)."""
+    if faiss_index_type(index) in ("ivf", "ivfpq"):
         faiss.extract_index_ivf(index).make_direct_map()
     return index.reconstruct_n(0, int(index.ntotal))
 
@@ -470,8 +508,10 @@ def _build_cpu_faiss(x: np.ndarray, index_type: IndexType, cfg: IndexConfig) -> 
     elif index_type == "hnsw":
         index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, metric)
         index.hnsw.efConstruction = cfg.hnsw_ef_construction
-    else:
+    elif index_type == "ivf":
         index = _trained_ivf(x, cfg)
+    else:
+        index = _trained_ivfpq(x, cfg)
     index.add(x)
     tune_search(index, cfg)
     return index
@@ -485,7 +525,52 @@ def _trained_ivf(x: np.ndarray, cfg: IndexConfig) -> faiss.IndexIVFFlat:
     index = faiss.IndexIVFFlat(faiss.IndexFlat(d, metric), d, nlist, metric)
     index.cp.spherical = cfg.metric == "ip"  # unit-length centroids for cosine
     index.cp.seed = _SEED
-    sample_size = min(n, nlist * _MAX_POINTS_PER_LIST)
-    sample = x[np.random.default_rng(_SEED).choice(n, sample_size, replace=False)] if n else x
-    index.train(np.ascontiguousarray(sample))
+    index.train(_training_sample(x, nlist * _MAX_POINTS_PER_LIST))
     return index
+
+
+def _trained_ivfpq(x: np.ndarray, cfg: IndexConfig) -> faiss.Index:
+    """IVF-PQ over x (n, d): `pq_bytes` sub-quantizers of 8 bits; vectors are zero-padded
+    to a multiple of that count first (a faiss transform that queries go through too), so
+    any dimension works and inner products and distances are unchanged by the padding."""
+    n, d = x.shape
+    m = cfg.pq_bytes
+    padded = -(-d // m) * m
+    nlist = cfg.nlist_for(max(n, 1))
+    metric = faiss_metric(cfg.metric)
+    ivfpq = faiss.IndexIVFPQ(faiss.IndexFlat(padded, metric), padded, nlist, m, 8, metric)
+    ivfpq.cp.spherical = cfg.metric == "ip"
+    ivfpq.cp.seed = _SEED
+    index: faiss.Index = ivfpq
+    if padded != d:
+        index = faiss.IndexPreTransform(faiss.RemapDimensionsTransform(d, padded, False), ivfpq)
+    # k-means of the coarse lists and of each sub-quantizer's 256 codes
+    index.train(_training_sample(x, max(nlist * _MAX_POINTS_PER_LIST, 256 * _MAX_POINTS_PER_LIST)))
+    return index
+
+
+def _training_sample(x: np.ndarray, size: int) -> np.ndarray:
+    n = len(x)
+    if n <= size:
+        return np.ascontiguousarray(x)
+    return np.ascontiguousarray(x[np.random.default_rng(_SEED).choice(n, size, replace=False)])
+
+
+# ----------------------------------------------------------------------------- recall
+
+
+def measure_recall(
+    index: VectorIndex, vectors: np.ndarray, queries: np.ndarray, k: int
+) -> float | None:
+    """Recall@k of `index` against exact search over the same `vectors` (n, d) for
+    `queries` (q, d): the share of the true top-k ids it returns. None for an exact index."""
+    cpu = index.to_cpu_faiss()
+    if cpu is None or faiss_index_type(cpu) == "flat" or not len(queries):
+        return None
+    k = min(k, index.ntotal)
+    x = _checked_vectors(vectors, index.metric)  # (n, d) as indexed
+    q = index._prepare_queries(queries)  # (q, d)
+    _, want = faiss.knn(q, x, k, metric=faiss_metric(index.metric))  # (q, k) brute force
+    _, got = index.search(queries, k)  # (q, k)
+    hits = sum(len(set(w[w >= 0]) & set(g[g >= 0])) for w, g in zip(want, got, strict=True))
+    return hits / max(int((want >= 0).sum()), 1)

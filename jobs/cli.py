@@ -243,6 +243,78 @@ def features_get(
     out.print(table)
 
 
+@features_app.command("config")
+@user_errors
+def features_config(
+    init: Annotated[
+        bool,
+        typer.Option(
+            "--init",
+            help="Write the packaged feature_store.yaml into the "
+            "work directory, to edit (another online or offline store).",
+        ),
+    ] = False,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            "--redis",
+            help="With --init: the online store on Redis at HOST:PORT[,db=N] instead of SQLite.",
+            metavar="HOST:PORT",
+        ),
+    ] = None,
+    workdir: WorkdirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show which feature_store.yaml the work directory uses and its stores; --init writes
+    the work directory's own copy (docs/scale-out.md)."""
+    from tvrec.pipelines.store import feast_config, feature_store, online_endpoint, write_config
+
+    if redis is not None and not init:
+        raise ConfigError("--redis goes with --init (it sets the copy's online store)")
+    root = _settings(workdir).workdir
+    if init:
+        with _writing(_settings(workdir), "tvrec features config --init"):
+            write_config(root, redis=redis)
+    store = feature_store(root)
+    kind, where = online_endpoint(store)
+    info = {
+        "feature_store_yaml": str(feast_config(root)),
+        "online_store": kind,
+        "online_endpoint": where,
+        "offline_store": str(store.config.offline_store.type),
+        "batch_engine": str(getattr(store.config.batch_engine, "type", store.config.batch_engine)),
+        "registry": str(store.config.registry.path),
+    }
+    if as_json:
+        print_json(info)
+        return
+    out.print(_summary_table("Feast configuration", info))
+
+
+@features_app.command("serve")
+@user_errors
+def features_serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535)] = 6566,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Run Feast's own HTTP feature server on this work directory (`feast serve`):
+    applications POST to /get-online-features for `user_recommendations` and every feature
+    view. Runs until stopped (Ctrl-C)."""
+    import os
+
+    from tvrec.pipelines.config import WORKDIR_ENV
+    from tvrec.pipelines.store import feast_config, repo_path
+
+    root = _settings(workdir).workdir
+    if not (root / "feast").is_dir():
+        raise ConfigError(f"{root}: no Feast repo applied yet; run `tvrec run` first")
+    command = ["-m", "feast.cli.cli", "-c", str(repo_path()), "-f", str(feast_config(root)),
+               "serve", "--host", host, "--port", str(port)]  # fmt: skip
+    typer.echo(f"{WORKDIR_ENV}={root} feast {' '.join(command[2:])}", err=True)
+    os.execve(sys.executable, [sys.executable, *command], os.environ | {WORKDIR_ENV: str(root)})
+
+
 @features_app.command("training-set")
 @user_errors
 def features_training_set(
@@ -399,7 +471,10 @@ def recommend(
     settings = _settings(workdir)
     with _writing(settings, "tvrec recommend"):
         summary = recommend_stage(
-            Workdir(settings.workdir), k=k, model_name=model or settings.models.serve
+            Workdir(settings.workdir),
+            k=k,
+            model_name=model or settings.models.serve,
+            index=settings.index,
         )
     if as_json:
         print_json(summary.to_json())

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from tvrec.pipelines.errors import ConfigError, DataError
+from tvrec.pipelines.errors import ConfigError, DataError, EngineError
 
 if TYPE_CHECKING:
     import click
@@ -52,18 +52,19 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Bad input and bad settings: a clear message on stderr and exit status 2."""
+    """Bad input and bad settings: a clear message on stderr and exit status 2; an engine
+    that cannot be reached (Redis, a database): exit status 3, worth a retry."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (DataError, ConfigError) as exc:
+        except (DataError, ConfigError, EngineError) as exc:
             from rich.markup import escape
 
             # escaped: messages quote user input and hints such as `pip install 'tvrec[mlflow]'`
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(3 if isinstance(exc, EngineError) else 2) from None
 
     return wrapper
 

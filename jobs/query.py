@@ -40,7 +40,7 @@ from tvrec.jobs.query_store import (
     read_shows,
 )
 from tvrec.jobs.release import NO_RELEASE_HINT, Release, current_release
-from tvrec.pipelines.errors import ConfigError, DataError
+from tvrec.pipelines.errors import ConfigError, DataError, EngineError
 from tvrec.pipelines.workdir import Workdir
 
 if TYPE_CHECKING:
@@ -549,7 +549,7 @@ def own_vector(show_index: ShowIndex, show_id: str) -> np.ndarray:
             f"({show_index.index.ntotal} shows); {RERUN_HINT}"
         )
     cpu = show_index.index.to_cpu_faiss()
-    if faiss_index_type(cpu) == "ivf":  # IVF lists need a direct map to reconstruct
+    if faiss_index_type(cpu) in ("ivf", "ivfpq"):  # IVF lists need a direct map to reconstruct
         faiss.extract_index_ivf(cpu).make_direct_map()
     return cpu.reconstruct(rows[0])
 
@@ -775,9 +775,9 @@ def query_command(
             trending=trending,
             genre=genre,
         )
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, EngineError) as exc:
         print_error(exc)
-        raise typer.Exit(2) from None
+        raise typer.Exit(3 if isinstance(exc, EngineError) else 2) from None
     if as_json:
         sys.stdout.write(json.dumps(answer.to_json(), indent=2) + "\n")
         return

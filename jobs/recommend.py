@@ -5,9 +5,10 @@
    watched and shows not yet premiered at the as-of time.
 3. For every show, its top-k similar shows (cosine of the show vectors, same filters).
 4. Stage a release (`jobs/release.py`): the served model, its index, both tables (checked
-   against the lake: every user and show id must exist there) and the lake's shows; make it
-   current in one step; then materialize the user table into Feast's online store (feature
-   view `user_recommendations`, whose source is the current release's file).
+   against the lake: every user and show id must exist there) and the lake's shows; load the
+   user table into Feast's online store (feature view `user_recommendations`) from the staged
+   release's file; then make the release current in one step. An online store that fails
+   (a Redis gone away) leaves the previous release current.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from tvrec.index import IndexConfig, ShowIndex, make_show_index, save_index
+from tvrec.index.backends import measure_recall
 from tvrec.jobs.catalog import Catalog
 from tvrec.jobs.query_store import show_list
 from tvrec.jobs.release import (
@@ -31,6 +33,7 @@ from tvrec.jobs.release import (
 )
 from tvrec.models.base import ModelManifest, Recommender
 from tvrec.models.registry import load_model
+from tvrec.pipelines.config import IndexSettings
 from tvrec.pipelines.contract import Dataset
 from tvrec.pipelines.errors import ConfigError
 from tvrec.pipelines.ingest import read_lake
@@ -57,6 +60,9 @@ class RecommendSummary:
     users_per_second: float
     release: int
     forecast_rows: int = 0  # show_forecast rows (0: no temporal model on this lake)
+    index_type: str = "flat"
+    recall_depth: int = 0  # shows retrieved per user (k, or the candidates a model re-ranks)
+    recall: float | None = None  # an approximate index's recall at that depth against exact
 
     def to_json(self) -> dict:
         return self.__dict__.copy()
@@ -68,6 +74,7 @@ def recommend_stage(
     log: StageLog | None = None,
     run_id: str | None = None,
     model_name: str = "collaborative",
+    index: IndexSettings | None = None,
 ) -> RecommendSummary:
     """Serve trained model `model_name`: stage a release with its index and top-k tables and
     make it current. Callers hold the work directory's writer lock."""
@@ -75,21 +82,29 @@ def recommend_stage(
     source = wd.require(
         f"models/{model_name}", f"train it first: `tvrec train --stage {model_name}`"
     )
+    from tvrec.pipelines.store import apply_recommendations, check_online_store
+
+    check_online_store(wd.root)  # a networked online store that is not there: before the work
     lake = read_lake(wd)
     with stage_release(wd.root, run_id) as release:
         shutil.copytree(source, release.model_dir)  # the release keeps its own copy
         model = load_model(release.model_dir)
-        summary = _serve(wd, release, model, lake, k, log)
-    with log.stage("feast: serving views"):
-        from tvrec.pipelines.store import apply_recommendations
-
-        as_of = datetime.fromisoformat(summary.as_of)
-        apply_recommendations(wd.root, as_of, forecast=summary.forecast_rows > 0)
+        summary = _serve(wd, release, model, lake, k, log, index or IndexSettings())
+        with log.stage("feast: serving views"):  # online before current: a failure keeps both
+            as_of = datetime.fromisoformat(summary.as_of)
+            forecast = summary.forecast_rows > 0
+            apply_recommendations(wd.root, as_of, forecast=forecast, release=release.path)
     return summary
 
 
 def _serve(
-    wd: Workdir, release: ReleaseStage, model: Recommender, lake: Dataset, k: int, log: StageLog
+    wd: Workdir,
+    release: ReleaseStage,
+    model: Recommender,
+    lake: Dataset,
+    k: int,
+    log: StageLog,
+    settings: IndexSettings,
 ) -> RecommendSummary:
     import time
 
@@ -98,10 +113,12 @@ def _serve(
     as_of = datetime.fromisoformat(manifest.as_of)
     ids, vectors = model.show_embeddings()  # (n_shows, dim)
     upcoming = _not_premiered(lake.shows, ids, as_of.date())
-    with log.stage("index"):
-        user_index = _index(vectors, ids, manifest, "dot")
-        save_index(user_index, release.index_dir)
     users = _users(lake.events, lake.users, as_of)
+    with log.stage("index"):
+        user_index = _index(vectors, ids, manifest, "dot", settings)
+        save_index(user_index, release.index_dir)
+        depth = _depth(model, k)  # what retrieval asks the index for
+        recall = _recall(model, user_index, vectors, users, depth, settings.recall_queries)
     with log.stage(f"recommend for {len(users):,} users"):
         t0 = time.perf_counter()
         seen = _seen(lake.events, users, ids, as_of)
@@ -109,7 +126,7 @@ def _serve(
         rate = len(users) / max(time.perf_counter() - t0, 1e-9)
     with log.stage("similar shows"):
         similarity = model.similarity_vectors()  # (n_shows, d): prior column left out
-        show_index = _index(similarity, ids, manifest, "ip")  # cosine
+        show_index = _index(similarity, ids, manifest, "ip", settings)  # cosine
         show_similar = _show_similar(show_index, similarity, upcoming, k)
         save_index(show_index, release.similar_index_dir)
     stamp = {"model_version": manifest.model_version, "as_of": manifest.as_of}
@@ -136,6 +153,9 @@ def _serve(
         rate,
         release.number,
         forecast.height if forecast is not None else 0,
+        user_index.manifest.backend.rsplit("-", 1)[-1],
+        depth,
+        recall,
     )
 
 
@@ -210,7 +230,14 @@ def _lake_version(wd: Workdir) -> str | None:
     return wd.lake.resolve().name if wd.lake.exists() else None
 
 
-def _index(vectors: np.ndarray, ids: list[str], manifest: ModelManifest, metric: str) -> ShowIndex:
+def _index(
+    vectors: np.ndarray,
+    ids: list[str],
+    manifest: ModelManifest,
+    metric: str,
+    settings: IndexSettings,
+) -> ShowIndex:
+    knobs = settings.model_dump(exclude={"recall_queries"})
     return make_show_index(
         np.ascontiguousarray(vectors, dtype=np.float32),
         ids,
@@ -219,8 +246,20 @@ def _index(vectors: np.ndarray, ids: list[str], manifest: ModelManifest, metric:
         feature_service=manifest.feature_service,
         data_snapshot=manifest.data_snapshot,
         as_of=manifest.as_of,
-        cfg=IndexConfig(metric=metric),
+        cfg=IndexConfig(metric=metric, **knobs),
     )
+
+
+def _recall(
+    model: Recommender, index: ShowIndex, vectors: np.ndarray, users: list[str], k: int, n: int
+) -> float | None:
+    """Recall@k of an approximate user index against exact search, on up to `n` users
+    sampled with a fixed seed (None: the index is exact, or nothing to sample)."""
+    if index.manifest.backend.endswith("-flat") or not users or n == 0:
+        return None
+    rng = np.random.default_rng(0)
+    sample = [users[i] for i in sorted(rng.choice(len(users), min(n, len(users)), replace=False))]
+    return measure_recall(index.index, vectors, model.user_embeddings(sample), k)
 
 
 def _not_premiered(shows: pl.DataFrame, ids: list[str], as_of: date) -> set[int]:
@@ -252,6 +291,11 @@ def _seen(
     return [set(by_user.get(u, [])) for u in users]
 
 
+def _depth(model: Recommender, k: int) -> int:
+    """Shows retrieved per user: k, or a two-stage model's candidates to re-rank."""
+    return max(k, model.config.candidates) if hasattr(model, "rerank") else k
+
+
 def _user_topk(
     model: Recommender, index: ShowIndex, users: list[str], exclude: list[set[int]], k: int
 ) -> pl.DataFrame:
@@ -261,7 +305,7 @@ def _user_topk(
     k + (the batch's largest exclusion) candidates instead of the global largest."""
     order = np.argsort([len(e) for e in exclude], kind="stable")
     rerank = getattr(model, "rerank", None)  # a two-stage model re-ranks its candidates
-    wanted = max(k, model.config.candidates) if rerank else k
+    wanted = _depth(model, k)
     parts = []
     for start in range(0, len(users), BATCH):
         rows_ = order[start : start + BATCH]

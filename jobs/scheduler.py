@@ -45,7 +45,7 @@ from rich.text import Text
 from tvrec.jobs.cli_common import WorkdirOpt, err, user_errors
 from tvrec.jobs.locks import LockHeld, is_locked, scheduler_lock
 from tvrec.pipelines.config import Settings, Strict
-from tvrec.pipelines.errors import ConfigError, DataError
+from tvrec.pipelines.errors import ConfigError, DataError, EngineError
 
 if TYPE_CHECKING:  # the job store pulls in SQLAlchemy: imported where used, so the CLI starts fast
     from apscheduler.job import Job
@@ -481,7 +481,7 @@ def run_now(workdir: WorkdirOpt = None) -> None:
     started = time.monotonic()
     try:
         run_configured(wd)
-    except (ConfigError, DataError):
+    except (ConfigError, DataError, EngineError):
         raise
     except Exception as exc:
         err.print(f"[bold red]run failed:[/] {exc}", highlight=False, soft_wrap=True)

@@ -111,6 +111,25 @@ class ModelSettings(Strict):
         return dict(self.sections.get(model, {}))
 
 
+class IndexSettings(Strict):
+    """How `tvrec recommend` indexes the served show vectors (tvrec/index/backends.py):
+    exact up to `exact_max` shows, `approximate` above; IVF-PQ codes where full vectors
+    would pass `memory_budget_mb`. An approximate index's recall@k against exact search, on
+    `recall_queries` sampled users, goes into the run record."""
+
+    exact_max: int = Field(50_000, ge=0, description="flat (exact) index up to this many shows")
+    approximate: Literal["hnsw", "ivf"] = "hnsw"
+    memory_budget_mb: int | None = Field(
+        None, ge=1, description="IVF-PQ above this size of full vectors (default: half the "
+        "memory available as the index is built)",
+    )  # fmt: skip
+    pq_bytes: Literal[8, 16, 32, 48, 64] = 32
+    ef_search: int = Field(128, ge=1, description="HNSW search breadth")
+    nprobe: int | None = Field(None, ge=1, description="IVF lists searched (default nlist/8)")
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    recall_queries: int = Field(500, ge=0, description="users sampled to measure recall@k")
+
+
 class TrackingSettings(Strict):
     """Optional experiment tracking of `tvrec train` (jobs/tracking.py); off by default, and
     neither backend needs an account: MLflow writes a local store, W&B runs offline."""
@@ -128,6 +147,7 @@ class Settings(Strict):
     ingest: IngestSettings = IngestSettings()
     hardware: HardwareSettings = HardwareSettings()
     models: ModelSettings = ModelSettings()
+    index: IndexSettings = IndexSettings()
     tracking: TrackingSettings = TrackingSettings()
 
     @classmethod

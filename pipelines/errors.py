@@ -79,3 +79,9 @@ class DataError(Exception):
 
 class ConfigError(Exception):
     """A setting or argument that cannot be used."""
+
+
+class EngineError(Exception):
+    """An engine the configuration names (a Redis online store, a Ray cluster, a database)
+    cannot be reached or went away: nothing published changed, and a rerun once it is back
+    does the work."""

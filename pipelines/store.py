@@ -2,7 +2,9 @@
 
 Everything goes through Feast's real stores (tvrec's ASOF JOIN offline store over Parquet,
 `pipelines/feast_offline.py`; SQLite online store; SQL registry on SQLite), configured by
-`feature_repo/feature_store.yaml` with paths inside the work directory.
+`feature_repo/feature_store.yaml` with paths inside the work directory. A work directory may
+keep its own `feature_store.yaml` (`tvrec features config --init` writes a copy to edit): the
+same repo then runs on other engines, Redis online or Ray offline (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import importlib
 import io
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import skip_feast_import_typechecks
 from .config import WORKDIR_ENV
-from .errors import ConfigError
+from .errors import ConfigError, EngineError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 skip_feast_import_typechecks()  # before anything here imports feast
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+FEAST_CONFIG = "feature_store.yaml"
 
 
 def repo_path() -> Path:
@@ -46,13 +50,110 @@ def _definitions(workdir: Path) -> ModuleType:
     return defs
 
 
+def feast_config(workdir: Path) -> Path:
+    """The work directory's own `feature_store.yaml` when it has one, else the packaged
+    repo's (SQLite online, DuckDB offline, SQL registry on SQLite, all inside the work
+    directory)."""
+    own = Path(workdir) / FEAST_CONFIG
+    return own if own.is_file() else repo_path() / FEAST_CONFIG
+
+
+SQLITE_ONLINE = """online_store:
+  type: sqlite
+  path: ${TVREC_WORKDIR}/feast/online_store.db
+"""
+
+
+def write_config(workdir: Path, redis: str | None = None) -> Path:
+    """The work directory's own `feature_store.yaml`: the packaged one, with the online store
+    on Redis at `redis` (host:port[,db=N]) when given. Refuses to overwrite one."""
+    target = Path(workdir) / FEAST_CONFIG
+    if target.exists():
+        raise ConfigError(f"{target} exists: edit it, or remove it to start from the template")
+    text = (repo_path() / FEAST_CONFIG).read_text(encoding="utf-8")
+    if redis is not None:
+        if not redis.split(",")[0].strip() or any(c.isspace() or c == '"' for c in redis):
+            raise ConfigError(f"--redis {redis!r}: give HOST:PORT, optionally ,db=N")
+        online = f'online_store:\n  type: redis\n  connection_string: "{redis}"\n'
+        text = text.replace(SQLITE_ONLINE, online, 1)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{FEAST_CONFIG}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
 def feature_store(workdir: Path) -> FeatureStore:
     from feast import FeatureStore
 
     workdir = Path(workdir).resolve()
     _definitions(workdir)
     (workdir / "feast").mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(repo_path()))
+    config = feast_config(workdir)
+    try:
+        return FeatureStore(repo_path=str(repo_path()), fs_yaml_file=config)
+    except Exception as exc:  # Feast's own config errors: pydantic, YAML, unknown store types
+        if type(exc).__module__.startswith(("feast", "pydantic", "yaml")):
+            raise ConfigError(f"{config}: {_first_line(exc)}") from None
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split("\n")[:3]).strip()
+    return text or type(exc).__name__
+
+
+def online_endpoint(store: FeatureStore) -> tuple[str, str | None]:
+    """The online store's type and, for a networked one, its `host:port` (None: embedded)."""
+    cfg = store.config.online_store
+    kind = str(getattr(cfg, "type", "sqlite"))
+    conn = getattr(cfg, "connection_string", None)
+    if not conn:
+        return kind, None
+    host_port = conn.split(",")[0].strip()
+    return kind, host_port if ":" in host_port else f"{host_port}:6379"
+
+
+def check_online_store(workdir: Path, timeout: float = 3.0) -> None:
+    """Fail early, before anything is written, when a networked online store is not there."""
+    import socket
+
+    kind, where = online_endpoint(feature_store(workdir))
+    if where is None:
+        return
+    host, _, port = where.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise EngineError(
+            f"online store {kind} at {where} ({feast_config(workdir)}): cannot connect "
+            f"({exc}); start it or point online_store at a running one"
+        ) from None
+
+
+@contextlib.contextmanager
+def online_errors(store: FeatureStore, doing: str) -> Iterator[None]:
+    """A networked online store that goes away while `doing`: an EngineError naming it."""
+    try:
+        yield
+    except Exception as exc:
+        if not _unreachable(exc):
+            raise
+        kind, where = online_endpoint(store)
+        raise EngineError(
+            f"online store {kind} at {where or 'its configured path'} went away while "
+            f"{doing}: {_first_line(exc)}"
+        ) from None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A lost connection or timeout, from the socket layer or from a store's client."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    name = type(exc).__name__
+    return name in {"ConnectionError", "TimeoutError", "BusyLoadingError"} and (
+        type(exc).__module__.startswith("redis")
+    )
 
 
 def apply(workdir: Path) -> FeatureStore:
@@ -69,7 +170,7 @@ def materialize(store: FeatureStore, as_of: datetime, views: list[str] | None = 
     Feast prints its own progress to stdout; tvrec's stage log reports instead, and stdout
     stays clean for `--json` output.
     """
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), online_errors(store, "materializing"):
         store.materialize(start_date=EPOCH, end_date=as_of, feature_views=views)
 
 
@@ -83,9 +184,10 @@ def online_features(
     key, value = ("user_id", user) if user is not None else ("show_id", show)
     views = [fv for fv in defs.FEATURE_VIEWS if fv.entities == [key.split("_")[0]]]
     refs = [f"{fv.name}:{f.name}" for fv in views for f in fv.features]
-    resp = store.get_online_features(
-        features=refs, entity_rows=[{key: value}], full_feature_names=True
-    )
+    with online_errors(store, "reading"):
+        resp = store.get_online_features(
+            features=refs, entity_rows=[{key: value}], full_feature_names=True
+        )
     return resp.to_dict()
 
 
@@ -138,11 +240,24 @@ def values_per_row(store: FeatureStore, service: str) -> int:
     return total
 
 
-def apply_recommendations(workdir: Path, as_of: datetime, forecast: bool = False) -> None:
+def apply_recommendations(
+    workdir: Path, as_of: datetime, forecast: bool = False, release: Path | None = None
+) -> None:
     """Register the serving views (`user_recommendations`, and `show_forecast` when the
-    release has one) and load the current release's rows online."""
+    release has one) and load a release's rows online: `release`'s own files (a staged
+    release, loaded before it becomes current), else the current release's; the views are
+    then registered through the `release` link, as `feast apply` leaves them."""
     defs = _definitions(Path(workdir).resolve())
     store = feature_store(workdir)
-    views = [defs.user_recommendations, *([defs.show_forecast] if forecast else [])]
-    store.apply([defs.user, defs.show, *views])
-    materialize(store, as_of, [v.name for v in views])
+    linked = [defs.user_recommendations, *([defs.show_forecast] if forecast else [])]
+    staged = defs.serving_views(release)[: len(linked)] if release is not None else linked
+    try:
+        store.apply([defs.user, defs.show, *staged])
+        materialize(store, as_of, [v.name for v in staged])
+    except BaseException:
+        if release is not None:  # the registry back on the link; the first error is the news
+            with contextlib.suppress(Exception):
+                store.apply([defs.user, defs.show, *linked])
+        raise
+    if release is not None:
+        store.apply([defs.user, defs.show, *linked])

@@ -192,9 +192,30 @@ def test_nightly_run_records_and_refuses_overlap(world_dir: Path, tmp_path: Path
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout)
     assert record["status"] == "succeeded" and record["counts"]["user_topk"] > 0
+    assert record["metrics"]["index"] == {"type": "flat", "recall_at_5": None}  # exact
     runs = Catalog(work).runs()
     assert [r["status"] for r in runs] == ["succeeded"]
     assert json.loads(runs[0]["stages"])["train collaborative"] > 0
     res = runner.invoke(app, ["query", "--user", "u0001", "--workdir", str(work), "--json"])
     assert res.exit_code == 0, res.output
     assert len(json.loads(res.stdout)["results"]) == 5
+
+
+def test_an_approximate_index_reports_its_recall(served_workdir: Workdir, tmp_path: Path) -> None:
+    """Above `[index] exact_max` shows the factory builds HNSW, and the run says how much of
+    exact search's top-k it returns, measured on sampled users' own queries."""
+    import shutil
+
+    from tvrec.jobs.recommend import recommend_stage
+    from tvrec.pipelines.config import IndexSettings
+    from tvrec.pipelines.progress import StageLog
+
+    root = tmp_path / "work"
+    shutil.copytree(served_workdir.root, root, symlinks=True)
+    settings = IndexSettings(exact_max=10, ef_search=16, recall_queries=100)
+    summary = recommend_stage(
+        Workdir(root), k=20, log=StageLog(quiet=True), model_name="collaborative", index=settings
+    )
+    assert (summary.index_type, summary.recall_depth) == ("hnsw", 20)
+    assert summary.recall is not None and 0.9 <= summary.recall <= 1.0
+    assert require_release(root).number == require_release(served_workdir.root).number + 1
