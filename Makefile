@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 # Debian's packages, installed only where missing. Without them those tests skip, except
 # under CI=true, where .ci/run installs them first and a missing one fails the run.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) apt-get
-ENGINES := redis-server
+ENGINES := redis-server postgresql
 engines:
-	@missing=""; for b in $(ENGINES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	@missing=""; for p in $(ENGINES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  $(APT) install -y -q $$missing >/dev/null 2>&1 || \

@@ -4,6 +4,7 @@ Files in the work directory:
 
     schedule.json      the schedule (written by `start`; read by `run-now`, `status` and every run)
     scheduler.sqlite   APScheduler's persistent job store: job "nightly" and its next run time
+                       (with `[scheduler] database` set: table tvrec_jobs_<key> there instead)
     scheduler.lock     held by the one scheduler process of the work directory
     scheduler.log      output of a scheduler started with `start --detach`
 
@@ -43,7 +44,14 @@ from rich.table import Table
 from rich.text import Text
 
 from tvrec.jobs.cli_common import WorkdirOpt, err, user_errors
-from tvrec.jobs.locks import LockHeld, is_locked, scheduler_lock
+from tvrec.jobs.locks import (
+    LockHeld,
+    database_lock_held,
+    is_locked,
+    scheduler_lock,
+    shared_database,
+    workdir_key,
+)
 from tvrec.pipelines.config import Settings, Strict
 from tvrec.pipelines.errors import ConfigError, DataError, EngineError
 
@@ -241,13 +249,23 @@ def _store_url(workdir: Path, *, read_only: bool = False) -> str:
     return f"sqlite:///{path}"
 
 
-def stored_job(workdir: Path) -> Job | None:
-    """Job "nightly" as persisted in scheduler.sqlite (opened read-only), or None."""
+def _job_store(workdir: Path, *, read_only: bool = False) -> Any:
+    """The work directory's APScheduler job store: its own SQLite file, or its own table in
+    the shared database (one table per work directory: a scheduler runs every job of its
+    store, so two work directories must never share one)."""
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 
-    if not (Path(workdir) / STORE_FILE).exists():
+    database = shared_database(workdir)
+    if database is None:
+        return SQLAlchemyJobStore(url=_store_url(workdir, read_only=read_only))
+    return SQLAlchemyJobStore(url=database, tablename=f"tvrec_jobs_{workdir_key(workdir)}")
+
+
+def stored_job(workdir: Path) -> Job | None:
+    """Job "nightly" as persisted in the job store (SQLite opened read-only), or None."""
+    if shared_database(workdir) is None and not (Path(workdir) / STORE_FILE).exists():
         return None
-    store = SQLAlchemyJobStore(url=_store_url(workdir, read_only=True))
+    store = _job_store(workdir, read_only=True)
     try:
         return store.lookup_job(JOB_ID)
     except Exception as exc:  # no table yet, or a job pickled by code that has changed
@@ -264,12 +282,11 @@ def build_scheduler(workdir: Path, config: ScheduleConfig) -> BackgroundSchedule
     scheduler was stopped still run, once, at start (coalesce + misfire grace); a changed
     cron replaces the job and starts from the next fire time.
     """
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
 
     trigger = config.trigger()
     scheduler = BackgroundScheduler(
-        jobstores={"default": SQLAlchemyJobStore(url=_store_url(workdir))},
+        jobstores={"default": _job_store(workdir)},
         job_defaults={
             "coalesce": True,
             "max_instances": 1,
@@ -509,7 +526,7 @@ def schedule_status(workdir: Path) -> dict[str, Any]:
     running = is_locked(sched_lock)
     config = load_schedule(workdir) if (workdir / SCHEDULE_FILE).exists() else None
     job = stored_job(workdir)
-    run_in_progress = is_locked(workdir / "run.lock")
+    run_in_progress = is_locked(workdir / "run.lock") or _run_elsewhere(workdir)
     runs, catalog_error = _last_runs(workdir, run_in_progress)
     return {
         "workdir": str(workdir),
@@ -521,6 +538,12 @@ def schedule_status(workdir: Path) -> dict[str, Any]:
         "last_runs": runs,
         "catalog_error": catalog_error,
     }
+
+
+def _run_elsewhere(workdir: Path) -> bool:
+    """A run holding the shared database's lock (on another host, say)."""
+    database = shared_database(workdir)
+    return database is not None and database_lock_held(database, f"{workdir_key(workdir)}:run")
 
 
 def _last_runs(workdir: Path, run_in_progress: bool) -> tuple[list[dict[str, Any]], str | None]:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 WORKDIR_ENV = "TVREC_WORKDIR"
 # over tvrec.toml's [models] train / serve (comma-separated names): a quick run of one model
@@ -130,6 +130,30 @@ class IndexSettings(Strict):
     recall_queries: int = Field(500, ge=0, description="users sampled to measure recall@k")
 
 
+class SchedulerSettings(Strict):
+    """Where `tvrec schedule` keeps its job, and where writers hold the run lock.
+
+    Default: `scheduler.sqlite` and file locks in the work directory. A PostgreSQL URL
+    shares one database among schedulers on several hosts (`pip install -e '.[postgres]'`):
+    each work directory gets its own job table, and the run and scheduler locks are also
+    PostgreSQL advisory locks, released by the server when their holder dies."""
+
+    database: str | None = Field(
+        None, description="SQLAlchemy URL, e.g. postgresql+psycopg://tvrec@db:5432/tvrec"
+    )
+
+    @field_validator("database")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgresql+")):
+            raise ValueError(
+                f"database {value!r}: give a PostgreSQL SQLAlchemy URL such as "
+                "postgresql+psycopg://tvrec@db-host:5432/tvrec (leave it out for the work "
+                "directory's own SQLite store)"
+            )
+        return value
+
+
 class TrackingSettings(Strict):
     """Optional experiment tracking of `tvrec train` (jobs/tracking.py); off by default, and
     neither backend needs an account: MLflow writes a local store, W&B runs offline."""
@@ -148,6 +172,7 @@ class Settings(Strict):
     hardware: HardwareSettings = HardwareSettings()
     models: ModelSettings = ModelSettings()
     index: IndexSettings = IndexSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
     tracking: TrackingSettings = TrackingSettings()
 
     @classmethod

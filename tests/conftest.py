@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from real_data import SplitRun, split_run
+from sched_procs import Proc, launcher
 
 from tvrec.pipelines.config import MODEL_ENV, Settings
 from tvrec.pipelines.synthetic import PlantedTruth, WorldConfig, write_world
@@ -117,6 +118,15 @@ def inputs_of(built_workdir: Workdir) -> Callable[[str], TrainingData]:
         return built[name]
 
     return inputs
+
+
+@pytest.fixture()
+def launch(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """`launch(*args)`: a `tvrec schedule` process (tests/sched_procs.py), killed at the end
+    if still running."""
+    start, cleanup = launcher(tmp_path)
+    yield start
+    cleanup()
 
 
 @pytest.fixture(scope="module")

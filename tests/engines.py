@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,3 +83,42 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(timeout=20)
         self.proc = None
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+
+
+def postgres_bin(name: str) -> str:
+    """A PostgreSQL server binary (initdb, pg_ctl): on PATH, or Debian's versioned folder."""
+    found = shutil.which(name) or next(
+        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None
+    )
+    if found is None:
+        return require_binary(name, "Debian: apt-get install postgresql; `make engines`")
+    return found
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 with trust authentication, in a temporary
+    folder of its own; yields its SQLAlchemy URL. Run as root, the server runs as Debian's
+    `postgres` user (it refuses root), so the folder is made theirs."""
+    initdb, pg_ctl = postgres_bin("initdb"), postgres_bin("pg_ctl")
+    directory = Path(tempfile.mkdtemp(prefix="tvrec-pg-"))
+    data, port = directory / "data", free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(directory, "postgres")
+    run = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
+    try:
+        subprocess.run([*as_user, initdb, "-D", str(data), "-U", "tvrec", "--auth=trust",
+                        "--no-sync", "-E", "UTF8"], **run)  # fmt: skip
+        options = f"-p {port} -h 127.0.0.1 -k {directory} -c fsync=off"
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-w", "-t", "60",
+                        "-l", str(directory / "server.log"), "start"], **run)  # fmt: skip
+        yield f"postgresql+psycopg://tvrec@127.0.0.1:{port}/postgres"
+    finally:
+        stop = [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"]
+        subprocess.run(stop, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        shutil.rmtree(directory, ignore_errors=True)

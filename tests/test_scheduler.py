@@ -12,15 +12,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from sched_jobs import calls
+from sched_procs import EVERY_SECOND, Proc, _cli, _env, _wait_until
 from typer.testing import CliRunner
 
 from tvrec.jobs.catalog import Catalog
@@ -35,79 +35,6 @@ from tvrec.jobs.scheduler import (
 )
 
 runner = CliRunner()
-TESTS_DIR = Path(__file__).resolve().parent
-LAUNCH = "from tvrec.jobs.scheduler import main; main()"
-EVERY_SECOND = "* * * * * *"
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "TVREC_WORKDIR"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _cli(*args: object) -> list[str]:
-    return [sys.executable, "-c", LAUNCH, *(str(a) for a in args)]
-
-
-def _wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
-class Proc:
-    """A `tvrec schedule` subprocess whose stdout lines are collected as they arrive."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.log = log
-        with log.open("wb") as err:
-            self.popen = subprocess.Popen(
-                args, stdout=subprocess.PIPE, stderr=err, text=True, env=_env()
-            )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, text: str, timeout: float = 15) -> str:
-        _wait_until(
-            lambda: any(text in line for line in self.lines) or self.popen.poll() is not None,
-            timeout,
-            f"{text!r} (stderr: {self.log})",
-        )
-        found = [line for line in self.lines if text in line]
-        assert found, f"exited {self.popen.poll()}: {self.lines} {self.log.read_text()}"
-        return found[0]
-
-    def stop(self, timeout: float = 15) -> int:
-        self.popen.send_signal(signal.SIGTERM)
-        rc = self.popen.wait(timeout)
-        self._reader.join(5)
-        return rc
-
-
-@pytest.fixture()
-def launch(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    started: list[Proc] = []
-
-    def _launch(*args: object) -> Proc:
-        proc = Proc(_cli(*args), tmp_path / f"stderr-{len(started)}.log")
-        started.append(proc)
-        return proc
-
-    yield _launch
-    for proc in started:  # never leave a scheduler behind, even on failure
-        if proc.popen.poll() is None:
-            proc.popen.kill()
-            proc.popen.wait()
 
 
 @pytest.fixture()
