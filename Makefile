@@ -29,9 +29,9 @@ engines:
 demo: install          ## the main job on the synthetic TV world (DuckDB + SQLite, no servers)
 	$(VENV)/bin/tvrec demo
 
-test: install          ## lint + the fast test suite (what CI runs)
+test: install          ## lint + the fast test suite (what CI runs), a worker per core
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 test-slow: install     ## the slow tests: real datasets end to end
 	$(VENV)/bin/pytest -q -m slow

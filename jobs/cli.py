@@ -262,6 +262,15 @@ def features_config(
             metavar="HOST:PORT",
         ),
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="With --init: the offline store and materialization on Ray, at a cluster "
+            "address (ray://head:10001) or 'local' (a runtime in the process).",
+            metavar="ADDRESS",
+        ),
+    ] = None,
     workdir: WorkdirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -269,12 +278,12 @@ def features_config(
     the work directory's own copy (docs/scale-out.md)."""
     from tvrec.pipelines.store import feast_config, feature_store, online_endpoint, write_config
 
-    if redis is not None and not init:
-        raise ConfigError("--redis goes with --init (it sets the copy's online store)")
+    if (redis is not None or ray is not None) and not init:
+        raise ConfigError("--redis and --ray go with --init (they set the copy's stores)")
     root = _settings(workdir).workdir
     if init:
         with _writing(_settings(workdir), "tvrec features config --init"):
-            write_config(root, redis=redis)
+            write_config(root, redis=redis, ray=ray)
     store = feature_store(root)
     kind, where = online_endpoint(store)
     info = {

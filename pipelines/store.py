@@ -58,29 +58,54 @@ def feast_config(workdir: Path) -> Path:
     return own if own.is_file() else repo_path() / FEAST_CONFIG
 
 
+# The packaged template's active blocks, which `write_config` swaps for other engines.
 SQLITE_ONLINE = """online_store:
   type: sqlite
   path: ${TVREC_WORKDIR}/feast/online_store.db
 """
+DUCKDB_OFFLINE = """offline_store:
+  type: tvrec.pipelines.feast_offline.AsofDuckDBOfflineStore
+"""
+LOCAL_ENGINE = """batch_engine:
+  type: local
+"""
+LOCAL_RAY = "local"  # `--ray local`: a Ray runtime started in the process (2+ cores)
 
 
-def write_config(workdir: Path, redis: str | None = None) -> Path:
+def write_config(workdir: Path, redis: str | None = None, ray: str | None = None) -> Path:
     """The work directory's own `feature_store.yaml`: the packaged one, with the online store
-    on Redis at `redis` (host:port[,db=N]) when given. Refuses to overwrite one."""
+    on Redis at `redis` (host:port[,db=N]) and/or the offline store and materialization on
+    Ray (`ray`: a cluster address such as ray://head:10001, or "local"). Refuses to
+    overwrite one."""
     target = Path(workdir) / FEAST_CONFIG
     if target.exists():
         raise ConfigError(f"{target} exists: edit it, or remove it to start from the template")
     text = (repo_path() / FEAST_CONFIG).read_text(encoding="utf-8")
     if redis is not None:
-        if not redis.split(",")[0].strip() or any(c.isspace() or c == '"' for c in redis):
-            raise ConfigError(f"--redis {redis!r}: give HOST:PORT, optionally ,db=N")
-        online = f'online_store:\n  type: redis\n  connection_string: "{redis}"\n'
-        text = text.replace(SQLITE_ONLINE, online, 1)
+        text = text.replace(SQLITE_ONLINE, _redis_block(redis), 1)
+    if ray is not None:
+        address = "" if ray == LOCAL_RAY else f'  ray_address: "{_plain(ray, "--ray")}"\n'
+        offline = "offline_store:\n  type: ray\n  storage_path: ${TVREC_WORKDIR}/feast/ray\n"
+        text = text.replace(DUCKDB_OFFLINE, offline + address, 1)
+        text = text.replace(LOCAL_ENGINE, "batch_engine:\n  type: ray.engine\n" + address, 1)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{FEAST_CONFIG}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)
     return target
+
+
+def _redis_block(redis: str) -> str:
+    if not redis.split(",")[0].strip():
+        raise ConfigError(f"--redis {redis!r}: give HOST:PORT, optionally ,db=N")
+    return f'online_store:\n  type: redis\n  connection_string: "{_plain(redis, "--redis")}"\n'
+
+
+def _plain(value: str, option: str) -> str:
+    """A value safe to quote in YAML as it is."""
+    if any(c.isspace() or c in "\"'\\" for c in value) or not value:
+        raise ConfigError(f"{option} {value!r}: no spaces or quotes")
+    return value
 
 
 def feature_store(workdir: Path) -> FeatureStore:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from engines import RedisServer, redis_server
 from real_data import SplitRun, split_run
 from sched_procs import Proc, launcher
 
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
 
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one core per worker, before torch
+    for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_threads, "1")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -127,6 +133,13 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     start, cleanup = launcher(tmp_path)
     yield start
     cleanup()
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the test module's own on 127.0.0.1 (tests/engines.py)."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ under CI=true, where `.ci/run` installs it (`make engines`) and a missing one fa
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -26,6 +28,17 @@ def require_binary(name: str, hint: str) -> str:
             pytest.fail(f"CI=true: {message}", pytrace=False)
         pytest.skip(message)
     return path
+
+
+def require_module(name: str, hint: str) -> ModuleType:
+    """Import `name`; skip without it (fail under CI=true)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        message = f"python package {name} is not installed ({hint})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: {message}", pytrace=False)
+        pytest.skip(message)
 
 
 def free_port() -> int:

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
-from engines import RedisServer, redis_server
+from engines import RedisServer
 from typer.testing import CliRunner
 
 from tvrec.jobs.catalog import Catalog
@@ -23,12 +22,6 @@ from tvrec.pipelines.workdir import Workdir
 
 pytestmark = pytest.mark.redis
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
