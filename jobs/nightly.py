@@ -47,6 +47,9 @@ def run_nightly(
         dataset = _checked_dataset(settings, source, fmt, as_of, ingest_options)
     wd = Workdir(settings.workdir)
     wd.root.mkdir(parents=True, exist_ok=True)
+    from tvrec.pipelines.store import check_online_store
+
+    check_online_store(wd.root)  # a Redis that is down fails the run before anything is written
     with run_lock(wd.root):
         wd.sweep()
         catalog = Catalog(wd.root)

@@ -122,6 +122,10 @@ def test_redis_gone_mid_run_keeps_the_published_release(
         assert res.exit_code == 3 and "cannot connect" in res.stderr
         res = runner.invoke(app, ["features", "get", "--user", "u0001", "-w", str(root)])
         assert res.exit_code == 3 and redis.address in res.stderr
+        runs = len(Catalog(root).runs())
+        res = runner.invoke(app, ["run", "-w", str(root)])  # the whole job: refused at once too
+        assert res.exit_code == 3 and "cannot connect" in res.stderr
+        assert len(Catalog(root).runs()) == runs and require_release(root).number == before.number
     finally:
         monkeypatch.undo()
         redis.start()  # the same port, empty: a rerun loads it again
