@@ -29,9 +29,11 @@ from typing import TYPE_CHECKING, Literal
 
 import faiss
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from .hardware import DeviceSetting, Hardware, detect_hardware, pick_profile
+from tvrec.pipelines.config import IndexSettings
+
+from .hardware import Hardware, detect_hardware, pick_profile
 
 if TYPE_CHECKING:
     import torch
@@ -48,27 +50,14 @@ _MAX_POINTS_PER_LIST = 256  # ... and samples down to 256 per centroid anyway
 _SEED = 1234
 
 
-class IndexConfig(BaseModel):
-    """How to index show vectors. On load only device / ef_search / nprobe apply."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class IndexConfig(IndexSettings):
+    """How to index show vectors: the user's `[index]` knobs (IndexSettings) and the
+    structure's own. On load only device / ef_search / nprobe apply."""
 
     metric: Metric = "ip"
-    exact_max: int = Field(50_000, ge=0, description="flat (exact) index up to this many shows")
-    approximate: Literal["hnsw", "ivf"] = "hnsw"
     hnsw_m: int = Field(32, ge=4, le=256)
     hnsw_ef_construction: int = Field(40, ge=8)
-    ef_search: int = Field(128, ge=1)
     ivf_nlist: int | None = Field(None, ge=1, description="None: ~4*sqrt(n)")
-    nprobe: int | None = Field(None, ge=1, description="None: nlist/8, at least 8")
-    memory_budget_mb: int | None = Field(
-        None, ge=1, description="IVF-PQ above this size of full vectors; None: half the "
-        "memory available when the index is built",
-    )  # fmt: skip
-    pq_bytes: Literal[8, 16, 32, 48, 64] = Field(
-        32, description="IVF-PQ code bytes per vector (sizes faiss runs on GPUs too)"
-    )
-    device: DeviceSetting = "auto"
     gpu_device: int = Field(0, ge=0, description="CUDA ordinal for the GPU backends")
     torch_chunk_mb: int = Field(256, ge=1, description="bound on one torch score block")
 
@@ -101,6 +90,7 @@ class VectorIndex(ABC):
     """A searchable set of `ntotal` vectors of size `dim`; ids are row positions."""
 
     backend_name: str = "abstract"
+    index_type: IndexType = "flat"  # the search structure: exact, or how it approximates
     max_k: int | None = None  # largest k the backend can search at once (None: unbounded)
 
     def __init__(self, dim: int, metric: Metric) -> None:
@@ -245,7 +235,8 @@ class FaissCpuIndex(VectorIndex):
         # faiss stores "ip" and "dot" alike; the caller says which one it is
         super().__init__(index.d, metric or faiss_metric_name(index))
         self._index = index
-        self.backend_name = f"faiss-cpu-{faiss_index_type(index)}"
+        self.index_type = faiss_index_type(index)
+        self.backend_name = f"faiss-cpu-{self.index_type}"
 
     @property
     def ntotal(self) -> int:
@@ -279,6 +270,7 @@ class FaissGpuIndex(VectorIndex):
         self._res = faiss.StandardGpuResources()  # must outlive the GPU index
         self._index = faiss.index_cpu_to_gpu(self._res, gpu_id, cpu_index)
         self._cpu_copy: faiss.Index | None = None
+        self.index_type = kind
         self.backend_name = f"faiss-gpu-{kind}"
 
     @property
@@ -564,8 +556,7 @@ def measure_recall(
 ) -> float | None:
     """Recall@k of `index` against exact search over the same `vectors` (n, d) for
     `queries` (q, d): the share of the true top-k ids it returns. None for an exact index."""
-    cpu = index.to_cpu_faiss()
-    if cpu is None or faiss_index_type(cpu) == "flat" or not len(queries):
+    if index.index_type == "flat" or not len(queries):
         return None
     k = min(k, index.ntotal)
     x = _checked_vectors(vectors, index.metric)  # (n, d) as indexed

@@ -179,9 +179,11 @@ def features_build(
 ) -> None:
     """Compute show, graph and temporal features; feast apply; materialize online."""
     from tvrec.pipelines.build import build_features
+    from tvrec.pipelines.store import check_online_store
     from tvrec.pipelines.workdir import Workdir
 
     settings = _settings(workdir)
+    check_online_store(settings.workdir)  # a Redis that is down: refused before any write
     with _writing(settings, "tvrec features build"):
         summary = build_features(
             Workdir(settings.workdir), settings, parse_as_of(as_of) if as_of else None
@@ -280,9 +282,10 @@ def features_config(
 
     if (redis is not None or ray is not None) and not init:
         raise ConfigError("--redis and --ray go with --init (they set the copy's stores)")
-    root = _settings(workdir).workdir
+    settings = _settings(workdir)
+    root = settings.workdir
     if init:
-        with _writing(_settings(workdir), "tvrec features config --init"):
+        with _writing(settings, "tvrec features config --init"):
             write_config(root, redis=redis, ray=ray)
     store = feature_store(root)
     kind, where = online_endpoint(store)

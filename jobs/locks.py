@@ -115,10 +115,11 @@ def _both(workdir: Path, name: str, what: str, command: str | None) -> Iterator[
 
 
 def shared_database(workdir: Path) -> str | None:
-    """`[scheduler] database` of the work directory's tvrec.toml (None: not shared)."""
-    from tvrec.pipelines.config import Settings
+    """`[scheduler] database` of the work directory's tvrec.toml (None: not shared). Only
+    that table is read: the scheduler's status and the locks never load the model settings."""
+    from tvrec.pipelines.config import SchedulerSettings
 
-    return Settings.load(workdir).scheduler.database
+    return SchedulerSettings.of(Path(workdir)).database
 
 
 def workdir_key(workdir: Path) -> str:

@@ -153,7 +153,7 @@ def _serve(
         rate,
         release.number,
         forecast.height if forecast is not None else 0,
-        user_index.manifest.backend.rsplit("-", 1)[-1],
+        user_index.index.index_type,
         depth,
         recall,
     )
@@ -237,7 +237,6 @@ def _index(
     metric: str,
     settings: IndexSettings,
 ) -> ShowIndex:
-    knobs = settings.model_dump(exclude={"recall_queries"})
     return make_show_index(
         np.ascontiguousarray(vectors, dtype=np.float32),
         ids,
@@ -246,7 +245,7 @@ def _index(
         feature_service=manifest.feature_service,
         data_snapshot=manifest.data_snapshot,
         as_of=manifest.as_of,
-        cfg=IndexConfig(metric=metric, **knobs),
+        cfg=IndexConfig(metric=metric, **settings.model_dump()),
     )
 
 
@@ -255,7 +254,7 @@ def _recall(
 ) -> float | None:
     """Recall@k of an approximate user index against exact search, on up to `n` users
     sampled with a fixed seed (None: the index is exact, or nothing to sample)."""
-    if index.manifest.backend.endswith("-flat") or not users or n == 0:
+    if index.index.index_type == "flat" or not users or n == 0:
         return None
     rng = np.random.default_rng(0)
     sample = [users[i] for i in sorted(rng.choice(len(users), min(n, len(users)), replace=False))]

@@ -249,13 +249,12 @@ def _store_url(workdir: Path, *, read_only: bool = False) -> str:
     return f"sqlite:///{path}"
 
 
-def _job_store(workdir: Path, *, read_only: bool = False) -> Any:
+def _job_store(workdir: Path, database: str | None, *, read_only: bool = False) -> Any:
     """The work directory's APScheduler job store: its own SQLite file, or its own table in
-    the shared database (one table per work directory: a scheduler runs every job of its
+    the shared `database` (one table per work directory: a scheduler runs every job of its
     store, so two work directories must never share one)."""
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 
-    database = shared_database(workdir)
     if database is None:
         return SQLAlchemyJobStore(url=_store_url(workdir, read_only=read_only))
     return SQLAlchemyJobStore(url=database, tablename=f"tvrec_jobs_{workdir_key(workdir)}")
@@ -263,9 +262,10 @@ def _job_store(workdir: Path, *, read_only: bool = False) -> Any:
 
 def stored_job(workdir: Path) -> Job | None:
     """Job "nightly" as persisted in the job store (SQLite opened read-only), or None."""
-    if shared_database(workdir) is None and not (Path(workdir) / STORE_FILE).exists():
+    database = shared_database(workdir)
+    if database is None and not (Path(workdir) / STORE_FILE).exists():
         return None
-    store = _job_store(workdir, read_only=True)
+    store = _job_store(workdir, database, read_only=True)
     try:
         return store.lookup_job(JOB_ID)
     except Exception as exc:  # no table yet, or a job pickled by code that has changed
@@ -286,7 +286,7 @@ def build_scheduler(workdir: Path, config: ScheduleConfig) -> BackgroundSchedule
 
     trigger = config.trigger()
     scheduler = BackgroundScheduler(
-        jobstores={"default": _job_store(workdir)},
+        jobstores={"default": _job_store(workdir, shared_database(workdir))},
         job_defaults={
             "coalesce": True,
             "max_instances": 1,

@@ -20,7 +20,7 @@ from .features import graph, show, temporal, text
 from .features.vocab import Vocab, build_vocab
 from .ingest import read_lake
 from .progress import StageLog
-from .store import EPOCH, apply, check_online_store, materialize
+from .store import EPOCH, apply, materialize
 from .workdir import Workdir
 
 MANIFEST = "manifest.json"
@@ -70,7 +70,6 @@ def build_features(
     workdir: Workdir, settings: Settings, as_of: datetime | None = None, log: StageLog | None = None
 ) -> BuildSummary:
     log = log or StageLog()
-    check_online_store(workdir.root)  # a networked online store that is down: before the work
     with log.stage("read lake"):
         ds = read_lake(workdir)
         as_of = as_of or default_as_of(ds)

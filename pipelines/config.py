@@ -142,6 +142,27 @@ class SchedulerSettings(Strict):
         None, description="SQLAlchemy URL, e.g. postgresql+psycopg://tvrec@db:5432/tvrec"
     )
 
+    @classmethod
+    def of(cls, workdir: Path) -> SchedulerSettings:
+        """The `[scheduler]` table of the work directory's tvrec.toml alone, validated."""
+        from pydantic import ValidationError
+
+        from .errors import ConfigError
+
+        cfg = Path(workdir).resolve() / CONFIG_FILE
+        try:
+            with cfg.open("rb") as f:
+                table = tomllib.load(f).get("scheduler", {})
+        except FileNotFoundError:
+            return cls()
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{cfg}: not valid TOML: {exc}") from None
+        try:
+            return cls.model_validate(table)
+        except ValidationError as exc:
+            problems = "; ".join(_problem(e) for e in exc.errors())
+            raise ConfigError(f"{cfg}: scheduler: {problems}") from None
+
     @field_validator("database")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:

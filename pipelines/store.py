@@ -143,6 +143,8 @@ def check_online_store(workdir: Path, timeout: float = 3.0) -> None:
     """Fail early, before anything is written, when a networked online store is not there."""
     import socket
 
+    if feast_config(workdir) == repo_path() / FEAST_CONFIG:  # the packaged one: SQLite
+        return
     kind, where = online_endpoint(feature_store(workdir))
     if where is None:
         return
