@@ -188,9 +188,11 @@ def _connection(url: str) -> Iterator[Any]:
     try:
         try:
             conn = engine.connect()
-            conn.execute(
-                text("create table if not exists tvrec_locks (name text primary key, holder text)")
-            )
+            # two processes creating it at once collide inside PostgreSQL's catalogue even
+            # with IF NOT EXISTS: one at a time, under a transaction-scoped advisory lock
+            create = "create table if not exists tvrec_locks (name text primary key, holder text)"
+            conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": _lock_number(create)})
+            conn.execute(text(create))
             conn.commit()
         except SQLAlchemyError as exc:
             shown = engine.url.render_as_string(hide_password=True)
