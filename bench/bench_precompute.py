@@ -57,7 +57,7 @@ def main() -> None:
     workdir = args.workdir or Path(tmp.name) / "work"  # type: ignore[union-attr]
     prepare(workdir)
 
-    from tvrec.jobs.recommend import _index, _not_premiered, _seen, _user_topk, _users
+    from tvrec.jobs.recommend import _index, _not_premiered, _seen, _users, user_topk_table
     from tvrec.jobs.train import load_current_model
     from tvrec.pipelines.ingest import read_lake
     from tvrec.pipelines.workdir import Workdir
@@ -75,7 +75,7 @@ def main() -> None:
     faiss_s, numpy_s = [], []
     for _ in range(args.repeat):
         t0 = time.perf_counter()
-        _user_topk(model, index, users, exclude, args.k)
+        user_topk_table(model, index, users, exclude, args.k)
         faiss_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         uvec = model.user_embeddings(users)

@@ -142,6 +142,7 @@ class VectorIndex(ABC):
             scores, ids = self._search_unbounded(q, wanted)
         else:
             scores, ids = self._search_raw(q, wanted)
+        scores, ids = _ties_by_id(scores, ids, self.metric)
         if extra:
             return _drop_excluded(scores, ids, exclude or [], k, self.metric)
         return _fit(scores, ids, k, self.metric)
@@ -164,6 +165,20 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)  # (n, 1)
     np.divide(x, norms, out=x, where=norms > 0)
     return x
+
+
+def _ties_by_id(
+    scores: np.ndarray, ids: np.ndarray, metric: Metric
+) -> tuple[np.ndarray, np.ndarray]:
+    """(q, k') results best first with equal scores in id order (FAISS leaves their order to
+    its heap), so a query's answer does not depend on the batch it was searched in: a user
+    gets the same list from one process and from any user shard. -1 ids stay last."""
+    worse = scores if metric == "l2" else -scores  # ascending = best first
+    missing = ids < 0
+    order = np.lexsort(
+        (np.where(missing, np.iinfo(np.int64).max, ids), np.where(missing, np.inf, worse)), axis=-1
+    )  # (q, k')
+    return np.take_along_axis(scores, order, -1), np.take_along_axis(ids, order, -1)
 
 
 def _pad_score(metric: Metric) -> float:

@@ -424,18 +424,36 @@ def train(
         str,
         typer.Option("--stage", help=f"Model to train: {', '.join(model_names())}."),
     ] = "collaborative",
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Processes that train the model together (data-parallel, torchrun; gloo on "
+            "CPU, NCCL on GPU). The planned batch is split between them.",
+        ),
+    ] = 1,
     workdir: WorkdirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a model from its Feast training set and publish it under models/<name>.
 
     A run that was killed resumes from its last checkpoint (same data and settings)."""
-    from tvrec.jobs.train import train_stage
+    from tvrec.jobs.train import registered, train_stage
+    from tvrec.models.base import ModelManifest
     from tvrec.pipelines.workdir import Workdir
 
     settings = _settings(workdir)
+    registered(stage)  # an unknown model fails here, not in every process
     with _writing(settings, "tvrec train"):
-        manifest = train_stage(Workdir(settings.workdir), settings, stage)
+        if nproc == 1:
+            manifest = train_stage(Workdir(settings.workdir), settings, stage)
+        else:
+            from tvrec.jobs.train_parallel import launch
+
+            if code := launch(settings.workdir, stage, nproc):
+                raise typer.Exit(code)  # the failing process said why
+            manifest = ModelManifest.read(settings.workdir / "models" / stage)
     if as_json:
         print_json(manifest.to_json())
         return
@@ -473,6 +491,15 @@ def recommend(
             "--model", help="Trained model to serve (default: models.serve in tvrec.toml)."
         ),
     ] = None,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            "--shards",
+            min=1,
+            help="User shards searched by parallel workers (default: [recommend] shards; "
+            "the workers: [recommend] engine).",
+        ),
+    ] = None,
     workdir: WorkdirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -481,12 +508,16 @@ def recommend(
     from tvrec.pipelines.workdir import Workdir
 
     settings = _settings(workdir)
+    sharding = settings.recommend
+    if shards is not None:
+        sharding = sharding.model_copy(update={"shards": shards})
     with _writing(settings, "tvrec recommend"):
         summary = recommend_stage(
             Workdir(settings.workdir),
             k=k,
             model_name=model or settings.models.serve,
             index=settings.index,
+            sharding=sharding,
         )
     if as_json:
         print_json(summary.to_json())

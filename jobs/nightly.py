@@ -76,9 +76,11 @@ def run_nightly(
                 run_id=run_id,
                 model_name=settings.models.serve,
                 index=settings.index,
+                sharding=settings.recommend,
             )
             counts["user_topk"], counts["show_similar"] = rec.user_rows, rec.show_rows
             metrics["users_per_second"] = rec.users_per_second
+            metrics["recommend_shards"] = rec.shards
             metrics["index"] = {"type": rec.index_type, f"recall_at_{rec.recall_depth}": rec.recall}
             metrics["stage_peak_rss_mb"] = dict(log.peak_rss_mb)
             record = {

@@ -33,7 +33,7 @@ from tvrec.jobs.release import (
 )
 from tvrec.models.base import ModelManifest, Recommender
 from tvrec.models.registry import load_model
-from tvrec.pipelines.config import IndexSettings
+from tvrec.pipelines.config import IndexSettings, RecommendSettings
 from tvrec.pipelines.contract import Dataset
 from tvrec.pipelines.errors import ConfigError
 from tvrec.pipelines.ingest import read_lake
@@ -63,6 +63,7 @@ class RecommendSummary:
     index_type: str = "flat"
     recall_depth: int = 0  # shows retrieved per user (k, or the candidates a model re-ranks)
     recall: float | None = None  # an approximate index's recall at that depth against exact
+    shards: int = 1  # user shards searched by parallel workers
 
     def to_json(self) -> dict:
         return self.__dict__.copy()
@@ -75,9 +76,11 @@ def recommend_stage(
     run_id: str | None = None,
     model_name: str = "collaborative",
     index: IndexSettings | None = None,
+    sharding: RecommendSettings | None = None,
 ) -> RecommendSummary:
     """Serve trained model `model_name`: stage a release with its index and top-k tables and
-    make it current. Callers hold the work directory's writer lock."""
+    make it current (the users' table over `sharding.shards` parallel workers when more than
+    one: jobs/shards.py). Callers hold the work directory's writer lock."""
     log = log or StageLog()
     source = wd.require(
         f"models/{model_name}", f"train it first: `tvrec train --stage {model_name}`"
@@ -89,7 +92,8 @@ def recommend_stage(
     with stage_release(wd.root, run_id) as release:
         shutil.copytree(source, release.model_dir)  # the release keeps its own copy
         model = load_model(release.model_dir)
-        summary = _serve(wd, release, model, lake, k, log, index or IndexSettings())
+        settings = (index or IndexSettings(), sharding or RecommendSettings())
+        summary = _serve(wd, release, model, lake, k, log, *settings)
         with log.stage("feast: serving views"):  # online before current: a failure keeps both
             as_of = datetime.fromisoformat(summary.as_of)
             forecast = summary.forecast_rows > 0
@@ -105,6 +109,7 @@ def _serve(
     k: int,
     log: StageLog,
     settings: IndexSettings,
+    sharding: RecommendSettings,
 ) -> RecommendSummary:
     import time
 
@@ -119,10 +124,16 @@ def _serve(
         save_index(user_index, release.index_dir)
         depth = _depth(model, k)  # what retrieval asks the index for
         recall = _recall(model, user_index, vectors, users, depth, settings.recall_queries)
-    with log.stage(f"recommend for {len(users):,} users"):
+    shards = f" in {sharding.shards} shards" if sharding.shards > 1 else ""
+    with log.stage(f"recommend for {len(users):,} users{shards}"):
         t0 = time.perf_counter()
-        seen = _seen(lake.events, users, ids, as_of)
-        user_topk = _user_topk(model, user_index, users, [s | upcoming for s in seen], k)
+        exclude = [s | upcoming for s in _seen(lake.events, users, ids, as_of)]
+        if sharding.shards > 1:
+            from tvrec.jobs.shards import sharded_user_topk
+
+            user_topk = sharded_user_topk(users, exclude, k, release, sharding)
+        else:
+            user_topk = user_topk_table(model, user_index, users, exclude, k)
         rate = len(users) / max(time.perf_counter() - t0, 1e-9)
     with log.stage("similar shows"):
         similarity = model.similarity_vectors()  # (n_shows, d): prior column left out
@@ -156,6 +167,7 @@ def _serve(
         user_index.index.index_type,
         depth,
         recall,
+        sharding.shards,
     )
 
 
@@ -295,7 +307,7 @@ def _depth(model: Recommender, k: int) -> int:
     return max(k, model.config.candidates) if hasattr(model, "rerank") else k
 
 
-def _user_topk(
+def user_topk_table(
     model: Recommender, index: ShowIndex, users: list[str], exclude: list[set[int]], k: int
 ) -> pl.DataFrame:
     """Top-k per user by batched index search; `exclude[i]`: rows user i must not get.

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import uuid
+from collections.abc import Callable
+from typing import Any
 
 from tvrec.jobs.tracking import TRAINING_PLOT, TrainingRun, build_tracker, plot_training
 from tvrec.models.base import MANIFEST, ModelManifest, Recommender, TrainingData
 from tvrec.models.registry import UnknownModelError, load_model, model_class
 from tvrec.pipelines.config import Settings
-from tvrec.pipelines.errors import ConfigError
+from tvrec.pipelines.errors import ConfigError, DataError, EngineError
 from tvrec.pipelines.model_inputs import MemberInputs, model_inputs
 from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.workdir import Workdir
@@ -61,26 +64,38 @@ def training_data(
 
 
 def train_stage(
-    wd: Workdir, settings: Settings, stage: str = "collaborative", log: StageLog | None = None
+    wd: Workdir,
+    settings: Settings,
+    stage: str = "collaborative",
+    log: StageLog | None = None,
+    threads: int | None = None,
 ) -> ModelManifest:
-    """Train model `stage` and publish it under models/<stage>."""
+    """Train model `stage` and publish it under models/<stage>. Inside a torch.distributed
+    group (jobs/train_parallel.py) every rank trains and rank 0 alone builds the training set
+    and publishes; `threads` (default: hardware.threads) is each process's torch threads."""
+    from tvrec.models.distributed import World
     from tvrec.models.runtime import Runtime
 
-    log = log or StageLog()
+    log, world = log or StageLog(), World.current()
     cls = registered(stage)
     runtime = Runtime.detect(settings.hardware.profile)
     model = cls.create(runtime, settings.models.params(stage))
     tracker = build_tracker(settings.tracking, wd.root)  # a bad [tracking] fails before training
     with log.stage(f"training set ({model.feature_service})"):
-        data = training_data(wd, model, settings)
+        data = _shared(world, wd, lambda: training_data(wd, model, settings))
+    threads = threads or settings.hardware.threads
     with (
-        log.stage(f"train {stage}"),
-        runtime.training(settings.hardware.threads, settings.hardware.deterministic) as n,
+        log.stage(f"train {stage}" + (f" ({world.size} processes)" if world.distributed else "")),
+        runtime.training(threads, settings.hardware.deterministic) as n,
     ):
         model.fit(data)
     assert model.manifest is not None
     model.manifest.metrics["torch_threads"] = n  # in the run record: what the time was measured on
     model.manifest.metrics["deterministic"] = settings.hardware.deterministic
+    model.manifest.metrics["processes"] = world.size
+    world.barrier()  # every rank is done with the training set
+    if not world.leader:
+        return model.manifest
     with wd.publish(f"models/{stage}") as staging:
         model.save(staging)
         plot_training(model.manifest, staging / TRAINING_PLOT)
@@ -91,6 +106,33 @@ def train_stage(
         with log.stage(f"track {stage} ({tracker.name})"):
             tracker.log_training(run)
     return model.manifest
+
+
+def _shared(world: Any, wd: Workdir, build: Callable[[], TrainingData]) -> TrainingData:
+    """The training set: built here, or, in a distributed group, built by rank 0 and read by
+    the others from a file in the work directory (removed once all have it). A user error
+    while rank 0 builds it (no features yet, say) is raised on every rank."""
+    if not world.distributed:
+        return build()
+    import torch
+
+    handoff = wd.root / f".training-set.tmp-{world.from_leader(uuid.uuid4().hex[:8])}"
+    data, failure = None, None
+    if world.leader:
+        try:
+            data = build()
+            torch.save(data, handoff, pickle_protocol=5)
+        except (DataError, ConfigError, EngineError) as exc:
+            failure = exc
+    failure = world.from_leader(failure)  # also the barrier: the file is written
+    if failure is not None:
+        raise failure
+    if data is None:
+        data = torch.load(handoff, weights_only=False)
+    world.barrier()
+    if world.leader:
+        handoff.unlink(missing_ok=True)
+    return data
 
 
 def _remove_inputs(data: TrainingData) -> None:

@@ -107,8 +107,12 @@ def _blas() -> Any:
 
 
 @contextlib.contextmanager
-def progress_bar(label: str, total: int) -> Iterator[Callable[..., None]]:
-    """A per-epoch progress bar; `advance(**metrics)` moves it and shows the metrics."""
+def progress_bar(label: str, total: int, shown: bool = True) -> Iterator[Callable[..., None]]:
+    """A per-epoch progress bar; `advance(**metrics)` moves it and shows the metrics. Not
+    `shown` (a distributed run's ranks other than 0): nothing is drawn."""
+    if not shown:
+        yield lambda **metrics: None
+        return
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -14,7 +14,13 @@ schedule, validation). The trainer runs the epochs and owns everything around th
   checkpoint, and an epoch's plan is re-drawn from its saved starting state). A finished
   run's checkpoint is resumed too (nothing left to do), and raising `epochs` trains on from
   it; the job removes the checkpoints once the model is published,
-- a progress bar, per-epoch curves (`History`), and callbacks for experiment tracking.
+- a progress bar, per-epoch curves (`History`), and callbacks for experiment tracking,
+- data-parallel training when the process is one rank of a torch.distributed group (`torchrun`,
+  `tvrec train --nproc N`): each rank trains on its slice of every planned batch and the
+  gradients are averaged over the ranks (models/distributed.py); the curves are the group's.
+  Resuming a distributed run picks up its last checkpoint, but the bit-for-bit equality with
+  an uninterrupted run is a one-process guarantee (each rank's step stream restarts at the
+  epoch's start).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from torch import nn
 
 from tvrec.pipelines.progress import console
 
+from .distributed import World, average_gradients, batch_size, broadcast_module, shard
 from .runtime import Runtime, progress_bar
 
 EpochCallback = Callable[[str, int, dict[str, Any]], None]
@@ -172,18 +179,23 @@ class Trainer:
         self.checkpoint, self.fingerprint = checkpoint, fingerprint
         self.callbacks = list(callbacks)
         self._saved_at = 0  # global step of the last checkpoint
+        self.world = World()
 
     def fit(self, task: TrainTask, rngs: Rngs | None = None) -> History:
         """Run (or resume) the epochs of `task`; returns the per-epoch curves."""
         cfg = self.config
         rngs = rngs or Rngs.seeded(cfg.seed)
         history, progress = History(), _Progress()
-        if self._resume(task, rngs, history, progress):
+        self.world = World.current()
+        resumed = self._resume(task, rngs, history, progress)
+        if self.world.distributed:
+            broadcast_module(task.net)  # one starting point on every rank
+        if resumed and self.world.leader:
             console.print(
                 f"[bold]{cfg.label}[/]: resuming from checkpoint {self.checkpoint} "
                 f"(epoch {progress.epoch + 1}, step {progress.step})"
             )
-        with progress_bar(cfg.label, cfg.epochs) as advance:
+        with progress_bar(cfg.label, cfg.epochs, shown=self.world.leader) as advance:
             for _ in range(progress.epoch):
                 advance()
             while progress.epoch < cfg.epochs and not self._stopped(progress):
@@ -215,8 +227,9 @@ class Trainer:
         if step_rng is not None:
             rngs.restore(step_rng)
         task.net.train()
+        step_rngs = self._rank_rngs(progress.epoch) if self.world.distributed else rngs
         while progress.step < len(plan):
-            result = self._step(task, plan[progress.step], rngs)
+            result = self._step(task, plan[progress.step], step_rngs)
             for key, value in result.logged.items():
                 progress.sums[key] = progress.sums.get(key, 0.0) + value * result.weight
             progress.weight += result.weight
@@ -224,22 +237,64 @@ class Trainer:
             progress.global_step += 1
             if self._due(progress) and progress.step < len(plan):  # the epoch's end saves below
                 self._save(task, rngs, history, progress)
-        row: dict[str, Any] = {k: v / max(progress.weight, 1e-12) for k, v in progress.sums.items()}
+        sums, weight = self._group_sums(progress)
+        row: dict[str, Any] = {k: v / max(weight, 1e-12) for k, v in sums.items()}
         row |= task.end_epoch(progress.epoch)
+        row = self.world.from_leader(row)  # the ranks' validations agree; rank 0's is kept
         progress.epoch, progress.step, progress.sums, progress.weight = progress.epoch + 1, 0, {}, 0
         progress.epoch_rng = None
         return row
 
     def _step(self, task: TrainTask, batch: Any, rngs: Rngs) -> StepResult:
+        if self.world.distributed:
+            return self._group_step(task, batch, rngs)
         with self.runtime.autocast():
             result = task.loss(batch, rngs)
         task.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
+        self._update(task)
+        return result
+
+    def _group_step(self, task: TrainTask, batch: Any, rngs: Rngs) -> StepResult:
+        """One optimiser step of the group: this rank's slice forward and backward, the
+        gradients averaged over the ranks (weighted by slice size), the same update everywhere."""
+        local = shard(batch, self.world.rank, self.world.size)
+        size = batch_size(local)
+        task.optimizer.zero_grad(set_to_none=True)
+        result = StepResult(torch.zeros(()), weight=0.0)
+        if size:
+            with self.runtime.autocast():
+                result = task.loss(local, rngs)
+            result.loss.backward()
+        params = [p for g in task.optimizer.param_groups for p in g["params"]]
+        average_gradients(params, size)
+        self._update(task)
+        return result
+
+    def _update(self, task: TrainTask) -> None:
+        """Clip (when set) and take the optimiser step."""
         if self.config.grad_clip is not None:
             params = [p for g in task.optimizer.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
         task.optimizer.step()
-        return result
+
+    def _rank_rngs(self, epoch: int) -> Rngs:
+        """This rank's stream for the randomness inside its slices in `epoch` (the plan comes
+        from the shared stream, the same on every rank)."""
+        return Rngs.seeded(self.config.seed + 1_000_003 * (epoch + 1) + 7_919 * self.world.rank)
+
+    def _group_sums(self, progress: _Progress) -> tuple[dict[str, float], float]:
+        """The epoch's logged sums and weight over every rank (this rank's alone outside a
+        group)."""
+        if not self.world.distributed:
+            return progress.sums, progress.weight
+        sums: dict[str, float] = {}
+        weight = 0.0
+        for rank_sums, rank_weight in self.world.gather((progress.sums, progress.weight)):
+            for key, value in rank_sums.items():
+                sums[key] = sums.get(key, 0.0) + value
+            weight += rank_weight
+        return sums, weight
 
     def _early_stopping(
         self, task: TrainTask, row: dict[str, Any], progress: _Progress, history: History
@@ -269,7 +324,7 @@ class Trainer:
     def _save(self, task: TrainTask, rngs: Rngs, history: History, progress: _Progress) -> None:
         """Write the whole training state atomically (a kill leaves the previous file)."""
         self._saved_at = progress.global_step
-        if self.checkpoint is None:
+        if self.checkpoint is None or not self.world.leader:
             return
         payload = {
             "fingerprint": self.fingerprint,
@@ -289,7 +344,8 @@ class Trainer:
         if self.checkpoint is None:
             return False
         for stale in self.checkpoint.parent.glob(f".{self.checkpoint.name}.*.tmp"):
-            stale.unlink(missing_ok=True)  # half-written by a killed run
+            if self.world.leader:
+                stale.unlink(missing_ok=True)  # half-written by a killed run
         if not self.checkpoint.exists():
             return False
         payload = torch.load(self.checkpoint, map_location="cpu", weights_only=True)

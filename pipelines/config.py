@@ -130,6 +130,25 @@ class IndexSettings(Strict):
     recall_queries: int = Field(500, ge=0, description="users sampled to measure recall@k")
 
 
+class RecommendSettings(Strict):
+    """How `tvrec recommend` computes the users' top-k table (jobs/shards.py): in this
+    process (`shards = 1`), or split into user shards searched by parallel workers, each
+    writing its own part; the table is published only when every part is written and checked."""
+
+    shards: int = Field(1, ge=1, description="user shards, each searched by its own worker")
+    engine: Literal["processes", "ray"] = Field(
+        "processes", description="the workers: local processes, or Ray tasks (tvrec[ray])"
+    )
+    workers: int | None = Field(
+        None, ge=1, description="local worker processes at once (default: shards, at most the "
+        "cores)",
+    )  # fmt: skip
+    ray_address: str | None = Field(
+        None, description="the Ray cluster for engine = 'ray' (default: $RAY_ADDRESS, else a "
+        "Ray runtime started on this machine)",
+    )  # fmt: skip
+
+
 class SchedulerSettings(Strict):
     """Where `tvrec schedule` keeps its job, and where writers hold the run lock.
 
@@ -193,6 +212,7 @@ class Settings(Strict):
     hardware: HardwareSettings = HardwareSettings()
     models: ModelSettings = ModelSettings()
     index: IndexSettings = IndexSettings()
+    recommend: RecommendSettings = RecommendSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     tracking: TrackingSettings = TrackingSettings()
 

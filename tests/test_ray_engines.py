@@ -43,18 +43,23 @@ def switched(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Workdir:
     """A copy of the served work directory switched to Ray + Redis as docs/scale-out.md says,
-    then `tvrec run` again: features through Ray into Redis, the served model published anew
-    (`[models] train = []`: what is compared is the engines' work, not a second training)."""
+    then `tvrec run` again: features through Ray into Redis, the users' top-k in two user
+    shards on Ray tasks, the served model published anew (`[models] train = []`: what is
+    compared is the engines' work, not a second training)."""
     root = tmp_path_factory.mktemp("ray-work") / "work"
     shutil.copytree(served_workdir.root, root, symlinks=True)
     args = ["--init", "--ray", "local", "--redis", redis.address]
     _ok("features", "config", *args, "--workdir", str(root))
-    (root / "tvrec.toml").write_text('[models]\ntrain = []\nserve = "collaborative"\nk = 20\n')
+    (root / "tvrec.toml").write_text(
+        '[models]\ntrain = []\nserve = "collaborative"\nk = 20\n'
+        '[recommend]\nshards = 2\nengine = "ray"\n'
+    )
     with pytest.MonkeyPatch.context() as mp:
         for env in MODEL_ENV.values():  # the session's collaborative-only override
             mp.delenv(env, raising=False)
         record = json.loads(_ok("run", "--workdir", str(root), "--json"))
     assert record["status"] == "succeeded"
+    assert record["metrics"]["recommend_shards"] == 2
     return Workdir(root)
 
 
