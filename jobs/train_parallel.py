@@ -18,16 +18,19 @@ process like any other. On CPU each process gets an equal share of the cores unl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 from tvrec.pipelines.errors import ConfigError
 
 ENTRY = "tvrec.jobs.train_parallel"
+LOCK_HELD = "TVREC_TRAIN_LOCK_HELD"  # set by `launch`; under a bare torchrun rank 0 takes it
 
 
 def launch(workdir: Path, stage: str, nproc: int) -> int:
@@ -52,15 +55,31 @@ def launch(workdir: Path, stage: str, nproc: int) -> int:
         max_restarts=0,
         monitor_interval=0.2,
     )
-    # each worker sets its own thread count; set here, torchrun does not force 1 (and warn)
-    os.environ.setdefault("OMP_NUM_THREADS", str(_threads_per_process(nproc)))
+    # the workers' environment: their thread count (torchrun would force 1, and warn) and
+    # that this command holds the writer lock; this process's own is restored after
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(_threads_per_process(nproc))}
     args = ["-m", ENTRY, "--workdir", str(workdir), "--stage", stage]
-    try:
-        elastic_launch(config, sys.executable)(*args)
-    except ChildFailedError as exc:
-        codes = [f.exitcode for _, f in sorted(exc.failures.items())]
-        return next((c for c in codes if c in (2, 3)), 1)
+    with _environment(env | {LOCK_HELD: "1"}):
+        try:
+            elastic_launch(config, sys.executable)(*args)
+        except ChildFailedError as exc:
+            codes = [f.exitcode for _, f in sorted(exc.failures.items())]
+            return next((c for c in codes if c in (2, 3)), 1)
     return 0
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _threads_per_process(nproc: int) -> int:
@@ -110,10 +129,32 @@ def _train(workdir: Path | None, stage: str) -> None:
     console.quiet = dist.get_rank() != 0  # one progress display: rank 0's
     local_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     try:
-        threads = settings.hardware.threads or _threads_per_process(local_size)
-        train_stage(Workdir(settings.workdir), settings, stage, threads=threads)
+        with _writer_lock(settings.workdir, stage):
+            threads = settings.hardware.threads or _threads_per_process(local_size)
+            train_stage(Workdir(settings.workdir), settings, stage, threads=threads)
     finally:
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _writer_lock(workdir: Path, stage: str) -> Iterator[None]:
+    """Under a bare torchrun, rank 0 holds the work directory's writer lock while the group
+    trains (`tvrec train --nproc` holds it itself); a refusal is raised on every rank."""
+    from tvrec.jobs.locks import run_lock
+    from tvrec.models.distributed import World
+
+    world = World.current()
+    with contextlib.ExitStack() as stack:
+        refused = None
+        if world.leader and not os.environ.get(LOCK_HELD):
+            try:
+                stack.enter_context(run_lock(workdir, f"torchrun {ENTRY} --stage {stage}"))
+            except ConfigError as exc:
+                refused = exc
+        refused = world.from_leader(refused)
+        if refused is not None:
+            raise refused
+        yield
 
 
 if __name__ == "__main__":

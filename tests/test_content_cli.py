@@ -33,9 +33,11 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def trained_workdir(built_workdir: Workdir, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the built small world with the contrastive model trained by the CLI."""
+    """A copy of the built small world with the contrastive model trained by the CLI (no
+    show prior: the export is of the show encoder)."""
     work = tmp_path_factory.mktemp("content-cli") / "work"
     shutil.copytree(built_workdir.root, work, symlinks=True)
+    (work / "tvrec.toml").write_text("[models.contrastive]\nprior_steps = 0\n", encoding="utf-8")
     res = runner.invoke(app, ["train", "--stage", "contrastive", "--workdir", str(work)])
     assert res.exit_code == 0, res.output
     return work
@@ -137,7 +139,8 @@ def test_served_multimodal_answers_text_and_show_queries(
     column left out) puts planted near-duplicates next to their originals."""
     work = tmp_path / "work"
     shutil.copytree(built_workdir.root, work, symlinks=True)
-    (work / "tvrec.toml").write_text("[models.multimodal]\nepochs = 4\n", encoding="utf-8")
+    toml = "[models.multimodal]\nepochs = 4\nprior_steps = 0\n"  # text and similar shows: no prior
+    (work / "tvrec.toml").write_text(toml, encoding="utf-8")
     for args in (["train", "--stage", "multimodal"], ["recommend", "--model", "multimodal"]):
         res = runner.invoke(app, [*args, "--workdir", str(work)])
         assert res.exit_code == 0, res.output

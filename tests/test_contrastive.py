@@ -207,7 +207,7 @@ def test_hard_negatives_share_a_genre_but_not_the_audience(
 def test_gpu_profile_path_runs_with_autocast_on_cpu(data: TrainingData, tmp_path: Path) -> None:
     """The GPU profile's code path (bigger batches, bf16 autocast), exercised on CPU."""
     runtime = Runtime("gpu", torch.device("cpu"), batch_multiplier=8, mixed_precision=True)
-    cfg = ContrastiveConfig(epochs=2, user_epochs=1)
+    cfg = ContrastiveConfig(epochs=2, user_epochs=1, prior_steps=0)  # the prior fits on CPU
     model = ContrastiveModel(cfg, runtime)
     metrics = model.fit(dataclasses.replace(data, checkpoint_dir=tmp_path))
     assert metrics["profile"] == "gpu" and all(np.isfinite(metrics["train_loss"]))

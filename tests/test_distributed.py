@@ -114,3 +114,25 @@ def test_a_user_error_on_rank_0_is_said_once_without_tracebacks(tmp_path: Path) 
     assert res.stderr.count("tvrec features build") == 1, res.stderr
     assert "Traceback" not in res.stderr and "Error:" not in res.stderr.replace("error:", "")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.lock"]
+
+
+def test_a_bare_torchrun_takes_the_writer_lock(tmp_path: Path) -> None:
+    """`torchrun -m tvrec.jobs.train_parallel` (a cluster's entry point) on a work directory
+    another command writes: refused on every rank, said once, nothing trained."""
+    from tvrec.jobs.locks import run_lock
+
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    entry = [
+        "-m",
+        "tvrec.jobs.train_parallel",
+        "--workdir",
+        str(tmp_path),
+        "--stage",
+        "contrastive",
+    ]
+    cmd = [*torchrun, *entry]
+    with run_lock(tmp_path, "tvrec run"):
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    assert res.stderr.count("is being written by another tvrec command") == 1, res.stderr
+    assert "[rank" not in res.stderr  # no rank's traceback

@@ -49,7 +49,7 @@ def test_cli_trains_with_the_configured_epochs(built_workdir: Workdir, tmp_path:
     work = tmp_path / "work"
     shutil.copytree(built_workdir.root, work, symlinks=True)
     (work / "tvrec.toml").write_text(
-        "[models.contrastive]\nepochs = 2\nuser_epochs = 1\n", encoding="utf-8"
+        "[models.contrastive]\nepochs = 2\nuser_epochs = 1\nprior_steps = 0\n", encoding="utf-8"
     )
     res = runner.invoke(app, ["train", "--stage", "contrastive", "--workdir", str(work)])
     assert res.exit_code == 0, res.output
