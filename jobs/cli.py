@@ -425,35 +425,30 @@ def train(
         typer.Option("--stage", help=f"Model to train: {', '.join(model_names())}."),
     ] = "collaborative",
     nproc: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--nproc",
             min=1,
             help="Processes that train the model together (data-parallel, torchrun; gloo on "
-            "CPU, NCCL on GPU). The planned batch is split between them.",
+            "CPU, NCCL on GPU); the planned batch is split between them. Default: [hardware] "
+            "processes (1).",
         ),
-    ] = 1,
+    ] = None,
     workdir: WorkdirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a model from its Feast training set and publish it under models/<name>.
 
     A run that was killed resumes from its last checkpoint (same data and settings)."""
-    from tvrec.jobs.train import registered, train_stage
-    from tvrec.models.base import ModelManifest
+    from tvrec.jobs.train import registered, train_model
+    from tvrec.pipelines.progress import StageLog
     from tvrec.pipelines.workdir import Workdir
 
     settings = _settings(workdir)
     registered(stage)  # an unknown model fails here, not in every process
     with _writing(settings, "tvrec train"):
-        if nproc == 1:
-            manifest = train_stage(Workdir(settings.workdir), settings, stage)
-        else:
-            from tvrec.jobs.train_parallel import launch
-
-            if code := launch(settings.workdir, stage, nproc):
-                raise typer.Exit(code)  # the failing process said why
-            manifest = ModelManifest.read(settings.workdir / "models" / stage)
+        wd = Workdir(settings.workdir)
+        manifest = train_model(wd, settings, stage, StageLog(), nproc)
     if as_json:
         print_json(manifest.to_json())
         return
@@ -467,6 +462,7 @@ def train(
                 "feature service": manifest.feature_service,
                 "as of": manifest.as_of,
                 "epochs": len(losses),
+                "processes": manifest.metrics.get("processes", 1),
                 "resumed from checkpoint": _resumed(manifest.metrics),
                 "first/last loss": f"{losses[0]:.3f} / {losses[-1]:.3f}" if losses else "-",
                 **{k.replace("_", " "): v for k, v in notes.items()},

@@ -38,7 +38,7 @@ def run_nightly(
     A new dataset is read and checked (`ingest_options`, default `[ingest]`; and that the
     as-of leaves events to learn from) before the lock is taken or anything is written."""
     from tvrec.jobs.recommend import recommend_stage
-    from tvrec.jobs.train import train_stage
+    from tvrec.jobs.train import train_model
     from tvrec.pipelines.build import build_features
     from tvrec.pipelines.ingest import publish_lake
 
@@ -68,7 +68,7 @@ def run_nightly(
             build = build_features(wd, settings, as_of, log=log)
             counts["features"] = build.rows
             for stage in settings.models.train:
-                metrics[stage] = _stage_metrics(train_stage(wd, settings, stage, log=log))
+                metrics[stage] = _stage_metrics(train_model(wd, settings, stage, log))
             rec = recommend_stage(
                 wd,
                 k=k or settings.models.k,

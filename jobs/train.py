@@ -15,7 +15,7 @@ import contextlib
 import shutil
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tvrec.jobs.tracking import TRAINING_PLOT, TrainingRun, build_tracker, plot_training
 from tvrec.models.base import MANIFEST, ModelManifest, Recommender, TrainingData
@@ -25,6 +25,9 @@ from tvrec.pipelines.errors import ConfigError, DataError, EngineError
 from tvrec.pipelines.model_inputs import MemberInputs, model_inputs
 from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.workdir import Workdir
+
+if TYPE_CHECKING:
+    from tvrec.models.distributed import World
 
 
 def registered(name: str) -> type[Recommender]:
@@ -108,7 +111,30 @@ def train_stage(
     return model.manifest
 
 
-def _shared(world: Any, wd: Workdir, build: Callable[[], TrainingData]) -> TrainingData:
+def train_model(
+    wd: Workdir, settings: Settings, stage: str, log: StageLog, processes: int | None = None
+) -> ModelManifest:
+    """`train_stage` in this process, or in `processes` (default: hardware.processes)
+    data-parallel worker processes (jobs/train_parallel.py); the published model's manifest.
+    Callers hold the writer lock (the workers know it)."""
+    processes = processes or settings.hardware.processes
+    if processes == 1:
+        return train_stage(wd, settings, stage, log=log)
+    from tvrec.jobs.train_parallel import launch
+
+    said = f"training {stage} in {processes} processes failed; the failing process said why above"
+    with log.stage(f"train {stage} in {processes} processes"):
+        code = launch(wd.root, stage, processes)
+        if code == 2:
+            raise ConfigError(said)
+        if code == 3:
+            raise EngineError(said)
+        if code:
+            raise RuntimeError(f"{said} (exit status {code})")  # a bug: its traceback is above
+    return ModelManifest.read(wd.root / "models" / stage)
+
+
+def _shared(world: World, wd: Workdir, build: Callable[[], TrainingData]) -> TrainingData:
     """The training set: built here, or, in a distributed group, built by rank 0 and read by
     the others from a file in the work directory (removed once all have it). A user error
     while rank 0 builds it (no features yet, say) is raised on every rank."""

@@ -65,6 +65,10 @@ class HardwareSettings(Strict):
         True, description="torch's deterministic kernels while training: the same data, seed "
         "and thread count give the same model; false allows faster unordered ones",
     )  # fmt: skip
+    processes: int = Field(
+        1, ge=1, description="processes that train each model together (data-parallel under "
+        "torchrun: gloo on CPU, NCCL with a GPU each); `tvrec train --nproc` overrides it",
+    )  # fmt: skip
 
 
 class ModelSettings(Strict):

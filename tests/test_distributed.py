@@ -67,9 +67,12 @@ SMALL = "[models.contrastive]\nepochs = 4\nuser_epochs = 1\nprior_steps = 0\n"
 
 
 def _train(built: Workdir, work: Path, nproc: int) -> dict:
+    """`tvrec train` on a copy of `built`; two processes through `[hardware] processes`, the
+    setting the nightly job reads (the same `train_model` as `tvrec train --nproc`)."""
     shutil.copytree(built.root, work, symlinks=True)
-    (work / "tvrec.toml").write_text(SMALL, encoding="utf-8")
-    cmd = ["train", "--stage", "contrastive", "--nproc", str(nproc), "--workdir", str(work)]
+    toml = SMALL + (f"[hardware]\nprocesses = {nproc}\n" if nproc > 1 else "")
+    (work / "tvrec.toml").write_text(toml, encoding="utf-8")
+    cmd = ["train", "--stage", "contrastive", "--workdir", str(work)]
     res = subprocess.run(
         [str(Path(sys.executable).parent / "tvrec"), *cmd, "--json"],
         capture_output=True, text=True, timeout=300,
