@@ -94,6 +94,8 @@ def cold_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PlantedT
     return directory, write_world(directory, cfg)
 
 
+@pytest.mark.slow  # 83-132 s: out of CI's 20 minutes; cold start from content stays in
+# CI through tests/test_contrastive.py (cold-start shows land in and reach their cluster)
 def test_evaluate_cli_each_model_alone_and_cold_slice(
     cold_world: tuple[Path, PlantedTruth], tmp_path: Path
 ) -> None:
