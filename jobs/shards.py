@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import polars as pl
 from tvrec.jobs.release import ReleaseFiles
 from tvrec.pipelines.config import RecommendSettings
 from tvrec.pipelines.errors import ConfigError, EngineError
+from tvrec.pipelines.features.text import write_atomic
 from tvrec.pipelines.testhooks import pause_point
 
 PARTS = ".user_topk.parts"
@@ -52,7 +52,6 @@ class ShardResult:
     number: int
     part: Path
     rows: int
-    users: int
 
 
 Runner = Callable[[Sequence[ShardJob]], list[ShardResult]]
@@ -69,11 +68,9 @@ def run_shard(job: ShardJob) -> ShardResult:
     index = load_index(job.index_dir)
     with Runtime.one_thread():  # the workers share the cores: one thread each
         frame = user_topk_table(model, index, job.users, job.exclude, job.k)
-    tmp = job.part.with_name(f".{job.part.name}.{uuid.uuid4().hex[:6]}.tmp")
-    frame.write_parquet(tmp)
-    os.replace(tmp, job.part)
+    write_atomic(frame, job.part)
     pause_point(f"recommend:shard:{job.number}")
-    return ShardResult(job.number, job.part, frame.height, frame["user_id"].n_unique())
+    return ShardResult(job.number, job.part, frame.height)
 
 
 def sharded_user_topk(
@@ -101,8 +98,7 @@ def sharded_user_topk(
     ]
     try:
         results = shard_runner(settings)(jobs)
-        _check_parts(jobs, results)
-        return pl.read_parquet([r.part for r in results]).sort("user_id", "rank")
+        return pl.concat(_checked_parts(jobs, results)).sort("user_id", "rank")
     finally:
         shutil.rmtree(parts, ignore_errors=True)  # the table is what the release keeps
 
@@ -113,21 +109,25 @@ def _bounds(n: int, shards: int) -> list[tuple[int, int]]:
     return [(i * n // shards, (i + 1) * n // shards) for i in range(shards)]
 
 
-def _check_parts(jobs: Sequence[ShardJob], results: Sequence[ShardResult]) -> None:
-    """Every shard answered, and its part is there with the rows its worker reported, all of
-    them for the shard's own users; otherwise nothing is published. (That every user has
-    rows is the table's own check, as for the one-process table.)"""
+def _checked_parts(jobs: Sequence[ShardJob], results: Sequence[ShardResult]) -> list[pl.DataFrame]:
+    """Every shard's part, read once: it answered, its part is there with the rows its worker
+    reported, all of them for the shard's own users; otherwise nothing is published. (That
+    every user has rows is the table's own check, as for the one-process table.)"""
     by_number = {r.number: r for r in results}
+    parts = []
     for job in jobs:
         result = by_number.get(job.number)
         if result is None or not job.part.exists():
             raise EngineError(f"user shard {job.number}: no part at {job.part}; nothing published")
-        users = pl.read_parquet(job.part, columns=["user_id"])["user_id"]
+        part = pl.read_parquet(job.part)
+        users = part["user_id"]
         if len(users) != result.rows or not set(users.unique().to_list()) <= set(job.users):
             raise EngineError(
                 f"user shard {job.number}: {job.part} does not hold the {result.rows} rows of "
                 f"its {len(job.users)} users that its worker wrote; nothing published"
             )
+        parts.append(part)
+    return parts
 
 
 # ---- workers ----------------------------------------------------------------------------------
