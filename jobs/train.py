@@ -143,16 +143,13 @@ def _shared(world: World, wd: Workdir, build: Callable[[], TrainingData]) -> Tra
     import torch
 
     handoff = wd.root / f".training-set.tmp-{world.from_leader(uuid.uuid4().hex[:8])}"
-    data, failure = None, None
-    if world.leader:
-        try:
-            data = build()
-            torch.save(data, handoff, pickle_protocol=5)
-        except (DataError, ConfigError, EngineError) as exc:
-            failure = exc
-    failure = world.from_leader(failure)  # also the barrier: the file is written
-    if failure is not None:
-        raise failure
+
+    def build_and_hand_off() -> TrainingData:
+        data = build()
+        torch.save(data, handoff, pickle_protocol=5)
+        return data
+
+    data = world.on_leader(build_and_hand_off, (DataError, ConfigError, EngineError))
     if data is None:
         data = torch.load(handoff, weights_only=False)
     world.barrier()

@@ -143,17 +143,12 @@ def _writer_lock(workdir: Path, stage: str) -> Iterator[None]:
     from tvrec.jobs.locks import run_lock
     from tvrec.models.distributed import World
 
-    world = World.current()
     with contextlib.ExitStack() as stack:
-        refused = None
-        if world.leader and not os.environ.get(LOCK_HELD):
-            try:
-                stack.enter_context(run_lock(workdir, f"torchrun {ENTRY} --stage {stage}"))
-            except ConfigError as exc:
-                refused = exc
-        refused = world.from_leader(refused)
-        if refused is not None:
-            raise refused
+        if not os.environ.get(LOCK_HELD):
+            command = f"torchrun {ENTRY} --stage {stage}"
+            World.current().on_leader(
+                lambda: stack.enter_context(run_lock(workdir, command)), (ConfigError,)
+            )
         yield
 
 

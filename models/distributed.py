@@ -19,13 +19,15 @@ under NCCL all-reduces through a gloo side group.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,20 @@ class World:
         box = [value]
         dist.broadcast_object_list(box, src=0, group=_cpu_group())
         return box[0]
+
+    def on_leader(self, action: Callable[[], T], errors: tuple[type[Exception], ...]) -> T | None:
+        """Run `action` on rank 0 alone (None elsewhere); an exception of `errors` it raises
+        is raised on every rank, so none waits for a peer that gave up. A barrier too."""
+        result, failure = None, None
+        if self.leader:
+            try:
+                result = action()
+            except errors as exc:
+                failure = exc
+        failure = self.from_leader(failure)
+        if failure is not None:
+            raise failure
+        return result
 
     def gather(self, value: Any) -> list[Any]:
         """Every rank's `value`, in rank order, on every rank."""
