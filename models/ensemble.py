@@ -468,6 +468,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         self.names: list[str] = []  # members that fitted, in the net's member order
         self.left_out: dict[str, str] = {}  # member -> why it was left out
         self.scale: dict[str, np.ndarray] = {}  # context mean / std of the training rows
+        self.timings: dict[str, Any] = {}  # the model members' fits before the window
 
     # ---- training ---------------------------------------------------------------------------
     def fit(self, data: TrainingData) -> dict[str, Any]:
@@ -510,6 +511,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             "similarity_space": cfg.content if self.content_vectors is not None else "ease",
             "train_seconds": round(time.perf_counter() - started, 2),
         }
+        metrics |= self.timings
         self.make_manifest(data, int(self.served.ease.show_embeddings()[1].shape[1]), metrics)
         return metrics
 
@@ -568,12 +570,14 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
                 )  # fmt: skip
                 try:
                     member = cls.create(self.runtime, given.params)
-                    member.fit(at_cut)
+                    fitted = member.fit(at_cut)
                 except Exception as exc:  # a member that fails is left out, not fatal
                     why = f"failed to train before the window: {exc}"
                 else:
                     members.models[name] = member
                     served[name] = given.published
+                    # its timings in the run record, as `<name>_epoch_seconds`, ...
+                    self.timings |= {f"{name}_{k}": v for k, v in fitted.items() if "seconds" in k}
             if why is not None:
                 log.warning("ensemble: member %s left out: %s", name, why)
                 self.left_out[name] = why

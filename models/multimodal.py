@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,10 +217,6 @@ class _MultimodalTask(TrainTask):
         self.model, self.split, self.raw_text, self.cfg = model, split, raw_text, model.config
         self.net = model._net()
         self.optimizer = model._optimizer(self.net)
-        self.began = time.perf_counter()
-
-    def start_epoch(self, epoch: int) -> None:
-        self.began = time.perf_counter()
 
     def plan(self, epoch: int, rngs: Rngs) -> list[tuple[np.ndarray, list[np.ndarray]]]:
         """One pass over the co-watch pairs, each step with a slice of the users."""
@@ -278,10 +273,7 @@ class _MultimodalTask(TrainTask):
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         self.model._refresh_text(self.raw_text)
-        return {
-            "val_recall_at_10": self.model._recall_at_10(self.split),
-            "epoch_seconds": time.perf_counter() - self.began,
-        }
+        return {"val_recall_at_10": self.model._recall_at_10(self.split)}
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Everything but a fine-tuned encoder's frozen layers."""

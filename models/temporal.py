@@ -962,7 +962,6 @@ class TemporalModel(Recommender, name="temporal", config=TemporalConfig):
         self._net().eval()
         self._served, self._cal = None, None
         metrics = history.metrics() | {
-            "seasonal_loss": seasonal,
             "n_users": len(seq.users),
             "n_first_watches": len(seq.shows),
             "n_windows": len(task.starts),
@@ -972,6 +971,7 @@ class TemporalModel(Recommender, name="temporal", config=TemporalConfig):
             "train_seconds": round(time.perf_counter() - started, 2),
             "profile": self.runtime.profile,
         }
+        metrics |= seasonal
         self.make_manifest(data, cfg.dim + 1, metrics)
         return metrics
 
@@ -991,14 +991,19 @@ class TemporalModel(Recommender, name="temporal", config=TemporalConfig):
             self.histories[user] = [self.show_ids[r] for r in shows]
             self.history_times[user] = times.tolist()
 
-    def _fit_seasonal(self, data: TrainingData) -> list[float]:
-        """Phase "seasonal": the decomposition's Poisson fit; skipped on logs shorter than
-        `min_history_days` (its components stay neutral: recent rates, flat seasons)."""
+    def _fit_seasonal(self, data: TrainingData) -> dict[str, list[float]]:
+        """Phase "seasonal": the decomposition's Poisson fit, its curves as `seasonal_*`;
+        skipped on logs shorter than `min_history_days` (its components stay neutral: recent
+        rates, flat seasons)."""
         cfg, cal = self.config, self._calendar()
         if cfg.seasonal_epochs == 0 or cal.days < cfg.min_history_days:
-            return []
+            return {"seasonal_loss": []}
         trainer = self.trainer(data, "seasonal", epochs=cfg.seasonal_epochs, seed=cfg.seed + 1)
-        return trainer.fit(_SeasonalTask(self, cal)).curves.get("seasonal_loss", [])
+        curves = trainer.fit(_SeasonalTask(self, cal)).curves
+        return {
+            "seasonal_loss": curves.get("seasonal_loss", []),
+            "seasonal_epoch_seconds": curves.get("epoch_seconds", []),
+        }
 
     def _set_as_of_state(self, data: TrainingData) -> float | None:
         """Every show at the as-of: from Feast's `temporal_v1` rows as of the as-of when the

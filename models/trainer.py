@@ -29,6 +29,7 @@ import copy
 import hashlib
 import json
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -217,7 +218,9 @@ class Trainer:
     def _epoch(
         self, task: TrainTask, rngs: Rngs, progress: _Progress, history: History
     ) -> dict[str, Any]:
-        """The rest of the current epoch; returns its row of the curves."""
+        """The rest of the current epoch; returns its row of the curves (`epoch_seconds`:
+        its wall time, validation included; a resumed epoch's counts from the resume)."""
+        began = time.perf_counter()
         step_rng = rngs.state() if progress.step else None
         if progress.epoch_rng is None:
             progress.epoch_rng = rngs.state()
@@ -240,6 +243,7 @@ class Trainer:
         sums, weight = self._group_sums(progress)
         row: dict[str, Any] = {k: v / max(weight, 1e-12) for k, v in sums.items()}
         row |= task.end_epoch(progress.epoch)
+        row["epoch_seconds"] = time.perf_counter() - began
         row = self.world.from_leader(row)  # the ranks' validations agree; rank 0's is kept
         progress.epoch, progress.step, progress.sums, progress.weight = progress.epoch + 1, 0, {}, 0
         progress.epoch_rng = None

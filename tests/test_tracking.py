@@ -172,7 +172,11 @@ def test_run_record_keeps_whole_curves(trained: Trained) -> None:
     manifest = trained.manifest
     record = json.loads(json.dumps(_stage_metrics(manifest)))  # as the catalogue stores it
     assert record["model_version"] == manifest.model_version
-    assert record["curves"] == {"train_loss": manifest.metrics["train_loss"]}
+    assert record["curves"] == {
+        "train_loss": manifest.metrics["train_loss"],
+        "epoch_seconds": manifest.metrics["epoch_seconds"],  # every trainer times its epochs
+    }
+    assert len(record["curves"]["epoch_seconds"]) == len(record["curves"]["train_loss"])
     assert record["train_loss"] == manifest.metrics["train_loss"][-1]  # last values stay
     assert record["n_users"] == manifest.metrics["n_users"]
 
