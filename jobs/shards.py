@@ -175,7 +175,8 @@ def _ray_runner(address: str | None) -> Runner:
             raise ConfigError(
                 "[recommend] engine = 'ray' needs Ray: pip install 'tvrec[ray]'"
             ) from None
-        if not ray.is_initialized():
+        started = not ray.is_initialized()  # a runtime this run starts, it also stops
+        if started:
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
             except ConnectionError as exc:
@@ -186,5 +187,8 @@ def _ray_runner(address: str | None) -> Runner:
             return list(ray.get(refs))
         except ray.exceptions.RayError as exc:
             raise EngineError(f"a user shard failed on Ray: {exc}; nothing published") from None
+        finally:
+            if started:
+                ray.shutdown()
 
     return run

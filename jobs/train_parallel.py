@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -37,6 +38,7 @@ def launch(workdir: Path, stage: str, nproc: int) -> int:
     """Run `nproc` local worker processes (torchrun's standalone mode: a rendezvous on a free
     local port) and wait for them; returns the exit status of the group (a rank's own status
     when one failed: 2 for bad input or settings, 3 for an engine that cannot be reached)."""
+    from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -44,7 +46,10 @@ def launch(workdir: Path, stage: str, nproc: int) -> int:
     # has not said: only its errors pass
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
 
+    # the agent's per-run files (its error files) in a folder removed after, not left in /tmp
+    logs = tempfile.TemporaryDirectory(prefix="tvrec-torchelastic-")
     config = LaunchConfig(
+        logs_specs=DefaultLogsSpecs(log_dir=logs.name),
         min_nodes=1,
         max_nodes=1,
         nproc_per_node=nproc,
@@ -59,7 +64,7 @@ def launch(workdir: Path, stage: str, nproc: int) -> int:
     # that this command holds the writer lock; this process's own is restored after
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(_threads_per_process(nproc))}
     args = ["-m", ENTRY, "--workdir", str(workdir), "--stage", stage]
-    with _environment(env | {LOCK_HELD: "1"}):
+    with logs, _environment(env | {LOCK_HELD: "1"}):
         try:
             elastic_launch(config, sys.executable)(*args)
         except ChildFailedError as exc:

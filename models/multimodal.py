@@ -17,7 +17,9 @@ good as any other, and free text lands in the same space (`tvrec query --text`):
 
 Trained with three in-batch InfoNCE losses over the shows of each step: co-watched shows
 (`cowatch_pairs`) pull together; a show and the projection of its own text (the text head,
-exported as the text tower) pull together; a user's history predicts their next show.
+exported as the text tower) pull together; a user's history predicts their next show. With
+`step_bucket` > 1 a step's shows are topped up with random others to a multiple of it, so
+steps come in a few sizes and the heap reuses what the last one freed (docs/benchmarks.md).
 
 Text encoder: on the CPU profile it is frozen and its embeddings come from Feast
 (`ShowContent.text`, the bundled all-MiniLM-L6-v2), or, for another encoder named in the
@@ -90,6 +92,12 @@ class MultimodalConfig(ModelConfig):
     # training
     epochs: int = Field(10, ge=1)
     pair_batch: int = Field(2048, ge=2, description="co-watch pairs per step")
+    step_bucket: int = Field(
+        1, ge=1, description="a step's shows are topped up with random others (extra "
+        "in-batch negatives) to a multiple of this: steps of a few sizes reuse freed memory "
+        "instead of fragmenting the heap (128: a quarter off the anime peak, at some cost "
+        "in the small world's planted structure); 1: no top-up",
+    )  # fmt: skip
     min_steps_per_epoch: int = Field(8, ge=1, description="small data: smaller batches")
     steps_per_epoch: int | None = Field(None, ge=1, description="None: one pass over pairs")
     lr: float = Field(2e-3, gt=0)
@@ -244,8 +252,10 @@ class _MultimodalTask(TrainTask):
             [s[:c] for s, c in zip(sequences, cuts, strict=True)], cfg.history_len
         )
         targets = np.array([s[c] for s, c in zip(sequences, cuts, strict=True)], dtype=np.int64)
-        rows = torch.as_tensor(np.unique(np.concatenate([pairs.ravel(), index[mask].numpy(),
-                                                         targets])))  # fmt: skip  # (n_step,)
+        touched = np.unique(np.concatenate([pairs.ravel(), index[mask].numpy(), targets]))
+        rows = torch.as_tensor(  # (n_step,) the shows the step encodes
+            topped_up(touched, len(self.model.show_ids), cfg.step_bucket, rngs.numpy)
+        )
 
         def at(r: np.ndarray | torch.Tensor) -> torch.Tensor:  # catalogue rows -> step positions
             return torch.searchsorted(rows, torch.as_tensor(r)).clamp(max=len(rows) - 1).to(device)
@@ -286,6 +296,16 @@ class _MultimodalTask(TrainTask):
 
     def restored(self) -> None:
         self.model._refresh_text(self.raw_text)
+
+
+def topped_up(rows: np.ndarray, n: int, bucket: int, gen: np.random.Generator) -> np.ndarray:
+    """`rows` (sorted, distinct) and random other rows of 0..n-1, sorted, up to the next
+    multiple of `bucket` (at most n): (n_step,)."""
+    size = min(n, -(-len(rows) // bucket) * bucket)
+    if size == len(rows):
+        return rows
+    others = np.setdiff1d(np.arange(n), rows, assume_unique=True)
+    return np.sort(np.concatenate([rows, gen.choice(others, size - len(rows), replace=False)]))
 
 
 def _cowatch_loss(shows: torch.Tensor, pairs: torch.Tensor, temperature: float) -> torch.Tensor:

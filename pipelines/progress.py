@@ -17,21 +17,37 @@ console = Console(stderr=True)
 
 
 class PeakRss:
-    """The process's peak resident memory while a block runs, sampled every `every` seconds
-    by a background thread (the OS's own high-water mark only ever grows, so it cannot tell
-    one stage from the next)."""
+    """The peak resident memory of the process and its child processes (training ranks,
+    shard workers) while a block runs, sampled every `every` seconds by a background thread
+    (the OS's own high-water mark only ever grows, so it cannot tell one stage from the next).
+    The children are looked up again every `children_every` seconds (a walk of /proc)."""
 
-    def __init__(self, every: float = 0.05) -> None:
+    def __init__(self, every: float = 0.05, children_every: float = 1.0) -> None:
         import psutil
 
         self._process, self._every = psutil.Process(os.getpid()), every
+        self._refresh = max(1, round(children_every / every))  # samples between lookups
+        self._children: list[psutil.Process] = []
         self._stop = threading.Event()
         self.start = self.peak = self._process.memory_info().rss
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
+        n = 0
         while not self._stop.wait(self._every):
-            self.peak = max(self.peak, self._process.memory_info().rss)
+            if n % self._refresh == 0:
+                self._children = self._process.children(recursive=True)
+            self.peak = max(self.peak, self._rss())
+            n += 1
+
+    def _rss(self) -> int:
+        import psutil
+
+        total = self._process.memory_info().rss
+        for child in self._children:
+            with contextlib.suppress(psutil.Error):  # a child that has ended since
+                total += child.memory_info().rss
+        return total
 
     def __enter__(self) -> PeakRss:
         self._thread.start()

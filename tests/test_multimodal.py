@@ -28,7 +28,7 @@ import torch
 from tvrec.jobs.train import load_model
 from tvrec.models.base import TrainingData
 from tvrec.models.content import content_of
-from tvrec.models.multimodal import MultimodalConfig, MultimodalModel
+from tvrec.models.multimodal import MultimodalConfig, MultimodalModel, topped_up
 from tvrec.models.runtime import Runtime
 from tvrec.models.text_tower import encode_query, load_encoder, resolve_encoder
 from tvrec.pipelines.model_inputs import catalogue_content
@@ -232,3 +232,16 @@ def test_gpu_profile_fine_tunes_top_layers(data: TrainingData, tmp_path: Path) -
         expected = mm._net().embed_text(encoder.eval()([words])).numpy()[0]
     got = encode_query(tmp_path / "model" / "text_tower", words)  # (dim + 1,): prior column 0
     np.testing.assert_allclose(got, np.append(expected, 0.0), atol=1e-5)
+
+
+def test_a_step_is_topped_up_to_a_bucket_with_other_shows() -> None:
+    """A step's shows are its own plus random others, sorted and distinct, up to the next
+    multiple of the bucket (never past the catalogue): steps come in a few sizes."""
+    gen = np.random.default_rng(0)
+    rows = np.array([3, 7, 8, 40, 41])
+    topped = topped_up(rows, 100, 16, gen)
+    assert len(topped) == 16 and np.isin(rows, topped).all()
+    assert (np.diff(topped) > 0).all() and topped.max() < 100
+    np.testing.assert_array_equal(topped_up(rows, 50, 64, gen), np.arange(50))  # at most n
+    np.testing.assert_array_equal(topped_up(np.arange(32), 100, 32, gen), np.arange(32))
+    np.testing.assert_array_equal(topped_up(rows, 100, 1, gen), rows)  # 1: no top-up
