@@ -42,6 +42,7 @@ def _toy(tmp_path: Path, nproc: int) -> dict:
             "torch.distributed.run",
             "--standalone",
             f"--nproc-per-node={nproc}",
+            f"--log-dir={tmp_path / 'torchrun-logs'}",  # the agent's files, not in /tmp
             *script,
         ]
     subprocess.run([sys.executable, *script], check=True, timeout=120, capture_output=True)
@@ -124,7 +125,8 @@ def test_a_bare_torchrun_takes_the_writer_lock(tmp_path: Path) -> None:
     another command writes: refused on every rank, said once, nothing trained."""
     from tvrec.jobs.locks import run_lock
 
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                f"--log-dir={tmp_path.parent / 'torchrun-logs'}"]  # fmt: skip
     entry = [
         "-m",
         "tvrec.jobs.train_parallel",
