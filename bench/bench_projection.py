@@ -50,7 +50,9 @@ def default_epochs() -> dict[str, dict[str, int]]:
 
 def capped_config(epochs: int) -> str:
     """A tvrec.toml capping every trainer of the default models at `epochs`."""
-    seasonal = min(epochs, default_epochs()["temporal"]["seasonal_epoch_seconds"])
+    from tvrec.models.temporal import TemporalConfig
+
+    seasonal = min(epochs, TemporalConfig().seasonal_epochs)
     return (
         f"[models.multimodal]\nepochs = {epochs}\n"
         f"[models.temporal]\nepochs = {epochs}\nseasonal_epochs = {seasonal}\n"

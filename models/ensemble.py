@@ -484,6 +484,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         cut_s = _seconds(window["event_timestamp"]).min() if is_timed(positives) else as_of_s
         new.as_of_s = cut_s
         members = fit_members(before, data, cfg, cut_s, {"seed": cfg.seed})
+        self.timings = {}  # this fit's, filled by _model_members
         self.left_out = members.failed | (
             {} if members.timed or "recent" not in cfg.members else {"recent": "untimed log"}
         )
