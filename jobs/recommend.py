@@ -326,7 +326,7 @@ def user_topk_table(
         if rerank is None:
             parts.append(_frame("user_id", chunk, "show_id", index.ids, scores, rows))
             continue
-        ranked = rerank(chunk, rows, k)  # (chunk, k) each
+        ranked = rerank(chunk, rows, k, [exclude[i] for i in rows_])  # (chunk, k) each
         frame = _frame("user_id", chunk, "show_id", index.ids, ranked.scores, ranked.rows)
         valid = ranked.rows.reshape(-1) >= 0
         parts.append(

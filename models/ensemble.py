@@ -6,6 +6,9 @@ with an uncertainty published as `confidence`, served in two stages.
                    itemknn     cosine item-kNN, each candidate scored by its own neighbours
                    popularity  distinct viewers (log)
                    recent      viewers in the last `recent_days` before the as-of (timed logs)
+                   franchise   the candidate's closest title link to the user's history
+                               (models/franchise.py: sequels, spin-offs, specials), a cosine
+                               in [0, 1] fed unstandardised
                    and registered models (`models`, default the temporal one): each trained
                    again here on the positives before the fusion's window (so its window
                    scores are honest) and served from the copy its own stage published
@@ -38,8 +41,10 @@ the cut, as the protocol's are. `val_share` holds users out to choose the epoch.
 `ablation` ranks the same candidates with each member hidden in turn and by each member
 alone: the table `tvrec evaluate` reports.
 
-Serving: the retrieval stage is EASE-TV's factorised vectors (the FAISS index), its top
-`candidates` are re-ranked by `rerank`, which also returns each recommendation's confidence
+Serving: the retrieval stage is EASE-TV's factorised vectors (the FAISS index); its top
+`candidates`, with up to `franchise_candidates` shows linked by title to the user's history
+that it missed (a new season nobody has watched yet: co-watching cannot retrieve it), are
+re-ranked by `rerank`, which also returns each recommendation's confidence
 (the share of the heads' noisy draws in which it stays in the top-k) and the member that
 contributed most to its score (`because`).
 
@@ -71,16 +76,21 @@ from tvrec.pipelines.errors import DataError
 
 from .base import ModelConfig, Recommender, TrainingData
 from .ease import EASEModel, _matrix, cosine_knn, gram, held_out, is_timed
+from .franchise import closest_link, title_links
 from .runtime import Runtime
 from .trainer import Rngs, StepResult, TrainTask
 
 log = logging.getLogger(__name__)
-MEMBERS = ("ease", "itemknn", "popularity", "recent")
+MEMBERS = ("ease", "itemknn", "popularity", "recent", "franchise")
+# members whose score is on a fixed scale (a cosine in [0, 1]) and is fed as it is: standardised
+# among the candidates, one linked show among 200 would look as strong as forty
+UNSCALED = frozenset({"franchise"})
 N_MEMBER_FEATURES = 2  # standardised score, log rank among the candidates
 N_CONTEXT = 8  # see `Members.context`
 DAY_S = 86_400.0
 RECENT_DAYS = (7, 30, 90)  # the windows of `Members.views`, in its column order
 ONLINE_BATCH = 32  # users per request re-ranked on one thread
+PADDING_LOGIT = -1e9  # a padded candidate's logit in training: out of every softmax
 INITIAL_LOG_VAR = -4.0  # the logits' noise starts at sd 0.14 (scores are standardised)
 
 
@@ -105,6 +115,15 @@ class EnsembleConfig(ModelConfig):
     heads: int = Field(4, ge=1, description="residual heads (their spread: epistemic)")
     draws: int = Field(8, ge=1, description="noisy draws per head for the confidence")
     neighbours: int = Field(100, ge=1, description="item-kNN neighbours kept per show")
+    franchise_similarity: float = Field(
+        0.5, gt=0, le=1, description="title cosine (character n-grams) linking two shows of "
+        "one franchise, for the franchise member",
+    )  # fmt: skip
+    franchise_candidates: int = Field(
+        20, ge=0, description="shows linked by title to the user's history added to the "
+        "retrieved candidates when serving (a new season, a spin-off: shows co-watching "
+        "cannot retrieve yet)",
+    )  # fmt: skip
     recent_days: Literal[7, 30, 90] = Field(
         30, description="the recent-popularity member's window (the views the context keeps)"
     )
@@ -143,6 +162,7 @@ class Members:
     last_event_s: dict[str, float]  # user -> seconds before the as-of of their last event
     timed: bool
     recent_days: int
+    links: sp.csr_matrix | None = None  # (n, n) franchise links by title (None: left out)
     failed: dict[str, str] = field(default_factory=dict)  # member -> why it is left out
     models: dict[str, Recommender] = field(default_factory=dict)  # model members, fitted
     cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # show vectors
@@ -170,6 +190,9 @@ class Members:
             knn = np.asarray((self.history_matrix(users) @ self.knn).todense())  # (b, n)
             out["itemknn"] = np.take_along_axis(knn, rows, 1)
         out["popularity"] = np.log1p(self.popularity[rows])
+        if self.links is not None:
+            histories = [self.ease.histories.get(u, []) for u in users]
+            out["franchise"] = closest_link(self.links, histories, rows)
         for name, model in self.models.items():
             shows = self._show_vectors(name, model)[rows]  # (b, N, d)
             out[name] = np.einsum("bd,bnd->bn", model.user_embeddings(users), shows)
@@ -206,6 +229,33 @@ class Members:
             ids, vectors = model.show_embeddings()  # (m, d)
             self.cache[name] = on_rows(ids, vectors, self.ease.show_ids, np.nan)
         return self.cache[name]
+
+    def linked(self, users: list[str], k: int) -> np.ndarray:
+        """Each user's k unseen rows most closely linked by title to their history, (b, k),
+        -1 where there are fewer."""
+        out = np.full((len(users), k), -1, np.int64)
+        if self.links is None or k == 0:
+            return out
+        for i, u in enumerate(users):
+            history = self.ease.histories.get(u, [])
+            if not history:
+                continue
+            best = self.links[np.asarray(history, np.int64)].max(axis=0).tocoo()  # (1, n)
+            strength = pd.Series(best.data, index=best.col).drop(history, errors="ignore")
+            top = strength[strength > 0].sort_values(ascending=False, kind="stable").index[:k]
+            out[i, : len(top)] = top
+        return out
+
+    def with_linked(
+        self, users: list[str], rows: np.ndarray, k: int, exclude: list[set[int]] | None = None
+    ) -> np.ndarray:
+        """`rows` (b, N) and each user's k closest linked shows not among them nor in
+        `exclude[i]` (rows the user must not get), (b, N + k), -1 padded."""
+        extra = self.linked(users, k)
+        for i in range(len(users)):
+            drop = set(rows[i].tolist()) | (exclude[i] if exclude is not None else set())
+            extra[i, [j for j, r in enumerate(extra[i]) if r in drop]] = -1
+        return np.concatenate([rows, extra], 1)
 
     def retrieve(self, users: list[str], k: int) -> np.ndarray:
         """Each user's top-k unseen rows by EASE-TV's served score, (b, k)."""
@@ -251,9 +301,11 @@ def fit_members(
     cfg: EnsembleConfig,
     as_of_s: float,
     ease_params: dict[str, Any],
+    links: sp.csr_matrix | None = None,
 ) -> Members:
     """Every member from these positives (user_id, show_id, event_timestamp), seen at
-    `as_of_s` (seconds since 1970)."""
+    `as_of_s` (seconds since 1970); `links` are the franchise member's (titles do not change
+    with the cut, so they are computed once)."""
     shows = list(data.show_ids)
     frame = positives.assign(label=1)
     ease = EASEModel(EASEModel.parse_config(ease_params))
@@ -279,7 +331,7 @@ def fit_members(
     return Members(
         ease, knn.tocsr() if knn is not None else None,
         np.bincount(show_rows, minlength=len(shows)).astype(np.float32), views, first,
-        last.to_dict(), is_timed(positives), cfg.recent_days, failed,
+        last.to_dict(), is_timed(positives), cfg.recent_days, links, failed,
     )  # fmt: skip
 
 
@@ -377,7 +429,8 @@ class Batchable:
 def member_features(
     scores: dict[str, np.ndarray], names: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(b, N, M, F) standardised score and log rank of each member among the candidates, and
+    """(b, N, M, F) standardised score (as it is for UNSCALED members) and log rank of each
+    member among the candidates, and
     (b, N, M) whether the member scored the pair (a finite score of a present member)."""
     b, n = next(iter(scores.values())).shape
     feats = np.zeros((b, n, len(names), N_MEMBER_FEATURES), np.float32)
@@ -389,7 +442,7 @@ def member_features(
         ok = np.isfinite(s)
         s = np.where(ok, s, np.nan)
         mean, std = np.nanmean(s, 1, keepdims=True), np.nanstd(s, 1, keepdims=True)
-        z = np.nan_to_num((s - mean) / (std + 1e-6))
+        z = np.nan_to_num(s if name in UNSCALED else (s - mean) / (std + 1e-6))
         rank = np.argsort(np.argsort(-np.nan_to_num(s, nan=-np.inf), 1, kind="stable"), 1)
         feats[..., m, 0], feats[..., m, 1], present[..., m] = z, np.log1p(rank), ok
     return feats, present
@@ -424,6 +477,8 @@ class _FusionTask(TrainTask):
         logits, log_var, _ = self.net(r.context[idx], r.members[idx], keep)  # (b, N, H), (b, N)
         noise = torch.randn(logits.shape, generator=rngs.torch)
         drawn = logits + noise * (0.5 * log_var).exp()[..., None]  # (b, N, H)
+        padding = ~present.any(-1)  # (b, N) no candidate there
+        drawn = drawn.masked_fill(padding[..., None], PADDING_LOGIT)
         labels = r.labels[idx]  # (b, N)
         nll = -(drawn.log_softmax(1) * labels[..., None]).sum(1) / labels.sum(1, keepdim=True)
         boot = r.boot[idx]  # (b, H)
@@ -437,6 +492,7 @@ class _FusionTask(TrainTask):
         self.net.eval()
         v = self.val
         logits = self.net(v.context, v.members, v.present)[0].mean(-1)  # (u, N)
+        logits = logits.masked_fill(~v.present.any(-1), PADDING_LOGIT)
         ndcg = listwise_ndcg(logits, v.labels, 10)  # (u,)
         new = {"val_ndcg_new": float(ndcg[v.new].mean())} if v.new.any() else {}
         return {"val_ndcg": float(ndcg.mean())} | new
@@ -457,6 +513,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
     """Attention fusion of the members, re-ranking the retrieval stage's candidates."""
 
     feature_service = "collaborative_v1"  # the events; members read nothing else yet
+    needs_content = True  # the shows' titles, for the franchise member
     prior_column = True  # the retrieval vectors are EASE-TV's, prior column included
     net: FusionNet | None = None
     served: Members | None = None
@@ -483,10 +540,13 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             raise _thin_window(0, 0)
         cut_s = _seconds(window["event_timestamp"]).min() if is_timed(positives) else as_of_s
         new.as_of_s = cut_s
-        members = fit_members(before, data, cfg, cut_s, {"seed": cfg.seed})
+        links, no_links = self._franchise_links(data)
+        members = fit_members(before, data, cfg, cut_s, {"seed": cfg.seed}, links)
         self.timings = {}  # this fit's, filled by _model_members
-        self.left_out = members.failed | (
-            {} if members.timed or "recent" not in cfg.members else {"recent": "untimed log"}
+        self.left_out = (
+            members.failed
+            | no_links
+            | ({} if members.timed or "recent" not in cfg.members else {"recent": "untimed log"})
         )
         served_models = self._model_members(data, members, window, cut_s, set(new.users))
         self.names = [m for m in cfg.members if m not in self.left_out] + list(members.models)
@@ -496,7 +556,9 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         history = self.trainer(data).fit(_FusionTask(self.net, train, val, cfg))
         self.net.eval()
         l2 = members.ease.manifest.metrics["l2"] if members.ease.manifest else None
-        self.served = fit_members(positives, data, cfg, as_of_s, {"seed": cfg.seed, "l2": l2})
+        self.served = fit_members(
+            positives, data, cfg, as_of_s, {"seed": cfg.seed, "l2": l2}, links
+        )
         self.served.models = served_models
         self.histories = self.served.ease.histories
         self._content_space(data)
@@ -518,6 +580,19 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
 
     def member_models(self) -> list[str]:
         return list(self.config.models)
+
+    def _franchise_links(self, data: TrainingData) -> tuple[sp.csr_matrix | None, dict[str, str]]:
+        """The franchise member's title links on the catalogue's rows, or why it is left out."""
+        cfg = self.config
+        if "franchise" not in cfg.members:
+            return None, {}
+        titles = data.content.titles if data.content is not None else []
+        if not any(titles):
+            return None, {"franchise": "no show titles in the catalogue"}
+        links = title_links(titles, cfg.neighbours, cfg.franchise_similarity)
+        if links.nnz == 0:
+            return None, {"franchise": "no two titles share a franchise name"}
+        return links, {}
 
     def published_models(self) -> list[str]:
         return [self.config.content] if self.config.content else []
@@ -641,10 +716,16 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
     def _features(
         self, members: Members, users: list[str], rows: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(context, member features, present, candidate rows) of these users."""
-        rows = members.retrieve(users, self.config.candidates) if rows is None else rows
-        feats, present = member_features(members.scores(users, rows), self.names)
-        return members.context(users, rows), feats, present, rows
+        """(context, member features, present, candidate rows) of these users; the rows are
+        the served candidates unless given (-1: padding, no member present)."""
+        if rows is None:
+            retrieved = members.retrieve(users, self.config.candidates)  # (b, N)
+            rows = self._with_linked(members, users, retrieved)
+        valid = rows >= 0
+        safe = np.where(valid, rows, 0)
+        scores = {m: np.where(valid, s, np.nan) for m, s in members.scores(users, safe).items()}
+        feats, present = member_features(scores, self.names)
+        return members.context(users, safe), feats, present, rows
 
     def _scaled(self, context: np.ndarray) -> np.ndarray:
         return ((context - self.scale["mean"]) / self.scale["std"]).astype(np.float32)
@@ -676,21 +757,47 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         if self.content_model is not None:
             self.content_model.save_artifacts(directory)
 
-    def rerank(self, user_ids: list[str], rows: np.ndarray, k: int) -> Reranked:
-        """Each user's candidate rows (b, N) (-1: padding) re-ranked to the top k; a request
-        for a few users runs on one thread (see `Runtime.one_thread`)."""
+    def rerank(
+        self,
+        user_ids: list[str],
+        rows: np.ndarray,
+        k: int,
+        exclude: list[set[int]] | None = None,
+    ) -> Reranked:
+        """Each user's candidate rows (b, N) (-1: padding), with up to `franchise_candidates`
+        shows linked by title to their history (not among them, not in `exclude[i]`: rows
+        the user must not get), re-ranked to the top k; a request for a few users runs on one
+        thread (see `Runtime.one_thread`)."""
+        rows = self._with_linked(self.fitted(self.served), user_ids, rows, exclude)
         if len(user_ids) <= ONLINE_BATCH:
             with Runtime.one_thread():
                 return self._rerank(user_ids, rows, k)
         return self._rerank(user_ids, rows, k)
+
+    def served_candidates(self, user_ids: list[str]) -> np.ndarray:
+        """What `rerank` ranks for these users when served: the retrieval stage's top
+        `candidates` and the shows linked by title, (b, N + E), -1 padded."""
+        members = self.fitted(self.served)
+        retrieved = members.retrieve(user_ids, self.config.candidates)  # (b, N)
+        return self._with_linked(members, user_ids, retrieved)
+
+    def _with_linked(
+        self,
+        members: Members,
+        user_ids: list[str],
+        rows: np.ndarray,
+        exclude: list[set[int]] | None = None,
+    ) -> np.ndarray:
+        """`rows` (b, N) and the `franchise_candidates` linked shows, (b, N + E), -1 padded:
+        the fusion trains on the candidates it serves."""
+        return members.with_linked(user_ids, rows, self.config.franchise_candidates, exclude)
 
     @torch.no_grad()
     def _rerank(self, user_ids: list[str], rows: np.ndarray, k: int) -> Reranked:
         net, members = self.fitted(self.net), self.fitted(self.served)
         valid = rows >= 0
         safe = np.where(valid, rows, 0)
-        context, feats, present, _ = self._features(members, user_ids, safe)
-        present &= valid[..., None]
+        context, feats, present, _ = self._features(members, user_ids, rows)
         logits, log_var, weights = net(
             torch.as_tensor(self._scaled(context)), torch.as_tensor(feats), torch.as_tensor(present)
         )
@@ -721,12 +828,15 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
 
     def _ablation(self, user_ids: list[str], k: int) -> dict[str, np.ndarray]:
         net, members = self.fitted(self.net), self.fitted(self.served)
-        rows = members.retrieve(user_ids, self.config.candidates)  # (b, N)
+        # the served candidates: retrieved, then the shows linked by title (-1: padding)
+        rows = self.served_candidates(user_ids)  # (b, N + E)
+        valid = rows >= 0
         context, feats, present, _ = self._features(members, user_ids, rows)
         ctx, z = torch.as_tensor(self._scaled(context)), torch.as_tensor(feats)
 
         def fused(keep: np.ndarray) -> np.ndarray:  # (b, N) the heads' mean logit
-            return net(ctx, z, torch.as_tensor(keep))[0].mean(-1).numpy()
+            logit = net(ctx, z, torch.as_tensor(keep))[0].mean(-1).numpy()
+            return np.where(valid, logit, -np.inf)
 
         scores = {"all members": fused(present)}
         for m, name in enumerate(self.names):
@@ -751,6 +861,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             "ease_config": members.ease.config.model_dump(),
             "knn": torch.as_tensor(np.stack([knn.row, knn.col])),
             "knn_values": torch.as_tensor(knn.data),
+            "links": _sparse_state(members.links),
             "popularity": torch.as_tensor(members.popularity),
             "views": torch.as_tensor(members.views),
             "first_seen_s": torch.as_tensor(members.first_seen_s),
@@ -784,6 +895,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             state["first_seen_s"].numpy(), state["last_event_s"], state["timed"],
             self.config.recent_days,
         )  # fmt: skip
+        self.served.links = _sparse_matrix(state.get("links"), n)
         self.served.models = {n: _member(n, m) for n, m in state["models"].items()}
         self.histories = ease.histories
         content = state.get("content_vectors")
@@ -807,6 +919,23 @@ def _before(
         & ~frame["user_id"].isin(new_users).to_numpy()
     )
     return frame[keep].reset_index(drop=True)
+
+
+def _sparse_state(m: sp.csr_matrix | None) -> dict[str, torch.Tensor] | None:
+    if m is None:
+        return None
+    coo = m.tocoo()
+    return {
+        "ij": torch.as_tensor(np.stack([coo.row, coo.col])),
+        "values": torch.as_tensor(coo.data),
+    }
+
+
+def _sparse_matrix(saved: dict[str, torch.Tensor] | None, n: int) -> sp.csr_matrix | None:
+    if saved is None:
+        return None
+    ij = saved["ij"].numpy()
+    return sp.csr_matrix((saved["values"].numpy(), (ij[0], ij[1])), shape=(n, n))
 
 
 def _member(name: str, saved: dict[str, Any]) -> Recommender:

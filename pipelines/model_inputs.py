@@ -46,6 +46,7 @@ class CatalogueContent:
     credits: dict[str, list[str]]  # show_id -> person ids, in credit order
     vocab: dict[str, list]  # the feature build's vocabularies (genres, networks, ...)
     raw_text: list[str]  # "title. description"
+    titles: list[str] = field(default_factory=list)  # the titles alone (empty: not read)
 
 
 @dataclass
@@ -156,6 +157,7 @@ def catalogue_content(
         credits=_credits(wd.features / "graph" / "show_person.parquet"),
         vocab=json.loads((wd.features / "vocab.json").read_text()),
         raw_text=_raw_text(wd, show_ids),
+        titles=_titles(wd, show_ids),
     )
 
 
@@ -164,6 +166,12 @@ def _credits(path: Path) -> dict[str, list[str]]:
         return {}
     edges = pl.read_parquet(path).group_by("show_id", maintain_order=True).agg("person_id")
     return dict(zip(edges["show_id"].to_list(), edges["person_id"].to_list(), strict=True))
+
+
+def _titles(wd: Workdir, show_ids: list[str]) -> list[str]:
+    shows = pl.read_parquet(wd.lake / "shows.parquet", columns=["show_id", "title"])
+    title = dict(zip(shows["show_id"], shows["title"].fill_null(""), strict=True))
+    return [title.get(s, "") for s in show_ids]
 
 
 def _raw_text(wd: Workdir, show_ids: list[str]) -> list[str]:

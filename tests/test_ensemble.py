@@ -105,9 +105,11 @@ def test_the_ablation_hides_each_member_and_ranks_by_each_alone(
     assert set(variants) == {"all members", *(f"without {m}" for m in names)} | {
         f"{m} alone" for m in names
     }
-    candidates = members.retrieve(users, fitted.config.candidates)  # (u, N)
-    assert (variants["all members"] == fitted.rerank(users, candidates, 10).rows).all()
-    for name, scores in members.scores(users, candidates).items():
+    retrieved = members.retrieve(users, fitted.config.candidates)  # (u, N)
+    assert (variants["all members"] == fitted.rerank(users, retrieved, 10).rows).all()
+    candidates = fitted.served_candidates(users)  # (u, N + E): the linked shows too, -1 padded
+    for name, scores in members.scores(users, np.where(candidates >= 0, candidates, 0)).items():
+        scores = np.where(candidates >= 0, scores, -np.inf)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :10]
         assert _ndcg(variants[f"{name} alone"], users, after) == pytest.approx(
             _ndcg(np.take_along_axis(candidates, order, 1), users, after)
@@ -197,8 +199,29 @@ def test_rerank_pads_short_candidate_lists(fitted: EnsembleModel) -> None:
     user = fitted.known_users()[:1]
     rows = np.full((1, 20), -1)
     rows[0, :3] = [5, 6, 7]
-    out = fitted.rerank(user, rows, 10)
-    assert sorted(out.rows[0, :3].tolist()) == [5, 6, 7] and (out.rows[0, 3:] == -1).all()
+    linked = fitted.served.linked(user, fitted.config.franchise_candidates)  # type: ignore[union-attr]
+    extra = set(linked[linked >= 0].tolist()) - {5, 6, 7}
+    out = fitted.rerank(user, rows, 10 + len(extra))
+    shown = out.rows[0][out.rows[0] >= 0]
+    assert set(shown.tolist()) == {5, 6, 7} | extra and (out.rows[0, len(shown) :] == -1).all()
+
+
+def test_shows_linked_by_title_join_the_candidates_unless_excluded(fitted: EnsembleModel) -> None:
+    """A show in the franchise of one the user watched reaches them even when retrieval (EASE's
+    co-watching) does not return it: a new season has no co-watching yet."""
+    members = fitted.served
+    assert members is not None and members.links is not None
+    users = fitted.known_users()
+    linked = members.linked(users, 5)  # (u, 5)
+    i = int(np.flatnonzero(linked[:, 0] >= 0)[0])
+    user, show = users[i : i + 1], int(linked[i, 0])
+    assert show not in fitted.histories[user[0]]  # history rows
+    history = set(fitted.histories[user[0]])
+    others = [r for r in range(len(fitted.show_ids)) if r not in history and r not in linked[i]]
+    rows = np.array([others[:10]])  # retrieval that missed every linked show
+    out = fitted.rerank(user, rows, 20)
+    assert show in out.rows[0]
+    assert show not in fitted.rerank(user, rows, 20, [{show}]).rows[0]  # e.g. not on air yet
 
 
 def test_new_users_fold_in_and_are_re_ranked(fitted: EnsembleModel, truth: PlantedTruth) -> None:
@@ -262,7 +285,7 @@ def test_the_demo_serves_the_ensemble_by_default(tmp_path: Path, default_models:
     topk = Catalog(work).read_current("user_topk")
     assert {"confidence", "because"} <= set(topk.columns)
     assert topk["confidence"].is_between(0, 1).all() and topk["because"].null_count() == 0
-    assert set(topk["because"]) <= {"ease", "itemknn", "popularity", "recent", "temporal"}
+    assert set(topk["because"]) <= {*ens.MEMBERS, "temporal"}
     assert (topk.group_by("user_id").agg(pl.col("rank").max())["rank"] == 10).all()
     user = topk["user_id"][0]
     results = _query(work, "--user", user)
@@ -309,3 +332,19 @@ def test_movielens_temporal_split(movielens_split: SplitRun) -> None:
     metrics = evaluate_topk(topk, sp)
     # measured 0.266 (0.211-0.322); temporal alone 0.260, RecentPop 0.229 (x 1.05: 0.240)
     assert metrics.ndcg > 0.26, metrics
+
+
+def test_planted_copies_are_linked_to_their_originals_by_title(
+    fitted: EnsembleModel, truth: PlantedTruth
+) -> None:
+    """A planted copy's title is its original's plus " II" or " Revisited": the franchise
+    member links the two; two shows drawn at random are rarely linked."""
+    members = fitted.served
+    assert members is not None and members.links is not None
+    row = {s: i for i, s in enumerate(fitted.show_ids)}
+    pairs = [(row[a], row[b]) for a, b in truth.near_duplicate_pairs if a in row and b in row]
+    copies = np.mean([members.links[a, b] > 0 for a, b in pairs])
+    rng = np.random.default_rng(0)
+    drawn = rng.integers(0, len(row), size=(2000, 2))
+    chance = np.mean([members.links[a, b] > 0 for a, b in drawn if a != b])
+    assert copies > 0.9 and chance < 0.02, (copies, chance)  # measured: 6 of 6; 0.009

@@ -184,8 +184,25 @@ def _cold_topk(model: Recommender, sp: Split, candidates: list[str], k: int) -> 
     users = sp.cold_slice().test_users
     if not users or not rows:
         return rank_among([], [], np.zeros((0, 0)), k)
+    if getattr(model, "rerank", None) is not None:
+        return _cold_reranked(model, users, list(ids), rows, k)
     scores = model.user_embeddings(users) @ vectors[rows].T  # (n_users, n_candidates)
     return rank_among(users, [ids[i] for i in rows], scores, k)
+
+
+def _cold_reranked(
+    model: Any, users: list[str], ids: list[str], rows: list[int], k: int
+) -> pl.DataFrame:
+    """A two-stage model's top-k among the cold candidates: all of them are its candidates
+    (its retrieval cannot tell shows without events apart), every other show excluded."""
+    others = set(range(len(ids))) - set(rows)
+    parts = []
+    for start in range(0, len(users), 64):
+        chunk = users[start : start + 64]
+        candidates = np.tile(np.asarray(rows, np.int64), (len(chunk), 1))  # (b, n_cold)
+        ranked = model.rerank(chunk, candidates, k, [others] * len(chunk)).rows
+        parts.append(ranked_frame(chunk, ids, ranked))
+    return pl.concat(parts)
 
 
 def ablation_topk(model: Any, users: list[str], k: int) -> dict[str, pl.DataFrame]:
