@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from tvrec.index import IndexConfig, make_show_index
 from tvrec.models.ensemble import EnsembleModel
 from tvrec.models.runtime import Runtime
 from tvrec.models.temporal import TemporalModel
-from tvrec.pipelines.model_inputs import MemberInputs, TrainingData
+from tvrec.pipelines.model_inputs import CatalogueContent, MemberInputs, TrainingData
 from tvrec.pipelines.synthetic import WorldConfig, generate_world
 
 K, CANDIDATES, BATCH = 10, 200, 2048
@@ -43,7 +44,9 @@ def fitted_ensemble() -> tuple[EnsembleModel, float]:
     as_of = datetime.combine(WorldConfig().start, datetime.min.time(), UTC)
     as_of = as_of.replace(year=as_of.year + 2)  # the world's two years end here
     shows = raw.shows["show_id"].to_list()
-    data = TrainingData(frame, "collaborative_v1", as_of, "bench", shows)
+    titles = raw.shows["title"].to_list()  # the franchise member's input
+    content = CatalogueContent(shows, pd.DataFrame(), {}, {}, [], titles)
+    data = TrainingData(frame, "collaborative_v1", as_of, "bench", shows, content=content)
     temporal = TemporalModel(runtime=Runtime.cpu())
     temporal.fit(TrainingData(frame, "temporal_v1", as_of, "bench", shows))
     data.members["temporal"] = MemberInputs(data=data, params={}, published=temporal)

@@ -330,7 +330,8 @@ def test_movielens_temporal_split(movielens_split: SplitRun) -> None:
     pipeline.model_topk("temporal")(sp)
     topk = pipeline.model_topk("ensemble")(sp)[0]  # (top-k, cold top-k, few-shot top-k)
     metrics = evaluate_topk(topk, sp)
-    # measured 0.266 (0.211-0.322); temporal alone 0.260, RecentPop 0.229 (x 1.05: 0.240)
+    # measured 0.269 (0.216-0.326) with the franchise member (0.266 before); temporal alone
+    # 0.258, RecentPop 0.229 (x 1.05: 0.240)
     assert metrics.ndcg > 0.26, metrics
 
 
