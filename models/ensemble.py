@@ -429,9 +429,9 @@ class Batchable:
 def member_features(
     scores: dict[str, np.ndarray], names: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(b, N, M, F) standardised score (as it is for UNSCALED members) and log rank of each
-    member among the candidates, and
-    (b, N, M) whether the member scored the pair (a finite score of a present member)."""
+    """(b, N, M, F) each member's score among the candidates, standardised (as it is for
+    UNSCALED members), and its log rank; and (b, N, M) whether the member scored the pair (a
+    finite score of a present member)."""
     b, n = next(iter(scores.values())).shape
     feats = np.zeros((b, n, len(names), N_MEMBER_FEATURES), np.float32)
     present = np.zeros((b, n, len(names)), bool)
