@@ -151,13 +151,14 @@ def catalogue_content(
     and its text."""
     from .training import entity_features
 
+    raw_text, titles = _text(wd, show_ids)
     return CatalogueContent(
         show_ids=list(show_ids),
         features=entity_features(wd, service, "show_id", list(show_ids), as_of),
         credits=_credits(wd.features / "graph" / "show_person.parquet"),
         vocab=json.loads((wd.features / "vocab.json").read_text()),
-        raw_text=_raw_text(wd, show_ids),
-        titles=_titles(wd, show_ids),
+        raw_text=raw_text,
+        titles=titles,
     )
 
 
@@ -168,19 +169,10 @@ def _credits(path: Path) -> dict[str, list[str]]:
     return dict(zip(edges["show_id"].to_list(), edges["person_id"].to_list(), strict=True))
 
 
-def _titles(wd: Workdir, show_ids: list[str]) -> list[str]:
-    shows = pl.read_parquet(wd.lake / "shows.parquet", columns=["show_id", "title"])
-    title = dict(zip(shows["show_id"], shows["title"].fill_null(""), strict=True))
-    return [title.get(s, "") for s in show_ids]
-
-
-def _raw_text(wd: Workdir, show_ids: list[str]) -> list[str]:
+def _text(wd: Workdir, show_ids: list[str]) -> tuple[list[str], list[str]]:
+    """Each show's "title. description" and its title alone, from one read of the lake."""
     shows = pl.read_parquet(wd.lake / "shows.parquet", columns=["show_id", "title", "description"])
-    text = dict(
-        zip(
-            shows["show_id"],
-            (shows["title"] + ". " + shows["description"].fill_null("")).to_list(),
-            strict=True,
-        )
-    )
-    return [text.get(s, "") for s in show_ids]
+    raw = (shows["title"] + ". " + shows["description"].fill_null("")).to_list()
+    text = dict(zip(shows["show_id"], raw, strict=True))
+    title = dict(zip(shows["show_id"], shows["title"].fill_null("").to_list(), strict=True))
+    return [text.get(s, "") for s in show_ids], [title.get(s, "") for s in show_ids]
