@@ -49,6 +49,10 @@ class EASEConfig(ModelConfig):
     max_shows: int = Field(
         20000, ge=1, description="largest catalogue trained (memory grows with its square)"
     )
+    exact: bool = Field(
+        False, description="keep B itself (n_shows^2 float32) and score with it, not with "
+        "the rank-`rank` factorisation (which still serves the FAISS index)",
+    )  # fmt: skip
 
 
 class EASEModel(Recommender, name="ease", config=EASEConfig):
@@ -58,6 +62,7 @@ class EASEModel(Recommender, name="ease", config=EASEConfig):
     _left: np.ndarray | None = None  # (n_shows, rank) L: user = x_u L
     _right: np.ndarray | None = None  # (n_shows, rank) R: show vectors
     _prior: np.ndarray | None = None  # (n_shows,) training popularity, scaled
+    _weights: np.ndarray | None = None  # (n_shows, n_shows) B itself, when `exact`
 
     def fit(self, data: TrainingData) -> dict[str, Any]:
         cfg, started = self.config, time.perf_counter()
@@ -77,6 +82,8 @@ class EASEModel(Recommender, name="ease", config=EASEConfig):
         X = _matrix(list(self.histories.values()), len(self.show_ids))
         B = ease_weights(gram(X), l2)  # (n, n)
         self._left, self._right = factorise(B, cfg.rank, cfg.seed)
+        self._weights = B.astype(np.float32) if cfg.exact else None
+        del B
         popularity = np.asarray(X.sum(axis=0)).ravel()  # (n,)
         self._prior = (PRIOR_SCALE * popularity / max(popularity.max(), 1.0)).astype(np.float32)
         metrics = {
@@ -123,6 +130,19 @@ class EASEModel(Recommender, name="ease", config=EASEConfig):
         out[:, :-1] = X @ left
         return out
 
+    def scores(self, user_ids: list[str], rows: np.ndarray | None = None) -> np.ndarray:
+        """Each user's score of every show, (b, n), or of their candidate `rows` (b, N): x_u B
+        when `exact`, else through the served factorisation; the prior added either way."""
+        prior = self.fitted(self._prior)
+        if self._weights is None:
+            _, shows = self.show_embeddings()
+            out = self.user_embeddings(user_ids) @ shows.T  # (b, n)
+            return out if rows is None else np.take_along_axis(out, rows, 1)
+        histories = [self.histories.get(u, []) for u in user_ids]
+        if rows is None:
+            return _matrix(histories, len(self.show_ids)) @ self._weights + prior
+        return _candidate_scores(self._weights, histories, rows) + prior[rows]
+
     def similarity_vectors(self) -> np.ndarray:
         """R: each show's column of B in the factor space; shows predicted by the same
         watched shows are alike."""
@@ -138,12 +158,15 @@ class EASEModel(Recommender, name="ease", config=EASEConfig):
             "left": torch.as_tensor(self.fitted(self._left)),
             "right": torch.as_tensor(self.fitted(self._right)),
             "prior": torch.as_tensor(self.fitted(self._prior)),
+            "weights": torch.as_tensor(self._weights) if self._weights is not None else None,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.show_ids, self.histories = state["shows"], state["histories"]
         self._left, self._right = state["left"].numpy(), state["right"].numpy()
         self._prior = state["prior"].numpy()
+        weights = state.get("weights")  # absent from a model saved before `exact`
+        self._weights = weights.numpy() if weights is not None else None
 
 
 # ---- the closed form ------------------------------------------------------------------------
@@ -230,6 +253,22 @@ def _matrix(histories: list[list[int]], n_shows: int) -> sp.csr_matrix:
     indices = np.fromiter((s for h in histories for s in h), dtype=np.int64, count=indptr[-1])
     data = np.ones(len(indices), dtype=np.float32)
     return sp.csr_matrix((data, indices, indptr), shape=(len(histories), n_shows))
+
+
+def _candidate_scores(B: np.ndarray, histories: list[list[int]], rows: np.ndarray) -> np.ndarray:
+    """(b, N) sum over each user's history h of B[h, rows[i]]: x_u B on the candidates only
+    (history x candidates gathers a user, not history x catalogue)."""
+    lengths = [len(h) for h in histories]
+    out = np.zeros(rows.shape, np.float32)
+    if sum(lengths) == 0:
+        return out
+    shows = np.concatenate([np.asarray(h, np.int64) for h in histories if h])  # (H,)
+    users = np.repeat(np.arange(len(histories)), lengths)  # (H,)
+    gathered = B[shows[:, None], rows[users]]  # (H, N) each history show's row on the candidates
+    starts = np.cumsum(lengths) - lengths  # where each user's history begins in `shows`
+    some = np.asarray(lengths) > 0
+    out[some] = np.add.reduceat(gathered, starts[some], axis=0)
+    return out
 
 
 def _histories(pos: pd.DataFrame, row: dict[str, int]) -> dict[str, list[int]]:

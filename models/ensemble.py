@@ -2,7 +2,8 @@
 with an uncertainty published as `confidence`, served in two stages.
 
     members:       closed-form scorers refitted from the positives at every run
-                   ease        EASE-TV's closed form (also the retrieval stage's vectors)
+                   ease        EASE-TV's closed form, scored exactly with B (`exact_ease`;
+                               the retrieval stage's vectors are its factorisation)
                    itemknn     cosine item-kNN, each candidate scored by its own neighbours
                    popularity  distinct viewers (log)
                    recent      viewers in the last `recent_days` before the as-of (timed logs)
@@ -70,13 +71,14 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 from pydantic import Field
+from scipy.stats import rankdata
 from torch import nn
 
 from tvrec.pipelines.errors import DataError
 
 from .base import ModelConfig, Recommender, TrainingData
 from .ease import EASEModel, _matrix, cosine_knn, gram, held_out, is_timed
-from .franchise import closest_link, title_links
+from .franchise import closest_link, link_strength, title_links
 from .runtime import Runtime
 from .trainer import Rngs, StepResult, TrainTask
 
@@ -90,6 +92,7 @@ N_CONTEXT = 8  # see `Members.context`
 DAY_S = 86_400.0
 RECENT_DAYS = (7, 30, 90)  # the windows of `Members.views`, in its column order
 ONLINE_BATCH = 32  # users per request re-ranked on one thread
+_NONE = np.zeros(0, np.int64)  # no rows
 PADDING_LOGIT = -1e9  # a padded candidate's logit in training: out of every softmax
 INITIAL_LOG_VAR = -4.0  # the logits' noise starts at sd 0.14 (scores are standardised)
 
@@ -115,6 +118,11 @@ class EnsembleConfig(ModelConfig):
     heads: int = Field(4, ge=1, description="residual heads (their spread: epistemic)")
     draws: int = Field(8, ge=1, description="noisy draws per head for the confidence")
     neighbours: int = Field(100, ge=1, description="item-kNN neighbours kept per show")
+    exact_ease: bool = Field(
+        True, description="score the ease member with B itself (n_shows^2 float32, kept and "
+        "saved), not the rank-`rank` factorisation the retrieval index serves; measured on "
+        "anime: see docs/benchmarks.md",
+    )  # fmt: skip
     franchise_similarity: float = Field(
         0.5, gt=0, le=1, description="title cosine (character n-grams) linking two shows of "
         "one franchise, for the franchise member",
@@ -135,6 +143,12 @@ class EnsembleConfig(ModelConfig):
         "warm window users only",
     )  # fmt: skip
     new_share: float = Field(0.1, gt=0, lt=1, description="see `new_users`")
+    cold_shows: float = Field(
+        0.02, ge=0, lt=1, description="share of the window's shows held back from every "
+        "member at the cut, as if new: the fusion also trains on ranking them alone for the "
+        "window users who watched one (as the cold-start slice ranks shows without events); "
+        "0: none",
+    )  # fmt: skip
     support: int = Field(5, ge=1, description="events a new user is served from")
     steps: int = Field(
         1, ge=1, description="optimiser steps an epoch takes at least: a small window is "
@@ -185,7 +199,7 @@ class Members:
     def scores(self, users: list[str], rows: np.ndarray) -> dict[str, np.ndarray]:
         """Each member's score of each user's candidate rows, (b, N) each; a member that
         cannot score here (recent on an untimed log) is absent."""
-        out = {"ease": np.take_along_axis(self.ease_scores(users), rows, 1)}
+        out = {"ease": self.ease.scores(users, rows)}
         if self.knn is not None:
             knn = np.asarray((self.history_matrix(users) @ self.knn).todense())  # (b, n)
             out["itemknn"] = np.take_along_axis(knn, rows, 1)
@@ -219,8 +233,9 @@ class Members:
         return np.stack(columns, -1).astype(np.float32)
 
     def ease_scores(self, users: list[str]) -> np.ndarray:
-        """EASE-TV's served score of every show, (b, n)."""
-        return self.ease.user_embeddings(users) @ self._show_vectors("ease", self.ease).T
+        """EASE-TV's score of every show, (b, n): exact (x_u B), not the retrieval index's
+        rank-`rank` factorisation."""
+        return self.ease.scores(users)
 
     def _show_vectors(self, name: str, model: Recommender) -> np.ndarray:
         """A member's served show vectors in this catalogue's row order, (n, d), computed once
@@ -231,19 +246,20 @@ class Members:
         return self.cache[name]
 
     def linked(self, users: list[str], k: int) -> np.ndarray:
-        """Each user's k unseen rows most closely linked by title to their history, (b, k),
-        -1 where there are fewer."""
+        """Each user's k unseen rows most closely linked by title to their history (ties: the
+        lower row first), (b, k), -1 where there are fewer."""
         out = np.full((len(users), k), -1, np.int64)
         if self.links is None or k == 0:
             return out
-        for i, u in enumerate(users):
-            history = self.ease.histories.get(u, [])
-            if not history:
-                continue
-            best = self.links[np.asarray(history, np.int64)].max(axis=0).tocoo()  # (1, n)
-            strength = pd.Series(best.data, index=best.col).drop(history, errors="ignore")
-            top = strength[strength > 0].sort_values(ascending=False, kind="stable").index[:k]
-            out[i, : len(top)] = top
+        histories = [self.ease.histories.get(u, []) for u in users]
+        strength = link_strength(self.links, histories)  # (b, n)
+        seen = np.repeat(np.arange(len(users)), [len(h) for h in histories])
+        strength[seen, np.concatenate([np.asarray(h, np.int64) for h in histories] + [_NONE])] = 0
+        user, row = np.nonzero(strength)  # every linked unseen show, by user then row
+        order = np.lexsort((row, -strength[user, row], user))  # strongest first per user
+        user, row = user[order], row[order]
+        rank = np.arange(len(user)) - np.searchsorted(user, user)  # place within its user
+        out[user[rank < k], rank[rank < k]] = row[rank < k]
         return out
 
     def with_linked(
@@ -251,10 +267,10 @@ class Members:
     ) -> np.ndarray:
         """`rows` (b, N) and each user's k closest linked shows not among them nor in
         `exclude[i]` (rows the user must not get), (b, N + k), -1 padded."""
-        extra = self.linked(users, k)
-        for i in range(len(users)):
-            drop = set(rows[i].tolist()) | (exclude[i] if exclude is not None else set())
-            extra[i, [j for j, r in enumerate(extra[i]) if r in drop]] = -1
+        extra = self.linked(users, k)  # (b, k)
+        extra[(extra[:, :, None] == rows[:, None, :]).any(-1)] = -1
+        for i, drop in enumerate(exclude or []):
+            extra[i, [j for j, r in enumerate(extra[i].tolist()) if r in drop]] = -1
         return np.concatenate([rows, extra], 1)
 
     def retrieve(self, users: list[str], k: int) -> np.ndarray:
@@ -411,6 +427,7 @@ class Batchable:
     labels: torch.Tensor  # (u, N) 1 where the candidate was watched in the window
     boot: torch.Tensor  # (u, H) each head's bootstrap weight of the user
     new: torch.Tensor  # (u,) bool: a new user (served from their first events)
+    cold: torch.Tensor  # (u,) bool: a window user ranking the cold shows alone
 
     def take(self, users: np.ndarray) -> Batchable:
         """These users' rows."""
@@ -443,7 +460,9 @@ def member_features(
         s = np.where(ok, s, np.nan)
         mean, std = np.nanmean(s, 1, keepdims=True), np.nanstd(s, 1, keepdims=True)
         z = np.nan_to_num(s if name in UNSCALED else (s - mean) / (std + 1e-6))
-        rank = np.argsort(np.argsort(-np.nan_to_num(s, nan=-np.inf), 1, kind="stable"), 1)
+        # tied scores share a rank (the lowest): among new shows every co-watching score is 0,
+        # and a rank by position would be noise the fusion could learn from
+        rank = rankdata(-np.nan_to_num(s, nan=-np.inf), method="min", axis=1) - 1
         feats[..., m, 0], feats[..., m, 1], present[..., m] = z, np.log1p(rank), ok
     return feats, present
 
@@ -494,8 +513,11 @@ class _FusionTask(TrainTask):
         logits = self.net(v.context, v.members, v.present)[0].mean(-1)  # (u, N)
         logits = logits.masked_fill(~v.present.any(-1), PADDING_LOGIT)
         ndcg = listwise_ndcg(logits, v.labels, 10)  # (u,)
-        new = {"val_ndcg_new": float(ndcg[v.new].mean())} if v.new.any() else {}
-        return {"val_ndcg": float(ndcg.mean())} | new
+        out = {"val_ndcg": float(ndcg.mean())}
+        for kind, rows in (("new", v.new), ("cold", v.cold), ("warm", ~(v.new | v.cold))):
+            if rows.any() and not rows.all():  # each kind's own figure beside the overall
+                out[f"val_ndcg_{kind}"] = float(ndcg[rows].mean())
+        return out
 
 
 def listwise_ndcg(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
@@ -535,30 +557,32 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         positives = data.positives()
         positives = positives[positives["show_id"].isin(set(self.show_ids))]
         as_of_s = data.as_of.timestamp()
-        before, window, new = self._cut(positives)
+        before, window, new, cold = self._cut(positives)
         if window.empty:
             raise _thin_window(0, 0)
         cut_s = _seconds(window["event_timestamp"]).min() if is_timed(positives) else as_of_s
         new.as_of_s = cut_s
         links, no_links = self._franchise_links(data)
-        members = fit_members(before, data, cfg, cut_s, {"seed": cfg.seed}, links)
+        ease_params = {"seed": cfg.seed, "exact": cfg.exact_ease}
+        members = fit_members(before, data, cfg, cut_s, ease_params, links)
         self.timings = {}  # this fit's, filled by _model_members
         self.left_out = (
             members.failed
             | no_links
             | ({} if members.timed or "recent" not in cfg.members else {"recent": "untimed log"})
         )
-        served_models = self._model_members(data, members, window, cut_s, set(new.users))
+        served_models = self._model_members(data, members, window, cut_s, new.users, cold)
         self.names = [m for m in cfg.members if m not in self.left_out] + list(members.models)
-        rows = self._rows(members, window, new)
+        rows = self._rows(members, window, new, cold)
         self.net = FusionNet(len(self.names), cfg)
         train, val = rows.held_out(cfg.val_share, cfg.seed)
         history = self.trainer(data).fit(_FusionTask(self.net, train, val, cfg))
         self.net.eval()
         l2 = members.ease.manifest.metrics["l2"] if members.ease.manifest else None
-        self.served = fit_members(
-            positives, data, cfg, as_of_s, {"seed": cfg.seed, "l2": l2}, links
-        )
+        del members  # its B before the served one's: one n_shows^2 matrix at a time
+        # l2 tuned again on all positives: more data wants less of it (anime: 250 at the cut,
+        # 100 on all, as the EASE peer finds)
+        self.served = fit_members(positives, data, cfg, as_of_s, ease_params, links)
         self.served.models = served_models
         self.histories = self.served.ease.histories
         self._content_space(data)
@@ -569,8 +593,11 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             "member_notes": "; ".join(f"{k} left out: {v}" for k, v in self.left_out.items()),
             "window_users": len(rows.labels),
             "new_users": len(new.users),
+            "cold_shows": len(cold),
+            "cold_rows": int(rows.cold.sum()),
             "window_recall": float(rows.labels.sum() / max(len(window), 1)),
-            "ease_l2": l2,
+            "ease_l2": self.fitted(self.served.ease.manifest).metrics["l2"],
+            "ease_l2_at_cut": l2,
             "similarity_space": cfg.content if self.content_vectors is not None else "ease",
             "train_seconds": round(time.perf_counter() - started, 2),
         }
@@ -621,7 +648,8 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         members: Members,
         window: pd.DataFrame,
         cut_s: float,
-        new_users: set[str],
+        new_users: list[str],
+        cold: list[str],
     ) -> dict[str, Recommender]:
         """Each model member trained again on its inputs before the cut (into `members`, for
         the fusion's window) and its published copy (returned, for serving); a member not
@@ -634,7 +662,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             given = data.members.get(name)
             why = _unusable(name, given.published if given else None, data.as_of)
             if why is None and given is not None:
-                before = _before(given.data.frame, window, cut, new_users)
+                before = _before(given.data.frame, window, cut, set(new_users), set(cold))
                 checkpoints = data.checkpoint_dir / name if data.checkpoint_dir else None
                 # as of the cut: its events before it, no Feast rows of the as-of (a model
                 # that reads only the catalogue's metadata from them keeps those)
@@ -659,22 +687,33 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
                 self.left_out[name] = why
         return served
 
-    def _cut(self, positives: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, NewUsers]:
-        """(before, window, new users): the last `window_share` of the positives by time on a
-        timed log, else a seeded random share; the new users (a seeded `new_share` of the
-        users, at most `new_users`) are in neither: no member sees any of their events. Window
-        users without an earlier positive are dropped."""
+    def _cut(
+        self, positives: pd.DataFrame
+    ) -> tuple[pd.DataFrame, pd.DataFrame, NewUsers, list[str]]:
+        """(before, window, new users, cold shows): the last `window_share` of the positives
+        by time on a timed log, else a seeded random share; the new users (a seeded
+        `new_share` of the users, at most `new_users`) are in neither: no member sees any of
+        their events; nor does any see an event of the cold shows (a seeded `cold_shows` share
+        of the window's). Window users without an earlier positive are dropped."""
         cfg = self.config
         held = held_out(positives, cfg.window_share, cfg.seed)
         before, window = positives[~held], positives[held]
         # new users, as the few-shot protocol holds them out: a seeded share of everyone
         cap = math.ceil(cfg.new_share * positives["user_id"].nunique())
         new = NewUsers.draw(positives, cfg, cap)
-        before = before[~before["user_id"].isin(set(new.users))]
-        return before, window[window["user_id"].isin(set(before["user_id"]))], new
+        shows = sorted(set(window["show_id"]))
+        wanted = min(round(cfg.cold_shows * len(shows)), cfg.candidates)
+        cold = [] if wanted < 2 else sorted(
+            np.random.default_rng(cfg.seed + 2).choice(np.asarray(shows, object), wanted, False)
+        )  # fmt: skip
+        before = before[~before["user_id"].isin(set(new.users)) & ~before["show_id"].isin(cold)]
+        return before, window[window["user_id"].isin(set(before["user_id"]))], new, cold
 
-    def _rows(self, members: Members, window: pd.DataFrame, new: NewUsers) -> Batchable:
-        """The window users' candidates with their features and labels, then the new users',
+    def _rows(
+        self, members: Members, window: pd.DataFrame, new: NewUsers, cold: list[str]
+    ) -> Batchable:
+        """The window users' served candidates with their features and labels; the window
+        users who watched a cold show, ranking the cold shows alone; then the new users',
         folded into the members from their support events (users with no watched candidate
         teach nothing and are dropped)."""
         cfg = self.config
@@ -682,36 +721,56 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         if len(users) > cfg.max_window_users:
             pick = np.random.default_rng(cfg.seed).choice(len(users), cfg.max_window_users, False)
             users = [users[i] for i in sorted(pick)]
-        parts = [self._labelled(members, users, window)]
+        warm = self._labelled(members, users, window)
+        parts, kinds = [warm], [np.full(len(warm[0]), "warm")]
+        if cold:
+            watched = window[window["show_id"].isin(set(cold))]
+            cold_users = sorted(set(watched["user_id"]) & set(users))
+            rows = np.full((len(cold_users), warm[3].shape[1]), -1, np.int64)  # (c, N) padded
+            rows[:, : len(cold)] = [self.show_ids.index(s) for s in cold]
+            parts.append(self._labelled(members, cold_users, watched, rows))
+            kinds.append(np.full(len(cold_users), "cold"))
         if new.users:
             members.fold_in(new.support, new.as_of_s)
             parts.append(self._labelled(members, new.users, new.query))
-        context, feats, present, labels = (np.concatenate(p) for p in zip(*parts, strict=True))
+            kinds.append(np.full(len(new.users), "new"))
+        context, feats, present, labels = (
+            np.concatenate(p) for p in zip(*((*p[:3], p[4]) for p in parts), strict=True)
+        )
         keep = labels.any(1)
         if not keep.any():
             raise _thin_window(len(window), len(users))
         flat = context.reshape(-1, N_CONTEXT)
         self.scale = {"mean": flat.mean(0), "std": flat.std(0) + 1e-6}
-        is_new = (np.arange(len(labels)) >= len(parts[0][0]))[keep]  # (u,)
+        kind = np.concatenate(kinds)[keep]  # (u,)
         boot = np.random.default_rng(cfg.seed).poisson(1.0, (int(keep.sum()), cfg.heads))
         return Batchable(
             torch.as_tensor(self._scaled(context[keep])), torch.as_tensor(feats[keep]),
             torch.as_tensor(present[keep]), torch.as_tensor(labels[keep], dtype=torch.float32),
-            torch.as_tensor(boot, dtype=torch.float32), torch.as_tensor(is_new),
+            torch.as_tensor(boot, dtype=torch.float32), torch.as_tensor(kind == "new"),
+            torch.as_tensor(kind == "cold"),
         )  # fmt: skip
 
     def _labelled(
-        self, members: Members, users: list[str], truth: pd.DataFrame
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(context, member features, present, labels) of these users' candidates, labelled 1
-        where `truth` (user_id, show_id) has the pair."""
+        self,
+        members: Members,
+        users: list[str],
+        truth: pd.DataFrame,
+        rows: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(context, member features, present, candidate rows, labels) of these users'
+        candidates (their served ones unless `rows` (u, N) are given), labelled 1 where
+        `truth` (user_id, show_id) has the pair."""
         row = {s: i for i, s in enumerate(self.show_ids)}
         rows_of = truth.groupby("user_id")["show_id"].agg(lambda s: [row[x] for x in s]).to_dict()
-        parts = [self._features(members, users[i : i + 512]) for i in range(0, len(users), 512)]
+        parts = [
+            self._features(members, users[i : i + 512], None if rows is None else rows[i : i + 512])
+            for i in range(0, len(users), 512)
+        ]
         context, feats, present, cands = (np.concatenate(p) for p in zip(*parts, strict=True))
         watched = [rows_of.get(u, []) for u in users]
         labels = np.stack([np.isin(c, w) for c, w in zip(cands, watched, strict=True)])
-        return context, feats, present, labels
+        return context, feats, present, cands, labels
 
     def _features(
         self, members: Members, users: list[str], rows: np.ndarray | None = None
@@ -907,16 +966,18 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
 
 
 def _before(
-    frame: pd.DataFrame, window: pd.DataFrame, cut: datetime, new_users: set[str]
+    frame: pd.DataFrame, window: pd.DataFrame, cut: datetime, new_users: set[str], cold: set[str]
 ) -> pd.DataFrame:
     """A member's training rows the fusion's window does not know: before the cut, no
-    (user, show) pair of the window (a random window on an untimed log) and no new user's."""
+    (user, show) pair of the window (a random window on an untimed log), no new user's and
+    no cold show's."""
     held = pd.MultiIndex.from_frame(window[["user_id", "show_id"]])
     pairs = pd.MultiIndex.from_frame(frame[["user_id", "show_id"]])
     keep = (
         (frame["event_timestamp"] < pd.Timestamp(cut)).to_numpy()
         & ~pairs.isin(held)
         & ~frame["user_id"].isin(new_users).to_numpy()
+        & ~frame["show_id"].isin(cold).to_numpy()
     )
     return frame[keep].reset_index(drop=True)
 

@@ -11,7 +11,8 @@ finished part says as much as five).
 
     title_vectors(titles)                     (n, V) l2-normalised TF-IDF rows
     title_links(titles, neighbours, ...)      (n, n) symmetric sparse cosine, thresholded
-    closest_link(links, histories, rows)      (b, N) each candidate's closest history show
+    link_strength(links, histories)           (b, n) each show's closest history show
+    closest_link(links, histories, rows)      (b, N) the same on each user's candidates
 
 Cost: the links are computed `block` titles at a time and each row keeps its `neighbours`
 closest, so memory grows with shows x neighbours, not shows squared.
@@ -97,17 +98,25 @@ def _top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
     return sp.csr_matrix((v, (r, c)), shape=m.shape, dtype=np.float32)
 
 
+def link_strength(links: sp.csr_matrix, histories: Sequence[Sequence[int]]) -> np.ndarray:
+    """(b, n) each show's largest link to a show of each user's history (0: none), in one
+    pass over the link rows of every history show (no per-user loop)."""
+    out = np.zeros((len(histories), links.shape[1]), np.float32)
+    lengths = np.fromiter((len(h) for h in histories), np.int64, len(histories))
+    if lengths.sum() == 0:
+        return out
+    shows = np.concatenate([np.asarray(h, np.int64) for h in histories if len(h)])  # (H,)
+    users = np.repeat(np.arange(len(histories)), lengths)  # (H,) each history show's user
+    starts = links.indptr[shows]
+    counts = links.indptr[shows + 1] - starts  # (H,) links of each history show
+    # every link of every history show: its position in links.data, (L,)
+    at = np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+    np.maximum.at(out, (np.repeat(users, counts), links.indices[at]), links.data[at])
+    return out
+
+
 def closest_link(
     links: sp.csr_matrix, histories: Sequence[Sequence[int]], rows: np.ndarray
 ) -> np.ndarray:
     """(b, N) each candidate row's largest link to a show of the user's history (0: none)."""
-    out = np.zeros(rows.shape, np.float32)
-    for i, history in enumerate(histories):
-        if len(history) == 0:
-            continue
-        linked = links[np.asarray(history, dtype=np.int64)]  # (h, n) sparse
-        if linked.nnz == 0:
-            continue
-        best = linked.max(axis=0).toarray().ravel()  # (n,)
-        out[i] = best[rows[i]]
-    return out
+    return np.take_along_axis(link_strength(links, histories), rows, 1)

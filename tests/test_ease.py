@@ -114,3 +114,23 @@ def _binary(model: EASEModel, users: list[str]) -> np.ndarray:
     for i, u in enumerate(users):
         X[i, model.histories[u]] = 1.0
     return X
+
+
+def test_exact_scores_are_the_closed_form_at_any_rank(exact: EASEModel, data: TrainingData) -> None:
+    """`exact` keeps B: a rank-48 model scores as the full-rank one, on the whole catalogue and
+    on candidate rows, and again after a save and load; its index vectors stay rank 48."""
+    low = EASEModel.create(Runtime.cpu(), {"rank": 48, "exact": True})
+    low.fit(data)
+    users = [*exact.known_users()[:40], "nobody"]
+    full = exact.user_embeddings(users) @ exact.show_embeddings()[1].T  # (41, n_shows)
+    np.testing.assert_allclose(low.scores(users), full, atol=1e-4)
+    rows = np.random.default_rng(0).integers(0, len(low.show_ids), (len(users), 30))
+    expected = np.take_along_axis(full, rows, 1)
+    np.testing.assert_allclose(low.scores(users, rows), expected, atol=1e-4)
+    again = EASEModel.create(Runtime.cpu(), {"rank": 48, "exact": True})
+    again.set_state(low.get_state())
+    np.testing.assert_allclose(again.scores(users, rows), expected, atol=1e-4)
+    assert low.show_embeddings()[1].shape[1] == 48 + 1  # the index's vectors: rank + prior
+    approx = EASEModel.create(Runtime.cpu(), {"rank": 48})
+    approx.fit(data)
+    assert np.abs(approx.scores(users) - full).max() > 1e-3  # the factorisation is not exact
