@@ -31,6 +31,13 @@ scored and labelled by the window, the fusion trains on them with members droppe
 (`member_dropout`) so it stays calibrated when one is missing; then the members are refitted
 on all positives for serving.
 
+New shows (`cold_shows`): a seeded share of the window's shows is held back from every member
+at the cut, as if they had no events yet; the window users who watched one also get a row
+ranking the held-back shows alone, as `tvrec evaluate`'s cold slice ranks the shows without
+events. Among them every co-watching member scores 0 (their ranks tie), and the fusion learns
+what speaks for a new show: its title links to the user's history, the temporal model. Trained
+only where co-watching speaks for every candidate, it ranked anime's new shows at chance.
+
 New users (`new_users`, off by default): a seeded share of the users is held out of every
 member at the cut; each is folded into the members from their first `support` events and
 labelled by all their other positives, as `tvrec evaluate --few-shot` scores new users, so
@@ -71,7 +78,6 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 from pydantic import Field
-from scipy.stats import rankdata
 from torch import nn
 
 from tvrec.pipelines.errors import DataError
@@ -457,14 +463,29 @@ def member_features(
             continue
         s = np.asarray(scores[name], np.float64)
         ok = np.isfinite(s)
-        s = np.where(ok, s, np.nan)
-        mean, std = np.nanmean(s, 1, keepdims=True), np.nanstd(s, 1, keepdims=True)
-        z = np.nan_to_num(s if name in UNSCALED else (s - mean) / (std + 1e-6))
-        # tied scores share a rank (the lowest): among new shows every co-watching score is 0,
-        # and a rank by position would be noise the fusion could learn from
-        rank = rankdata(-np.nan_to_num(s, nan=-np.inf), method="min", axis=1) - 1
+        s = np.where(ok, s, 0.0)
+        count = np.maximum(ok.sum(1, keepdims=True), 1)
+        mean = s.sum(1, keepdims=True) / count  # over the finite scores
+        std = np.sqrt((np.where(ok, s - mean, 0.0) ** 2).sum(1, keepdims=True) / count)
+        z = np.where(ok, s if name in UNSCALED else (s - mean) / (std + 1e-6), 0.0)
+        rank = _tied_rank(np.where(ok, s, -np.inf))
         feats[..., m, 0], feats[..., m, 1], present[..., m] = z, np.log1p(rank), ok
     return feats, present
+
+
+def _tied_rank(s: np.ndarray) -> np.ndarray:
+    """(b, N) each score's place among its row's, best first from 0, tied scores sharing the
+    lowest: among new shows every co-watching score is 0, and a rank by position would be
+    noise the fusion could learn from."""
+    order = np.argsort(-s, 1, kind="stable")  # (b, N)
+    ranked = np.take_along_axis(s, order, 1)
+    place = np.arange(s.shape[1])
+    new_run = np.ones(s.shape, bool)
+    new_run[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
+    starts = np.where(new_run, place, 0)  # where each run of equal scores starts
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.maximum.accumulate(starts, 1), 1)
+    return rank
 
 
 class _FusionTask(TrainTask):
