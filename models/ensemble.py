@@ -239,8 +239,8 @@ class Members:
         return np.stack(columns, -1).astype(np.float32)
 
     def ease_scores(self, users: list[str]) -> np.ndarray:
-        """EASE-TV's score of every show, (b, n): exact (x_u B), not the retrieval index's
-        rank-`rank` factorisation."""
+        """EASE-TV's score of every show, (b, n): x_u B itself with `exact_ease`, else through
+        the retrieval index's rank-`rank` factorisation."""
         return self.ease.scores(users)
 
     def _show_vectors(self, name: str, model: Recommender) -> np.ndarray:
