@@ -194,6 +194,15 @@ class Recommender(ABC):
         protocol). False: this model cannot (it serves only the users it trained on)."""
         return False
 
+    def show_rows(self) -> dict[str, int]:
+        """show_id -> its row, built once per catalogue (the serving path asks per request;
+        a model whose `show_ids` is replaced, by `fit` or `set_state`, gets it built again)."""
+        cached: tuple[list[str], dict[str, int]] | None = getattr(self, "_show_rows", None)
+        if cached is None or cached[0] is not self.show_ids or len(cached[1]) != len(cached[0]):
+            cached = (self.show_ids, {s: i for i, s in enumerate(self.show_ids)})
+            self._show_rows = cached
+        return cached[1]
+
     def fold_rows(self, events: pd.DataFrame) -> dict[str, list[int]]:
         """user -> the catalogue rows of their shows in `events`, in time order, each once
         (shows the model does not know dropped): what `fold_in` hands a history-encoded model."""

@@ -1143,8 +1143,9 @@ class TemporalModel(Recommender, name="temporal", config=TemporalConfig):
         known = [i for i, u in enumerate(user_ids) if self.histories.get(u)]
         if not self.context_trained:
             return out
-        net.eval()
-        rows = {s: i for i, s in enumerate(self.show_ids)}
+        if net.training:  # eval() walks every module: not on each request
+            net.eval()
+        rows = self.show_rows()
         for lo in range(0, len(known), 512):
             chunk = known[lo : lo + 512]
             histories = [self._history(user_ids[i], rows) for i in chunk]
