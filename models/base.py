@@ -206,7 +206,7 @@ class Recommender(ABC):
     def fold_rows(self, events: pd.DataFrame) -> dict[str, list[int]]:
         """user -> the catalogue rows of their shows in `events`, in time order, each once
         (shows the model does not know dropped): what `fold_in` hands a history-encoded model."""
-        row = {s: i for i, s in enumerate(self.show_ids)}
+        row = self.show_rows()
         known = events[events["show_id"].isin(row)].sort_values("event_timestamp", kind="stable")
         known = known.drop_duplicates(["user_id", "show_id"])
         return {str(u): [row[s] for s in g] for u, g in known.groupby("user_id")["show_id"]}

@@ -748,7 +748,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             watched = window[window["show_id"].isin(set(cold))]
             cold_users = sorted(set(watched["user_id"]) & set(users))
             rows = np.full((len(cold_users), warm[3].shape[1]), -1, np.int64)  # (c, N) padded
-            rows[:, : len(cold)] = [self.show_ids.index(s) for s in cold]
+            rows[:, : len(cold)] = [self.show_rows()[s] for s in cold]
             parts.append(self._labelled(members, cold_users, watched, rows))
             kinds.append(np.full(len(cold_users), "cold"))
         if new.users:
@@ -782,7 +782,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         """(context, member features, present, candidate rows, labels) of these users'
         candidates (their served ones unless `rows` (u, N) are given), labelled 1 where
         `truth` (user_id, show_id) has the pair."""
-        row = {s: i for i, s in enumerate(self.show_ids)}
+        row = self.show_rows()
         rows_of = truth.groupby("user_id")["show_id"].agg(lambda s: [row[x] for x in s]).to_dict()
         parts = [
             self._features(members, users[i : i + 512], None if rows is None else rows[i : i + 512])
