@@ -194,6 +194,12 @@ class Recommender(ABC):
         protocol). False: this model cannot (it serves only the users it trained on)."""
         return False
 
+    def precompute_users(self, user_ids: list[str]) -> int:
+        """Compute these users' served vectors at the as-of now and keep them, so a request
+        reads them instead of computing them (the nightly run's user table); how many are
+        kept. A model whose user vectors are a lookup already keeps nothing."""
+        return 0
+
     def show_rows(self) -> dict[str, int]:
         """show_id -> its row, built once per catalogue (the serving path asks per request;
         a model whose `show_ids` is replaced, by `fit` or `set_state`, gets it built again)."""

@@ -818,6 +818,12 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
     def user_embeddings(self, user_ids: list[str]) -> np.ndarray:
         return self.fitted(self.served).ease.user_embeddings(user_ids)
 
+    def precompute_users(self, user_ids: list[str]) -> int:
+        """The served model members' user tables (see `Recommender.precompute_users`): a
+        re-rank then reads these users' member vectors instead of computing them."""
+        models = self.fitted(self.served).models.values()
+        return max((model.precompute_users(user_ids) for model in models), default=0)
+
     def fold_in(self, events: pd.DataFrame) -> bool:
         """New users served from these events, folded into every member."""
         assert self.manifest is not None
@@ -872,7 +878,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         the fusion trains on the candidates it serves."""
         return members.with_linked(user_ids, rows, self.config.franchise_candidates, exclude)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _rerank(self, user_ids: list[str], rows: np.ndarray, k: int) -> Reranked:
         net, members = self.fitted(self.net), self.fitted(self.served)
         valid = rows >= 0

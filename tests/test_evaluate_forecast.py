@@ -64,3 +64,9 @@ def test_forecast_sections_are_left_out_without_a_forecast() -> None:
     assert forecast_lines(None) == [] and timing_lines(None) == []
     empty = pl.DataFrame(schema={"method": pl.String, "horizon": pl.Int64})
     assert forecast_lines(empty) == []
+    # without a premiere in the log every genre's slot is the same (the anime data has none)
+    unseen = pl.DataFrame(
+        {"genre": ["a", "b"], "shows": [3, 2], "premieres_observed": [0, 0]}
+    ).with_columns(best_month=1, best_weekday=0, month_lift=1.0)
+    assert "| genre |" not in "\n".join(timing_lines(unseen))
+    assert "left out" in "\n".join(timing_lines(unseen))

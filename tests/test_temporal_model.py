@@ -166,6 +166,35 @@ def test_forecast_of_the_loaded_model(november: TemporalModel, tmp_path: Path) -
     assert loaded.forecast().equals(november.forecast())
 
 
+def test_user_table_serves_the_same_vectors_until_a_user_folds_in(
+    november: TemporalModel, tmp_path: Path
+) -> None:
+    """`precompute_users` keeps what the attention reads (a request then looks it up); a
+    user folded in from new events is read again from them, and a load starts with none."""
+    import copy
+
+    model = copy.deepcopy(november)
+    users = model.known_users()[:40]
+    direct = model.user_embeddings(users)  # (40, dim + 1)
+    assert model.precompute_users(users[:30]) == 30
+    # 30 read, 10 computed (a batch of other lengths pads differently: float rounding)
+    np.testing.assert_allclose(model.user_embeddings(users), direct, atol=1e-5)
+    np.testing.assert_allclose(model.user_embeddings(users[5:6] * 3), direct[[5, 5, 5]], atol=1e-5)
+    # user 0 re-watches user 1's history: the table must not keep user 0's old vector
+    moved = pd.DataFrame(
+        {
+            "user_id": users[0],
+            "show_id": model.histories[users[1]],
+            "event_timestamp": pd.to_datetime(model.history_times[users[1]], unit="us", utc=True),
+        }
+    )
+    model.fold_in(moved)
+    np.testing.assert_allclose(model.user_embeddings(users[:1]), direct[1:2], atol=1e-5)
+    np.testing.assert_allclose(model.user_embeddings(users[2:30]), direct[2:30], atol=1e-5)
+    model.save(tmp_path / "model")
+    assert TemporalModel.load(tmp_path / "model")._user_table == {}
+
+
 # ---- the features, point in time --------------------------------------------------------------
 def test_as_of_state_equals_feasts(data: TrainingData) -> None:
     """What the calendar counts at the as-of is what Feast serves there (temporal_v1)."""

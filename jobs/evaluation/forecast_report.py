@@ -61,6 +61,12 @@ def timing_lines(timing: pl.DataFrame | None) -> list[str]:
     """Markdown: per genre, the best premiere month and weekday and the figures behind them."""
     if timing is None or timing.height == 0:
         return []
+    if timing["premieres_observed"].sum() == 0:  # e.g. an untimed log: nothing to learn from
+        return [
+            "",
+            "Release timing: left out, no premiere (a show's first views) was seen in the "
+            "training events.",
+        ]
     top = timing.sort("shows", descending=True).head(TIMING_ROWS)
     lines = [
         "",
