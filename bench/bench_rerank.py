@@ -35,6 +35,10 @@ from tvrec.index import IndexConfig, make_show_index
 from tvrec.models.ensemble import EnsembleModel
 from tvrec.models.runtime import Runtime
 from tvrec.models.temporal import TemporalModel
+from tvrec.pipelines.contract import RawDataset, canonicalize
+from tvrec.pipelines.features.show import show_metadata_features
+from tvrec.pipelines.features.text import TextEncoder, show_text
+from tvrec.pipelines.features.vocab import build_vocab
 from tvrec.pipelines.model_inputs import CatalogueContent, MemberInputs, TrainingData
 from tvrec.pipelines.synthetic import WorldConfig, generate_world
 
@@ -49,8 +53,7 @@ def fitted_ensemble() -> tuple[EnsembleModel, float]:
     as_of = datetime.combine(WorldConfig().start, datetime.min.time(), UTC)
     as_of = as_of.replace(year=as_of.year + 2)  # the world's two years end here
     shows = raw.shows["show_id"].to_list()
-    titles = raw.shows["title"].to_list()  # the franchise member's input
-    content = CatalogueContent(shows, pd.DataFrame(), {}, {}, [], titles)
+    content = catalogue(raw)  # the franchise, profile and release members' input
     data = TrainingData(frame, "collaborative_v1", as_of, "bench", shows, content=content)
     temporal = TemporalModel(runtime=Runtime.cpu())
     temporal.fit(TrainingData(frame, "temporal_v1", as_of, "bench", shows))
@@ -59,6 +62,22 @@ def fitted_ensemble() -> tuple[EnsembleModel, float]:
     start = time.perf_counter()
     model.fit(data)
     return model, time.perf_counter() - start
+
+
+def catalogue(raw: RawDataset) -> CatalogueContent:
+    """The world's show content as `model_inputs` hands it in (metadata and MiniLM text, as
+    the feature build computes them; read here without Feast), with titles and credits."""
+    shows = canonicalize(raw).shows.sort("show_id")
+    meta = show_metadata_features(shows, build_vocab(shows), datetime.now(UTC)).drop(
+        "event_timestamp"
+    )
+    texts = shows.select(show_text())["text"].to_list()
+    features = pd.DataFrame({f"show_metadata__{c}": meta[c].to_list() for c in meta.columns})
+    features["show_text__text_embedding"] = list(TextEncoder(device="cpu").encode(texts))
+    credits = raw.credits.group_by("show_id", maintain_order=True).agg("person_id")
+    people = dict(zip(credits["show_id"].to_list(), credits["person_id"].to_list(), strict=True))
+    ids = shows["show_id"].to_list()
+    return CatalogueContent(ids, features, people, {}, texts, shows["title"].to_list())
 
 
 def per_user(model: EnsembleModel, users: list[str]) -> dict[str, float]:

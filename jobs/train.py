@@ -48,6 +48,7 @@ def training_data(
         model.feature_service,
         negatives=model.negatives,
         content=model.needs_content,
+        content_service=model.content_service,
         model_name=model.name,
         graph=model.needs_graph,
     )

@@ -98,6 +98,8 @@ class Recommender(ABC):
     config_class: ClassVar[type[ModelConfig]]
     format_version: ClassVar[int] = 1  # bump when get_state's layout changes
     needs_content: ClassVar[bool] = False  # whether fit reads TrainingData.content
+    # the FeatureService whose show features TrainingData.content holds (None: the model's own)
+    content_service: ClassVar[str | None] = None
     needs_graph: ClassVar[bool] = False  # whether fit reads TrainingData.graph
     # whether what fit reads of TrainingData.content is catalogue metadata alone (genres,
     # platforms: known ahead, not counted from events), so a refit as of an earlier cut (the

@@ -10,6 +10,13 @@ with an uncertainty published as `confidence`, served in two stages.
                    franchise   the candidate's closest title link to the user's history
                                (models/franchise.py: sequels, spin-offs, specials), a cosine
                                in [0, 1] fed unstandardised
+                   profile     the candidate's content against the mean content of the
+                               user's history (models/profile.py: genres, cast, network,
+                               text), which new shows have before anyone watches them
+                   release     how recently the show premiered (-log days before the
+                               as-of; catalogue metadata, known ahead; absent where the
+                               date is unknown): a new release draws viewers before
+                               co-watching counts any (MovieLens's new films)
                    and registered models (`models`, default the temporal one): each trained
                    again here on the positives before the fusion's window (so its window
                    scores are honest) and served from the copy its own stage published
@@ -85,11 +92,12 @@ from tvrec.pipelines.errors import DataError
 from .base import ModelConfig, Recommender, TrainingData
 from .ease import EASEModel, _matrix, cosine_knn, gram, held_out, is_timed
 from .franchise import closest_link, link_strength, title_links
+from .profile import ShowProfiles, premiere_days
 from .runtime import Runtime
 from .trainer import Rngs, StepResult, TrainTask
 
 log = logging.getLogger(__name__)
-MEMBERS = ("ease", "itemknn", "popularity", "recent", "franchise")
+MEMBERS = ("ease", "itemknn", "popularity", "recent", "franchise", "profile", "release")
 # members whose score is on a fixed scale (a cosine in [0, 1]) and is fed as it is: standardised
 # among the candidates, one linked show among 200 would look as strong as forty
 UNSCALED = frozenset({"franchise"})
@@ -184,6 +192,8 @@ class Members:
     recent_days: int
     links: sp.csr_matrix | None = None  # (n, n) franchise links by title (None: left out)
     failed: dict[str, str] = field(default_factory=dict)  # member -> why it is left out
+    profiles: ShowProfiles | None = None  # the shows' content (None: left out)
+    released: np.ndarray | None = None  # (n,) days from premiere to the as-of (NaN: unknown)
     models: dict[str, Recommender] = field(default_factory=dict)  # model members, fitted
     cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # show vectors
 
@@ -213,6 +223,10 @@ class Members:
         if self.links is not None:
             histories = [self.ease.histories.get(u, []) for u in users]
             out["franchise"] = closest_link(self.links, histories, rows)
+        if self.profiles is not None:
+            out["profile"] = self.profiles.scores(self.history_matrix(users), rows)
+        if self.released is not None:  # a premiere after the as-of counts as brand new
+            out["release"] = -np.log1p(np.maximum(self.released[rows], 0.0))  # NaN: unknown
         for name, model in self.models.items():
             shows = self._show_vectors(name, model)[rows]  # (b, N, d)
             out[name] = np.einsum("bd,bnd->bn", model.user_embeddings(users), shows)
@@ -556,7 +570,8 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
     """Attention fusion of the members, re-ranking the retrieval stage's candidates."""
 
     feature_service = "collaborative_v1"  # the events; members read nothing else yet
-    needs_content = True  # the shows' titles, for the franchise member
+    needs_content = True  # the shows' titles (franchise) and content (profile)
+    content_service = "multimodal_v1"  # the show metadata and text the profile member reads
     prior_column = True  # the retrieval vectors are EASE-TV's, prior column included
     net: FusionNet | None = None
     served: Members | None = None
@@ -584,12 +599,17 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         cut_s = _seconds(window["event_timestamp"]).min() if is_timed(positives) else as_of_s
         new.as_of_s = cut_s
         links, no_links = self._franchise_links(data)
+        profiles, no_profiles = self._profiles(data)
         ease_params = {"seed": cfg.seed, "exact": cfg.exact_ease}
         members = fit_members(before, data, cfg, cut_s, ease_params, links)
+        members.profiles, premiered = profiles, self._premieres(data)
+        members.released = _released(premiered, cut_s)
         self.timings = {}  # this fit's, filled by _model_members
         self.left_out = (
             members.failed
             | no_links
+            | no_profiles
+            | ({} if premiered is not None or "release" not in cfg.members else _NO_PREMIERES)
             | ({} if members.timed or "recent" not in cfg.members else {"recent": "untimed log"})
         )
         served_models = self._model_members(data, members, window, cut_s, new.users, cold)
@@ -604,7 +624,8 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         # l2 tuned again on all positives: more data wants less of it (anime: 250 at the cut,
         # 100 on all, as the EASE peer finds)
         self.served = fit_members(positives, data, cfg, as_of_s, ease_params, links)
-        self.served.models = served_models
+        self.served.models, self.served.profiles = served_models, profiles
+        self.served.released = _released(premiered, as_of_s)
         self.histories = self.served.ease.histories
         self._content_space(data)
         metrics = history.metrics() | {
@@ -641,6 +662,21 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         if links.nnz == 0:
             return None, {"franchise": "no two titles share a franchise name"}
         return links, {}
+
+    def _profiles(self, data: TrainingData) -> tuple[ShowProfiles | None, dict[str, str]]:
+        """The profile member's show content on the catalogue's rows, or why it is left out."""
+        if "profile" not in self.config.members:
+            return None, {}
+        profiles = ShowProfiles.of(data.content, self.show_ids)
+        if profiles is None:
+            return None, {"profile": "no show metadata in the catalogue"}
+        return profiles, {}
+
+    def _premieres(self, data: TrainingData) -> np.ndarray | None:
+        """(n,) premiere days since 1970 for the release member (None: left out)."""
+        if "release" not in self.config.members:
+            return None
+        return premiere_days(data.content, self.show_ids)
 
     def published_models(self) -> list[str]:
         return [self.config.content] if self.config.content else []
@@ -948,6 +984,8 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             "knn": torch.as_tensor(np.stack([knn.row, knn.col])),
             "knn_values": torch.as_tensor(knn.data),
             "links": _sparse_state(members.links),
+            "profiles": members.profiles.state() if members.profiles is not None else None,
+            "released": None if members.released is None else torch.as_tensor(members.released),
             "popularity": torch.as_tensor(members.popularity),
             "views": torch.as_tensor(members.views),
             "first_seen_s": torch.as_tensor(members.first_seen_s),
@@ -982,6 +1020,9 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             self.config.recent_days,
         )  # fmt: skip
         self.served.links = _sparse_matrix(state.get("links"), n)
+        self.served.profiles = ShowProfiles.from_state(state.get("profiles"))
+        released = state.get("released")
+        self.served.released = released.numpy() if released is not None else None
         self.served.models = {n: _member(n, m) for n, m in state["models"].items()}
         self.histories = ease.histories
         content = state.get("content_vectors")
@@ -990,6 +1031,14 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         self.net = FusionNet(len(self.names), self.config)
         self.net.load_state_dict(state["net"])
         self.net.eval()
+
+
+_NO_PREMIERES = {"release": "no premiere dates in the catalogue"}
+
+
+def _released(premiered: np.ndarray | None, as_of_s: float) -> np.ndarray | None:
+    """(n,) days from each show's premiere to `as_of_s` (negative: premieres later)."""
+    return None if premiered is None else as_of_s / DAY_S - premiered
 
 
 def _before(

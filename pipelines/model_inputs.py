@@ -109,12 +109,13 @@ def model_inputs(
     *,
     negatives: int = 0,
     content: bool = False,
+    content_service: str | None = None,
     model_name: str | None = None,
     graph: bool = False,
 ) -> TrainingData:
     """The inputs of a model trained from `feature_service`, as of the current feature build;
-    `content` adds the catalogue's content, `graph` the TV graph, `model_name` a checkpoint
-    directory."""
+    `content` adds the catalogue's content (its show features from `content_service`, else
+    `feature_service`), `graph` the TV graph, `model_name` a checkpoint directory."""
     from .build import read_manifest
     from .ingest import read_lake
     from .training import read_parts, training_set_parts
@@ -131,7 +132,11 @@ def model_inputs(
         as_of,
         lake_snapshot(wd),
         shows,
-        content=catalogue_content(wd, feature_service, shows, as_of) if content else None,
+        content=(
+            catalogue_content(wd, content_service or feature_service, shows, as_of)
+            if content
+            else None
+        ),
         checkpoint_dir=wd.root / CHECKPOINTS / model_name if model_name else None,
         parts=tuple(parts),
         graph=_graph(wd, shows, as_of) if graph else None,

@@ -224,23 +224,32 @@ def fitted_without_copies(
     return model, sorted(model.show_ids.index(s) for s in new)  # type: ignore[return-value]
 
 
-def test_a_new_show_linked_to_what_the_user_watched_ranks_first_among_new_shows(
+def test_new_shows_of_the_users_taste_and_franchise_rank_first_among_new_shows(
     fitted_without_copies: tuple[EnsembleModel, list[int]], truth: PlantedTruth
 ) -> None:
-    """The cold-start path (`tvrec evaluate`'s cold slice: new shows alone are the candidates):
-    a planted copy ("... II", a new season) without a single event comes first for the users
-    who watched its original, though every co-watching member scores it 0."""
+    """The cold-start path (`tvrec evaluate`'s cold slice: new shows alone are the candidates),
+    where every co-watching member scores 0: a user's own taste cluster's new show comes
+    first (the profile member reads their content), and a planted copy ("... II", a new
+    season) of a show they watched is among their top 3 (the franchise member)."""
     model, new = fitted_without_copies
     row = {s: i for i, s in enumerate(model.show_ids)}
-    firsts = []
+    old = set(range(len(row))) - set(new)  # only the new shows are candidates
+    users = model.known_users()[:300]
+    top = model.rerank(users, np.tile(new, (len(users), 1)), 1, [old] * len(users)).rows
+    cluster = [truth.show_cluster.get(model.show_ids[r]) for r in top[:, 0]]
+    own = np.mean([c == truth.user_cluster[u] for u, c in zip(users, cluster, strict=True)])
+    assert own > 0.6, own  # measured 0.67 of 286 users; chance 0.11 (the new shows' clusters)
+    in_top3 = []
     for original, copy in truth.near_duplicate_pairs:
         fans = [u for u in model.known_users() if row[original] in model.histories[u]][:20]
-        others = [set(range(len(row))) - set(new)] * len(fans)
-        top = model.rerank(fans, np.tile(new, (len(fans), 1)), 3, others).rows  # (fans, 3)
-        firsts += (top[:, 0] == row[copy]).tolist()
-    # measured 0.94 of 53 fans (the same with `cold_shows` 0 on this world; on anime's cold
-    # slice the held-back shows took the fusion from 0.034 to 0.208); chance 1 / 18
-    assert np.mean(firsts) > 0.9, np.mean(firsts)
+        top = model.rerank(fans, np.tile(new, (len(fans), 1)), 3, [old] * len(fans)).rows
+        in_top3 += (top == row[copy]).any(1).tolist()
+    # measured 0.81 of 53 fans, chance 3 / 18. The copy came first for 0.94 of them before
+    # the profile and release members, 0.55 with them (0.47 for same-cluster users who did not
+    # watch the original): this world does not plant that fans watch the copy more, and the
+    # fusion learns to weigh taste and recency among new shows; on anime's cold slice it went
+    # 0.221 -> 0.232, MovieLens's 0.139 -> 0.346
+    assert np.mean(in_top3) > 0.75, np.mean(in_top3)
     metrics = model.manifest.metrics  # type: ignore[union-attr]
     assert metrics["cold_shows"] >= 2 and metrics["cold_rows"] > 0
 

@@ -1,0 +1,144 @@
+"""The profile member: a user's taste as the mean content of the shows they watched.
+
+Every show is a bag of catalogue attributes known before anyone watches it (genres, platforms,
+network, type, language, age rating, release-year, seasons and runtime buckets, the people
+credited) and its MiniLM text embedding. Each attribute field is one block of one-hot columns,
+unit-normalised per show (a show with three genres weighs each 1/sqrt(3)), the text another
+block; a user's profile is the mean of their history's rows, a candidate's score its inner
+product with the profile (the sum over blocks of how much of the user's history shares the
+candidate's genre, cast, ...). A show nobody watched yet scores like any other: this member
+speaks for new shows, where co-watching (EASE-TV, item-kNN) and popularity cannot.
+
+    ShowProfiles.of(content, show_ids)       the catalogue's rows, None without metadata
+    profiles.scores(histories, rows)         (b, N) each user's candidates
+    premiere_days(content, show_ids)         (n,) for the release member (models/ensemble.py)
+
+Cost: the attribute block is sparse, (n, A) with about 25 entries a show; a batch's profiles
+are made dense `max_cells` at a time, so memory grows with users x attributes per chunk, not
+with shows squared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from tvrec.pipelines.model_inputs import CatalogueContent
+
+from .content import ShowTensors, show_content
+
+FIELDS = tuple(f for f in ShowTensors.names() if f != "text")
+METADATA = "show_metadata__genre_ids"  # present when the catalogue carries show metadata
+UNKNOWN_DAY = -1  # premiered_days of a show without a premiere date (pipelines/features/show.py)
+
+
+@dataclass
+class ShowProfiles:
+    """Each catalogue row's content: attribute blocks (sparse) and text (dense or None)."""
+
+    attributes: sp.csr_matrix  # (n, A) float32, each field's block unit-normalised per show
+    text: np.ndarray | None  # (n, T) float32, unit text embeddings (None: no text)
+
+    @classmethod
+    def of(cls, content: CatalogueContent | None, show_ids: list[str]) -> ShowProfiles | None:
+        """The rows of `show_ids` (a show the catalogue lacks: all zero), None when the
+        catalogue carries no show metadata."""
+        if content is None or METADATA not in content.features.columns:
+            return None
+        people = sorted({p for credited in content.credits.values() for p in credited})
+        vocab = {p: i + 1 for i, p in enumerate(people)}  # every person: catalogue metadata
+        tensors = show_content(content, pd.DataFrame(), vocab).tensors
+        where = {s: i for i, s in enumerate(content.show_ids)}
+        rows = np.array([where.get(s, -1) for s in show_ids], np.int64)  # (n,) -1: unknown
+        known = rows >= 0
+        attributes = _attributes(tensors)[np.where(known, rows, 0)]
+        attributes = sp.diags(known.astype(np.float32)) @ attributes  # unknown rows: zero
+        text = tensors.text.numpy().astype(np.float32)
+        norm = np.linalg.norm(text, axis=1, keepdims=True)
+        text = np.where(norm > 0, text / np.maximum(norm, 1e-12), 0.0)[np.where(known, rows, 0)]
+        text[~known] = 0.0
+        has_text = bool(np.abs(text).sum() > 0)
+        return cls(attributes.tocsr().astype(np.float32), text if has_text else None)
+
+    def scores(
+        self, histories: sp.csr_matrix, rows: np.ndarray, max_cells: int = 1 << 25
+    ) -> np.ndarray:
+        """Each user's profile against their candidate rows: histories (b, n) 0/1, rows
+        (b, N) -> (b, N) float32 (a user without history: 0)."""
+        b, n_cand = rows.shape
+        counts = np.asarray(histories.sum(1)).ravel()  # (b,)
+        mean = sp.diags(1.0 / np.maximum(counts, 1)) @ histories  # (b, n) each row sums to 1
+        out = np.zeros((b, n_cand), np.float32)
+        step = max(1, max_cells // max(self.attributes.shape[1], 1))
+        for lo in range(0, b, step):
+            hi = min(b, lo + step)
+            profile = np.asarray((mean[lo:hi] @ self.attributes).todense())  # (c, A)
+            out[lo:hi] = _row_dots(self.attributes, profile, rows[lo:hi])
+        if self.text is not None:
+            taste = np.asarray(mean @ self.text)  # (b, T)
+            out += np.einsum("bt,bnt->bn", taste, self.text[rows]).astype(np.float32)
+        return out
+
+    def state(self) -> dict[str, torch.Tensor]:
+        coo = self.attributes.tocoo()
+        out = {
+            "ij": torch.as_tensor(np.stack([coo.row, coo.col]).astype(np.int64)),
+            "values": torch.as_tensor(coo.data),
+            "shape": torch.as_tensor(self.attributes.shape),
+        }
+        return out | ({"text": torch.as_tensor(self.text)} if self.text is not None else {})
+
+    @classmethod
+    def from_state(cls, saved: dict[str, torch.Tensor] | None) -> ShowProfiles | None:
+        if saved is None:
+            return None
+        ij, shape = saved["ij"].numpy(), tuple(saved["shape"].tolist())
+        attributes = sp.csr_matrix((saved["values"].numpy(), (ij[0], ij[1])), shape=shape)
+        text = saved["text"].numpy() if "text" in saved else None
+        return cls(attributes, text)
+
+
+def premiere_days(content: CatalogueContent | None, show_ids: list[str]) -> np.ndarray | None:
+    """(n,) each show's premiere in days since 1970 (NaN: unknown, or not in the catalogue);
+    None when no show has one. Catalogue metadata, known ahead of the premiere itself."""
+    column = "show_metadata__premiered_days"
+    if content is None or column not in content.features.columns:
+        return None
+    days = pd.to_numeric(content.features[column], errors="coerce").to_numpy(np.float64)
+    days[days == UNKNOWN_DAY] = np.nan
+    where = dict(zip(content.show_ids, days, strict=True))
+    out = np.array([where.get(s, np.nan) for s in show_ids], np.float64)
+    return out if np.isfinite(out).any() else None
+
+
+def _attributes(tensors: ShowTensors) -> sp.csr_matrix:
+    """(n, A) one block of columns per field (id 0, unknown, has none), unit-normalised."""
+    blocks = []
+    for name in FIELDS:
+        ids = getattr(tensors, name).numpy().reshape(len(tensors.text), -1)  # (n, w)
+        ids = np.where(ids > 0, ids, 0)
+        show, slot = np.nonzero(ids)
+        block = sp.csr_matrix(
+            (np.ones(len(show), np.float32), (show, ids[show, slot])),
+            shape=(ids.shape[0], int(ids.max(initial=0)) + 1),
+        )
+        block.sum_duplicates()
+        block.data[:] = 1.0  # an id listed twice is still one attribute
+        norm = np.sqrt(np.asarray(block.sum(1)).ravel())  # (n,) sqrt of the field's count
+        blocks.append(sp.diags(1.0 / np.maximum(norm, 1.0)) @ block)
+    return sp.hstack(blocks, format="csr")
+
+
+def _row_dots(attributes: sp.csr_matrix, profile: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(c, N): attributes[rows[i, j]] . profile[i], from the candidates' sparse rows."""
+    c, n_cand = rows.shape
+    cand = attributes[rows.ravel()]  # (c * N, A)
+    per_row = np.diff(cand.indptr)  # entries of each candidate
+    owner = np.repeat(np.repeat(np.arange(c), n_cand), per_row)  # each entry's user
+    products = cand.data * profile[owner, cand.indices]
+    line = np.repeat(np.arange(c * n_cand), per_row)
+    return np.bincount(line, weights=products, minlength=c * n_cand).reshape(c, n_cand)
