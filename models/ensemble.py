@@ -216,15 +216,16 @@ class Members:
         """Each member's score of each user's candidate rows, (b, N) each; a member that
         cannot score here (recent on an untimed log) is absent."""
         out = {"ease": self.ease.scores(users, rows)}
+        history = self.history_matrix(users)  # (b, n)
         if self.knn is not None:
-            knn = np.asarray((self.history_matrix(users) @ self.knn).todense())  # (b, n)
+            knn = np.asarray((history @ self.knn).todense())  # (b, n)
             out["itemknn"] = np.take_along_axis(knn, rows, 1)
         out["popularity"] = np.log1p(self.popularity[rows])
         if self.links is not None:
             histories = [self.ease.histories.get(u, []) for u in users]
             out["franchise"] = closest_link(self.links, histories, rows)
         if self.profiles is not None:
-            out["profile"] = self.profiles.scores(self.history_matrix(users), rows)
+            out["profile"] = self.profiles.scores(history, rows)
         if self.released is not None:  # a premiere after the as-of counts as brand new
             out["release"] = -np.log1p(np.maximum(self.released[rows], 0.0))  # NaN: unknown
         for name, model in self.models.items():
@@ -470,21 +471,20 @@ def member_features(
     UNSCALED members), and its log rank; and (b, N, M) whether the member scored the pair (a
     finite score of a present member)."""
     b, n = next(iter(scores.values())).shape
-    feats = np.zeros((b, n, len(names), N_MEMBER_FEATURES), np.float32)
-    present = np.zeros((b, n, len(names)), bool)
+    s = np.full((len(names), b, n), np.nan)  # (M, b, N) a member absent here: all NaN
     for m, name in enumerate(names):
-        if name not in scores:
-            continue
-        s = np.asarray(scores[name], np.float64)
-        ok = np.isfinite(s)
-        s = np.where(ok, s, 0.0)
-        count = np.maximum(ok.sum(1, keepdims=True), 1)
-        mean = s.sum(1, keepdims=True) / count  # over the finite scores
-        std = np.sqrt((np.where(ok, s - mean, 0.0) ** 2).sum(1, keepdims=True) / count)
-        z = np.where(ok, s if name in UNSCALED else (s - mean) / (std + 1e-6), 0.0)
-        rank = _tied_rank(np.where(ok, s, -np.inf))
-        feats[..., m, 0], feats[..., m, 1], present[..., m] = z, np.log1p(rank), ok
-    return feats, present
+        if name in scores:
+            s[m] = scores[name]
+    ok = np.isfinite(s)
+    s = np.where(ok, s, 0.0)
+    count = np.maximum(ok.sum(2, keepdims=True), 1)
+    mean = s.sum(2, keepdims=True) / count  # over the finite scores
+    std = np.sqrt((np.where(ok, s - mean, 0.0) ** 2).sum(2, keepdims=True) / count)
+    unscaled = np.array([name in UNSCALED for name in names])[:, None, None]
+    z = np.where(ok, np.where(unscaled, s, (s - mean) / (std + 1e-6)), 0.0)
+    rank = _tied_rank(np.where(ok, s, -np.inf).reshape(-1, n)).reshape(s.shape)
+    feats = np.stack([z, np.log1p(rank)], -1).transpose(1, 2, 0, 3)  # (b, N, M, F)
+    return np.ascontiguousarray(feats, dtype=np.float32), ok.transpose(1, 2, 0).copy()
 
 
 def _tied_rank(s: np.ndarray) -> np.ndarray:

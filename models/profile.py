@@ -13,9 +13,10 @@ speaks for new shows, where co-watching (EASE-TV, item-kNN) and popularity canno
     profiles.scores(histories, rows)         (b, N) each user's candidates
     premiere_days(content, show_ids)         (n,) for the release member (models/ensemble.py)
 
-Cost: the attribute block is sparse, (n, A) with about 25 entries a show; a batch's profiles
-are made dense `max_cells` at a time, so memory grows with users x attributes per chunk, not
-with shows squared.
+Cost: the attribute block is sparse, (n, A) with about 25 entries a show; users are scored
+against the whole catalogue (one sparse and one dense product, as item-kNN's member is) in
+chunks of at most `max_cells` cells, so memory grows with the chunk x shows, never with
+shows squared.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .content import ShowTensors, show_content
 
 FIELDS = tuple(f for f in ShowTensors.names() if f != "text")
 METADATA = "show_metadata__genre_ids"  # present when the catalogue carries show metadata
+REQUEST_USERS = 8  # at most this many users: score text on the candidates alone
 UNKNOWN_DAY = -1  # premiered_days of a show without a premiere date (pipelines/features/show.py)
 
 
@@ -65,22 +67,22 @@ class ShowProfiles:
         return cls(attributes.tocsr().astype(np.float32), text if has_text else None)
 
     def scores(
-        self, histories: sp.csr_matrix, rows: np.ndarray, max_cells: int = 1 << 25
+        self, histories: sp.csr_matrix, rows: np.ndarray, max_cells: int = 1 << 24
     ) -> np.ndarray:
         """Each user's profile against their candidate rows: histories (b, n) 0/1, rows
         (b, N) -> (b, N) float32 (a user without history: 0)."""
-        b, n_cand = rows.shape
-        counts = np.asarray(histories.sum(1)).ravel()  # (b,)
-        mean = sp.diags(1.0 / np.maximum(counts, 1)) @ histories  # (b, n) each row sums to 1
-        out = np.zeros((b, n_cand), np.float32)
-        step = max(1, max_cells // max(self.attributes.shape[1], 1))
-        for lo in range(0, b, step):
-            hi = min(b, lo + step)
-            profile = np.asarray((mean[lo:hi] @ self.attributes).todense())  # (c, A)
-            out[lo:hi] = _row_dots(self.attributes, profile, rows[lo:hi])
-        if self.text is not None:
-            taste = np.asarray(mean @ self.text)  # (b, T)
-            out += np.einsum("bt,bnt->bn", taste, self.text[rows]).astype(np.float32)
+        share = 1.0 / np.maximum(np.asarray(histories.sum(1)), 1.0)  # (b, 1) 1 / history length
+        out = np.empty(rows.shape, np.float32)
+        step = max(1, max_cells // max(self.attributes.shape))  # users a chunk
+        for lo in range(0, len(rows), step):
+            users = slice(lo, lo + step)
+            chunk = histories if len(rows) <= step else histories[users]  # (c, n)
+            profile = (chunk @ self.attributes).toarray() * share[users]  # (c, A)
+            every = (self.attributes @ profile.T).T  # (c, n) the whole catalogue
+            out[users] = np.take_along_axis(every, rows[users], 1)
+            if self.text is not None:
+                taste = (chunk @ self.text) * share[users]  # (c, T)
+                out[users] += _text_scores(self.text, taste, rows[users])
         return out
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -133,12 +135,10 @@ def _attributes(tensors: ShowTensors) -> sp.csr_matrix:
     return sp.hstack(blocks, format="csr")
 
 
-def _row_dots(attributes: sp.csr_matrix, profile: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """(c, N): attributes[rows[i, j]] . profile[i], from the candidates' sparse rows."""
-    c, n_cand = rows.shape
-    cand = attributes[rows.ravel()]  # (c * N, A)
-    per_row = np.diff(cand.indptr)  # entries of each candidate
-    owner = np.repeat(np.repeat(np.arange(c), n_cand), per_row)  # each entry's user
-    products = cand.data * profile[owner, cand.indices]
-    line = np.repeat(np.arange(c * n_cand), per_row)
-    return np.bincount(line, weights=products, minlength=c * n_cand).reshape(c, n_cand)
+def _text_scores(text: np.ndarray, taste: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(c, T) tastes against the candidates' text (n, T), (c, N): a request of a few users
+    gathers its candidates' rows (N x T, not the catalogue's n x T), a batch multiplies the
+    whole catalogue at once."""
+    if len(rows) <= REQUEST_USERS:
+        return np.einsum("ct,cnt->cn", taste, text[rows])
+    return np.take_along_axis(taste @ text.T, rows, 1)  # (c, n) -> (c, N)

@@ -56,8 +56,11 @@ def test_scores_are_the_mean_inner_product_with_the_history(
             for h, r in zip(histories, rows, strict=True)
         ]
     )
-    got = profiles.scores(_matrix(histories, n), rows, max_cells=A.shape[1] * 7)  # 7 a chunk
+    chunked = max(A.shape) * 11  # 11 users a chunk
+    got = profiles.scores(_matrix(histories, n), rows, max_cells=chunked)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    one = profiles.scores(_matrix(histories[:1], n), rows[:1])  # a request: text gathered
+    np.testing.assert_allclose(one, expected[:1], rtol=1e-4, atol=1e-5)
     # each field is one unit block: a show's attributes square to the fields it has
     fields = np.asarray((profiles.attributes.multiply(profiles.attributes)).sum(1)).ravel()
     assert fields.max() <= 10 + 1e-4 and fields.min() >= 3 - 1e-4
