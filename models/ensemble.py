@@ -569,7 +569,7 @@ def listwise_ndcg(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.T
 class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
     """Attention fusion of the members, re-ranking the retrieval stage's candidates."""
 
-    feature_service = "collaborative_v1"  # the events; members read nothing else yet
+    feature_service = "collaborative_v1"  # the events (show content: `content_service`)
     needs_content = True  # the shows' titles (franchise) and content (profile)
     content_service = "multimodal_v1"  # the show metadata and text the profile member reads
     prior_column = True  # the retrieval vectors are EASE-TV's, prior column included
@@ -667,7 +667,11 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         """The profile member's show content on the catalogue's rows, or why it is left out."""
         if "profile" not in self.config.members:
             return None, {}
-        profiles = ShowProfiles.of(data.content, self.show_ids)
+        try:
+            profiles = ShowProfiles.of(data.content, self.show_ids)
+        except Exception as exc:  # a member that fails is left out, not fatal
+            log.warning("ensemble: member profile left out: %s", exc)
+            return None, {"profile": f"failed to fit: {exc}"}
         if profiles is None:
             return None, {"profile": "no show metadata in the catalogue"}
         return profiles, {}

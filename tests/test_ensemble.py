@@ -165,11 +165,17 @@ def test_a_failing_member_is_left_out_and_the_rest_serve(
     def broken(*args: object, **kwargs: object) -> None:
         raise MemoryError("item-kNN broken on purpose")
 
+    def unreadable(*args: object, **kwargs: object) -> None:
+        raise KeyError("show_text__text_embedding")
+
     monkeypatch.setattr(ens, "cosine_knn", broken)
+    monkeypatch.setattr(ens.ShowProfiles, "of", unreadable)
     model = EnsembleModel.create(Runtime.cpu(), {"epochs": 2, "candidates": 50})
     metrics = model.fit(_as_of(data, CUT))
-    assert "itemknn" not in metrics["members"]
+    assert "itemknn" not in metrics["members"] and "profile" not in metrics["members"]
     assert "broken on purpose" in metrics["members_left_out"]["itemknn"]
+    assert "show_text__text_embedding" in metrics["members_left_out"]["profile"]
+    assert "release" in metrics["members"]  # the rest, content-read ones included, serve
     assert "itemknn left out" in metrics["member_notes"]  # what `tvrec train` prints
     users = model.known_users()[:20]
     out = model.rerank(users, model.served.retrieve(users, 50), 10)  # type: ignore[union-attr]
