@@ -92,7 +92,7 @@ from tvrec.pipelines.errors import DataError
 from .base import ModelConfig, Recommender, TrainingData
 from .ease import EASEModel, _matrix, cosine_knn, gram, held_out, is_timed
 from .franchise import closest_link, link_strength, title_links
-from .profile import ShowProfiles, premiere_days
+from .profile import ShowProfiles, premiere_days, sparse_matrix, sparse_state
 from .runtime import Runtime
 from .trainer import Rngs, StepResult, TrainTask
 
@@ -600,16 +600,17 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         new.as_of_s = cut_s
         links, no_links = self._franchise_links(data)
         profiles, no_profiles = self._profiles(data)
+        premiered, no_premieres = self._premieres(data)
         ease_params = {"seed": cfg.seed, "exact": cfg.exact_ease}
         members = fit_members(before, data, cfg, cut_s, ease_params, links)
-        members.profiles, premiered = profiles, self._premieres(data)
+        members.profiles = profiles
         members.released = _released(premiered, cut_s)
         self.timings = {}  # this fit's, filled by _model_members
         self.left_out = (
             members.failed
             | no_links
             | no_profiles
-            | ({} if premiered is not None or "release" not in cfg.members else _NO_PREMIERES)
+            | no_premieres
             | ({} if members.timed or "recent" not in cfg.members else {"recent": "untimed log"})
         )
         served_models = self._model_members(data, members, window, cut_s, new.users, cold)
@@ -676,11 +677,14 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             return None, {"profile": "no show metadata in the catalogue"}
         return profiles, {}
 
-    def _premieres(self, data: TrainingData) -> np.ndarray | None:
-        """(n,) premiere days since 1970 for the release member (None: left out)."""
+    def _premieres(self, data: TrainingData) -> tuple[np.ndarray | None, dict[str, str]]:
+        """(n,) premiere days since 1970 for the release member, or why it is left out."""
         if "release" not in self.config.members:
-            return None
-        return premiere_days(data.content, self.show_ids)
+            return None, {}
+        premiered = premiere_days(data.content, self.show_ids)
+        if premiered is None:
+            return None, {"release": "no premiere dates in the catalogue"}
+        return premiered, {}
 
     def published_models(self) -> list[str]:
         return [self.config.content] if self.config.content else []
@@ -987,7 +991,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             "ease_config": members.ease.config.model_dump(),
             "knn": torch.as_tensor(np.stack([knn.row, knn.col])),
             "knn_values": torch.as_tensor(knn.data),
-            "links": _sparse_state(members.links),
+            "links": sparse_state(members.links) if members.links is not None else None,
             "profiles": members.profiles.state() if members.profiles is not None else None,
             "released": None if members.released is None else torch.as_tensor(members.released),
             "popularity": torch.as_tensor(members.popularity),
@@ -1023,7 +1027,8 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             state["first_seen_s"].numpy(), state["last_event_s"], state["timed"],
             self.config.recent_days,
         )  # fmt: skip
-        self.served.links = _sparse_matrix(state.get("links"), n)
+        links = state.get("links")
+        self.served.links = sparse_matrix(links, (n, n)) if links is not None else None
         self.served.profiles = ShowProfiles.from_state(state.get("profiles"))
         released = state.get("released")
         self.served.released = released.numpy() if released is not None else None
@@ -1035,9 +1040,6 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         self.net = FusionNet(len(self.names), self.config)
         self.net.load_state_dict(state["net"])
         self.net.eval()
-
-
-_NO_PREMIERES = {"release": "no premiere dates in the catalogue"}
 
 
 def _released(premiered: np.ndarray | None, as_of_s: float) -> np.ndarray | None:
@@ -1060,23 +1062,6 @@ def _before(
         & ~frame["show_id"].isin(cold).to_numpy()
     )
     return frame[keep].reset_index(drop=True)
-
-
-def _sparse_state(m: sp.csr_matrix | None) -> dict[str, torch.Tensor] | None:
-    if m is None:
-        return None
-    coo = m.tocoo()
-    return {
-        "ij": torch.as_tensor(np.stack([coo.row, coo.col])),
-        "values": torch.as_tensor(coo.data),
-    }
-
-
-def _sparse_matrix(saved: dict[str, torch.Tensor] | None, n: int) -> sp.csr_matrix | None:
-    if saved is None:
-        return None
-    ij = saved["ij"].numpy()
-    return sp.csr_matrix((saved["values"].numpy(), (ij[0], ij[1])), shape=(n, n))
 
 
 def _member(name: str, saved: dict[str, Any]) -> Recommender:

@@ -22,6 +22,7 @@ shows squared.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -85,23 +86,35 @@ class ShowProfiles:
                 out[users] += _text_scores(self.text, taste, rows[users])
         return out
 
-    def state(self) -> dict[str, torch.Tensor]:
-        coo = self.attributes.tocoo()
-        out = {
-            "ij": torch.as_tensor(np.stack([coo.row, coo.col]).astype(np.int64)),
-            "values": torch.as_tensor(coo.data),
-            "shape": torch.as_tensor(self.attributes.shape),
-        }
-        return out | ({"text": torch.as_tensor(self.text)} if self.text is not None else {})
+    def state(self) -> dict[str, Any]:
+        text = {"text": torch.as_tensor(self.text)} if self.text is not None else {}
+        return {"attributes": sparse_state(self.attributes)} | text
 
     @classmethod
-    def from_state(cls, saved: dict[str, torch.Tensor] | None) -> ShowProfiles | None:
+    def from_state(cls, saved: dict[str, Any] | None) -> ShowProfiles | None:
         if saved is None:
             return None
-        ij, shape = saved["ij"].numpy(), tuple(saved["shape"].tolist())
-        attributes = sp.csr_matrix((saved["values"].numpy(), (ij[0], ij[1])), shape=shape)
         text = saved["text"].numpy() if "text" in saved else None
-        return cls(attributes, text)
+        return cls(sparse_matrix(saved["attributes"]), text)
+
+
+def sparse_state(m: sp.spmatrix) -> dict[str, torch.Tensor]:
+    """A sparse matrix as tensors (what `torch.load(weights_only=True)` reads back)."""
+    coo = m.tocoo()
+    return {
+        "ij": torch.as_tensor(np.stack([coo.row, coo.col]).astype(np.int64)),
+        "values": torch.as_tensor(coo.data),
+        "shape": torch.as_tensor(m.shape),
+    }
+
+
+def sparse_matrix(
+    saved: dict[str, torch.Tensor], shape: tuple[int, int] | None = None
+) -> sp.csr_matrix:
+    """`sparse_state`'s matrix back; `shape` for a state saved without one (square links)."""
+    size = tuple(saved["shape"].tolist()) if "shape" in saved else shape
+    ij = saved["ij"].numpy()
+    return sp.csr_matrix((saved["values"].numpy(), (ij[0], ij[1])), shape=size)
 
 
 def premiere_days(content: CatalogueContent | None, show_ids: list[str]) -> np.ndarray | None:
