@@ -67,6 +67,8 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
+from tvrec.pipelines import import_quietly
+
 from .base import ModelConfig, Recommender, TrainingData
 from .losses import bpr, info_nce, sampled_softmax
 from .trainer import Rngs, StepResult, TrainTask
@@ -552,6 +554,7 @@ class SemanticAttention(nn.Module):
 
 class GraphNet(nn.Module):
     def __init__(self, structure: GraphStructure, cfg: GraphConfig) -> None:
+        import_quietly("torch_geometric")  # its first import, without PyG's import-time warning
         from torch_geometric.nn import HeteroConv
 
         super().__init__()

@@ -1,7 +1,9 @@
 """Data layer of tvrec: dataset contract, adapters, synthetic world and feature builders."""
 
+import importlib
 import os
 import warnings
+from types import ModuleType
 
 # Nothing downloads at run time: no Feast usage telemetry, no model-hub calls.
 os.environ.setdefault("FEAST_USAGE", "False")
@@ -24,6 +26,12 @@ THIRD_PARTY_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
         r"Arrow output on a DB-API result makes an extra copy",
         "DuckDB 2 on `con.execute(sql).to_arrow_table()` (pipelines/feast_offline.py)",
     ),
+    (
+        DeprecationWarning,
+        r"`torch\.jit\.script` is deprecated",
+        "PyG scripts its pooling classes as `torch_geometric.nn` is imported (models/graph.py); "
+        "Feast's import turns DeprecationWarnings on ('once'), so the graph stage printed it",
+    ),
 )
 
 
@@ -34,6 +42,15 @@ def silence_third_party_warnings() -> None:
 
 
 silence_third_party_warnings()
+
+
+def import_quietly(module: str) -> ModuleType:
+    """Import `module` with the filters above in front for the import alone: Feast's modules
+    put `simplefilter("once", DeprecationWarning)` in front of them as each is imported, so
+    a warning raised while importing a library after Feast (PyG's) would otherwise show."""
+    with warnings.catch_warnings():
+        silence_third_party_warnings()
+        return importlib.import_module(module)
 
 
 def skip_feast_import_typechecks() -> None:

@@ -37,6 +37,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from . import import_quietly
 from .features.temporal import cut_events
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ def graph_inputs(wd: Workdir, show_ids: list[str], as_of: datetime) -> HeteroDat
 
 def build_graph(lake: Dataset, graph_dir: Path, show_ids: list[str], as_of: datetime) -> HeteroData:
     """The graph of `lake` (events cut to `as_of`) and the edge tables in `graph_dir`."""
+    import_quietly("torch_geometric")  # its first import, without PyG's import-time warning
     from torch_geometric.data import HeteroData
 
     graph = HeteroData()

@@ -75,3 +75,20 @@ def test_filters_are_narrow() -> None:
     assert warning_lines(proc.stderr) == [
         "<string>:8: UserWarning: something tvrec users should see"
     ]
+
+
+def test_graph_stage_imports_print_no_warnings() -> None:
+    """Feast's import turns DeprecationWarnings on; PyG's import then scripts its pooling
+    classes with the deprecated `torch.jit.script`, which the graph stage of `tvrec run`
+    printed before the filter named it."""
+    script = (
+        "import feast.feature_view\n"  # as the nightly job has by the graph stage
+        "from tvrec.pipelines import import_quietly\n"
+        "import_quietly('torch_geometric')\n"
+        "import torch_geometric.nn, torch_geometric.utils\n"
+        "import warnings; warnings.warn('still shown', DeprecationWarning)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert warning_lines(proc.stderr) == ["<string>:5: DeprecationWarning: still shown"], proc.stderr
