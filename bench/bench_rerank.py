@@ -4,15 +4,16 @@
 on-line request would cost) and in the nightly precompute's batches of 2,048 users.
 
 The ensemble is fitted here from the world's events without Feast (the same `fit`), with the
-temporal model as a member (fitted once on everything for serving, and again by the ensemble
-before its window), so the re-ranking pays for the temporal model's user vectors too.
+temporal model and MLTA as members (each fitted once on everything for serving, and again by
+the ensemble before its window), so the re-ranking pays for their user vectors too.
 
     python bench/bench_rerank.py [--users 500] [--json] [--save DIR | --model DIR]
 
 The per-user timings run twice: as a request that reads the user's history through the
-temporal member's attention, then after `precompute_users` has built the user table (each
-user's member vectors at the as-of, computed once in batches, as the nightly run would), so
-the request reads them; the table's build time is printed.
+temporal member's attention and adapts MLTA on it (its inner-loop steps), then after
+`precompute_users` has built the user table (each user's member vectors at the as-of,
+computed once in batches, as the nightly run would), so the request reads them; the table's
+build time is printed.
 
 `--save DIR` keeps the fitted ensemble; `--model DIR` times a saved one instead of fitting.
 """
@@ -33,12 +34,13 @@ import pandas as pd
 
 from tvrec.index import IndexConfig, make_show_index
 from tvrec.models.ensemble import EnsembleModel
+from tvrec.models.meta import MetaModel
 from tvrec.models.runtime import Runtime
 from tvrec.models.temporal import TemporalModel
 from tvrec.pipelines.contract import RawDataset, canonicalize
 from tvrec.pipelines.features.show import show_metadata_features
 from tvrec.pipelines.features.text import TextEncoder, show_text
-from tvrec.pipelines.features.vocab import build_vocab
+from tvrec.pipelines.features.vocab import SOURCES, build_vocab
 from tvrec.pipelines.model_inputs import CatalogueContent, MemberInputs, TrainingData
 from tvrec.pipelines.synthetic import WorldConfig, generate_world
 
@@ -46,7 +48,7 @@ K, CANDIDATES, BATCH = 10, 200, 2048
 
 
 def fitted_ensemble() -> tuple[EnsembleModel, float]:
-    """The ensemble (temporal member included) on the demo world; its fit seconds."""
+    """The ensemble (temporal and MLTA members included) on the demo world; its fit seconds."""
     raw, _ = generate_world(WorldConfig())
     events = raw.events.select("user_id", "show_id", "event_timestamp").to_pandas()
     frame = events.assign(label=1)
@@ -58,6 +60,9 @@ def fitted_ensemble() -> tuple[EnsembleModel, float]:
     temporal = TemporalModel(runtime=Runtime.cpu())
     temporal.fit(TrainingData(frame, "temporal_v1", as_of, "bench", shows))
     data.members["temporal"] = MemberInputs(data=data, params={}, published=temporal)
+    meta = MetaModel(runtime=Runtime.cpu())
+    meta.fit(TrainingData(frame, "meta_v1", as_of, "bench", shows, content=content))
+    data.members["meta"] = MemberInputs(data=data, params={}, published=meta)
     model = EnsembleModel(runtime=Runtime.cpu())
     start = time.perf_counter()
     model.fit(data)
@@ -68,16 +73,16 @@ def catalogue(raw: RawDataset) -> CatalogueContent:
     """The world's show content as `model_inputs` hands it in (metadata and MiniLM text, as
     the feature build computes them; read here without Feast), with titles and credits."""
     shows = canonicalize(raw).shows.sort("show_id")
-    meta = show_metadata_features(shows, build_vocab(shows), datetime.now(UTC)).drop(
-        "event_timestamp"
-    )
+    vocab = build_vocab(shows)
+    meta = show_metadata_features(shows, vocab, datetime.now(UTC)).drop("event_timestamp")
     texts = shows.select(show_text())["text"].to_list()
     features = pd.DataFrame({f"show_metadata__{c}": meta[c].to_list() for c in meta.columns})
     features["show_text__text_embedding"] = list(TextEncoder(device="cpu").encode(texts))
     credits = raw.credits.group_by("show_id", maintain_order=True).agg("person_id")
     people = dict(zip(credits["show_id"].to_list(), credits["person_id"].to_list(), strict=True))
     ids = shows["show_id"].to_list()
-    return CatalogueContent(ids, features, people, {}, texts, shows["title"].to_list())
+    vocab_lists = {kind: vocab.values(kind) for kind in SOURCES}  # MLTA's genres, platforms
+    return CatalogueContent(ids, features, people, vocab_lists, texts, shows["title"].to_list())
 
 
 def per_user(model: EnsembleModel, users: list[str]) -> dict[str, float]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +58,32 @@ class ModelConfig(BaseModel):
     def replace(self, **changes: Any) -> ModelConfig:
         """A validated copy with `changes` applied."""
         return type(self).model_validate(self.model_dump() | changes)
+
+
+class UserTable:
+    """Served user vectors computed once at the as-of (`Recommender.precompute_users`, in
+    batches) and read by each request; the owner drops a user whose history changes (a
+    fold-in) and clears it on fit and load."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, np.ndarray] = {}  # user -> served vector
+
+    def read(self, user_ids: list[str], compute: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+        """(n_users, width): from the table, `compute` for the users not in it."""
+        if not self.rows or not user_ids:
+            return compute(user_ids)
+        missing = list(dict.fromkeys(u for u in user_ids if u not in self.rows))
+        fresh = dict(zip(missing, compute(missing), strict=True)) if missing else {}
+        return np.stack([self.rows[u] if u in self.rows else fresh[u] for u in user_ids])
+
+    def fill(self, user_ids: list[str], compute: Callable[[list[str]], np.ndarray]) -> int:
+        """Compute these users' vectors and keep them; how many the table holds."""
+        self.rows.update(zip(user_ids, compute(user_ids), strict=True))
+        return len(self.rows)
+
+    def drop(self, user_ids: Iterable[str]) -> None:
+        for user in user_ids:
+            self.rows.pop(user, None)
 
 
 class ModelFormatError(ConfigError):

@@ -17,7 +17,7 @@ with an uncertainty published as `confidence`, served in two stages.
                                as-of; catalogue metadata, known ahead; absent where the
                                date is unknown): a new release draws viewers before
                                co-watching counts any (MovieLens's new films)
-                   and registered models (`models`, default the temporal one): each trained
+                   and registered models (`models`, default the temporal one and MLTA): each trained
                    again here on the positives before the fusion's window (so its window
                    scores are honest) and served from the copy its own stage published
     context_arch:  the user's context (history length, days since their last event) and the
@@ -45,13 +45,18 @@ events. Among them every co-watching member scores 0 (their ranks tie), and the 
 what speaks for a new show: its title links to the user's history, the temporal model. Trained
 only where co-watching speaks for every candidate, it ranked anime's new shows at chance.
 
-New users (`new_users`, off by default): a seeded share of the users is held out of every
-member at the cut; each is folded into the members from their first `support` events and
-labelled by all their other positives, as `tvrec evaluate --few-shot` scores new users, so
-the fusion learns what a five-event history calls for (its context has the history length).
-Such a row is served at the cut: its features see nothing of the user but those events and
-nothing of anyone at or after the cut; its labels are the user's other events, some before
-the cut, as the protocol's are. `val_share` holds users out to choose the epoch.
+New users (`new_users`): a seeded share of the users is held out of every member at the cut;
+each is folded into the members from their first `support` events and labelled by all their
+other positives, as `tvrec evaluate --few-shot` scores new users. Such a row is served at the
+cut: its features see nothing of the user but those events and nothing of anyone at or after
+the cut; its labels are the user's other events, some before the cut, as the protocol's are.
+The fusion, trained on the warm window, ranks them; so does each member alone; the new-user
+ranker is the member that beats the fusion on them by more than two standard errors (paired
+over the users), else the fusion. A served user with at most `new_user_events` events is
+ranked by it (unless it scores all their candidates alike: new shows for a co-watching
+member). Training the fusion on them too (`train_new_users`) lifted anime's few-shot slice
+and sank MovieLens's warm users (docs/benchmarks.md). `val_share` holds users out to choose
+the epoch.
 
 `ablation` ranks the same candidates with each member hidden in turn and by each member
 alone: the table `tvrec evaluate` reports.
@@ -75,6 +80,7 @@ import dataclasses
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,6 +92,7 @@ import scipy.sparse as sp
 import torch
 from pydantic import Field
 from torch import nn
+from torch.nn import functional as F
 
 from tvrec.pipelines.errors import DataError
 
@@ -118,8 +125,8 @@ class EnsembleConfig(ModelConfig):
     batch_size: int = Field(128, ge=1, description="window users per step")
     members: list[str] = Field(list(MEMBERS), min_length=1)
     models: list[str] = Field(
-        ["temporal"], description="registered models fused too: trained again before the "
-        "window for the fusion, served from their own stage's published copy",
+        ["temporal", "meta"], description="registered models fused too: trained again before "
+        "the window for the fusion, served from their own stage's published copy",
     )  # fmt: skip
     content: str | None = Field(
         "multimodal", description="registered model whose published show vectors answer "
@@ -151,12 +158,23 @@ class EnsembleConfig(ModelConfig):
     )
     weight_decay: float = Field(1e-4, ge=0)
     new_users: int = Field(
-        0, ge=0, description="new users the fusion trains on too (at most `new_share` of the "
-        "users, drawn seeded and held out of every member), served from their first "
-        "`support` events and labelled by the rest, as the few-shot protocol scores them; 0: "
-        "warm window users only",
+        500, ge=0, description="simulated new users (at most `new_share` of the users, drawn "
+        "seeded and held out of every member at the cut), served from their first `support` "
+        "events and labelled by the rest, as the few-shot protocol scores them: the new-user "
+        "ranker is chosen on them (see `new_user_events`); 0: none, the fusion ranks everyone",
     )  # fmt: skip
     new_share: float = Field(0.1, gt=0, lt=1, description="see `new_users`")
+    new_user_events: int = Field(
+        10, ge=0, description="a served user with at most this many events is ranked by the "
+        "new-user ranker: whichever of the fusion and each member alone scored the best "
+        "NDCG@10 on the simulated new users (a five-event user is not what the fusion's warm "
+        "window teaches); 0: the fusion ranks everyone",
+    )  # fmt: skip
+    train_new_users: bool = Field(
+        False, description="the fusion trains on the simulated new users too (the ranker is "
+        "then chosen on the validation share's new users only); measured: anime few-shot "
+        "0.592 against 0.565, MovieLens warm users 0.155 against 0.275 (docs/benchmarks.md)",
+    )  # fmt: skip
     cold_shows: float = Field(
         0.02, ge=0, lt=1, description="share of the window's shows held back from every "
         "member at the cut, as if new: the fusion also trains on ranking them alone for the "
@@ -429,10 +447,17 @@ class FusionNet(nn.Module):
         query = self.context_arch(context)  # (b, N, d)
         ids = torch.arange(members.shape[2], device=members.device)
         hidden = torch.tanh(self.member_arch(members) + self.member_embedding(ids))  # (b,N,M,d)
-        att = torch.einsum("bnd,bnmd->bnm", query, self.keys(hidden)) / math.sqrt(query.shape[-1])
+        # keys and values are linear, so they act on the query and on the pooled members
+        # (b·N rows) instead of on every member (b·N·M rows): q·(W_k h + b_k) = (q W_k)·h +
+        # q·b_k, whose last term is the same for every member and leaves the softmax as it is
+        att = torch.einsum("bnd,bnmd->bnm", query @ self.keys.weight, hidden)
+        att = att / math.sqrt(query.shape[-1])
         weights = att.masked_fill(~present, float("-inf")).softmax(-1)  # (b, N, M)
         weights = torch.nan_to_num(weights)  # no member present: all zero
-        attended = torch.einsum("bnm,bnmd->bnd", weights, self.values(hidden))  # (b, N, d)
+        # Σ_m w_m (W_v h_m + b_v) = W_v (Σ_m w_m h_m) + (Σ_m w_m) b_v
+        pooled = torch.einsum("bnm,bnmd->bnd", weights, hidden)  # (b, N, d)
+        attended = F.linear(pooled, self.values.weight)
+        attended = attended + weights.sum(-1, keepdim=True) * self.values.bias  # (b, N, d)
         fused = (weights * members[..., 0]).sum(-1, keepdim=True)  # (b, N, 1)
         out = self.heads(torch.cat([query, attended], -1))  # (b, N, H + 1)
         return fused + out[..., : self.n_heads], out[..., self.n_heads], weights
@@ -584,6 +609,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         self.left_out: dict[str, str] = {}  # member -> why it was left out
         self.scale: dict[str, np.ndarray] = {}  # context mean / std of the training rows
         self.timings: dict[str, Any] = {}  # the model members' fits before the window
+        self.new_user_ranker = "fusion"  # or the member ranking new users alone
 
     # ---- training ---------------------------------------------------------------------------
     def fit(self, data: TrainingData) -> dict[str, Any]:
@@ -617,9 +643,15 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         self.names = [m for m in cfg.members if m not in self.left_out] + list(members.models)
         rows = self._rows(members, window, new, cold)
         self.net = FusionNet(len(self.names), cfg)
-        train, val = rows.held_out(cfg.val_share, cfg.seed)
+        warm = np.flatnonzero(~rows.new.numpy())  # window users (cold-show rows included)
+        fused = rows if cfg.train_new_users or not len(warm) else rows.take(warm)
+        train, val = fused.held_out(cfg.val_share, cfg.seed)
         history = self.trainer(data).fit(_FusionTask(self.net, train, val, cfg))
         self.net.eval()
+        # chosen on new users the fusion did not train on
+        self.new_user_ranker, new_user_ndcg = self._new_user_ranker(
+            val if cfg.train_new_users else rows
+        )
         l2 = members.ease.manifest.metrics["l2"] if members.ease.manifest else None
         del members  # its B before the served one's: one n_shows^2 matrix at a time
         # l2 tuned again on all positives: more data wants less of it (anime: 250 at the cut,
@@ -636,6 +668,9 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             "member_notes": "; ".join(f"{k} left out: {v}" for k, v in self.left_out.items()),
             "window_users": len(rows.labels),
             "new_users": len(new.users),
+            "new_user_ranker": self.new_user_ranker,
+            "new_user_ndcg": new_user_ndcg,
+            "new_user_notes": _new_user_note(self.new_user_ranker, new_user_ndcg, len(new.users)),
             "cold_shows": len(cold),
             "cold_rows": int(rows.cold.sum()),
             "window_recall": float(rows.labels.sum() / max(len(window), 1)),
@@ -650,6 +685,28 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
 
     def member_models(self) -> list[str]:
         return list(self.config.models)
+
+    @torch.inference_mode()
+    def _new_user_ranker(self, rows: Batchable | None) -> tuple[str, dict[str, float]]:
+        """("fusion" or a member, each one's NDCG@10) on the simulated new users in `rows`:
+        the best member alone where it beats the fusion there by more than two standard
+        errors of the users' paired differences (a few dozen new users decide nothing)."""
+        if rows is None or not rows.new.any() or not self.config.new_user_events:
+            return "fusion", {}
+        new = rows.take(np.flatnonzero(rows.new.numpy()))
+        padding = ~new.present.any(-1)  # (u, N)
+        fused = self.fitted(self.net)(new.context, new.members, new.present)[0].mean(-1)
+        scores = {"fusion": fused.masked_fill(padding, PADDING_LOGIT)}
+        for m, name in enumerate(self.names):  # the member's own score; absent: last
+            scores[name] = new.members[..., m, 0].masked_fill(~new.present[..., m], PADDING_LOGIT)
+        per_user = {k: listwise_ndcg(v, new.labels, 10).numpy() for k, v in scores.items()}
+        ndcg = {k: round(float(v.mean()), 4) for k, v in per_user.items()}
+        best = max(self.names, key=lambda k: ndcg[k])
+        gain = per_user[best] - per_user["fusion"]  # (u,) paired
+        margin = 2 * gain.std(ddof=1) / math.sqrt(len(gain)) if len(gain) > 1 else math.inf
+        chosen = best if gain.mean() > margin else "fusion"
+        log.info("ensemble: new users (%d) ranked by %s: %s", len(gain), chosen, ndcg)
+        return chosen, ndcg
 
     def _franchise_links(self, data: TrainingData) -> tuple[sp.csr_matrix | None, dict[str, str]]:
         """The franchise member's title links on the catalogue's rows, or why it is left out."""
@@ -788,9 +845,9 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             users = [users[i] for i in sorted(pick)]
         warm = self._labelled(members, users, window)
         parts, kinds = [warm], [np.full(len(warm[0]), "warm")]
-        if cold:
-            watched = window[window["show_id"].isin(set(cold))]
-            cold_users = sorted(set(watched["user_id"]) & set(users))
+        watched = window[window["show_id"].isin(set(cold))]
+        cold_users = sorted(set(watched["user_id"]) & set(users))  # may be none of those kept
+        if cold_users:
             rows = np.full((len(cold_users), warm[3].shape[1]), -1, np.int64)  # (c, N) padded
             rows[:, : len(cold)] = [self.show_rows()[s] for s in cold]
             parts.append(self._labelled(members, cold_users, watched, rows))
@@ -931,11 +988,14 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         logits, log_var, weights = net(
             torch.as_tensor(self._scaled(context)), torch.as_tensor(feats), torch.as_tensor(present)
         )
-        score = logits.mean(-1).masked_fill(torch.as_tensor(~valid), float("-inf"))  # (b, N)
+        score, routed = self._routed(members, user_ids, logits.mean(-1), feats, present)
+        score = score.masked_fill(torch.as_tensor(~valid), float("-inf"))  # (b, N)
         top = torch.topk(score, min(k, rows.shape[1]), dim=1).indices  # (b, k)
         confidence = _stay_in_top(logits, log_var, top, valid, self.config.draws, self.config.seed)
         contribution = weights * torch.as_tensor(feats[..., 0])  # (b, N, M)
         because = contribution.argmax(-1).gather(1, top).numpy()  # (b, k)
+        if routed.any():  # a new user's picks are the new-user ranker's
+            because[routed] = self.names.index(self.new_user_ranker)
         chosen, best = np.take_along_axis(safe, top.numpy(), 1), score.gather(1, top).numpy()
         chosen[~np.isfinite(best)] = -1  # past the user's candidates
         return Reranked(
@@ -945,12 +1005,41 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             np.asarray(self.names, dtype=object)[because],
         )
 
+    def _routed(
+        self,
+        members: Members,
+        user_ids: list[str],
+        fused: torch.Tensor,
+        feats: np.ndarray,
+        present: np.ndarray,
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """(the served scores (b, N), which users (b,) the new-user ranker ranks): users with
+        at most `new_user_events` events whose candidates that member tells apart (a
+        co-watching member scores every new show alike: the fusion ranks those)."""
+        ranker, most = self.new_user_ranker, self.config.new_user_events
+        if ranker == "fusion" or ranker not in self.names or not most:
+            return fused, np.zeros(len(user_ids), bool)
+        m = self.names.index(ranker)
+        events = np.array([len(members.ease.histories.get(u, ())) for u in user_ids])
+        own = np.where(present[..., m], feats[..., m, 0], np.nan)  # (b, N)
+        with warnings.catch_warnings():  # "All-NaN slice": a user it scores nothing for
+            warnings.simplefilter("ignore", RuntimeWarning)
+            apart = np.nanmax(own, 1) > np.nanmin(own, 1)  # (b,) NaN compares False
+        routed = (events <= most) & apart  # (b,)
+        if not routed.any():
+            return fused, routed
+        alone = torch.as_tensor(feats[..., m, 0]).masked_fill(
+            torch.as_tensor(~present[..., m]), PADDING_LOGIT
+        )  # (b, N) the member's own score; absent: last
+        return torch.where(torch.as_tensor(routed)[:, None], alone, fused), routed
+
     @torch.no_grad()
     def ablation(self, user_ids: list[str], k: int) -> dict[str, np.ndarray]:
         """Each user's top-k show rows, (b, k), among their retrieved candidates, ranked by:
         the fusion of all members; the fusion with each member hidden in turn (as when one
         fails to load: the weights renormalise over the rest, and the fusion trained with
-        members hidden at random); each member's own score alone."""
+        members hidden at random); each member's own score alone. A new user is ranked by the
+        new-user ranker as when served, unless it is the member hidden."""
         parts = [self._ablation(user_ids[i : i + 1024], k) for i in range(0, len(user_ids), 1024)]
         if not parts:
             return {}
@@ -964,9 +1053,10 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         context, feats, present, _ = self._features(members, user_ids, rows)
         ctx, z = torch.as_tensor(self._scaled(context)), torch.as_tensor(feats)
 
-        def fused(keep: np.ndarray) -> np.ndarray:  # (b, N) the heads' mean logit
-            logit = net(ctx, z, torch.as_tensor(keep))[0].mean(-1).numpy()
-            return np.where(valid, logit, -np.inf)
+        def fused(keep: np.ndarray) -> np.ndarray:  # (b, N) as served: new users routed
+            logit = net(ctx, z, torch.as_tensor(keep))[0].mean(-1)
+            served = self._routed(members, user_ids, logit, feats, keep)[0].numpy()
+            return np.where(valid, served, -np.inf)
 
         scores = {"all members": fused(present)}
         for m, name in enumerate(self.names):
@@ -987,6 +1077,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             "shows": self.show_ids,
             "names": self.names,
             "left_out": self.left_out,
+            "new_user_ranker": self.new_user_ranker,
             "ease": members.ease.get_state(),
             "ease_config": members.ease.config.model_dump(),
             "knn": torch.as_tensor(np.stack([knn.row, knn.col])),
@@ -1017,6 +1108,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
     def set_state(self, state: dict[str, Any]) -> None:
         self.show_ids, self.names = state["shows"], state["names"]
         self.left_out, n = state["left_out"], len(state["shows"])
+        self.new_user_ranker = state.get("new_user_ranker", "fusion")  # saved before: fusion
         ease = EASEModel(EASEModel.parse_config(state["ease_config"]))
         ease.set_state(state["ease"])
         ij, values = state["knn"].numpy(), state["knn_values"].numpy()
@@ -1040,6 +1132,14 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         self.net = FusionNet(len(self.names), self.config)
         self.net.load_state_dict(state["net"])
         self.net.eval()
+
+
+def _new_user_note(ranker: str, ndcg: dict[str, float], n: int) -> str:
+    """What the run record says of the new-user ranker: chosen on how many, by what figures."""
+    if not ndcg:
+        return ""
+    figures = ", ".join(f"{k} {v:.3f}" for k, v in sorted(ndcg.items(), key=lambda kv: -kv[1]))
+    return f"users with few events ranked by {ranker} ({n} simulated new users, NDCG@10: {figures})"
 
 
 def _released(premiered: np.ndarray | None, as_of_s: float) -> np.ndarray | None:

@@ -62,7 +62,7 @@ from torch import nn
 from torch.func import grad, vmap
 from torch.nn import functional as F
 
-from .base import ModelConfig, Recommender, TrainingData
+from .base import ModelConfig, Recommender, TrainingData, UserTable
 from .layers import HistoryAttention, pad_histories
 from .trainer import Rngs, StepResult, TrainTask
 
@@ -472,6 +472,7 @@ class MetaModel(Recommender, name="meta", config=MetaConfig):
         self.groups: Groups | None = None
         self.memory: list[Task] = []
         self.adapted_groups: list[str] = []
+        self._user_table = UserTable()  # user -> adapted vector (`precompute_users`)
 
     def published_models(self) -> list[str]:
         """Its own published copy, to warm-start from."""
@@ -481,6 +482,7 @@ class MetaModel(Recommender, name="meta", config=MetaConfig):
     def fit(self, data: TrainingData) -> dict[str, Any]:
         cfg, rt = self.config, self.runtime
         torch.manual_seed(cfg.seed)
+        self._user_table = UserTable()
         self.show_ids = list(data.show_ids)
         self.groups = Groups.of(data)
         seq = Sequences.of(data.positives(), {s: i for i, s in enumerate(self.show_ids)})
@@ -712,7 +714,9 @@ class MetaModel(Recommender, name="meta", config=MetaConfig):
     def fold_in(self, events: pd.DataFrame) -> bool:
         """New users are adapted at serving time on their own events, like any other."""
         limit = self.config.history_len
-        self.histories |= {u: r[-limit:] for u, r in self.fold_rows(events).items()}
+        folded = self.fold_rows(events)
+        self._user_table.drop(folded)  # adapted again on their new events
+        self.histories |= {u: r[-limit:] for u, r in folded.items()}
         return True
 
     def show_embeddings(self) -> tuple[list[str], np.ndarray]:
@@ -721,7 +725,16 @@ class MetaModel(Recommender, name="meta", config=MetaConfig):
         return list(self.show_ids), vectors.float().cpu().numpy()
 
     def user_embeddings(self, user_ids: list[str]) -> np.ndarray:
-        """Each user adapted on their own recent events; [0, ..., 1] without any (the prior)."""
+        """Each user adapted on their own recent events; [0, ..., 1] without any (the prior).
+        Users in the table (`precompute_users`) are read from it."""
+        return self._user_table.read(user_ids, self._user_vectors)
+
+    def precompute_users(self, user_ids: list[str]) -> int:
+        """Each user's adapted vector, computed once in batches of 256 and kept until the next
+        fit, load or fold-in of that user (a request's inner-loop steps are then a lookup)."""
+        return self._user_table.fill(user_ids, self._user_vectors)
+
+    def _user_vectors(self, user_ids: list[str]) -> np.ndarray:
         out = np.zeros((len(user_ids), self._width()), dtype=np.float32)
         out[:, -1] = 1.0
         rows = [self.histories.get(u, []) for u in user_ids]
@@ -771,6 +784,7 @@ class MetaModel(Recommender, name="meta", config=MetaConfig):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.show_ids, self.histories = state["shows"], state["histories"]
+        self._user_table = UserTable()
         self.groups = Groups(state["genre"], state["platform"], state["genre_names"],
                              state["platform_names"])  # fmt: skip
         rank = state["net"]["base_left"].shape[1]

@@ -74,7 +74,7 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from .base import ModelConfig, Recommender, TrainingData
+from .base import ModelConfig, Recommender, TrainingData, UserTable
 from .losses import fp32, masked_info_nce
 from .trainer import Rngs, StepResult, TrainTask
 
@@ -940,13 +940,13 @@ class TemporalModel(Recommender, name="temporal", config=TemporalConfig):
         self.first_weekday: np.ndarray = np.zeros(0, dtype=np.int64)  # their first weekday
         self._cal: ShowCalendar | None = None
         self._served: np.ndarray | None = None
-        self._user_table: dict[str, np.ndarray] = {}  # user -> served vector (dim + 1,)
+        self._user_table = UserTable()  # user -> served vector (dim + 1,)
 
     # ---- training ---------------------------------------------------------------------------
     def fit(self, data: TrainingData) -> dict[str, Any]:
         cfg, started = self.config, time.perf_counter()
         torch.manual_seed(cfg.seed)
-        self._user_table = {}
+        self._user_table = UserTable()
         self.show_ids = list(data.show_ids)
         rows = {s: i for i, s in enumerate(self.show_ids)}
         self.as_of_us = to_us(data.as_of)
@@ -1139,18 +1139,12 @@ class TemporalModel(Recommender, name="temporal", config=TemporalConfig):
         """Served user vectors (n_users, dim + 1): [user at the as-of, 1]; a user without
         history (and every user of a model trained on an untimed log) gets [0, 1]. Users in
         the table (`precompute_users`) are read from it, the others read their history."""
-        table = self._user_table
-        if not table or not user_ids:
-            return self._user_vectors(user_ids)
-        missing = list(dict.fromkeys(u for u in user_ids if u not in table))
-        fresh = dict(zip(missing, self._user_vectors(missing), strict=True)) if missing else {}
-        return np.stack([table[u] if u in table else fresh[u] for u in user_ids])
+        return self._user_table.read(user_ids, self._user_vectors)
 
     def precompute_users(self, user_ids: list[str]) -> int:
         """Each user's vector at the as-of, read through the attention once (in batches) and
         kept until the next fit, load or fold-in of that user."""
-        self._user_table.update(zip(user_ids, self._user_vectors(user_ids), strict=True))
-        return len(self._user_table)
+        return self._user_table.fill(user_ids, self._user_vectors)
 
     @torch.no_grad()
     def _user_vectors(self, user_ids: list[str]) -> np.ndarray:
@@ -1179,8 +1173,7 @@ class TemporalModel(Recommender, name="temporal", config=TemporalConfig):
         known = events[events["show_id"].isin(set(self.show_ids))]
         known = known.assign(_us=_timestamps_us(known["event_timestamp"]))
         known = known.sort_values("_us", kind="stable").drop_duplicates(["user_id", "show_id"])
-        for user in events["user_id"].astype(str).unique():
-            self._user_table.pop(user, None)  # read again from the events below
+        self._user_table.drop(events["user_id"].astype(str).unique())  # read again below
         for user, g in known.groupby("user_id"):
             g = g.tail(self.config.history_len)
             self.histories[str(user)] = g["show_id"].tolist()
@@ -1216,7 +1209,7 @@ class TemporalModel(Recommender, name="temporal", config=TemporalConfig):
         self.net = TemporalNet(len(self.show_ids), self.config)
         self.net.load_state_dict(state["net"])
         self.net.eval()
-        self._served, self._user_table = None, {}
+        self._served, self._user_table = None, UserTable()
 
     # ---- parts ------------------------------------------------------------------------------
     def _net(self) -> TemporalNet:

@@ -80,8 +80,8 @@ class ModelSettings(Strict):
     inconsistent value is refused, with its name, before anything runs."""
 
     train: tuple[str, ...] = Field(
-        ("multimodal", "temporal", "ensemble"), description="trained in this order: a model "
-        "built on others (the ensemble's members and content space) comes after them",
+        ("multimodal", "temporal", "meta", "ensemble"), description="trained in this order: a "
+        "model built on others (the ensemble's members and content space) comes after them",
     )  # fmt: skip
     serve: str = "ensemble"
     k: int = Field(50, ge=1, description="recommendations per user and per show")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+import torch
 from real_data import SplitRun
 from typer.testing import CliRunner
 
@@ -211,6 +212,32 @@ def test_tied_scores_share_a_rank() -> None:
     np.testing.assert_allclose(feats[0, :, 0, 1], np.log1p([1, 1, 1, 0]), rtol=1e-6)
 
 
+def test_fusion_attention_equals_keys_and_values_on_every_member() -> None:
+    """FusionNet applies its keys to the query and its values to the pooled members (b·N rows,
+    not b·N·M): the same as keys and values on every member's hidden vector, a row with no
+    member present included."""
+    torch.manual_seed(0)
+    net = ens.FusionNet(4, ens.EnsembleConfig(dim=8, heads=2))
+    for p in net.parameters():  # off the zero initialisation of the heads' last layer
+        torch.nn.init.normal_(p, std=0.5)
+    context, members = torch.randn(3, 5, ens.N_CONTEXT), torch.randn(3, 5, 4, ens.N_MEMBER_FEATURES)
+    present = torch.rand(3, 5, 4) > 0.3
+    present[0, 0] = False
+    logits, log_var, weights = net(context, members, present)
+
+    query = net.context_arch(context)
+    hidden = torch.tanh(net.member_arch(members) + net.member_embedding(torch.arange(4)))
+    att = torch.einsum("bnd,bnmd->bnm", query, net.keys(hidden)) / np.sqrt(8)
+    expected = torch.nan_to_num(att.masked_fill(~present, float("-inf")).softmax(-1))
+    attended = torch.einsum("bnm,bnmd->bnd", expected, net.values(hidden))
+    out = net.heads(torch.cat([query, attended], -1))
+    fused = (expected * members[..., 0]).sum(-1, keepdim=True)
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(logits, fused + out[..., :2])
+    torch.testing.assert_close(log_var, out[..., 2])
+    assert weights[0, 0].sum() == 0
+
+
 @pytest.fixture(scope="module")
 def fitted_without_copies(
     data: TrainingData, truth: PlantedTruth, one_torch_thread: None
@@ -315,21 +342,86 @@ def test_new_users_fold_in_and_are_re_ranked(fitted: EnsembleModel, truth: Plant
     assert share > 0.6  # measured 0.69 (a random list: 1/8)
 
 
+def _new_user_rows(n: int, gap: float, seed: int = 0) -> ens.Batchable:
+    """n new users' rows, 50 candidates each, 3 watched: member 0 scores the watched ones
+    `gap` higher (plus noise), members 1 and 2 are loud noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((n, 50), np.float32)
+    for row in labels:
+        row[rng.choice(50, 3, replace=False)] = 1.0
+    feats = np.zeros((n, 50, 3, ens.N_MEMBER_FEATURES), np.float32)
+    feats[..., 0, 0] = gap * labels + rng.normal(size=(n, 50))
+    feats[..., 1:, 0] = 5 * rng.normal(size=(n, 50, 2))
+    t = torch.as_tensor
+    return ens.Batchable(
+        t(rng.normal(size=(n, 50, ens.N_CONTEXT)).astype(np.float32)), t(feats),
+        torch.ones(n, 50, 3, dtype=torch.bool), t(labels), torch.ones(n, 4),
+        torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool),
+    )  # fmt: skip
+
+
+def test_new_users_are_ranked_by_a_member_only_where_it_clearly_beats_the_fusion() -> None:
+    """The new-user ranker: a member alone replaces the fusion for new users only when it
+    beats it on the simulated new users by more than two standard errors."""
+    model = EnsembleModel.create(Runtime.cpu(), {"dim": 8})
+    model.names = ["ease", "itemknn", "popularity"]
+    torch.manual_seed(0)
+    model.net = ens.FusionNet(3, model.config).eval()  # untrained: about the members' mean
+    chosen, ndcg = model._new_user_ranker(_new_user_rows(300, gap=3.0))  # type: ignore[attr-defined]
+    assert chosen == "ease" and ndcg["ease"] > ndcg["fusion"] + 0.2, ndcg
+    chosen, ndcg = model._new_user_ranker(_new_user_rows(300, gap=0.0))  # type: ignore[attr-defined]
+    assert chosen == "fusion", ndcg  # no member knows anything: nothing to switch to
+    assert model._new_user_ranker(None) == ("fusion", {})  # type: ignore[attr-defined]
+
+
+def test_a_routed_new_user_gets_the_member_ranking_unless_it_cannot_tell_shows_apart(
+    fitted: EnsembleModel, fitted_without_copies: tuple[EnsembleModel, list[int]]
+) -> None:
+    """Served: a user with at most `new_user_events` events is ranked by the new-user ranker
+    alone (and `because` names it); a longer history by the fusion; and new shows alone,
+    which a co-watching member scores alike, by the fusion too."""
+    import copy
+
+    model = copy.deepcopy(fitted)
+    model.new_user_ranker = "ease"
+    histories = model.served.ease.histories  # type: ignore[union-attr]
+    short = [u for u in model.known_users() if 2 <= len(histories[u]) <= 10][:20]
+    long = [u for u in model.known_users() if len(histories[u]) > 10][:20]
+    assert len(short) == len(long) == 20
+    candidates = model.served_candidates(short + long)
+    served = model.rerank(short + long, candidates, 10)
+    ease = model.served.scores(short, candidates[:20])["ease"]  # type: ignore[union-attr]
+    for i, user_rows in enumerate(served.rows[:20]):
+        ranked = ease[i][[list(candidates[i]).index(r) for r in user_rows]]
+        assert (np.diff(ranked) <= 1e-9).all()  # EASE's own order
+    assert (served.because[:20] == "ease").all()
+    assert (served.rows[20:] == fitted.rerank(long, candidates[20:], 10).rows).all()
+    # new shows alone (no events: every co-watching score 0), as the cold slice ranks them
+    cold_model, new = fitted_without_copies
+    routed = copy.deepcopy(cold_model)
+    routed.new_user_ranker = "ease"
+    few = [u for u in cold_model.known_users() if len(cold_model.histories[u]) <= 10][:20]
+    rows, old = np.tile(new, (len(few), 1)), [set(range(len(routed.show_ids))) - set(new)]
+    got = routed.rerank(few, rows, 5, old * len(few))
+    assert (got.rows == cold_model.rerank(few, rows, 5, old * len(few)).rows).all()
+    assert "ease" not in set(got.because.ravel())
+
+
 # ---- served by the nightly precompute ---------------------------------------------------------
 def test_the_demo_serves_the_ensemble_by_default(tmp_path: Path, default_models: None) -> None:
-    """`tvrec demo` (a small world) with the default models (multimodal, temporal, ensemble;
-    short fits here): the temporal model is a member (trained again before the window, its
-    published copy serving); the published user_topk has a confidence in [0, 1] and a leading
-    member on every row, ranks dense, and `tvrec query --user` shows both. Similar shows and
-    text queries come from the multimodal model's space: planted near-duplicates come first
-    (the demo's own similar-shows list starts with its pair), and a genre family's words find
-    that family's shows (the demo ends with such a text query)."""
+    """`tvrec demo` (a small world) with the default models (multimodal, temporal, meta,
+    ensemble; short fits here): the temporal model and MLTA are members (each trained again
+    before the window, its published copy serving); the published user_topk has a confidence
+    in [0, 1] and a leading member on every row, ranks dense, and `tvrec query --user` shows
+    both. Similar shows and text queries come from the multimodal model's space: planted
+    near-duplicates come first (the demo's own similar-shows list starts with its pair), and
+    a genre family's words find that family's shows (the demo ends with such a text query)."""
     work = tmp_path / "work"
     work.mkdir()
     (work / "tvrec.toml").write_text(
         "[models]\nk = 10\n[models.ensemble]\nepochs = 2\ncandidates = 50\n"
         "[models.temporal]\nepochs = 2\ndim = 16\nlayers = 1\nseasonal_epochs = 1\n"
-        "[models.multimodal]\nepochs = 4\n"
+        "[models.multimodal]\nepochs = 4\n[models.meta]\nepochs = 2\n"
     )
     world = ["--users", "400", "--shows", "250", "--events", "20000"]
     res = runner.invoke(app, ["demo", *world, "--workdir", str(work)], terminal_width=200)
@@ -339,7 +431,7 @@ def test_the_demo_serves_the_ensemble_by_default(tmp_path: Path, default_models:
     )
     manifest = json.loads((work / "release" / "model" / "manifest.json").read_text())
     assert manifest["model_name"] == "ensemble"
-    assert "temporal" in manifest["metrics"]["members"], manifest["metrics"]
+    assert {"temporal", "meta"} <= set(manifest["metrics"]["members"]), manifest["metrics"]
     assert manifest["metrics"]["similarity_space"] == "multimodal", manifest["metrics"]
     assert not (work / "checkpoints" / "ensemble").exists()  # removed once published
     copy = truth.near_duplicate_pairs[0][1]
@@ -350,7 +442,7 @@ def test_the_demo_serves_the_ensemble_by_default(tmp_path: Path, default_models:
     topk = Catalog(work).read_current("user_topk")
     assert {"confidence", "because"} <= set(topk.columns)
     assert topk["confidence"].is_between(0, 1).all() and topk["because"].null_count() == 0
-    assert set(topk["because"]) <= {*ens.MEMBERS, "temporal"}
+    assert set(topk["because"]) <= {*ens.MEMBERS, "temporal", "meta"}
     assert (topk.group_by("user_id").agg(pl.col("rank").max())["rank"] == 10).all()
     user = topk["user_id"][0]
     results = _query(work, "--user", user)

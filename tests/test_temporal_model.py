@@ -192,7 +192,7 @@ def test_user_table_serves_the_same_vectors_until_a_user_folds_in(
     np.testing.assert_allclose(model.user_embeddings(users[:1]), direct[1:2], atol=1e-5)
     np.testing.assert_allclose(model.user_embeddings(users[2:30]), direct[2:30], atol=1e-5)
     model.save(tmp_path / "model")
-    assert TemporalModel.load(tmp_path / "model")._user_table == {}
+    assert TemporalModel.load(tmp_path / "model")._user_table.rows == {}
 
 
 # ---- the features, point in time --------------------------------------------------------------

@@ -75,6 +75,7 @@ class SplitPipeline:
         # per model that fuses others (the ensemble): its test users' top-k by each variant
         # of its ablation (all members, without each, each alone)
         self.ablations: dict[str, dict[str, pl.DataFrame]] = {}
+        self.fit_notes: list[str] = []  # each model's `*_notes` from its fit (the run record's)
 
     def model_topk(self, model: str, k: int = 10) -> Callable[[Split], tuple[Any, ...]]:
         """A callable for `run_peer_evaluation`: train and serve `model` on the split, return
@@ -93,6 +94,12 @@ class SplitPipeline:
 
             topk = Catalog(self.wd.root).read_current("user_topk")
             served = load_current_model(self.wd)
+            metrics = served.manifest.metrics if served.manifest else {}
+            self.fit_notes += [
+                f"tvrec ({model}) {key.removesuffix('_notes').replace('_', ' ')}: {value}"
+                for key, value in metrics.items()
+                if key.endswith("_notes") and value
+            ]
             cold = _cold_topk(served, sp, self.cold_candidates, k)
             self._keep_forecast(model, served)
             if hasattr(served, "ablation"):
@@ -418,6 +425,7 @@ def evaluate(
         extra = {f"tvrec ({m})": pipeline.model_topk(m) for m in models}
         report = score_peers(ds, extra_models=extra, seed=seed, sp=sp, few=few)
     report.ablation = ablation_table(pipeline.ablations, sp, MetricConfig())
+    report.notes += pipeline.fit_notes
     if pipeline.split is not None:
         report.notes += _pipeline_notes(pipeline, pipeline.split)
         report.forecast, report.timing = _forecast_sections(ds, pipeline, pipeline.split)
