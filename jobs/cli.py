@@ -453,8 +453,7 @@ def train(
         print_json(manifest.to_json())
         return
     losses = manifest.metrics.get("train_loss", [])
-    # what a model says about its inputs (e.g. the graph's missing relations) in the run record
-    notes = {k: v for k, v in manifest.metrics.items() if k.endswith("_notes") and v}
+    notes = manifest.notes()
     out.print(
         _summary_table(
             f"trained {manifest.model_version}",

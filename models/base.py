@@ -105,6 +105,12 @@ class ModelManifest:
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     format_version: int = 0  # 0: written before formats were versioned
 
+    def notes(self) -> dict[str, Any]:
+        """What the model says about its fit in the run record (`<what>_notes` metrics, e.g.
+        the graph's missing relations, the ensemble's left-out members), the empty ones left
+        out: shown by `tvrec train` and in `tvrec evaluate`'s report."""
+        return {k: v for k, v in self.metrics.items() if k.endswith("_notes") and v}
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

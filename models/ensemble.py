@@ -166,9 +166,10 @@ class EnsembleConfig(ModelConfig):
     new_share: float = Field(0.1, gt=0, lt=1, description="see `new_users`")
     new_user_events: int = Field(
         10, ge=0, description="a served user with at most this many events is ranked by the "
-        "new-user ranker: whichever of the fusion and each member alone scored the best "
-        "NDCG@10 on the simulated new users (a five-event user is not what the fusion's warm "
-        "window teaches); 0: the fusion ranks everyone",
+        "new-user ranker: the member whose own score beat the fusion's NDCG@10 on the "
+        "simulated new users by more than two paired standard errors, else the fusion (a "
+        "five-event user is not what the fusion's warm window teaches); 0: the fusion ranks "
+        "everyone",
     )  # fmt: skip
     train_new_users: bool = Field(
         False, description="the fusion trains on the simulated new users too (the ranker is "

@@ -94,11 +94,10 @@ class SplitPipeline:
 
             topk = Catalog(self.wd.root).read_current("user_topk")
             served = load_current_model(self.wd)
-            metrics = served.manifest.metrics if served.manifest else {}
+            notes = served.manifest.notes() if served.manifest else {}
             self.fit_notes += [
                 f"tvrec ({model}) {key.removesuffix('_notes').replace('_', ' ')}: {value}"
-                for key, value in metrics.items()
-                if key.endswith("_notes") and value
+                for key, value in notes.items()
             ]
             cold = _cold_topk(served, sp, self.cold_candidates, k)
             self._keep_forecast(model, served)
