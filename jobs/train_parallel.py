@@ -32,12 +32,17 @@ from tvrec.pipelines.errors import ConfigError
 
 ENTRY = "tvrec.jobs.train_parallel"
 LOCK_HELD = "TVREC_TRAIN_LOCK_HELD"  # set by `launch`; under a bare torchrun rank 0 takes it
+STATUS_DIR = "TVREC_TRAIN_STATUS_DIR"  # set by `launch`: each rank writes the status it exits with
 
 
 def launch(workdir: Path, stage: str, nproc: int) -> int:
     """Run `nproc` local worker processes (torchrun's standalone mode: a rendezvous on a free
     local port) and wait for them; returns the exit status of the group (a rank's own status
-    when one failed: 2 for bad input or settings, 3 for an engine that cannot be reached)."""
+    when one failed: 2 for bad input or settings, 3 for an engine that cannot be reached).
+
+    The status comes from what the ranks said they exit with (a file each), not from the
+    agent's report alone: that names only the ranks already dead when it looked, and a peer
+    that stopped first, or died at exit, would hide rank 0's user error behind a 1."""
     from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -64,13 +69,28 @@ def launch(workdir: Path, stage: str, nproc: int) -> int:
     # that this command holds the writer lock; this process's own is restored after
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(_threads_per_process(nproc))}
     args = ["-m", ENTRY, "--workdir", str(workdir), "--stage", stage]
-    with logs, _environment(env | {LOCK_HELD: "1"}):
+    with logs, _environment(env | {LOCK_HELD: "1", STATUS_DIR: logs.name}):
         try:
             elastic_launch(config, sys.executable)(*args)
         except ChildFailedError as exc:
-            codes = [f.exitcode for _, f in sorted(exc.failures.items())]
-            return next((c for c in codes if c in (2, 3)), 1)
+            return _group_status(Path(logs.name), [f.exitcode for f in exc.failures.values()])
     return 0
+
+
+def _group_status(folder: Path, died: list[int]) -> int:
+    """A failed group's status: the first user-error status (2, 3) that a rank wrote as it left
+    (`_say_status`, rank 0's first) or that the agent saw a rank die with; else 1 (a bug)."""
+    files = sorted(folder.glob("status-*"), key=lambda p: int(p.name.split("-")[1]))
+    said = [int(text) for p in files if (text := p.read_text().strip()).isdigit()]
+    return next((c for c in said + died if c in (2, 3)), 1)
+
+
+def _say_status(code: int) -> int:
+    """Under `launch`: write this rank's exit status where the launcher reads it."""
+    if folder := os.environ.get(STATUS_DIR):
+        with contextlib.suppress(OSError):
+            (Path(folder) / f"status-{os.environ.get('RANK', '0')}").write_text(str(code))
+    return code
 
 
 @contextlib.contextmanager
@@ -106,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     try:  # a user's error: rank 0 says it, with the CLI's exit status; no traceback
         (user_errors(_train) if leader else _train)(args.workdir, args.stage)
     except typer.Exit as exc:
-        return exc.exit_code
+        return _say_status(exc.exit_code)
     except (DataError, ConfigError, EngineError) as exc:  # the others: the same, quietly
-        return 3 if isinstance(exc, EngineError) else 2
-    return 0
+        return _say_status(3 if isinstance(exc, EngineError) else 2)
+    return _say_status(0)
 
 
 def _train(workdir: Path | None, stage: str) -> None:
@@ -137,8 +157,11 @@ def _train(workdir: Path | None, stage: str) -> None:
         with _writer_lock(settings.workdir, stage):
             threads = settings.hardware.threads or _threads_per_process(local_size)
             train_stage(Workdir(settings.workdir), settings, stage, threads=threads)
-    finally:
-        dist.destroy_process_group()
+    except BaseException:  # leaving on an error: a peer may be gone already; its error stands
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+        raise
+    dist.destroy_process_group()
 
 
 @contextlib.contextmanager

@@ -141,3 +141,19 @@ def test_a_bare_torchrun_takes_the_writer_lock(tmp_path: Path) -> None:
     assert res.returncode != 0
     assert res.stderr.count("is being written by another tvrec command") == 1, res.stderr
     assert "[rank" not in res.stderr  # no rank's traceback
+
+
+def test_a_group_exits_with_what_its_ranks_said_not_whom_the_agent_saw_die(
+    tmp_path: Path,
+) -> None:
+    """The agent reports only the ranks dead when it looked: a peer that died at exit (a signal)
+    before rank 0 left must not turn rank 0's user error (2) into a bug's 1 (CI, 2026-12-02)."""
+    from tvrec.jobs.train_parallel import _group_status
+
+    assert _group_status(tmp_path, [-6]) == 1  # nothing said: a crash is a bug
+    assert _group_status(tmp_path, [1, 3]) == 3
+    (tmp_path / "status-1").write_text("2")
+    (tmp_path / "status-0").write_text("3")
+    assert _group_status(tmp_path, [-6]) == 3  # rank 0's word first
+    (tmp_path / "status-0").write_text("0")
+    assert _group_status(tmp_path, [-6]) == 2
