@@ -142,6 +142,10 @@ class Recommender(ABC):
     iterative: ClassVar[bool] = True
     # served vectors end in a prior column: show [vector, prior], user [vector, 1]
     prior_column: ClassVar[bool] = False
+    # whether its score of a show with no event in its training data carries signal (content
+    # models: what a new show is); False: the ensemble leaves its score of such a show out, so
+    # the content members rank new shows (an ID vector never trained is noise there)
+    ranks_new_shows: ClassVar[bool] = True
 
     def __init_subclass__(
         cls, *, name: str | None = None, config: type[ModelConfig] | None = None, **kw: Any

@@ -247,9 +247,12 @@ class Members:
             out["profile"] = self.profiles.scores(history, rows)
         if self.released is not None:  # a premiere after the as-of counts as brand new
             out["release"] = -np.log1p(np.maximum(self.released[rows], 0.0))  # NaN: unknown
+        unseen = self.popularity[rows] == 0  # (b, N) shows without an event here
         for name, model in self.models.items():
             shows = self._show_vectors(name, model)[rows]  # (b, N, d)
             out[name] = np.einsum("bd,bnd->bn", model.user_embeddings(users), shows)
+            if not model.ranks_new_shows:  # absent there: the content members rank them
+                out[name][unseen] = np.nan
         if self.timed:
             recent = self.views[:, RECENT_DAYS.index(self.recent_days)]
             out["recent"] = np.log1p(recent[rows])
@@ -989,14 +992,15 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         logits, log_var, weights = net(
             torch.as_tensor(self._scaled(context)), torch.as_tensor(feats), torch.as_tensor(present)
         )
-        score, routed = self._routed(members, user_ids, logits.mean(-1), feats, present)
+        score, routed = self._routed(members, user_ids, rows, logits.mean(-1), feats, present)
         score = score.masked_fill(torch.as_tensor(~valid), float("-inf"))  # (b, N)
         top = torch.topk(score, min(k, rows.shape[1]), dim=1).indices  # (b, k)
         confidence = _stay_in_top(logits, log_var, top, valid, self.config.draws, self.config.seed)
         contribution = weights * torch.as_tensor(feats[..., 0])  # (b, N, M)
         because = contribution.argmax(-1).gather(1, top).numpy()  # (b, k)
-        if routed.any():  # a new user's picks are the new-user ranker's
-            because[routed] = self.names.index(self.new_user_ranker)
+        if routed.any():  # a new user's picks of shows with events are the new-user ranker's
+            seen = members.popularity[np.take_along_axis(safe, top.numpy(), 1)] > 0  # (b, k)
+            because[routed[:, None] & seen] = self.names.index(self.new_user_ranker)
         chosen, best = np.take_along_axis(safe, top.numpy(), 1), score.gather(1, top).numpy()
         chosen[~np.isfinite(best)] = -1  # past the user's candidates
         return Reranked(
@@ -1010,13 +1014,16 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         self,
         members: Members,
         user_ids: list[str],
+        rows: np.ndarray,
         fused: torch.Tensor,
         feats: np.ndarray,
         present: np.ndarray,
     ) -> tuple[torch.Tensor, np.ndarray]:
         """(the served scores (b, N), which users (b,) the new-user ranker ranks): users with
         at most `new_user_events` events whose candidates that member tells apart (a
-        co-watching member scores every new show alike: the fusion ranks those)."""
+        co-watching member scores every new show alike: the fusion ranks those). The ranker
+        was chosen on shows with events: for a routed user it orders those, and the fusion
+        keeps the new shows (no event yet) and where they stand (`new_user_order`)."""
         ranker, most = self.new_user_ranker, self.config.new_user_events
         if ranker == "fusion" or ranker not in self.names or not most:
             return fused, np.zeros(len(user_ids), bool)
@@ -1032,7 +1039,9 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         alone = torch.as_tensor(feats[..., m, 0]).masked_fill(
             torch.as_tensor(~present[..., m]), PADDING_LOGIT
         )  # (b, N) the member's own score; absent: last
-        return torch.where(torch.as_tensor(routed)[:, None], alone, fused), routed
+        seen = torch.as_tensor((rows >= 0) & (members.popularity[np.maximum(rows, 0)] > 0))
+        merged = new_user_order(fused, alone, seen)  # (b, N)
+        return torch.where(torch.as_tensor(routed)[:, None], merged, fused), routed
 
     @torch.no_grad()
     def ablation(self, user_ids: list[str], k: int) -> dict[str, np.ndarray]:
@@ -1056,7 +1065,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
 
         def fused(keep: np.ndarray) -> np.ndarray:  # (b, N) as served: new users routed
             logit = net(ctx, z, torch.as_tensor(keep))[0].mean(-1)
-            served = self._routed(members, user_ids, logit, feats, keep)[0].numpy()
+            served = self._routed(members, user_ids, rows, logit, feats, keep)[0].numpy()
             return np.where(valid, served, -np.inf)
 
         scores = {"all members": fused(present)}
@@ -1194,6 +1203,24 @@ class Reranked:
     scores: np.ndarray
     confidence: np.ndarray  # share of noisy draws of the heads keeping the show in the top k
     because: np.ndarray  # the member that contributed most to the score
+
+
+def new_user_order(fused: torch.Tensor, alone: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """Scores (b, N) for users the new-user ranker ranks: the fusion decides which places of
+    the list go to shows with events (`seen`) and which to new shows; the shows with events
+    fill theirs in the ranker's order (`alone`; ties in the fusion's), new shows in the
+    fusion's. The scores are the fusion's, sorted, handed out by place: an order, on the
+    fusion's scale."""
+    by_fused = fused.argsort(dim=1, descending=True, stable=True)  # (b, N) candidate at each place
+    placed_seen = seen.gather(1, by_fused)  # (b, N) place j goes to a show with events
+    ranker_key = torch.where(seen, alone, float("-inf")).gather(1, by_fused)  # fusion order
+    seen_order = by_fused.gather(1, ranker_key.argsort(dim=1, descending=True, stable=True))
+    new_key = torch.where(seen, float("-inf"), fused).gather(1, by_fused)
+    new_order = by_fused.gather(1, new_key.argsort(dim=1, descending=True, stable=True))
+    nth_seen = (placed_seen.cumsum(1) - 1).clamp(min=0)  # (b, N) the place's rank in its kind
+    nth_new = ((~placed_seen).cumsum(1) - 1).clamp(min=0)
+    shown = torch.where(placed_seen, seen_order.gather(1, nth_seen), new_order.gather(1, nth_new))
+    return torch.empty_like(fused).scatter_(1, shown, fused.gather(1, by_fused))
 
 
 def _stay_in_top(

@@ -465,6 +465,9 @@ class MetaModel(Recommender, name="meta", config=MetaConfig):
     needs_content = True
     reads_catalogue_only = True  # genres and platforms of the shows
     prior_column = True
+    # a new show's vector is its untrained ID row plus its genres' and platforms': as a
+    # member on MovieLens's new shows it took the ensemble from NDCG@10 0.346 to 0.209
+    ranks_new_shows = False
     net: MetaNet | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -287,6 +287,30 @@ def test_new_shows_of_the_users_taste_and_franchise_rank_first_among_new_shows(
     assert metrics["cold_shows"] >= 2 and metrics["cold_rows"] > 0
 
 
+def test_a_model_member_without_new_show_signal_is_absent_on_new_shows(
+    fitted_without_copies: tuple[EnsembleModel, list[int]],
+) -> None:
+    """A model member whose new-show vectors are untrained ID rows (the temporal model, MLTA:
+    `ranks_new_shows` False) has no score for a show without events, so the fusion weighs
+    the content members there; a content model's score stays."""
+    import copy
+
+    model, new = fitted_without_copies
+    members = copy.copy(model.served)
+    assert members is not None
+    users = model.known_users()[:5]
+    old = [r for r in range(len(model.show_ids)) if members.popularity[r] > 0][:10]
+    assert not members.popularity[new].any()  # the new shows: no event at all
+    rows = np.tile(np.array(new[:5] + old), (len(users), 1))  # (5, 15) new shows first
+    for says, absent in ((True, 0), (False, 5)):
+        member = copy.deepcopy(members.ease)  # a real member, told what it can rank
+        member.ranks_new_shows = says  # type: ignore[misc]
+        members.models, members.cache = {"member": member}, {}
+        got = members.scores(users, rows)["member"]
+        assert (~np.isfinite(got)).sum(1).tolist() == [absent] * len(users)
+        assert np.isfinite(got[:, 5:]).all()
+
+
 def test_rerank_pads_short_candidate_lists(fitted: EnsembleModel) -> None:
     user = fitted.known_users()[:1]
     rows = np.full((1, 20), -1)
@@ -374,12 +398,29 @@ def test_new_users_are_ranked_by_a_member_only_where_it_clearly_beats_the_fusion
     assert model._new_user_ranker(None) == ("fusion", {})  # type: ignore[attr-defined]
 
 
+def test_a_new_users_list_keeps_the_fusions_places_for_new_shows() -> None:
+    """The new-user ranker orders the shows with events; the fusion says which places go to
+    new shows and orders those (the ranker was chosen on shows with events, and a member
+    like MLTA or the temporal model has no score for a new show)."""
+    fused = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]])  # A..E in the fusion's order
+    seen = torch.tensor([[True, False, True, True, False]])  # B and E have no events
+    alone = torch.tensor([[1.0, 9.0, 3.0, 2.0, 9.0]])  # the ranker: C, D, A (B, E ignored)
+    got = ens.new_user_order(fused, alone, seen)
+    assert got.argsort(1, descending=True).tolist() == [[2, 1, 3, 0, 4]]  # C B D A E
+    assert sorted(got[0].tolist(), reverse=True) == fused[0].tolist()  # the fusion's scale
+    nothing_seen = ens.new_user_order(fused, alone, torch.zeros_like(seen))
+    assert torch.equal(nothing_seen, fused)  # all new: the fusion's list
+    tie = ens.new_user_order(fused, torch.zeros_like(alone), torch.ones_like(seen))
+    assert torch.equal(tie, fused)  # a ranker that ties everything: the fusion's order
+
+
 def test_a_routed_new_user_gets_the_member_ranking_unless_it_cannot_tell_shows_apart(
     fitted: EnsembleModel, fitted_without_copies: tuple[EnsembleModel, list[int]]
 ) -> None:
-    """Served: a user with at most `new_user_events` events is ranked by the new-user ranker
-    alone (and `because` names it); a longer history by the fusion; and new shows alone,
-    which a co-watching member scores alike, by the fusion too."""
+    """Served: a user with at most `new_user_events` events has the shows with events ranked
+    by the new-user ranker alone (and `because` names it); a new show among them keeps the
+    fusion's place; a longer history is ranked by the fusion; and new shows alone, which a
+    co-watching member scores alike, by the fusion too."""
     import copy
 
     model = copy.deepcopy(fitted)
@@ -391,10 +432,13 @@ def test_a_routed_new_user_gets_the_member_ranking_unless_it_cannot_tell_shows_a
     candidates = model.served_candidates(short + long)
     served = model.rerank(short + long, candidates, 10)
     ease = model.served.scores(short, candidates[:20])["ease"]  # type: ignore[union-attr]
+    seen = model.served.popularity[served.rows[:20]] > 0  # type: ignore[union-attr]
+    assert seen.mean() > 0.8  # mostly shows with events
     for i, user_rows in enumerate(served.rows[:20]):
-        ranked = ease[i][[list(candidates[i]).index(r) for r in user_rows]]
-        assert (np.diff(ranked) <= 1e-9).all()  # EASE's own order
-    assert (served.because[:20] == "ease").all()
+        ranked = ease[i][[list(candidates[i]).index(r) for r in user_rows[seen[i]]]]
+        assert (np.diff(ranked) <= 1e-9).all()  # EASE's own order among them
+    assert (served.because[:20][seen] == "ease").all()
+    assert "ease" not in set(served.because[:20][~seen])
     assert (served.rows[20:] == fitted.rerank(long, candidates[20:], 10).rows).all()
     # new shows alone (no events: every co-watching score 0), as the cold slice ranks them
     cold_model, new = fitted_without_copies
