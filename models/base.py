@@ -144,7 +144,8 @@ class Recommender(ABC):
     prior_column: ClassVar[bool] = False
     # whether its score of a show with no event in its training data carries signal (content
     # models: what a new show is); False: the ensemble leaves its score of such a show out, so
-    # the content members rank new shows (an ID vector never trained is noise there)
+    # the other members rank new shows (a model whose new-show vector is an ID row never
+    # trained and no content: the temporal model)
     ranks_new_shows: ClassVar[bool] = True
 
     def __init_subclass__(

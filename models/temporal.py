@@ -927,7 +927,8 @@ class _NextShowTask(TrainTask):
 # ---- the model --------------------------------------------------------------------------------
 class TemporalModel(Recommender, name="temporal", config=TemporalConfig):
     needs_content = prior_column = True
-    ranks_new_shows = False  # MovieLens's new shows: NDCG@10 0.084, a random order 0.131
+    # alone on new shows: MovieLens 0.084 against a random order's 0.131, anime 0.018 / 0.016
+    ranks_new_shows = False
     net: TemporalNet | None = None
     as_of_state: ShowState | None = None  # every show at the as-of (o = 1)
 

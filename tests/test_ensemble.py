@@ -290,9 +290,9 @@ def test_new_shows_of_the_users_taste_and_franchise_rank_first_among_new_shows(
 def test_a_model_member_without_new_show_signal_is_absent_on_new_shows(
     fitted_without_copies: tuple[EnsembleModel, list[int]],
 ) -> None:
-    """A model member whose new-show vectors are untrained ID rows (the temporal model, MLTA:
+    """A model member whose new-show vectors are untrained ID rows (the temporal model:
     `ranks_new_shows` False) has no score for a show without events, so the fusion weighs
-    the content members there; a content model's score stays."""
+    the other members there; a model with content (MLTA's genres and platforms) keeps its."""
     import copy
 
     model, new = fitted_without_copies
@@ -302,6 +302,10 @@ def test_a_model_member_without_new_show_signal_is_absent_on_new_shows(
     old = [r for r in range(len(model.show_ids)) if members.popularity[r] > 0][:10]
     assert not members.popularity[new].any()  # the new shows: no event at all
     rows = np.tile(np.array(new[:5] + old), (len(users), 1))  # (5, 15) new shows first
+    from tvrec.models.meta import MetaModel
+    from tvrec.models.temporal import TemporalModel
+
+    assert MetaModel.ranks_new_shows and not TemporalModel.ranks_new_shows
     for says, absent in ((True, 0), (False, 5)):
         member = copy.deepcopy(members.ease)  # a real member, told what it can rank
         member.ranks_new_shows = says  # type: ignore[misc]
