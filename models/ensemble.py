@@ -227,6 +227,11 @@ class Members:
         last = pd.Series(_seconds(events["event_timestamp"])).groupby(users).max()
         self.last_event_s |= {u: max(as_of_s - t, 0.0) for u, t in last.items()}
 
+    def with_events(self, rows: np.ndarray) -> np.ndarray:
+        """Whether each candidate row is a show with an event in these members' positives
+        (a padding row, -1: no)."""
+        return (rows >= 0) & (self.popularity[np.maximum(rows, 0)] > 0)
+
     def history_matrix(self, users: list[str]) -> sp.csr_matrix:
         n = len(self.ease.show_ids)
         return _matrix([self.ease.histories.get(u, []) for u in users], n)
@@ -247,7 +252,7 @@ class Members:
             out["profile"] = self.profiles.scores(history, rows)
         if self.released is not None:  # a premiere after the as-of counts as brand new
             out["release"] = -np.log1p(np.maximum(self.released[rows], 0.0))  # NaN: unknown
-        unseen = self.popularity[rows] == 0  # (b, N) shows without an event here
+        unseen = ~self.with_events(rows)  # (b, N) shows without an event here
         for name, model in self.models.items():
             shows = self._show_vectors(name, model)[rows]  # (b, N, d)
             out[name] = np.einsum("bd,bnd->bn", model.user_embeddings(users), shows)
@@ -998,10 +1003,10 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         confidence = _stay_in_top(logits, log_var, top, valid, self.config.draws, self.config.seed)
         contribution = weights * torch.as_tensor(feats[..., 0])  # (b, N, M)
         because = contribution.argmax(-1).gather(1, top).numpy()  # (b, k)
-        if routed.any():  # a new user's picks of shows with events are the new-user ranker's
-            seen = members.popularity[np.take_along_axis(safe, top.numpy(), 1)] > 0  # (b, k)
-            because[routed[:, None] & seen] = self.names.index(self.new_user_ranker)
         chosen, best = np.take_along_axis(safe, top.numpy(), 1), score.gather(1, top).numpy()
+        if routed.any():  # a new user's picks of shows with events are the new-user ranker's
+            seen = members.with_events(chosen)  # (b, k)
+            because[routed[:, None] & seen] = self.names.index(self.new_user_ranker)
         chosen[~np.isfinite(best)] = -1  # past the user's candidates
         return Reranked(
             chosen,
@@ -1039,8 +1044,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         alone = torch.as_tensor(feats[..., m, 0]).masked_fill(
             torch.as_tensor(~present[..., m]), PADDING_LOGIT
         )  # (b, N) the member's own score; absent: last
-        seen = torch.as_tensor((rows >= 0) & (members.popularity[np.maximum(rows, 0)] > 0))
-        merged = new_user_order(fused, alone, seen)  # (b, N)
+        merged = new_user_order(fused, alone, torch.as_tensor(members.with_events(rows)))
         return torch.where(torch.as_tensor(routed)[:, None], merged, fused), routed
 
     @torch.no_grad()
