@@ -100,9 +100,10 @@ def train_stage(
     world.barrier()  # every rank is done with the training set
     if not world.leader:
         return model.manifest
-    with wd.publish(f"models/{stage}") as staging:
-        model.save(staging)
-        plot_training(model.manifest, staging / TRAINING_PLOT)
+    for name, companion in {**model.companions(), stage: model}.items():
+        with wd.publish(f"models/{name}") as staging:
+            companion.save(staging)
+            plot_training(companion.fitted(companion.manifest), staging / TRAINING_PLOT)
     _remove_inputs(data)
     if tracker.enabled:  # after publishing: a tracking failure warns, the model stays
         plot = wd.root / "models" / stage / TRAINING_PLOT

@@ -222,6 +222,11 @@ class Recommender(ABC):
         published copies as `TrainingData.members`); none here."""
         return []
 
+    def companions(self) -> dict[str, Recommender]:
+        """Models this one trained for itself that the job publishes beside it under their
+        own names (the ensemble's advanced members); none here."""
+        return {}
+
     def published_models(self) -> list[str]:
         """Registered models whose published copies alone this one reads (no training data:
         `TrainingData.members[name].data` is None); none here."""
@@ -232,6 +237,20 @@ class Recommender(ABC):
         event_timestamp): their first events at serving time (`tvrec evaluate`'s few-shot
         protocol). False: this model cannot (it serves only the users it trained on)."""
         return False
+
+    def advance(self, data: TrainingData) -> bool:
+        """Move this fitted model to `data`'s as-of without training it again: the users'
+        histories and what it reads of the shows at the as-of come from `data` (every event
+        up to the new as-of), the weights stay as trained. The ensemble serves its model
+        members so (trained once, before its window). False: this model cannot."""
+        return False
+
+    def restamp(self, data: TrainingData) -> None:
+        """After `advance`: the manifest says the new as-of and snapshot; `trained_as_of`
+        keeps when its weights' events end."""
+        old = self.fitted(self.manifest)
+        metrics = old.metrics | {"trained_as_of": old.metrics.get("trained_as_of", old.as_of)}
+        self.make_manifest(data, old.dim, metrics)
 
     def precompute_users(self, user_ids: list[str]) -> int:
         """Compute these users' served vectors at the as-of now and keep them, so a request

@@ -394,6 +394,7 @@ class _NextShowTask(TrainTask):
 # ---- the model ------------------------------------------------------------------------------
 class ContrastiveModel(Recommender, name="contrastive", config=ContrastiveConfig):
     needs_content = prior_column = True
+    reads_catalogue_only = True  # show metadata, text, cast and crew: no event-time features
     shows: ShowTensors | None = None  # the catalogue's content as of training
     vocab: dict[str, int]
     person_vocab: dict[str, int]
@@ -429,6 +430,13 @@ class ContrastiveModel(Recommender, name="contrastive", config=ContrastiveConfig
         }
         self.make_manifest(data, cfg.dim + 1, metrics)  # served: [vector, prior]
         return metrics
+
+    def advance(self, data: TrainingData) -> bool:
+        """To `data`'s as-of: every user's recent shows from `data`'s events (the user tower
+        pools them when served); encoder, user tower and show prior as trained."""
+        self.histories = user_histories(data, self.config.history_len)
+        self.restamp(data)
+        return True
 
     def _set_content(self, content: ShowContent) -> None:
         self.show_ids = list(content.show_ids)

@@ -723,6 +723,18 @@ class MetaModel(Recommender, name="meta", config=MetaConfig):
         self.histories |= {u: r[-limit:] for u, r in folded.items()}
         return True
 
+    def advance(self, data: TrainingData) -> bool:
+        """To `data`'s as-of: every user's recent shows from `data`'s events (adapted on them
+        when served); the weights, adapters and memory as trained."""
+        if list(data.show_ids) != self.show_ids:
+            return False
+        seq = Sequences.of(data.positives(), self.show_rows())
+        limit = self.config.history_len
+        self.histories = {u: r[-limit:].tolist() for u, r in zip(seq.users, seq.rows, strict=True)}
+        self._user_table = UserTable()
+        self.restamp(data)
+        return True
+
     def show_embeddings(self) -> tuple[list[str], np.ndarray]:
         with torch.no_grad():
             vectors = self._net().served_shows()

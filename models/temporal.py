@@ -979,6 +979,22 @@ class TemporalModel(Recommender, name="temporal", config=TemporalConfig):
         self.make_manifest(data, cfg.dim + 1, metrics)
         return metrics
 
+    def advance(self, data: TrainingData) -> bool:
+        """To `data`'s as-of: its calendar, show state and user histories from `data`'s
+        events (the weights as trained)."""
+        rows = self.show_rows()
+        if list(data.show_ids) != self.show_ids:
+            return False  # another catalogue: its show vectors would not line up
+        self.as_of_us = to_us(data.as_of)
+        self._cal = self._build_calendar(data.frame, rows)
+        self.days = self._cal.days
+        self.first_week, self.first_weekday = self._cal.first_weeks()
+        self._keep_histories(Sequences.of(data.positives(), rows))
+        self._set_as_of_state(data)
+        self._served, self._cal, self._user_table = None, None, UserTable()
+        self.restamp(data)
+        return True
+
     def _build_calendar(self, frame: pd.DataFrame, rows: Mapping[str, int]) -> ShowCalendar:
         """Daily views of every show from the training set's events (all of them, re-watches
         included, as show_popularity counts)."""

@@ -131,6 +131,29 @@ def test_training_metrics_in_manifest(model: ContrastiveModel) -> None:
     assert metrics["resumed_from_epoch"] == 0 and model.manifest.dim == model.config.dim + 1
 
 
+def test_advance_pools_the_later_histories_with_the_encoder_as_trained(
+    model: ContrastiveModel, inputs_of: Callable[[str], TrainingData]
+) -> None:
+    """`advance` (how the ensemble serves a member trained before its window): the users'
+    histories come from the later events (here the cold-start shows' watches, absent from
+    training), the encoder and the show vectors stay; a user who watched a cold show is
+    pooled over it, the others are served as before."""
+    import copy
+
+    later = copy.deepcopy(model)
+    assert later.advance(inputs_of(ContrastiveModel.name))
+    np.testing.assert_allclose(later.show_embeddings()[1], model.show_embeddings()[1])
+    users = model.known_users()
+    moved = [u for u in users if later.histories[u] != model.histories[u]]
+    same = [u for u in users if later.histories[u] == model.histories[u]][:50]
+    assert moved and same
+    np.testing.assert_allclose(later.user_embeddings(same), model.user_embeddings(same), atol=1e-6)
+    assert not np.allclose(later.user_embeddings(moved), model.user_embeddings(moved))
+    assert (
+        later.fitted(later.manifest).metrics["trained_as_of"] == model.fitted(model.manifest).as_of
+    )
+
+
 # ---- parts -----------------------------------------------------------------------------------
 def test_augmentations_change_views_but_never_padding(model: ContrastiveModel) -> None:
     shows = model.shows

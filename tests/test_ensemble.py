@@ -29,6 +29,7 @@ from tvrec.models.runtime import Runtime
 from tvrec.pipelines.errors import ConfigError, DataError
 from tvrec.pipelines.model_inputs import TrainingData
 from tvrec.pipelines.synthetic import GENRE_FAMILIES, PlantedTruth
+from tvrec.pipelines.workdir import Workdir
 
 runner = CliRunner()
 
@@ -181,6 +182,51 @@ def test_a_failing_member_is_left_out_and_the_rest_serve(
     users = model.known_users()[:20]
     out = model.rerank(users, model.served.retrieve(users, 50), 10)  # type: ignore[union-attr]
     assert np.isfinite(out.scores).all() and "itemknn" not in set(out.because.ravel())
+
+
+def test_a_model_member_trains_once_and_serves_advanced_to_the_as_of(
+    built_workdir: Workdir, tmp_path: Path, one_torch_thread: None
+) -> None:
+    """With `advance` a model member is trained once, before the window, and
+    served moved to the as-of; its own stage did not run, so the ensemble hands it on to be
+    published under its name. The shows held back at the cut have no trained vector: the
+    member (the temporal model: `ranks_new_shows` False) has no score there, though they
+    have events by the as-of; a save and load keeps that. Without `advance` and without a
+    published copy, the member is left out with what to run."""
+    from tvrec.jobs.train import training_data
+
+    small = {"epochs": 1, "dim": 16, "layers": 1, "seasonal_epochs": 1}
+    settings = {"epochs": 2, "candidates": 50, "models": ["temporal"], "advance": True}
+    model = EnsembleModel.create(Runtime.cpu(), settings)
+    data = dataclasses.replace(training_data(built_workdir, model), checkpoint_dir=None)
+    given = data.members["temporal"]
+    assert given.published is None and given.data is not None
+    member_data = dataclasses.replace(given.data, checkpoint_dir=None)
+    data.members["temporal"] = dataclasses.replace(given, params=small, data=member_data)
+    with Runtime.cpu().training(1):
+        metrics = model.fit(data)
+    assert "temporal" in metrics["members"] and "temporal_epoch_seconds" in metrics
+    served = model.fitted(model.served)
+    assert model.companions() == {"temporal": served.models["temporal"]}
+    manifest = served.models["temporal"].fitted(served.models["temporal"].manifest)
+    assert manifest.as_of == data.as_of.isoformat() > manifest.metrics["trained_as_of"]
+    cold = model._cut(data.positives())[3]  # type: ignore[attr-defined]
+    rows = np.array([model.show_ids.index(s) for s in cold])
+    assert len(rows) >= 2 and served.popularity[rows].all()  # events by the as-of
+    untrained = served.untrained["temporal"]
+    assert untrained[rows].all() and untrained.mean() < 0.2
+    known = np.flatnonzero(~untrained & (served.popularity > 0))[:10]
+    users = model.known_users()[:5]
+    scores = served.scores(users, np.tile(np.r_[rows, known], (5, 1)))["temporal"]
+    assert np.isnan(scores[:, : len(rows)]).all() and np.isfinite(scores[:, len(rows) :]).all()
+    model.save(tmp_path / "ensemble")
+    loaded = EnsembleModel.load(tmp_path / "ensemble")
+    np.testing.assert_array_equal(loaded.served.untrained["temporal"], untrained)  # type: ignore[union-attr]
+
+    kept = EnsembleModel.create(Runtime.cpu(), settings | {"epochs": 1, "advance": False})
+    metrics = kept.fit(data)
+    assert "temporal" not in metrics["members"]
+    assert "tvrec train --stage temporal" in metrics["members_left_out"]["temporal"]
 
 
 def test_a_window_with_nothing_to_learn_is_a_clear_error(data: TrainingData) -> None:
@@ -368,6 +414,40 @@ def test_new_users_fold_in_and_are_re_ranked(fitted: EnsembleModel, truth: Plant
     pairs = topk.select("user_id", "show_id").iter_rows()
     share = np.mean([truth.show_cluster[s] == cluster[u] for u, s in pairs])
     assert share > 0.6  # measured 0.69 (a random list: 1/8)
+
+
+def test_a_routed_user_is_also_offered_the_rankers_own_top_shows(fitted: EnsembleModel) -> None:
+    """Retrieval is EASE-TV's: for a user with few events whose ranker is a model member,
+    that member's own top `ranker_candidates` unseen shows join the candidates (else it
+    could only reorder EASE-TV's picks, and ranks worse than alone); a user with more events
+    gets none, nor does anyone when the fusion ranks new users."""
+    import copy
+
+    model = copy.deepcopy(fitted)
+    members = model.fitted(model.served)
+    member = copy.deepcopy(members.ease)  # a real scorer as the model member
+    members.models, members.cache = {"member": member}, {}
+    model.new_user_ranker = "member"
+    by_length = sorted(model.known_users(), key=lambda u: len(model.histories[u]))
+    few, many = by_length[:3], by_length[-3:]
+    most = len(model.histories[few[-1]])  # "few events" up to here
+    assert len(model.histories[many[0]]) > most
+    model.config = model.config.model_copy(update={"new_user_events": most})
+    users = few + many
+    retrieved = members.retrieve(users, 5)  # (6, 5): a short retrieval, so the picks differ
+    got = model._with_linked(members, users, retrieved)  # type: ignore[attr-defined]
+    picks = got[:, -model.config.ranker_candidates :]  # (6, R)
+    assert (picks[len(few) :] == -1).all()
+    scores = member.user_embeddings(few) @ members.show_vectors("member", member).T
+    before = got[:, : -model.config.ranker_candidates]  # retrieved, then linked by title
+    for i, u in enumerate(few):
+        scores[i, [*model.histories[u], *before[i][before[i] >= 0]]] = -np.inf
+        expected = np.argsort(-scores[i], kind="stable")[: model.config.ranker_candidates]
+        assert picks[i].tolist() == expected.tolist()
+        assert not set(picks[i]) & (set(model.histories[u]) | set(before[i]))
+    model.new_user_ranker = "fusion"
+    plain = model._with_linked(members, users, retrieved)  # type: ignore[attr-defined]
+    assert plain.shape[1] == got.shape[1] - model.config.ranker_candidates
 
 
 def _new_user_rows(n: int, gap: float, seed: int = 0) -> ens.Batchable:

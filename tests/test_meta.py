@@ -188,6 +188,30 @@ def test_user_table_serves_the_adapted_vectors_until_a_user_folds_in(
     assert MetaModel.load(tmp_path / "model")._user_table.rows == {}
 
 
+def test_advance_serves_every_user_from_the_later_events(data: TrainingData) -> None:
+    """`advance` (how the ensemble serves a member trained before its window): trained on
+    the first three quarters of the events, then advanced to all of them, a user unknown at
+    training is served exactly as a fold-in of their events would serve them, a known one
+    from their longer history; the weights stay, the manifest says both instants."""
+    cut = data.frame["event_timestamp"].quantile(0.75)
+    frame = data.frame[data.frame["event_timestamp"] < cut].reset_index(drop=True)
+    early = dataclasses.replace(data, frame=frame, as_of=cut.to_pydatetime())
+    model = _fit(early, epochs=1)
+    later, folded = copy.deepcopy(model), copy.deepcopy(model)
+    assert later.advance(data)
+    for key, value in model.net.state_dict().items():  # type: ignore[union-attr]
+        assert torch.equal(later.net.state_dict()[key], value)  # type: ignore[union-attr]
+    new = sorted(set(later.known_users()) - set(model.known_users()))[:20]
+    assert new
+    folded.fold_in(data.positives()[data.positives()["user_id"].isin(new)])
+    np.testing.assert_allclose(later.user_embeddings(new), folded.user_embeddings(new), atol=1e-4)
+    grown = [u for u in model.known_users() if later.histories[u] != model.histories[u]]
+    assert grown  # the known users who watched more since
+    manifest = later.fitted(later.manifest)
+    assert manifest.as_of == data.as_of.isoformat()
+    assert manifest.metrics["trained_as_of"] == cut.to_pydatetime().isoformat()
+
+
 # ---- the meta-gradient ----------------------------------------------------------------------
 @pytest.mark.parametrize("first_order", [False, True])
 def test_second_order_differentiates_through_the_inner_steps(

@@ -195,6 +195,39 @@ def test_user_table_serves_the_same_vectors_until_a_user_folds_in(
     assert TemporalModel.load(tmp_path / "model")._user_table.rows == {}
 
 
+def test_advance_serves_the_later_as_of_with_the_weights_as_trained(
+    november: TemporalModel, data: TrainingData, truth: PlantedTruth
+) -> None:
+    """`advance` (how the ensemble serves a member trained before its window): advanced to
+    the as-of it was trained at, the model serves exactly what the fit left; advanced six
+    weeks on, the weights stay, users who first watched since are served from their
+    history, the show prior follows December's rise, and the manifest says both instants."""
+    import copy
+
+    same = copy.deepcopy(november)
+    assert same.advance(_as_of(data, CUT))
+    np.testing.assert_allclose(same.show_embeddings()[1], november.show_embeddings()[1], atol=1e-5)
+    users = november.known_users()[:50]
+    np.testing.assert_allclose(
+        same.user_embeddings(users), november.user_embeddings(users), atol=1e-5
+    )
+    later = copy.deepcopy(november)
+    full = dataclasses.replace(data, content=None)
+    assert later.advance(full)
+    for key, value in november.net.state_dict().items():  # type: ignore[union-attr]
+        assert torch.equal(later.net.state_dict()[key], value)  # type: ignore[union-attr]
+    new = sorted(set(later.known_users()) - set(november.known_users()))
+    assert new and (np.abs(later.user_embeddings(new)[:, :-1]).sum(1) > 0).all()
+    manifest = later.fitted(later.manifest)
+    assert manifest.as_of == data.as_of.isoformat()
+    assert manifest.metrics["trained_as_of"] == CUT.isoformat()
+    # the prior (last column) of the December shows, mid-December against mid-November:
+    # the shows' state and the calendar moved with the as-of
+    rows = [i for i, s in enumerate(later.show_ids) if s in set(truth.december_shows)]
+    before, after = november.show_embeddings()[1][rows, -1], later.show_embeddings()[1][rows, -1]
+    assert np.median(after - before) > 1.0, np.median(after - before)
+
+
 # ---- the features, point in time --------------------------------------------------------------
 def test_as_of_state_equals_feasts(data: TrainingData) -> None:
     """What the calendar counts at the as-of is what Feast serves there (temporal_v1)."""
