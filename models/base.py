@@ -241,8 +241,9 @@ class Recommender(ABC):
     def advance(self, data: TrainingData) -> bool:
         """Move this fitted model to `data`'s as-of without training it again: the users'
         histories and what it reads of the shows at the as-of come from `data` (every event
-        up to the new as-of), the weights stay as trained. The ensemble serves its model
-        members so (trained once, before its window). False: this model cannot."""
+        up to the new as-of), the weights stay as trained. With `[models.ensemble] advance`
+        the ensemble serves its model members so (trained once, before its window). False:
+        this model cannot."""
         return False
 
     def restamp(self, data: TrainingData) -> None:
