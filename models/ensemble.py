@@ -248,6 +248,10 @@ class Members:
         (a padding row, -1: no)."""
         return (rows >= 0) & (self.popularity[np.maximum(rows, 0)] > 0)
 
+    def history_lengths(self, users: list[str]) -> np.ndarray:
+        """(b,) each user's number of distinct shows here (0: unknown)."""
+        return np.array([len(self.ease.histories.get(u, ())) for u in users], np.int64)
+
     def history_matrix(self, users: list[str]) -> sp.csr_matrix:
         n = len(self.ease.show_ids)
         return _matrix([self.ease.histories.get(u, []) for u in users], n)
@@ -284,7 +288,7 @@ class Members:
         """(b, N, N_CONTEXT): log history length, log days since the user's last event, log
         popularity, log 7/30/90-day views, the 7-day trend against 30, log age in days."""
         b, n = rows.shape
-        length = np.array([len(self.ease.histories.get(u, [])) for u in users], np.float32)
+        length = self.history_lengths(users).astype(np.float32)
         idle = np.array([self.last_event_s.get(u, 0.0) for u in users], np.float32) / DAY_S
         views = np.log1p(self.views[rows])  # (b, N, 3)
         trend = np.log1p(self.views[rows, 0] * 30 / 7) - np.log1p(self.views[rows, 1])
@@ -1057,8 +1061,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         model, r = members.models.get(name), cfg.ranker_candidates
         if model is None or not cfg.new_user_events or not r:
             return rows
-        events = np.array([len(members.ease.histories.get(u, ())) for u in user_ids])
-        few = np.flatnonzero(events <= cfg.new_user_events)  # (f,)
+        few = np.flatnonzero(members.history_lengths(user_ids) <= cfg.new_user_events)  # (f,)
         out = np.full((len(user_ids), r), -1, np.int64)
         if len(few):
             users = [user_ids[i] for i in few]
@@ -1066,7 +1069,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             scores = np.nan_to_num(scores, nan=-np.inf)  # a show it does not know
             for j, i in enumerate(few):
                 drop = [*members.ease.histories.get(user_ids[i], []), *rows[i][rows[i] >= 0]]
-                scores[j, drop + list((exclude or [set()] * len(user_ids))[i])] = -np.inf
+                scores[j, drop + (list(exclude[i]) if exclude else [])] = -np.inf
             top = np.argsort(-scores, 1, kind="stable")[:, :r]  # (f, r)
             out[few] = np.where(np.isfinite(np.take_along_axis(scores, top, 1)), top, -1)
         return np.concatenate([rows, out], 1)
@@ -1116,7 +1119,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         if ranker == "fusion" or ranker not in self.names or not most:
             return fused, np.zeros(len(user_ids), bool)
         m = self.names.index(ranker)
-        events = np.array([len(members.ease.histories.get(u, ())) for u in user_ids])
+        events = members.history_lengths(user_ids)  # (b,)
         own = np.where(present[..., m], feats[..., m, 0], np.nan)  # (b, N)
         with warnings.catch_warnings():  # "All-NaN slice": a user it scores nothing for
             warnings.simplefilter("ignore", RuntimeWarning)

@@ -490,8 +490,7 @@ class MetaModel(Recommender, name="meta", config=MetaConfig):
         self.show_ids = list(data.show_ids)
         self.groups = Groups.of(data)
         seq = Sequences.of(data.positives(), {s: i for i, s in enumerate(self.show_ids)})
-        recent = [r[-cfg.history_len :].tolist() for r in seq.rows]
-        self.histories = dict(zip(seq.users, recent, strict=True))
+        self._keep_histories(seq)
         train, val = seq.split(cfg.val_users, cfg.support, cfg.seed)
         val_tasks = val.few_shot(cfg.support, cfg.seed)
         chosen = self._build_net(train, val_tasks)
@@ -728,12 +727,15 @@ class MetaModel(Recommender, name="meta", config=MetaConfig):
         when served); the weights, adapters and memory as trained."""
         if list(data.show_ids) != self.show_ids:
             return False
-        seq = Sequences.of(data.positives(), self.show_rows())
-        limit = self.config.history_len
-        self.histories = {u: r[-limit:].tolist() for u, r in zip(seq.users, seq.rows, strict=True)}
+        self._keep_histories(Sequences.of(data.positives(), self.show_rows()))
         self._user_table = UserTable()
         self.restamp(data)
         return True
+
+    def _keep_histories(self, seq: Sequences) -> None:
+        """Each user's last `history_len` shows (rows), what a served user is adapted on."""
+        limit = self.config.history_len
+        self.histories = {u: r[-limit:].tolist() for u, r in zip(seq.users, seq.rows, strict=True)}
 
     def show_embeddings(self) -> tuple[list[str], np.ndarray]:
         with torch.no_grad():

@@ -950,16 +950,9 @@ class TemporalModel(Recommender, name="temporal", config=TemporalConfig):
         torch.manual_seed(cfg.seed)
         self._user_table = UserTable()
         self.show_ids = list(data.show_ids)
-        rows = {s: i for i, s in enumerate(self.show_ids)}
-        self.as_of_us = to_us(data.as_of)
-        self._cal = self._build_calendar(data.frame, rows)
-        self.days = self._cal.days
-        self.first_week, self.first_weekday = self._cal.first_weeks()
-        seq = Sequences.of(data.positives(), rows)
-        self._keep_histories(seq)
+        seq, feast_gap = self._read_events(data)
         self.net = TemporalNet(len(self.show_ids), cfg).to(self.runtime.device)
         seasonal = self._fit_seasonal(data)
-        feast_gap = self._set_as_of_state(data)
         task = _NextShowTask(self, seq, self._signals())  # (J, n, 1 + N_FEATURES)
         self.context_trained = bool(task.timed.any())
         history = self.trainer(data).fit(task)
@@ -982,18 +975,25 @@ class TemporalModel(Recommender, name="temporal", config=TemporalConfig):
     def advance(self, data: TrainingData) -> bool:
         """To `data`'s as-of: its calendar, show state and user histories from `data`'s
         events (the weights as trained)."""
-        rows = self.show_rows()
         if list(data.show_ids) != self.show_ids:
             return False  # another catalogue: its show vectors would not line up
+        self._read_events(data)
+        self._served, self._cal, self._user_table = None, None, UserTable()
+        self.restamp(data)
+        return True
+
+    def _read_events(self, data: TrainingData) -> tuple[Sequences, float | None]:
+        """What `fit` and `advance` both read from `data`: the as-of, the calendar, each
+        user's history and every show's state at the as-of; (the users' sequences, the
+        largest difference between Feast's rows and the counted state)."""
+        rows = self.show_rows()
         self.as_of_us = to_us(data.as_of)
         self._cal = self._build_calendar(data.frame, rows)
         self.days = self._cal.days
         self.first_week, self.first_weekday = self._cal.first_weeks()
-        self._keep_histories(Sequences.of(data.positives(), rows))
-        self._set_as_of_state(data)
-        self._served, self._cal, self._user_table = None, None, UserTable()
-        self.restamp(data)
-        return True
+        seq = Sequences.of(data.positives(), rows)
+        self._keep_histories(seq)
+        return seq, self._set_as_of_state(data)
 
     def _build_calendar(self, frame: pd.DataFrame, rows: Mapping[str, int]) -> ShowCalendar:
         """Daily views of every show from the training set's events (all of them, re-watches
