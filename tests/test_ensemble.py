@@ -482,6 +482,25 @@ def test_new_users_are_ranked_by_a_member_only_where_it_clearly_beats_the_fusion
     assert model._new_user_ranker(None) == ("fusion", {})  # type: ignore[attr-defined]
 
 
+def test_the_default_new_user_ranker_stays_unless_clearly_beaten() -> None:
+    """`new_user_default` (a member) ranks new users unless another beats it by two standard
+    errors: a member a shade better on a few users does not take over; one far better does,
+    and so does the fusion."""
+    model = EnsembleModel.create(Runtime.cpu(), {"dim": 8, "new_user_default": "itemknn"})
+    model.names = ["ease", "itemknn", "popularity"]
+    torch.manual_seed(0)
+    model.net = ens.FusionNet(3, model.config).eval()
+    rows = _new_user_rows(40, gap=1.0)
+    rows.members[..., 1, 0] = rows.members[..., 0, 0] + 0.5 * torch.randn(40, 50)  # a shade worse
+    chosen, ndcg = model._new_user_ranker(rows)  # type: ignore[attr-defined]
+    assert chosen == "itemknn" and ndcg["ease"] > ndcg["itemknn"], ndcg
+    rows = _new_user_rows(300, gap=3.0)  # itemknn is noise: ease (and the fusion) beat it
+    chosen, ndcg = model._new_user_ranker(rows)  # type: ignore[attr-defined]
+    assert chosen == "ease" and ndcg["itemknn"] < 0.3 < ndcg["ease"], ndcg
+    model.config = model.config.model_copy(update={"new_user_default": "graph"})  # not a member
+    assert model._new_user_ranker(_new_user_rows(300, gap=0.0))[0] == "fusion"  # type: ignore[attr-defined]
+
+
 def test_a_new_users_list_keeps_the_fusions_places_for_new_shows() -> None:
     """The new-user ranker orders the shows with events; the fusion says which places go to
     new shows and orders those (the ranker was chosen on shows with events, and a member
