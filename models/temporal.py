@@ -107,6 +107,12 @@ class TemporalConfig(ModelConfig):
         4096, ge=1, description="windows an epoch draws (without replacement) when there are "
         "more; None: all. Bounds an epoch's cost on a big log (MovieLens-100k has ~4,000)",
     )  # fmt: skip
+    advance_epochs: int = Field(
+        5, ge=0, description="when advanced to a later as-of (`[models.ensemble] advance`): "
+        "epochs of fine-tuning on the windows whose newest target the weights never saw; 0: "
+        "the weights as trained. Measured (MovieLens, advanced): alone among the ensemble's "
+        "candidates 0.228 with 0, 0.252 with 2, 0.257 with 5; the ensemble 0.257, 0.263, 0.266",
+    )  # fmt: skip
     negatives: int = Field(512, ge=1, description="uniform negatives shared by a step")
     lr: float = Field(5e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -837,6 +843,12 @@ class _NextShowTask(TrainTask):
             self.net.sequence_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
         )  # fused: several times faster per step on the CPU, and fine on CUDA
 
+    def keep(self, mask: np.ndarray) -> int:
+        """Train on the windows where `mask` (one per window) holds only; how many."""
+        self.starts, self.ends = self.starts[mask], self.ends[mask]
+        self.firsts, self.timed = self.firsts[mask], self.timed[mask]
+        return int(mask.sum())
+
     def plan(self, epoch: int, rngs: Rngs) -> list[np.ndarray]:
         """The epoch's batches of window ids: a random order, cut to `windows_per_epoch`."""
         order = torch.randperm(len(self.starts), generator=rngs.torch).numpy()
@@ -974,13 +986,34 @@ class TemporalModel(Recommender, name="temporal", config=TemporalConfig):
 
     def advance(self, data: TrainingData) -> bool:
         """To `data`'s as-of: its calendar, show state and user histories from `data`'s
-        events (the weights as trained)."""
+        events; the weights as trained, then (`advance_epochs`) fine-tuned on the windows
+        whose newest target falls after the as-of they were trained to."""
         if list(data.show_ids) != self.show_ids:
             return False  # another catalogue: its show vectors would not line up
-        self._read_events(data)
+        trained_to_us = self.as_of_us
+        seq, _ = self._read_events(data)
+        tuned = self._fine_tune(data, seq, trained_to_us)
         self._served, self._cal, self._user_table = None, None, UserTable()
         self.restamp(data)
+        self.fitted(self.manifest).metrics.update(tuned)
         return True
+
+    def _fine_tune(self, data: TrainingData, seq: Sequences, after_us: int) -> dict[str, Any]:
+        """`advance_epochs` epochs on the windows whose newest target is after `after_us`
+        (the events the weights never saw), from the weights as they are; its figures."""
+        epochs = self.config.advance_epochs
+        task = _NextShowTask(self, seq, self._signals()) if epochs else None
+        if task is None or not task.keep(seq.times[np.maximum(task.ends - 1, 0)] > after_us):
+            return {"advance_windows": 0}
+        started = time.perf_counter()
+        self._net().train()
+        history = self.trainer(data, "advance", epochs=epochs).fit(task)
+        self._net().eval()
+        return {
+            "advance_windows": len(task.starts),
+            "advance_loss": (history.curves.get("train_loss") or [None])[-1],
+            "advance_seconds": round(time.perf_counter() - started, 2),
+        }
 
     def _read_events(self, data: TrainingData) -> tuple[Sequences, float | None]:
         """What `fit` and `advance` both read from `data`: the as-of, the calendar, each
