@@ -82,7 +82,7 @@ class ModelSettings(Strict):
     train: tuple[str, ...] = Field(
         ("multimodal", "temporal", "meta", "ensemble"), description="trained in this order: a "
         "model built on others (the ensemble's members and content space) comes after them; "
-        "with `[models.ensemble] advance` the ensemble trains and publishes its members itself",
+        "with `[models.ensemble] advance` the ensemble trains and publishes those members itself",
     )  # fmt: skip
     serve: str = "ensemble"
     k: int = Field(50, ge=1, description="recommendations per user and per show")

@@ -229,6 +229,19 @@ def test_a_model_member_trains_once_and_serves_advanced_to_the_as_of(
     assert "tvrec train --stage temporal" in metrics["members_left_out"]["temporal"]
 
 
+def test_advance_names_members_or_all_or_none() -> None:
+    """`advance`: a list of model members (say the temporal model alone, MLTA served from its
+    own stage), `true` for every member, `false` for none; a name that is no member is
+    refused, naming it."""
+    config = ens.EnsembleConfig
+    assert config(advance=True).advance == config().models
+    assert config(models=["temporal"], advance=True).advance == ["temporal"]
+    assert config(advance=False).advance == [] == config().advance
+    assert config(advance=["temporal"]).advance == ["temporal"]
+    with pytest.raises(ValueError, match=r"advance names \['graph'\]"):
+        config(advance=["graph"])
+
+
 def test_a_window_with_nothing_to_learn_is_a_clear_error(data: TrainingData) -> None:
     """A log so thin that no window user's held-out show is among the candidates: a DataError
     that says what to change, not numpy's error from stacking nothing."""
