@@ -80,9 +80,10 @@ class ModelSettings(Strict):
     inconsistent value is refused, with its name, before anything runs."""
 
     train: tuple[str, ...] = Field(
-        ("multimodal", "temporal", "meta", "ensemble"), description="trained in this order: a "
-        "model built on others (the ensemble's members and content space) comes after them; "
-        "with `[models.ensemble] advance` the ensemble trains and publishes those members itself",
+        ("multimodal", "graph", "contrastive", "meta", "ensemble"), description="trained in "
+        "this order: a model built on others (the ensemble's members and content space) comes "
+        "after them; the ensemble trains and publishes the members its `advance` names (by "
+        "default the temporal model: all six models a night)",
     )  # fmt: skip
     serve: str = "ensemble"
     k: int = Field(50, ge=1, description="recommendations per user and per show")

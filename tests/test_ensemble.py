@@ -230,14 +230,15 @@ def test_a_model_member_trains_once_and_serves_advanced_to_the_as_of(
 
 
 def test_advance_names_members_or_all_or_none() -> None:
-    """`advance`: a list of model members (say the temporal model alone, MLTA served from its
-    own stage), `true` for every member, `false` for none; a name that is no member is
-    refused, naming it."""
+    """`advance`: a list of model members (by default the temporal model alone, MLTA served
+    from its own stage), `true` for every member, `false` for none; a name that is no member
+    is refused, naming it."""
     config = ens.EnsembleConfig
     assert config(advance=True).advance == config().models
     assert config(models=["temporal"], advance=True).advance == ["temporal"]
-    assert config(advance=False).advance == [] == config().advance
-    assert config(advance=["temporal"]).advance == ["temporal"]
+    assert config(advance=False).advance == []
+    assert config(advance=["temporal"]).advance == ["temporal"] == config().advance
+    assert config(models=["meta"]).advance == []  # the default's temporal is no member there
     with pytest.raises(ValueError, match=r"advance names \['graph'\]"):
         config(advance=["graph"])
 
@@ -569,9 +570,10 @@ def test_a_routed_new_user_gets_the_member_ranking_unless_it_cannot_tell_shows_a
 
 # ---- served by the nightly precompute ---------------------------------------------------------
 def test_the_demo_serves_the_ensemble_by_default(tmp_path: Path, default_models: None) -> None:
-    """`tvrec demo` (a small world) with the default models (multimodal, temporal, meta,
-    ensemble; short fits here): the temporal model and MLTA are members (each trained again
-    before the window, its published copy serving); the published user_topk has a confidence
+    """`tvrec demo` (a small world) with the default models (all six; short fits here): the
+    temporal model and MLTA are members (the temporal model trained once, before the window,
+    advanced and published by the ensemble; MLTA trained again there, its own stage's copy
+    serving), graph and contrastive published beside them; the published user_topk has a confidence
     in [0, 1] and a leading member on every row, ranks dense, and `tvrec query --user` shows
     both. Similar shows and text queries come from the multimodal model's space: planted
     near-duplicates come first (the demo's own similar-shows list starts with its pair), and
@@ -582,6 +584,8 @@ def test_the_demo_serves_the_ensemble_by_default(tmp_path: Path, default_models:
         "[models]\nk = 10\n[models.ensemble]\nepochs = 2\ncandidates = 50\n"
         "[models.temporal]\nepochs = 2\ndim = 16\nlayers = 1\nseasonal_epochs = 1\n"
         "[models.multimodal]\nepochs = 4\n[models.meta]\nepochs = 2\n"
+        "[models.graph]\nepochs = 1\nmin_steps = 10\n"
+        "[models.contrastive]\nepochs = 2\nuser_epochs = 1\nprior_steps = 20\n"
     )
     world = ["--users", "400", "--shows", "250", "--events", "20000"]
     res = runner.invoke(app, ["demo", *world, "--workdir", str(work)], terminal_width=200)
@@ -593,6 +597,8 @@ def test_the_demo_serves_the_ensemble_by_default(tmp_path: Path, default_models:
     assert manifest["model_name"] == "ensemble"
     assert {"temporal", "meta"} <= set(manifest["metrics"]["members"]), manifest["metrics"]
     assert manifest["metrics"]["similarity_space"] == "multimodal", manifest["metrics"]
+    for name in ("temporal", "graph", "contrastive"):  # all six published
+        assert (work / "models" / name / "manifest.json").exists(), name
     assert not (work / "checkpoints" / "ensemble").exists()  # removed once published
     copy = truth.near_duplicate_pairs[0][1]
     similar = res.output[res.output.index("shows similar to") :]

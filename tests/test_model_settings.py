@@ -88,8 +88,11 @@ def test_model_environment_overrides_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_models: None
 ) -> None:
     """$TVREC_TRAIN / $TVREC_SERVE over tvrec.toml's [models]; a bad name is refused naming
-    the variable; without them, the default trains four models and serves the ensemble."""
-    assert Settings.load(tmp_path).models.train == ("multimodal", "temporal", "meta", "ensemble")
+    the variable; without them, the default trains six models (the temporal one inside the
+    ensemble, `advance`) and serves the ensemble."""
+    assert Settings.load(tmp_path).models.train == (
+        "multimodal", "graph", "contrastive", "meta", "ensemble"
+    )  # fmt: skip
     assert Settings.load(tmp_path).models.serve == "ensemble"
     (tmp_path / "tvrec.toml").write_text('[models]\ntrain = ["graph"]\n', encoding="utf-8")
     monkeypatch.setenv("TVREC_TRAIN", "ease, collaborative")
