@@ -837,14 +837,19 @@ class _NextShowTask(TrainTask):
         inside = seq.times[np.maximum(ends - 1, 0)] >= grid_start  # the newest target is in it
         self.starts, self.ends, self.firsts = starts[inside], ends[inside], firsts[inside]
         # windows whose events are not all at one instant: only they can give a query context
-        self.timed = seq.times[np.maximum(self.ends - 1, 0)] > seq.times[self.starts]
+        self.timed = self.newest_times() > seq.times[self.starts]
         self.batch = cfg.batch_size * model.runtime.batch_multiplier
         self.optimizer = torch.optim.AdamW(
             self.net.sequence_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
         )  # fused: several times faster per step on the CPU, and fine on CUDA
 
-    def keep(self, mask: np.ndarray) -> int:
-        """Train on the windows where `mask` (one per window) holds only; how many."""
+    def newest_times(self) -> np.ndarray:
+        """(windows,) int64 us: each window's newest target event's time."""
+        return self.seq.times[np.maximum(self.ends - 1, 0)]
+
+    def keep_after(self, after_us: int) -> int:
+        """Train only on the windows whose newest target is after `after_us`; how many."""
+        mask = self.newest_times() > after_us
         self.starts, self.ends = self.starts[mask], self.ends[mask]
         self.firsts, self.timed = self.firsts[mask], self.timed[mask]
         return int(mask.sum())
@@ -1002,8 +1007,10 @@ class TemporalModel(Recommender, name="temporal", config=TemporalConfig):
         """`advance_epochs` epochs on the windows whose newest target is after `after_us`
         (the events the weights never saw), from the weights as they are; its figures."""
         epochs = self.config.advance_epochs
-        task = _NextShowTask(self, seq, self._signals()) if epochs else None
-        if task is None or not task.keep(seq.times[np.maximum(task.ends - 1, 0)] > after_us):
+        if not epochs or not (seq.times > after_us).any():  # nothing new: no task to build
+            return {"advance_windows": 0}
+        task = _NextShowTask(self, seq, self._signals())
+        if not task.keep_after(after_us):
             return {"advance_windows": 0}
         started = time.perf_counter()
         self._net().train()

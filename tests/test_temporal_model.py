@@ -238,7 +238,7 @@ def _new_window_loss(model: TemporalModel, data: TrainingData) -> float:
 
     seq, _ = model._read_events(data)  # the calendar as of data's as-of
     task = _NextShowTask(model, seq, model._signals())
-    assert task.keep(seq.times[np.maximum(task.ends - 1, 0)] > to_us(CUT)) > 0
+    assert task.keep_after(to_us(CUT)) > 0
     rngs, ids = Rngs.seeded(0), np.arange(len(task.starts))
     with torch.no_grad():
         losses = [float(task.loss(ids[i : i + 256], rngs).loss) for i in range(0, len(ids), 256)]
