@@ -746,7 +746,8 @@ def dense_graph(
     people = credits.filter(pl.col("show_id").is_in(nodes)).select("show_id", "person_id").unique()
     cast = {s: set(people.filter(pl.col("show_id") == s)["person_id"]) for s in nodes}
     cocast = [sum(1 for o in nodes if o != s and cast[s] & cast[o]) for s in nodes]
-    a, b, formed = graph._user_pairs(ev, pl.Series(nodes), cap)  # one row per user formation
+    keys, formed = graph._sorted_pairs(ev, pl.Series(nodes), cap)  # one row per formation
+    a, b = keys // n, keys % n
     parts, rank, ranked_weight = [], None, -1.0
     times = _times(ev, as_of, "month")
     for t in times:
