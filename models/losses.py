@@ -29,10 +29,14 @@ def fp32(loss: Callable[P, torch.Tensor]) -> Callable[P, torch.Tensor]:
     return wrapper
 
 
+IGNORED = -100  # a target that leaves the loss and its mean (cross_entropy's ignore_index)
+
+
 @fp32
 def info_nce(logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
-    """InfoNCE with one positive per row: logits (b, m) similarities, target (b,) columns."""
-    return F.cross_entropy(logits / temperature, target)
+    """InfoNCE with one positive per row: logits (b, m) similarities, target (b,) columns
+    (`IGNORED`: the row is left out)."""
+    return F.cross_entropy(logits / temperature, target, ignore_index=IGNORED)
 
 
 @fp32

@@ -17,9 +17,10 @@ good as any other, and free text lands in the same space (`tvrec query --text`):
 
 Trained with three in-batch InfoNCE losses over the shows of each step: co-watched shows
 (`cowatch_pairs`) pull together; a show and the projection of its own text (the text head,
-exported as the text tower) pull together; a user's history predicts their next show. With
-`step_bucket` > 1 a step's shows are topped up with random others to a multiple of it, so
-steps come in a few sizes and the heap reuses what the last one freed (docs/benchmarks.md).
+exported as the text tower) pull together; a user's history predicts their next show. A
+step's shows are padded with masked copies to a multiple of `step_bucket`, so steps come in a
+few sizes and the heap reuses what the last one freed (docs/benchmarks.md); the copies leave
+every softmax and every mean, so the losses are those of the unpadded step.
 
 Text encoder: on the CPU profile it is frozen and its embeddings come from Feast
 (`ShowContent.text`, the bundled all-MiniLM-L6-v2), or, for another encoder named in the
@@ -59,7 +60,7 @@ from .layers import (
     pad_histories,
     seen_mask,
 )
-from .losses import info_nce, masked_info_nce
+from .losses import IGNORED, info_nce, masked_info_nce
 from .onnx import ShowEncoderExport, export_checked
 from .prior import PriorConfig, ShowPrior, fit_show_prior
 from .trainer import Rngs, StepResult, TrainTask
@@ -93,10 +94,9 @@ class MultimodalConfig(ModelConfig):
     epochs: int = Field(10, ge=1)
     pair_batch: int = Field(2048, ge=2, description="co-watch pairs per step")
     step_bucket: int = Field(
-        1, ge=1, description="a step's shows are topped up with random others (extra "
-        "in-batch negatives) to a multiple of this: steps of a few sizes reuse freed memory "
-        "instead of fragmenting the heap (128: a quarter off the anime peak, at some cost "
-        "in the small world's planted structure); 1: no top-up",
+        128, ge=1, description="a step's shows are padded with masked copies to a multiple "
+        "of this: steps of a few sizes reuse freed memory instead of fragmenting the heap "
+        "(the losses are unchanged); 1: no padding",
     )  # fmt: skip
     min_steps_per_epoch: int = Field(8, ge=1, description="small data: smaller batches")
     steps_per_epoch: int | None = Field(None, ge=1, description="None: one pass over pairs")
@@ -253,9 +253,8 @@ class _MultimodalTask(TrainTask):
         )
         targets = np.array([s[c] for s, c in zip(sequences, cuts, strict=True)], dtype=np.int64)
         touched = np.unique(np.concatenate([pairs.ravel(), index[mask].numpy(), targets]))
-        rows = torch.as_tensor(  # (n_step,) the shows the step encodes
-            topped_up(touched, len(self.model.show_ids), cfg.step_bucket, rngs.numpy)
-        )
+        rows = torch.as_tensor(padded(touched, cfg.step_bucket))  # (n_step,) shows encoded
+        pad = (torch.arange(len(rows)) >= len(touched)).to(device)  # (n_step,) masked copies
 
         def at(r: np.ndarray | torch.Tensor) -> torch.Tensor:  # catalogue rows -> step positions
             return torch.searchsorted(rows, torch.as_tensor(r)).clamp(max=len(rows) - 1).to(device)
@@ -265,10 +264,10 @@ class _MultimodalTask(TrainTask):
         shows = net(step_shows)  # (n_step, dim)
         texts = net.embed_text(step_shows.text)  # (n_step, dim)
         users = net.embed_users(shows[at(index)], mask.to(device))  # (n_users, dim)
-        seen = seen_mask(at(index), mask.to(device), len(rows))  # (n_users, n_step)
+        seen = seen_mask(at(index), mask.to(device), len(rows)) | pad  # (n_users, n_step)
         losses = {
-            "loss_cowatch": _cowatch_loss(shows, at(pairs), cfg.temperature),
-            "loss_text": _text_loss(shows, texts, cfg.temperature),
+            "loss_cowatch": _cowatch_loss(shows, at(pairs), pad, cfg.temperature),
+            "loss_text": _text_loss(shows, texts, pad, cfg.temperature),
             "loss_user": masked_info_nce(users @ shows.T, at(targets), seen, cfg.temperature)
             if len(sequences)
             else shows.sum() * 0.0,  # a step without users (tiny data): no user term
@@ -298,29 +297,35 @@ class _MultimodalTask(TrainTask):
         self.model._refresh_text(self.raw_text)
 
 
-def topped_up(rows: np.ndarray, n: int, bucket: int, gen: np.random.Generator) -> np.ndarray:
-    """`rows` (sorted, distinct) and random other rows of 0..n-1, sorted, up to the next
-    multiple of `bucket` (at most n): (n_step,)."""
-    size = min(n, -(-len(rows) // bucket) * bucket)
-    if size == len(rows):
-        return rows
-    others = np.setdiff1d(np.arange(n), rows, assume_unique=True)
-    return np.sort(np.concatenate([rows, gen.choice(others, size - len(rows), replace=False)]))
+def padded(rows: np.ndarray, bucket: int) -> np.ndarray:
+    """`rows` (sorted, distinct) followed by copies of its last row up to the next multiple
+    of `bucket`: (n_step,), still sorted, so a row's first position is its real one."""
+    size = -(-len(rows) // bucket) * bucket
+    return np.concatenate([rows, np.repeat(rows[-1:], size - len(rows))])
 
 
-def _cowatch_loss(shows: torch.Tensor, pairs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Each show of a pair picks its partner among the step's shows (itself excluded)."""
+def _cowatch_loss(
+    shows: torch.Tensor, pairs: torch.Tensor, pad: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Each show of a pair picks its partner among the step's real shows (itself excluded)."""
     anchors = torch.cat([pairs[:, 0], pairs[:, 1]])  # (2 * n_pairs,)
     partners = torch.cat([pairs[:, 1], pairs[:, 0]])  # (2 * n_pairs,)
-    self_mask = nn.functional.one_hot(anchors, shows.shape[0]).bool()
-    return masked_info_nce(shows[anchors] @ shows.T, partners, self_mask, temperature)
+    excluded = nn.functional.one_hot(anchors, shows.shape[0]).bool() | pad  # (2 * n_pairs, n_step)
+    return masked_info_nce(shows[anchors] @ shows.T, partners, excluded, temperature)
 
 
-def _text_loss(shows: torch.Tensor, texts: torch.Tensor, temperature: float) -> torch.Tensor:
-    """A show and its own text's projection find each other (both directions)."""
+def _text_loss(
+    shows: torch.Tensor, texts: torch.Tensor, pad: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """A show and its own text's projection find each other (both directions); padding
+    copies are neither candidates (masked columns) nor anchors (ignored rows)."""
     logits = shows @ texts.T  # (n_step, n_step)
-    target = torch.arange(len(shows), device=shows.device)
-    return (info_nce(logits, target, temperature) + info_nce(logits.T, target, temperature)) / 2
+    target = torch.arange(len(shows), device=shows.device).masked_fill(pad, IGNORED)
+    forward, backward = (
+        logits.masked_fill(pad, float("-inf")),
+        logits.T.masked_fill(pad, float("-inf")),
+    )
+    return (info_nce(forward, target, temperature) + info_nce(backward, target, temperature)) / 2
 
 
 # ---- the model --------------------------------------------------------------------------------

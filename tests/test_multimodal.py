@@ -28,7 +28,13 @@ import torch
 from tvrec.jobs.train import load_model
 from tvrec.models.base import TrainingData
 from tvrec.models.content import content_of
-from tvrec.models.multimodal import MultimodalConfig, MultimodalModel, topped_up
+from tvrec.models.multimodal import (
+    MultimodalConfig,
+    MultimodalModel,
+    _cowatch_loss,
+    _text_loss,
+    padded,
+)
 from tvrec.models.runtime import Runtime
 from tvrec.models.text_tower import encode_query, load_encoder, resolve_encoder
 from tvrec.pipelines.model_inputs import catalogue_content
@@ -234,14 +240,29 @@ def test_gpu_profile_fine_tunes_top_layers(data: TrainingData, tmp_path: Path) -
     np.testing.assert_allclose(got, np.append(expected, 0.0), atol=1e-5)
 
 
-def test_a_step_is_topped_up_to_a_bucket_with_other_shows() -> None:
-    """A step's shows are its own plus random others, sorted and distinct, up to the next
-    multiple of the bucket (never past the catalogue): steps come in a few sizes."""
-    gen = np.random.default_rng(0)
+def test_a_step_is_padded_to_a_bucket_with_masked_copies() -> None:
+    """A step's shows are padded with copies of the last up to the next multiple of the
+    bucket (a row's first position stays its real one); the padded losses and their
+    gradients are exactly those of the unpadded step."""
     rows = np.array([3, 7, 8, 40, 41])
-    topped = topped_up(rows, 100, 16, gen)
-    assert len(topped) == 16 and np.isin(rows, topped).all()
-    assert (np.diff(topped) > 0).all() and topped.max() < 100
-    np.testing.assert_array_equal(topped_up(rows, 50, 64, gen), np.arange(50))  # at most n
-    np.testing.assert_array_equal(topped_up(np.arange(32), 100, 32, gen), np.arange(32))
-    np.testing.assert_array_equal(topped_up(rows, 100, 1, gen), rows)  # 1: no top-up
+    np.testing.assert_array_equal(padded(rows, 8), [3, 7, 8, 40, 41, 41, 41, 41])
+    np.testing.assert_array_equal(padded(rows, 5), rows)
+    np.testing.assert_array_equal(padded(rows, 1), rows)  # 1: no padding
+    gen = torch.Generator().manual_seed(0)
+    shows = torch.nn.functional.normalize(torch.randn(5, 8, generator=gen), dim=1)
+    texts = torch.nn.functional.normalize(torch.randn(5, 8, generator=gen), dim=1)
+    pairs = torch.tensor([[0, 1], [2, 4], [3, 1]])
+
+    def losses(n_pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        s, t = shows.clone().requires_grad_(), texts.clone().requires_grad_()
+        pad = torch.arange(5 + n_pad) >= 5
+        s_step, t_step = (
+            torch.cat([s, s[-1:].expand(n_pad, -1)]),
+            torch.cat([t, t[-1:].expand(n_pad, -1)]),
+        )
+        total = _cowatch_loss(s_step, pairs, pad, 0.1) + _text_loss(s_step, t_step, pad, 0.1)
+        total.backward()
+        return total.detach(), s.grad, t.grad
+
+    for got, want in zip(losses(3), losses(0), strict=True):
+        torch.testing.assert_close(got, want)
