@@ -95,8 +95,8 @@ class GraphConfig(ModelConfig):
     dim: int = Field(64, ge=4, description="node embedding size")
     epochs: int = Field(7, ge=1, description="epochs of at least one pass over the watched edges")
     min_steps: int = Field(
-        1200, ge=0, description="optimizer steps, at least: an epoch makes several passes when "
-        "one is shorter than its share (MovieLens-100k: 88 steps a pass)",
+        600, ge=0, description="optimizer steps, at least: an epoch makes several passes when "
+        "one is shorter than its share (MovieLens-100k: 44 steps a pass)",
     )  # fmt: skip
     lr: float = Field(1e-2, gt=0)
     lr_schedule: Literal["constant", "cosine"] = Field(
@@ -113,7 +113,10 @@ class GraphConfig(ModelConfig):
         [5, 3], description="neighbours sampled per relation and hop (-1: all); one per hop, "
         "at least max(layers, 2) hops (the meta-paths reach two)",
     )  # fmt: skip
-    batch_size: int = Field(1024, ge=1, description="watched edges per step; GPU multiplies")
+    batch_size: int = Field(
+        2048, ge=1, description="watched edges per step; GPU multiplies (anime: 2.2x faster "
+        "than 1,024, NDCG@10 0.356 against 0.378)",
+    )  # fmt: skip
     link_loss: Literal["softmax", "bpr"] = "softmax"
     link_negatives: int = Field(1024, ge=1, description="uniform negatives shared by a step")
     temperature: float = Field(0.07, gt=0, description="of the link softmax (cosine scores)")
