@@ -100,6 +100,7 @@ from .base import ModelConfig, Recommender, TrainingData
 from .ease import EASEModel, _matrix, cosine_knn, gram, held_out, is_timed
 from .franchise import closest_link, link_strength, title_links
 from .profile import ShowProfiles, premiere_days, sparse_matrix, sparse_state
+from .registry import MODELS
 from .runtime import Runtime
 from .trainer import Rngs, StepResult, TrainTask
 
@@ -238,6 +239,22 @@ class EnsembleConfig(ModelConfig):
         unknown = sorted(set(self.advance) - set(self.models))
         if unknown:
             raise ValueError(f"advance names {unknown}, not among models {self.models}")
+        return self
+
+    @model_validator(mode="after")
+    def _known_names(self) -> EnsembleConfig:
+        """A misspelt name is refused here, not silently left out of the fusion."""
+        models = [m for m in MODELS if m != "ensemble"]  # registered models it can fuse
+        rankers = list(dict.fromkeys(["fusion", *MEMBERS, *models]))  # not a member: the fusion
+        for setting, names, allowed in (
+            ("members", self.members, MEMBERS),
+            ("models", self.models, models),
+            ("content", [self.content] if self.content else [], models),
+            ("new_user_default", [self.new_user_default], rankers),
+        ):
+            unknown = [n for n in names if n not in allowed]
+            if unknown:
+                raise ValueError(f"{setting}: unknown {unknown}; choose from {', '.join(allowed)}")
         return self
 
 

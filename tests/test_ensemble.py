@@ -243,6 +243,26 @@ def test_advance_names_members_or_all_or_none() -> None:
         config(advance=["graph"])
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("members", ["eas", "itemknn"]),
+        ("models", ["temporl"]),
+        ("content", "multimodl"),
+        ("new_user_default", "mta"),
+        ("models", ["ensemble"]),  # the ensemble cannot fuse itself
+    ],
+)
+def test_a_misspelt_name_is_refused_not_left_out(setting: str, value: object) -> None:
+    """A member, model, content space or new-user ranker that does not exist is refused where
+    the setting enters, naming it and the choices, rather than silently dropped from the
+    fusion (a typo in tvrec.toml would otherwise change what is served without a word)."""
+    with pytest.raises(ValueError, match=rf"{setting}: unknown .*; choose from .*ease"):
+        ens.EnsembleConfig(**{setting: value})
+    ens.EnsembleConfig(new_user_default="graph")  # registered, no member: the fusion ranks
+    ens.EnsembleConfig(content=None)  # EASE-TV's item-item space
+
+
 def test_a_window_with_nothing_to_learn_is_a_clear_error(data: TrainingData) -> None:
     """A log so thin that no window user's held-out show is among the candidates: a DataError
     that says what to change, not numpy's error from stacking nothing."""
