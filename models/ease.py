@@ -80,7 +80,7 @@ class EASEModel(Recommender, name="ease", config=EASEConfig):
         validation = self._tune(pos, row) if cfg.l2 is None else {}
         l2 = cfg.l2 if cfg.l2 is not None else max(validation, key=validation.__getitem__)
         X = _matrix(list(self.histories.values()), len(self.show_ids))
-        B = ease_weights(gram(X), l2)  # (n, n)
+        B = ease_weights(gram(X), l2, overwrite=True)  # (n, n)
         self._left, self._right = factorise(B, cfg.rank, cfg.seed)
         self._weights = B.astype(np.float32) if cfg.exact else None
         del B
@@ -185,51 +185,74 @@ def held_out(pos: pd.DataFrame, share: float, seed: int) -> np.ndarray:
 
 
 def gram(X: sp.csr_matrix) -> np.ndarray:
-    """X^T X as a dense float64 (n_shows, n_shows)."""
-    return np.asarray((X.T @ X).toarray(), dtype=np.float64)
+    """X^T X as a dense float64 (n_shows, n_shows), C order, built without a float32 copy."""
+    G = (X.T @ X).astype(np.float64).toarray()  # sparse X^T X is CSC: Fortran order
+    return G.T if G.flags.f_contiguous else G  # symmetric: the same matrix, in C order
 
 
-def ease_weights(G: np.ndarray, l2: float) -> np.ndarray:
+def ease_weights(G: np.ndarray, l2: float, overwrite: bool = False) -> np.ndarray:
     """EASE's closed form: B = I - P / diag(P), P = (G + l2 I)^-1, so diag(B) = 0.
 
-    G is X^T X (shows x shows); B[i, j] = -P[i, j] / P[j, j] off the diagonal."""
+    G is X^T X (shows x shows); B[i, j] = -P[i, j] / P[j, j] off the diagonal, float64, C
+    order. The solve runs in one (n, n) buffer: a copy of G, or G itself with `overwrite`
+    (G is then B); the textbook version holds four more."""
     from threadpoolctl import threadpool_limits
 
-    A = G.copy()
+    G = G.T if G.flags.f_contiguous else G  # symmetric: the same matrix, in C order
+    A = np.require(G, np.float64, "C") if overwrite else np.array(G, np.float64, order="C")
     A[np.diag_indices_from(A)] += l2
     # Cholesky inverse (A is symmetric positive definite), on one BLAS thread: OpenBLAS's
     # threaded potri measured 16 s against 6 s single-threaded for 7.2k items on 2 cores.
+    # LAPACK works in Fortran order: A.T is A's buffer in that order (the same matrix), so
+    # both calls run in place instead of on a Fortran copy.
     with threadpool_limits(1, "blas"):
-        c, info = linalg.lapack.dpotrf(A, lower=False, clean=False, overwrite_a=True)
+        c, info = linalg.lapack.dpotrf(A.T, lower=False, clean=False, overwrite_a=True)
         if info != 0:
             raise np.linalg.LinAlgError(f"EASE: Cholesky failed (info={info})")
         P, info = linalg.lapack.dpotri(c, lower=False, overwrite_c=True)
     if info != 0:
         raise np.linalg.LinAlgError(f"EASE: inverse failed (info={info})")
-    P = np.triu(P)
-    P += np.triu(P, 1).T  # potri fills only the upper triangle
-    B = -P / np.diag(P)[None, :]
-    np.fill_diagonal(B, 0.0)
-    return B
+    P = P.T  # C order again; potri filled the Fortran upper triangle: this lower one
+    mirror_lower(P)
+    P /= -np.diag(P)[None, :]  # B, in place
+    np.fill_diagonal(P, 0.0)
+    return P
 
 
-def cosine_knn(G: np.ndarray, neighbours: int, shrink: float = 0.0) -> sp.csc_matrix:
+def mirror_lower(P: np.ndarray, block: int = 512) -> None:
+    """Copy square P's lower triangle onto its upper one, in place, a block of columns at a
+    time (`np.tril(P) + np.tril(P, -1).T` would allocate two more (n, n) matrices)."""
+    for start in range(0, P.shape[0], block):
+        stop = min(start + block, P.shape[0])
+        P[:start, start:stop] = P[start:stop, :start].T  # above the diagonal block
+        corner = P[start:stop, start:stop]
+        upper = np.triu_indices(stop - start, 1)
+        corner[upper] = corner.T[upper]
+
+
+def cosine_knn(
+    G: np.ndarray, neighbours: int, shrink: float = 0.0, block: int = 1024
+) -> sp.csc_matrix:
     """Item-item cosine similarity from a Gram matrix, keeping each column's top-K entries.
 
     W[i, j] = sim(i, j) if i is among the K nearest neighbours of j (self excluded), so a
     user's score for j is the summed similarity of j's neighbours in the user's history.
+    Built a block of columns at a time: memory (n, block), not several (n, n).
     """
     norms = np.sqrt(np.diag(G))  # (items,)
-    S = G / (np.outer(norms, norms) + shrink + 1e-12)
-    np.fill_diagonal(S, 0.0)
-    n = S.shape[0]
+    n = G.shape[0]
     kk = min(neighbours, n - 1)
     if kk <= 0:
         return sp.csc_matrix((n, n), dtype=np.float32)
-    rows = np.argpartition(-S, kk - 1, axis=0)[:kk]  # (K, items): neighbour rows per column
-    vals = np.take_along_axis(S, rows, axis=0)
+    rows, vals = np.empty((kk, n), np.int64), np.empty((kk, n), np.float32)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        S = G[:, start:stop] / (np.outer(norms, norms[start:stop]) + shrink + 1e-12)  # (n, b)
+        S[np.arange(start, stop), np.arange(stop - start)] = 0.0  # not its own neighbour
+        top = np.argpartition(-S, kk - 1, axis=0)[:kk]  # (K, b) neighbour rows per column
+        rows[:, start:stop], vals[:, start:stop] = top, np.take_along_axis(S, top, axis=0)
     cols = np.broadcast_to(np.arange(n), rows.shape)
-    W = sp.csc_matrix((vals.ravel().astype(np.float32), (rows.ravel(), cols.ravel())), shape=(n, n))
+    W = sp.csc_matrix((vals.ravel(), (rows.ravel(), cols.ravel())), shape=(n, n))
     W.eliminate_zeros()
     return W
 

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from tvrec.jobs.evaluation.peers import EASE, EASEConfig
 from tvrec.models.base import Recommender
-from tvrec.models.ease import EASEModel, ease_weights, gram
+from tvrec.models.ease import EASEModel, cosine_knn, ease_weights, gram
 from tvrec.models.runtime import Runtime
 from tvrec.pipelines.errors import ConfigError
 from tvrec.pipelines.model_inputs import TrainingData
@@ -134,3 +134,27 @@ def test_exact_scores_are_the_closed_form_at_any_rank(exact: EASEModel, data: Tr
     approx = EASEModel.create(Runtime.cpu(), {"rank": 48})
     approx.fit(data)
     assert np.abs(approx.scores(users) - full).max() > 1e-3  # the factorisation is not exact
+
+
+def test_the_solve_runs_in_place_and_matches_the_textbook() -> None:
+    """`ease_weights` runs in one buffer (G's own with `overwrite`), in C order whatever G's
+    order, and gives the textbook I - P / diag(P) to rounding; `cosine_knn` built a block of
+    columns at a time keeps exactly the neighbours of the whole-matrix build."""
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix((rng.random((300, 1100)) < 0.05).astype(np.float32))  # 1,100 shows
+    G = gram(X)
+    assert G.flags.c_contiguous and np.array_equal(G, G.T)
+    P = np.linalg.inv(G + 50.0 * np.eye(len(G)))
+    expected = np.eye(len(G)) - P / np.diag(P)
+    copied = ease_weights(G, 50.0)
+    assert not np.shares_memory(copied, G) and copied.flags.c_contiguous
+    np.testing.assert_allclose(copied, expected, atol=1e-9)
+    np.testing.assert_array_equal(ease_weights(np.asfortranarray(G), 50.0), copied)
+    owned = G.copy()
+    in_place = ease_weights(owned, 50.0, overwrite=True)
+    assert np.shares_memory(in_place, owned) and np.array_equal(in_place, copied)
+
+    whole = cosine_knn(G, 20, shrink=1.0, block=len(G))
+    blocked = cosine_knn(G, 20, shrink=1.0, block=256)  # 5 blocks, the last one short
+    assert (whole != blocked).nnz == 0 and whole.nnz == 20 * len(G)
+    assert whole.diagonal().max() == 0.0  # no show is its own neighbour

@@ -314,7 +314,7 @@ class EASE(Peer):
 
     def _fit(self, X: sp.csr_matrix) -> None:
         assert self.l2 is not None
-        self.B = ease_weights(gram(X), self.l2).astype(np.float32)
+        self.B = ease_weights(gram(X), self.l2, overwrite=True).astype(np.float32)
 
     def _scores_of(self, X_rows: sp.csr_matrix) -> np.ndarray:
         return X_rows @ self.B
