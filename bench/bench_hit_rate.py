@@ -34,44 +34,25 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
-from tvrec.jobs.evaluation.pipeline import SplitPipeline
+from tvrec.jobs.evaluation.metrics import MetricConfig, evaluate_topk, per_user_scores
+from tvrec.jobs.evaluation.peers import EASE, EASEConfig
+from tvrec.jobs.evaluation.pipeline import SplitPipeline, ranked_frame
 from tvrec.jobs.evaluation.splitting import Split, few_shot, split
 from tvrec.jobs.train import load_current_model
+from tvrec.models.ease import gram
 from tvrec.pipelines.adapters import load_raw
 from tvrec.pipelines.config import Settings
 from tvrec.pipelines.contract import canonicalize
 from tvrec.pipelines.workdir import Workdir
 
 K = 10
-DISCOUNTS = 1.0 / np.log2(np.arange(2, K + 2))
 HISTORY_BINS = (0, 3, 5, 10, 20, 40, 80, 160, 10**9)
 
 
-class Truth:
-    """The test users' held-out show rows and the per-user ideal DCG, for HR@k and NDCG@10."""
-
-    def __init__(self, sp_: Split, users: list[str], shows: list[str]) -> None:
-        row = {s: i for i, s in enumerate(shows)}
-        at = {u: i for i, u in enumerate(users)}
-        self.sets: list[set[int]] = [set() for _ in users]
-        for u, s in sp_.test.select("user_id", "show_id").iter_rows():
-            if u in at and s in row:
-                self.sets[at[u]].add(row[s])
-        n_test = sp_.test.group_by("user_id").len()
-        counts = dict(n_test.iter_rows())
-        self.idcg = np.array([DISCOUNTS[: min(K, counts[u])].sum() for u in users])
-        history = dict(sp_.train.group_by("user_id").len().iter_rows())
-        self.history = np.array([history.get(u, 0) for u in users])  # training events
-
-    def hits(self, top: np.ndarray) -> np.ndarray:
-        """(n_users, k) bool: is the show at each place held out for the user."""
-        return np.array([[r in self.sets[i] for r in top[i]] for i in range(len(top))])
-
-    def score(self, top: np.ndarray) -> dict[str, float]:
-        """HR@k and NDCG@10 of each user's list (n_users, k) of show rows (-1: none)."""
-        hit = self.hits(top)
-        ndcg = (hit[:, :K] * DISCOUNTS[: min(K, hit.shape[1])]).sum(1) / self.idcg
-        return {"hr": float(hit.any(1).mean()), "ndcg": float(ndcg.mean())}
+def scored(topk: pl.DataFrame, sp_: Split, k: int = K) -> dict[str, float]:
+    """HR@k and NDCG@k of a top-k frame, by `tvrec evaluate`'s own metrics."""
+    m = evaluate_topk(topk, sp_, MetricConfig(k=k))
+    return {"hr": m.hr, "ndcg": m.ndcg}
 
 
 def trained(data: Path, fmt: str, root: Path, few: int, seed: int) -> Split:
@@ -142,9 +123,9 @@ def cowatch_cosine(train: pl.DataFrame, shows: list[str]) -> np.ndarray:
         shape=(int(user.max()) + 1, len(shows)),
     )
     x.data[:] = 1.0
-    gram = (x.T @ x).toarray()
-    norm = np.sqrt(np.diag(gram)) + 1e-9
-    cos = gram / norm[:, None] / norm[None, :]
+    G = gram(x)
+    norm = np.sqrt(np.diag(G)) + 1e-9
+    cos = G / norm[:, None] / norm[None, :]
     np.fill_diagonal(cos, 0.0)
     return cos
 
@@ -187,68 +168,58 @@ def filled(first: np.ndarray, other: np.ndarray, keep: int) -> np.ndarray:
     return out
 
 
-def ease_grid(
-    train: pl.DataFrame, users: list[str], shows: list[str], truth: Truth
-) -> dict[str, dict[str, float]]:
-    """EASE's HR@10 and NDCG@10 at each l2, on the same users and catalogue."""
-    ids = train["user_id"].unique().to_list()
-    at, row = {u: i for i, u in enumerate(ids)}, {s: i for i, s in enumerate(shows)}
-    x = sp.csr_matrix(
-        (
-            np.ones(train.height),
-            ([at[u] for u in train["user_id"]], [row[s] for s in train["show_id"]]),
-        ),
-        shape=(len(ids), len(shows)),
-    )
-    x.data[:] = 1.0
-    gram, xu = (x.T @ x).toarray(), x[[at.get(u, 0) for u in users]].toarray()
-    xu[[u not in at for u in users]] = 0.0
+def ease_grid(sp_: Split) -> dict[str, dict[str, float]]:
+    """The EASE peer of `tvrec evaluate` at each l2: its HR@10 and NDCG@10."""
+    return {
+        f"ease l2={l2:g}": scored(
+            EASE(EASEConfig(l2=l2)).fit(sp_.train).recommend(sp_.test_users, K), sp_
+        )
+        for l2 in (50.0, 100.0, 400.0, 1600.0)
+    }
+
+
+def by_history(topk: pl.DataFrame, sp_: Split) -> dict[str, dict[str, float]]:
+    """HR@10 of the users in each band of training events."""
+    recs = topk.rename({"rank": "pos"}).filter(pl.col("pos") <= K)
+    events = sp_.train.group_by("user_id").agg(events=pl.len())
+    users = per_user_scores(recs, sp_, K).join(events, on="user_id", how="left").fill_null(0)
     out = {}
-    for l2 in (50.0, 100.0, 400.0, 1600.0):
-        g = gram.copy()
-        g[np.diag_indices_from(g)] += l2
-        p = np.linalg.inv(g)
-        b = -p / np.diag(p)
-        np.fill_diagonal(b, 0.0)
-        s = xu @ b  # (n_users, n_shows)
-        s[xu > 0] = -np.inf
-        out[f"ease l2={l2:g}"] = truth.score(np.argsort(-s, 1)[:, :K])
+    for lo, hi in pairwise(HISTORY_BINS):
+        band = users.filter((pl.col("events") > lo) & (pl.col("events") <= hi))
+        if band.height:
+            label = f"{lo + 1}-{hi}" if hi < HISTORY_BINS[-1] else f">{lo}"
+            out[label] = {"users": band.height, "hr": float((band["hits"] > 0).mean())}
     return out
 
 
 def measure(sp_: Split, root: Path) -> dict[str, Any]:
     model = load_current_model(Workdir(root / "run" / "work"))
     users, shows = list(sp_.test_users), list(model.show_ids)
-    truth = Truth(sp_, users, shows)
     rows, fused, own = served(model, users)
     order = np.argsort(-fused, 1, kind="stable")
     ranked, best = ordered(rows, fused), np.take_along_axis(fused, order, 1)
+
+    def of(top: np.ndarray, k: int = K) -> dict[str, float]:  # (n_users, k) show rows
+        return scored(ranked_frame(users, shows, top[:, :k]), sp_, k)
+
     out: dict[str, Any] = {"users": len(users), "candidates": rows.shape[1]}
-    out["fused"] = {f"hr@{k}": truth.score(ranked[:, :k])["hr"] for k in (10, 20, 50)}
-    out["fused"]["ndcg@10"] = truth.score(ranked[:, :K])["ndcg"]
+    out["fused"] = {f"hr@{k}": of(ranked, k)["hr"] for k in (10, 20, 50)}
+    out["fused"]["ndcg@10"] = of(ranked)["ndcg"]
     mine = {name: ordered(rows, own[..., m]) for m, name in enumerate(model.names)}
-    out["members"] = {name: truth.score(r[:, :K]) for name, r in mine.items()}
-    hit = truth.hits(ranked[:, :K]).any(1)
-    out["by_history"] = {
-        f"{lo + 1}-{hi}" if hi < 10**9 else f">{lo}": {
-            "users": int(sel.sum()),
-            "hr": float(hit[sel].mean()),
-        }
-        for lo, hi in pairwise(HISTORY_BINS)
-        if (sel := (truth.history > lo) & (truth.history <= hi)).any()
-    }
+    out["members"] = {name: of(r) for name, r in mine.items()}
+    out["by_history"] = by_history(ranked_frame(users, shows, ranked[:, :K]), sp_)
     cos = cowatch_cosine(sp_.train, shows)
     out["diversified"] = {
-        f"mmr lam={lam} temp={temp}": truth.score(mmr(ranked, best, cos, lam, temp))
+        f"mmr lam={lam} temp={temp}": of(mmr(ranked, best, cos, lam, temp))
         for temp in (1.0, 3.0)
         for lam in (0.3, 0.6, 1.0)
     }
     out["filled"] = {
-        f"fused {keep} + {name}": truth.score(filled(ranked, r, keep))
+        f"fused {keep} + {name}": of(filled(ranked, r, keep))
         for name, r in mine.items()
         for keep in (7, 8)
     }
-    out["ease"] = ease_grid(sp_.train, users, shows, truth)
+    out["ease"] = ease_grid(sp_)
     return out
 
 
