@@ -659,6 +659,12 @@ class _FusionTask(TrainTask):
         return out
 
 
+def member_alone(members: torch.Tensor, present: torch.Tensor, m: int) -> torch.Tensor:
+    """(b, N) member `m`'s own standardised score of each candidate, from `members` (b, N, M,
+    F) and `present` (b, N, M); a candidate it did not score: last (the padding logit)."""
+    return members[..., m, 0].masked_fill(~present[..., m], PADDING_LOGIT)
+
+
 def listwise_ndcg(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     """NDCG@k of each row's candidates ranked by `scores` (u, N) against 0/1 `labels`, (u,)."""
     k = min(k, scores.shape[1])
@@ -807,8 +813,8 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         padding = ~new.present.any(-1)  # (u, N)
         fused = self.fitted(self.net)(new.context, new.members, new.present)[0].mean(-1)
         scores = {"fusion": fused.masked_fill(padding, PADDING_LOGIT)}
-        for m, name in enumerate(self.names):  # the member's own score; absent: last
-            scores[name] = new.members[..., m, 0].masked_fill(~new.present[..., m], PADDING_LOGIT)
+        for m, name in enumerate(self.names):
+            scores[name] = member_alone(new.members, new.present, m)
         per_user = {k: listwise_ndcg(v, new.labels, 10).numpy() for k, v in scores.items()}
         ndcg = {k: round(float(v.mean()), 4) for k, v in per_user.items()}
         default = self.config.new_user_default
@@ -1177,9 +1183,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         routed = (events <= most) & apart  # (b,)
         if not routed.any():
             return fused, routed
-        alone = torch.as_tensor(feats[..., m, 0]).masked_fill(
-            torch.as_tensor(~present[..., m]), PADDING_LOGIT
-        )  # (b, N) the member's own score; absent: last
+        alone = member_alone(torch.as_tensor(feats), torch.as_tensor(present), m)  # (b, N)
         merged = new_user_order(fused, alone, torch.as_tensor(members.with_events(rows)))
         return torch.where(torch.as_tensor(routed)[:, None], merged, fused), routed
 
@@ -1212,7 +1216,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         for m, name in enumerate(self.names):
             scores[f"without {name}"] = fused(present & (np.arange(len(self.names)) != m))
         for m, name in enumerate(self.names):
-            scores[f"{name} alone"] = np.where(present[..., m], feats[..., m, 0], -np.inf)
+            scores[f"{name} alone"] = member_alone(z, torch.as_tensor(present), m).numpy()
         top = min(k, rows.shape[1])
         return {
             label: np.take_along_axis(rows, np.argsort(-s, 1, kind="stable")[:, :top], 1)
