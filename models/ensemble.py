@@ -150,6 +150,12 @@ class EnsembleConfig(ModelConfig):
     member_dropout: float = Field(0.2, ge=0, lt=1, description="chance a member is hidden")
     heads: int = Field(4, ge=1, description="residual heads (their spread: epistemic)")
     draws: int = Field(8, ge=1, description="noisy draws per head for the confidence")
+    confidence_k: int = Field(
+        10, ge=1, description="a recommendation's `confidence` is the share of the heads' "
+        "noisy draws keeping it in the user's top `confidence_k`: how sure the fusion is that "
+        "it belongs among the first ten, the same whatever k is published or asked for (the "
+        "share keeping it in a top 50 put nearly all of its first 30 at 1.0)",
+    )  # fmt: skip
     neighbours: int = Field(100, ge=1, description="item-kNN neighbours kept per show")
     exact_ease: bool = Field(
         True, description="score the ease member with B itself (n_shows^2 float32, kept and "
@@ -1142,7 +1148,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         score, routed = self._routed(members, user_ids, rows, logits.mean(-1), feats, present)
         score = score.masked_fill(torch.as_tensor(~valid), float("-inf"))  # (b, N)
         top = torch.topk(score, min(k, rows.shape[1]), dim=1).indices  # (b, k)
-        confidence = _stay_in_top(logits, log_var, top, valid, self.config.draws, self.config.seed)
+        confidence = _stay_in_top(logits, log_var, top, valid, self.config)
         contribution = weights * torch.as_tensor(feats[..., 0])  # (b, N, M)
         because = contribution.argmax(-1).gather(1, top).numpy()  # (b, k)
         chosen, best = np.take_along_axis(safe, top.numpy(), 1), score.gather(1, top).numpy()
@@ -1382,16 +1388,16 @@ def _stay_in_top(
     log_var: torch.Tensor,
     top: torch.Tensor,
     valid: np.ndarray,
-    draws: int,
-    seed: int,
+    cfg: EnsembleConfig,
 ) -> np.ndarray:
-    """For each chosen candidate, the share of draws (every head, `draws` noisy logits each)
-    in which it still ranks in the top k: epistemic (heads) and aleatoric (noise) together."""
-    gen = torch.Generator().manual_seed(seed)
+    """For each chosen candidate (b, k), the share of draws (every head, `draws` noisy logits
+    each) in which it ranks in the top `confidence_k`: epistemic (heads) and aleatoric
+    (noise) together."""
+    gen, draws = torch.Generator().manual_seed(cfg.seed), cfg.draws
     b, n, h = logits.shape
     k = top.shape[1]
     noise = torch.randn((draws, b, n, h), generator=gen) * (0.5 * log_var).exp()[None, ..., None]
     drawn = (logits[None] + noise).masked_fill(torch.as_tensor(~valid)[None, ..., None], -1e9)
-    kth = drawn.topk(k, dim=2).values[:, :, -1:, :]  # (draws, b, 1, h)
+    kth = drawn.topk(min(cfg.confidence_k, n), dim=2).values[:, :, -1:, :]  # (draws, b, 1, h)
     chosen = drawn.gather(2, top[None, :, :, None].expand(draws, b, k, h))  # (draws, b, k, h)
     return (chosen >= kth).float().mean((0, 3)).numpy()

@@ -138,6 +138,25 @@ def test_confidence_separates_hits_from_misses(
     assert hits[sure].mean() > hits[~sure].mean()
 
 
+def test_confidence_is_a_place_in_the_top_ten_whatever_k_is_served(
+    fitted: EnsembleModel, after: dict[str, set[int]]
+) -> None:
+    """A published top 50 once gave nearly all of its first 30 a confidence of 1.0 (the share
+    of draws keeping each in the top 50): now it is the share keeping it in the top
+    `confidence_k` (10), the same for a top 10 and a top 30, and it falls with the rank."""
+    users = sorted(after)
+    members = fitted.served
+    assert members is not None
+    candidates = members.retrieve(users, 100)
+    ten, thirty = fitted.rerank(users, candidates, 10), fitted.rerank(users, candidates, 30)
+    assert (thirty.rows[:, :10] == ten.rows).all()
+    assert np.allclose(thirty.confidence[:, :10], ten.confidence)
+    by_rank = thirty.confidence.mean(0)  # (30,)
+    first, tenth, past = by_rank[:3].mean(), by_rank[7:10].mean(), by_rank[20:].mean()
+    # measured: first three 1.0, eighth to tenth 0.75, 21st to 30th 0.0001
+    assert first > 0.95 and tenth < 0.9 and past < 0.05, by_rank.round(3)
+
+
 def test_members_never_see_the_window(data: TrainingData) -> None:
     """The fusion's labels come from the window; the members it learns from were fitted on the
     positives before it (a timed log: every one of them earlier than every window event). The
