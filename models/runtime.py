@@ -108,10 +108,11 @@ def _blas() -> Any:
 
 @contextlib.contextmanager
 def progress_bar(label: str, total: int, shown: bool = True) -> Iterator[Callable[..., None]]:
-    """A per-epoch progress bar; `advance(**metrics)` moves it and shows the metrics. Not
-    `shown` (a distributed run's ranks other than 0): nothing is drawn."""
+    """A per-epoch progress bar; `advance(**metrics)` moves it and shows the metrics,
+    `advance(note=...)` replaces them with a note without moving it. Not `shown` (a
+    distributed run's ranks other than 0): nothing is drawn."""
     if not shown:
-        yield lambda **metrics: None
+        yield lambda note=None, **metrics: None
         return
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -123,8 +124,11 @@ def progress_bar(label: str, total: int, shown: bool = True) -> Iterator[Callabl
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(label, total=total, info="")
 
-        def advance(**metrics: float) -> None:
+        def advance(note: str | None = None, **metrics: float) -> None:
             info = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            if note is not None:  # said once the loop ends short of `total` (why it did)
+                progress.update(task, info=note)
+                return
             progress.update(task, advance=1, info=info)
 
         yield advance

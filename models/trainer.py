@@ -209,6 +209,8 @@ class Trainer:
                 for callback in self.callbacks:
                     callback(cfg.label, progress.epoch, row)
                 advance(**_shown(row, task.monitor))
+            if progress.stopped_early_at is not None:
+                advance(note=_stopped_note(progress, cfg.epochs, task.monitor))
         if progress.best_state is not None:  # early stopping keeps the best epoch's weights
             task.net.load_state_dict(progress.best_state, strict=False)
             task.restored()
@@ -375,6 +377,14 @@ def _shown(row: dict[str, Any], monitor: str | None) -> dict[str, float]:
     """What the progress bar shows of an epoch's row: the loss and the validation metric."""
     keys = ("train_loss", "loss", monitor)
     return {k: float(row[k]) for k in keys if k and isinstance(row.get(k), float | int)}
+
+
+def _stopped_note(progress: _Progress, epochs: int, monitor: str | None) -> str:
+    """What the progress bar says when early stopping ended training short of `epochs`."""
+    return (
+        f"stopped early after {progress.stopped_early_at} of {epochs} epochs; "
+        f"kept epoch {progress.best_epoch} ({monitor}={progress.best:.4f})"
+    )
 
 
 def _frozen(task: TrainTask) -> list[str]:

@@ -15,6 +15,7 @@ from torch import nn
 
 from tvrec.models.runtime import Runtime
 from tvrec.models.trainer import History, Rngs, StepResult, Trainer, TrainerConfig, TrainTask
+from tvrec.pipelines.progress import console
 
 N, DIM, BATCH = 24, 5, 8  # three steps per epoch
 
@@ -106,7 +107,10 @@ def test_loss_goes_down() -> None:
 # ---- early stopping ----------------------------------------------------------------------------
 def test_early_stopping_stops_and_keeps_the_best_epoch() -> None:
     task = _Regression(scores=[0.1, 0.5, 0.3, 0.2, 0.9, 1.0])
-    history = _trainer(6, patience=2).fit(task)
+    with console.capture() as shown:
+        history = _trainer(6, patience=2).fit(task)
+    # the bar ends at 4/6 saying why, not as if training had been cut off
+    assert "stopped early after 4 of 6 epochs; kept epoch 2 (score=0.5000)" in shown.get()
     # best after epoch 2; epochs 3 and 4 were no better: stopped after 4, never saw the 0.9
     assert history.best_epoch == 2 and history.stopped_early_at == 4
     assert history.curves["score"] == [0.1, 0.5, 0.3, 0.2]
