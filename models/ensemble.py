@@ -1148,6 +1148,8 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         score, routed = self._routed(members, user_ids, rows, logits.mean(-1), feats, present)
         score = score.masked_fill(torch.as_tensor(~valid), float("-inf"))  # (b, N)
         top = torch.topk(score, min(k, rows.shape[1]), dim=1).indices  # (b, k)
+        # a routed user's picks judged by the fusion's draws: low where it disagrees with the
+        # ranker (draws ordered as served put every pick at 1.0: docs/benchmarks.md)
         confidence = _stay_in_top(logits, log_var, top, valid, self.config)
         contribution = weights * torch.as_tensor(feats[..., 0])  # (b, N, M)
         because = contribution.argmax(-1).gather(1, top).numpy()  # (b, k)
