@@ -675,6 +675,8 @@ def answer_query(
         raise ConfigError("give exactly one of --user, --show, --text or --trending")
     if genre is not None and not trending:
         raise ConfigError("--genre goes with --trending")
+    if text is not None and not text.strip():  # it would embed near every show alike
+        raise ConfigError('--text needs words to search for, e.g. --text "detective london"')
     if k is not None and k < 1:
         raise ConfigError(f"-k must be at least 1, got {k}")
     ctx = dataclasses.replace(open_context(workdir), strict_k=k is not None)

@@ -47,6 +47,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from tvrec.pipelines.errors import DataError
+
 from . import text_tower
 from .base import ModelConfig, Recommender, TrainingData
 from .content import ShowContent, ShowTensors, content_of, cowatch_pairs, user_histories
@@ -236,13 +238,14 @@ class _MultimodalTask(TrainTask):
         pairs = split.pairs[gen.permutation(len(split.pairs))]
         users = gen.permutation(len(split.sequences))
         per_step = math.ceil(len(users) / n_steps)
-        return [
+        steps = [
             (
                 pairs[step * batch : (step + 1) * batch],
                 [split.sequences[i] for i in users[step * per_step : (step + 1) * per_step]],
             )
             for step in range(n_steps)
         ]
+        return [(p, s) for p, s in steps if len(p) or s]  # tiny data: no empty steps
 
     def loss(self, batch: tuple[np.ndarray, list[np.ndarray]], rngs: Rngs) -> StepResult:
         pairs, sequences = batch
@@ -295,6 +298,17 @@ class _MultimodalTask(TrainTask):
 
     def restored(self) -> None:
         self.model._refresh_text(self.raw_text)
+
+
+def _nothing_to_learn(data: TrainingData) -> DataError:
+    """No co-watched pair and no user with two shows left to train on."""
+    users, events = data.frame["user_id"].nunique(), len(data.frame)
+    return DataError(
+        "training set multimodal_v1",
+        f"{events:,} positives from {users:,} users leave the multimodal model no user with "
+        "two shows to learn from (one show of each user is held out for validation): give it "
+        "more events, or leave multimodal out of [models] train",
+    )
 
 
 def padded(rows: np.ndarray, bucket: int) -> np.ndarray:
@@ -357,6 +371,8 @@ class MultimodalModel(Recommender, name="multimodal", config=MultimodalConfig):
             u: [rows[s] for s in h] for u, h in user_histories(data, cfg.history_len).items()
         }
         split = _split(data, rows, cfg)
+        if not len(split.pairs) and not split.sequences:
+            raise _nothing_to_learn(data)
         net = self._build(content)
         history = self.trainer(data).fit(_MultimodalTask(self, split, content.raw_text))
         self.show_vectors = self._encode_catalogue(net).cpu()

@@ -37,6 +37,7 @@ from tvrec.models.multimodal import (
 )
 from tvrec.models.runtime import Runtime
 from tvrec.models.text_tower import encode_query, load_encoder, resolve_encoder
+from tvrec.pipelines.errors import DataError
 from tvrec.pipelines.model_inputs import catalogue_content
 from tvrec.pipelines.synthetic import GENRE_FAMILIES, PlantedTruth
 from tvrec.pipelines.workdir import Workdir
@@ -266,3 +267,18 @@ def test_a_step_is_padded_to_a_bucket_with_masked_copies() -> None:
 
     for got, want in zip(losses(3), losses(0), strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_tiny_data_trains_or_says_what_is_missing(data: TrainingData) -> None:
+    """One user with five shows (fewer users than steps an epoch) trains without an empty
+    step; five users with one show each leave nothing to learn: a DataError that says so
+    (it was a reshape traceback from an empty step)."""
+    frame = data.frame.sort_values(["user_id", "event_timestamp"])
+    cfg = _small(epochs=1, prior_steps=0, val_users=1)
+    one_user = frame[frame["user_id"] == frame["user_id"].iloc[0]].head(5)
+    mm = MultimodalModel(cfg, Runtime.cpu())
+    metrics = mm.fit(dataclasses.replace(data, frame=one_user))
+    assert np.isfinite(metrics["train_loss"]).all() and mm.show_vectors is not None
+    singles = frame.drop_duplicates("user_id").head(5)
+    with pytest.raises(DataError, match=r"5 positives from 5 users .* no user with two shows"):
+        MultimodalModel(cfg, Runtime.cpu()).fit(dataclasses.replace(data, frame=singles))

@@ -298,6 +298,9 @@ def test_text_without_text_tower(app: typer.Typer, workdir: Path) -> None:
     code, _, err = run(app, workdir, "--text", "space opera")
     assert code == 2
     assert "text tower" in err and "tvrec train --stage multimodal" in err
+    for blank in ("", "   "):  # refused before anything is loaded
+        code, _, err = run(app, workdir, "--text", blank)
+        assert code == 2 and "--text needs words" in err, err
 
 
 def test_text_hook_feeds_the_index(
