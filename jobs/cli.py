@@ -89,6 +89,24 @@ def _settings(workdir: Path | None) -> Settings:
     return Settings.load(workdir)
 
 
+def _table_file(out_file: Path) -> Path:
+    """`--out` for a table: a .parquet or .csv name in a directory that exists (written
+    aside there and swapped in)."""
+    if out_file.suffix.lower() not in (".parquet", ".csv"):
+        raise ConfigError(f"--out {out_file}: use a .parquet or .csv file name")
+    if not out_file.parent.is_dir():
+        raise ConfigError(f"--out {out_file}: no directory {out_file.parent}; create it first")
+    return out_file
+
+
+def _dir_out(out_dir: Path) -> Path:
+    """`--out` for a directory (made when missing): refused at once when a file has that
+    name, before any work."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: a file has that name; give a directory")
+    return out_dir
+
+
 def _writing(settings: Settings, command: str) -> AbstractContextManager[None]:
     """The work directory's writer lock for `command`: refused at once, naming the holder,
     while another command writes there (jobs/locks.py)."""
@@ -347,8 +365,7 @@ def features_training_set(
     from tvrec.pipelines.training import training_set_parts, write_parts
     from tvrec.pipelines.workdir import Workdir
 
-    if out_file.suffix not in (".parquet", ".csv"):
-        raise ConfigError(f"--out {out_file}: use a .parquet or .csv file name")
+    out_file = _table_file(out_file)
     wd = Workdir(_settings(workdir).workdir)
     with tempfile.TemporaryDirectory(prefix=".tvrec-training-", dir=out_file.parent) as tmp:
         parts = training_set_parts(
@@ -593,14 +610,13 @@ def export_user_topk(
     """Write the current user top-k table (Parquet or CSV by extension)."""
     from tvrec.jobs.catalog import Catalog
 
+    out_file = _table_file(out_file)
     frame = Catalog(_settings(workdir).workdir).read_current("user_topk")
     tmp = out_file.with_name(f".{out_file.name}.tmp")
     if out_file.suffix.lower() == ".csv":
         frame.write_csv(tmp)
-    elif out_file.suffix.lower() == ".parquet":
-        frame.write_parquet(tmp)
     else:
-        raise ConfigError(f"--out {out_file}: use a .parquet or .csv file name")
+        frame.write_parquet(tmp)
     tmp.replace(out_file)
     out.print(f"wrote {frame.height:,} rows to {out_file}")
 
@@ -644,7 +660,7 @@ def evaluate(
 
     settings = _settings(workdir)
     ds = canonicalize(load_raw(data, fmt))
-    target = out_dir or settings.workdir / "reports" / ds.name
+    target = _dir_out(out_dir or settings.workdir / "reports" / ds.name)
     names = tuple(m.strip() for m in models.split(",") if m.strip())
     from tvrec.jobs.train import registered
 
@@ -672,7 +688,7 @@ def export_onnx(
     from tvrec.models.registry import load_model
     from tvrec.pipelines.workdir import Workdir
 
-    wd = Workdir(_settings(workdir).workdir)
+    wd, out_dir = Workdir(_settings(workdir).workdir), _dir_out(out_dir)
     registered(model)
     trained = load_model(
         wd.require(f"models/{model}", f"train it first: tvrec train --stage {model}")

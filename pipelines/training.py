@@ -190,7 +190,7 @@ def write_parts(parts: list[Path], out_file: Path) -> tuple[int, int]:
         for i, path in enumerate(parts):
             table = pq.read_table(path)
             rows, columns = rows + table.num_rows, table.num_columns
-            if out_file.suffix == ".csv":
+            if out_file.suffix.lower() == ".csv":
                 _append_csv(pl.from_arrow(table), tmp, header=i == 0)
                 continue
             writer = writer or pq.ParquetWriter(tmp, table.schema)

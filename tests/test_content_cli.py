@@ -81,6 +81,12 @@ def test_export_onnx_cli_errors(trained_workdir: Path, tmp_path: Path) -> None:
     )
     assert collab.exit_code == 2 and "no ONNX export" in collab.output
     assert not out.exists()  # nothing written on a refused export
+    taken = tmp_path / "a-file"
+    taken.write_text("kept")
+    args = ["export", "onnx", "--out", str(taken), "--workdir", str(work)]
+    res = runner.invoke(app, args)  # a file with the directory's name: was a traceback
+    assert res.exit_code == 2 and "a file has that name" in res.output
+    assert taken.read_text() == "kept"
 
 
 @pytest.fixture(scope="module")

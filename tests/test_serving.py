@@ -162,6 +162,14 @@ def test_rollback_and_cli(tmp_path: Path) -> None:
     out = tmp_path / "export.csv"
     res = runner.invoke(app, ["export", "user-topk", "--out", str(out), "--workdir", str(tmp_path)])
     assert res.exit_code == 0 and pl.read_csv(out)["model_version"][0] == "a"
+    for bad, says in (
+        (tmp_path / "no-such-dir" / "x.parquet", "no directory"),  # was a traceback
+        (tmp_path / "export.txt", "use a .parquet or .csv"),
+    ):
+        args = ["export", "user-topk", "--out", str(bad), "--workdir", str(tmp_path)]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and says in res.stderr, res.output
+        assert not bad.exists()
 
 
 def test_unknown_table_has_clear_error(tmp_path: Path) -> None:
