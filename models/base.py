@@ -180,7 +180,7 @@ class Recommender(ABC):
         try:
             return cls.config_class.model_validate(dict(values))
         except ValidationError as exc:
-            raise ConfigError(config_problems(cls.name, exc)) from None
+            raise ConfigError(config_problems(cls.name, cls.config_class, exc)) from None
 
     # ---- what each model implements ------------------------------------------------------
     @abstractmethod
@@ -372,11 +372,8 @@ class Recommender(ABC):
         return model
 
 
-def config_problems(name: str, exc: ValidationError) -> str:
+def config_problems(name: str, config: type[ModelConfig], exc: ValidationError) -> str:
     """One line per bad setting of model `name`: `models.<name>.<field>: <why>`."""
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        setting = f"models.{name}" + (f".{where}" if where else "")
-        problems.append(f"{setting}: {err['msg']}")
-    return "; ".join(problems)
+    from tvrec.pipelines.config import setting_problem
+
+    return "; ".join(setting_problem(e, config, f"models.{name}") for e in exc.errors())

@@ -6,6 +6,7 @@ directory > defaults.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from datetime import UTC, datetime
@@ -112,6 +113,13 @@ class ModelSettings(Strict):
             model_class(name).parse_config(values)  # ConfigError naming the setting
         return self
 
+    @classmethod
+    def section_names(cls) -> list[str]:
+        """The `[models.<name>]` sections there may be: one per registered model."""
+        from tvrec.models.registry import names
+
+        return list(names())
+
     def params(self, model: str) -> dict[str, Any]:
         """The hyper-parameters `tvrec.toml` sets for `model` (empty: all defaults)."""
         return dict(self.sections.get(model, {}))
@@ -185,7 +193,7 @@ class SchedulerSettings(Strict):
         try:
             return cls.model_validate(table)
         except ValidationError as exc:
-            problems = "; ".join(_problem(e) for e in exc.errors())
+            problems = "; ".join(setting_problem(e, cls) for e in exc.errors())
             raise ConfigError(f"{cfg}: scheduler: {problems}") from None
 
     @field_validator("database")
@@ -251,14 +259,34 @@ class Settings(Strict):
         except ConfigError as exc:  # a model section, named by the model's own config
             raise ConfigError(f"{where}: {exc}") from None
         except ValidationError as exc:
-            problems = "; ".join(_problem(e) for e in exc.errors())
+            problems = "; ".join(setting_problem(e, cls) for e in exc.errors())
             raise ConfigError(f"{where}: {problems}") from None
 
 
-def _problem(error: Any) -> str:
-    """`section.key: why` of one validation error."""
-    where = ".".join(str(p) for p in error["loc"])
-    return f"{where}: {error['msg'].removeprefix('Value error, ')}"
+def setting_problem(error: Any, model: type[BaseModel], prefix: str = "") -> str:
+    """`section.key: why` of one validation error of `model` (its section named `prefix`); a
+    name that is no setting there (a typo, a section that does not exist) gets the closest
+    setting, or the list of them."""
+    where = ".".join([prefix] * bool(prefix) + [str(p) for p in error["loc"]])
+    known = _names_at(model, error["loc"][:-1]) if error["type"] == "extra_forbidden" else []
+    if not known:
+        return f"{where}: {error['msg'].removeprefix('Value error, ')}"
+    close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+    hint = f"did you mean {close[0]}?" if close else f"the settings are {', '.join(known)}"
+    return f"{where}: not a setting here; {hint}"
+
+
+def _names_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The settings of the section `loc` leads to from `model` ([] where it is no model)."""
+    for key in loc:
+        field = model.model_fields.get(str(key))
+        inner = field.annotation if field is not None else None
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return []
+        model = inner
+    names = [n for n, f in model.model_fields.items() if not f.exclude and n != "workdir"]
+    sections = getattr(model, "section_names", None)
+    return names + (list(sections()) if sections is not None else [])
 
 
 def parse_as_of(value: str | datetime | None) -> datetime:

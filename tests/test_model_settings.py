@@ -69,6 +69,16 @@ def test_cli_trains_with_the_configured_epochs(built_workdir: Workdir, tmp_path:
         ('[models]\ntrain = ["collaborative", "grpah"]\n', "unknown model 'grpah'"),
         ("[models.graph_nn]\nepochs = 3\n", "graph_nn"),  # not a registered model
         ("[hardware]\nthreads = 0\n", "threads"),
+        # a misspelt name gets the closest setting (it was "Extra inputs are not permitted")
+        (
+            "[models.ensemble]\ncandidate = 50\n",
+            "ensemble.candidate: not a setting here; did you mean candidates?",
+        ),
+        (
+            '[schedule]\ncron = "0 2 * * *"\n',
+            "schedule: not a setting here; did you mean scheduler?",
+        ),
+        ("[index]\nzz = 1\n", "index.zz: not a setting here; the settings are exact_max, approx"),
     ],
 )
 def test_bad_settings_are_refused_with_their_name(
