@@ -87,6 +87,13 @@ def train_stage(
     tracker = build_tracker(settings.tracking, wd.root)  # a bad [tracking] fails before training
     with log.stage(f"training set ({model.feature_service})"):
         data = _shared(world, wd, lambda: training_data(wd, model, settings))
+    if data.frame.empty:
+        raise DataError(
+            f"training set {model.feature_service}",
+            f"no viewing event before the as-of ({data.as_of.isoformat()}): {stage} has "
+            "nothing to learn from; add events to the dataset (a catalogue alone can be "
+            "published with `tvrec ingest`)",
+        )
     threads = threads or settings.hardware.threads
     with (
         log.stage(f"train {stage}" + (f" ({world.size} processes)" if world.distributed else "")),

@@ -395,7 +395,14 @@ def _runs(root: Path) -> list[Case]:
     inf_dir = contract_dir(
         root, "run-weight-inf", events_csv=events_with("weight", ["1", "1", "inf", "1"])
     )
+    catalogue = root / "run-catalogue-only"
+    write(
+        catalogue / "tvmaze_shows.json", '[{"id": 1, "name": "Alpha"}, {"id": 2, "name": "Beta"}]'
+    )
     return [
+        Case("run-catalogue-only", ("run", "--data", str(catalogue), "--format", "tvmaze"),
+             (r"dataset 'run-catalogue-only' has no viewing events \(2 shows",
+              r"publish the catalogue with `tvrec ingest`")),  # was a pandas traceback
         Case("run-as-of-before-first-event", ("run", "--as-of", "1990-01-01"),
              (r"--as-of 1990-01-01T00:00:00\+00:00 is not after the first event",
               r"all 4 events .* lie at or after it")),

@@ -166,6 +166,21 @@ def test_run_passes_encoding_to_its_ingest(tmp_path: Path) -> None:
     assert "B\u00eata" in pl.read_parquet(work / "lake" / "shows.parquet")["title"].to_list()
 
 
+def test_training_on_a_catalogue_alone_says_so(tmp_path: Path) -> None:
+    """A catalogue without events ingests and builds features; training then says there is
+    nothing to learn from (it was a pandas merge traceback), exit 2."""
+    data = tmp_path / "tvmaze"
+    data.mkdir()
+    (data / "tvmaze_shows.json").write_text('[{"id": 1, "name": "A"}, {"id": 2, "name": "B"}]')
+    work = ["--workdir", str(tmp_path / "work")]
+    assert runner.invoke(app, ["ingest", str(data), "--format", "tvmaze", *work]).exit_code == 0
+    assert runner.invoke(app, ["features", "build", *work]).exit_code == 0
+    res = runner.invoke(app, ["train", "--stage", "multimodal", *work])
+    assert res.exit_code == 2, res.output
+    assert "training set multimodal_v1: no viewing event before the as-of" in res.output
+    assert "Traceback" not in res.output
+
+
 def test_ingest_options_reach_ingest(tmp_path: Path) -> None:
     data = contract_dir(tmp_path, "data", events_csv=events_with("event_timestamp", [
         "1950-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]))  # fmt: skip
