@@ -168,7 +168,8 @@ def test_run_passes_encoding_to_its_ingest(tmp_path: Path) -> None:
 
 def test_training_on_a_catalogue_alone_says_so(tmp_path: Path) -> None:
     """A catalogue without events ingests and builds features; training then says there is
-    nothing to learn from (it was a pandas merge traceback), exit 2."""
+    nothing to learn from (it was a pandas merge traceback), and so does an evaluation (it
+    was a LinAlgError from EASE); exit 2."""
     data = tmp_path / "tvmaze"
     data.mkdir()
     (data / "tvmaze_shows.json").write_text('[{"id": 1, "name": "A"}, {"id": 2, "name": "B"}]')
@@ -179,6 +180,8 @@ def test_training_on_a_catalogue_alone_says_so(tmp_path: Path) -> None:
     assert res.exit_code == 2, res.output
     assert "training set multimodal_v1: no viewing event before the as-of" in res.output
     assert "Traceback" not in res.output
+    res = runner.invoke(app, ["evaluate", "--data", str(data), "--format", "tvmaze", *work])
+    assert res.exit_code == 2 and "has no viewing events (2 shows" in res.output, res.output
 
 
 def test_ingest_options_reach_ingest(tmp_path: Path) -> None:
