@@ -188,9 +188,10 @@ def save_schedule(workdir: Path, config: ScheduleConfig) -> Path:
 
 
 def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'schedule'}: {e['msg']}" for e in exc.errors()
-    )
+    """`schedule.<setting>: why` of each problem (a misspelt setting: the closest one)."""
+    from tvrec.pipelines.config import setting_problem
+
+    return "; ".join(setting_problem(e, ScheduleConfig, "schedule") for e in exc.errors())
 
 
 def resolve_job(ref: str) -> Callable[..., Any]:
