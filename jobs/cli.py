@@ -382,7 +382,7 @@ def demo(
     workdir: WorkdirOpt = None,
     users: Annotated[int, typer.Option(help="Synthetic users.")] = 5000,
     shows: Annotated[int, typer.Option(help="Synthetic shows.")] = 1500,
-    events: Annotated[int, typer.Option(help="Synthetic viewing events.")] = 300_000,
+    events: Annotated[int, typer.Option(min=1, help="Synthetic viewing events.")] = 300_000,
     seed: Annotated[int, typer.Option(help="World seed.")] = 7,
 ) -> None:
     """Generate the synthetic TV world, ingest it and build features (no download)."""

@@ -296,10 +296,14 @@ class WorldConfig:
         )
         if min(specials) < 0:
             raise ConfigError("planted show counts must be >= 0")
-        if self.n_regular < 2 * self.n_clusters + 2 * self.n_near_duplicate_pairs:
+        fewest = 2 * self.n_clusters + 2 * self.n_near_duplicate_pairs  # regular shows
+        if self.n_regular < fewest:
+            least = self.n_shows - self.n_regular + fewest
             raise ConfigError(
-                f"n_shows={self.n_shows} leaves {self.n_regular} regular shows; need at least "
-                f"2 per cluster plus 2 per near-duplicate pair"
+                f"{self.n_shows} shows are too few: the world plants "
+                f"{self.n_shows - self.n_regular} special shows (near-duplicate copies, "
+                f"December, cold-start and upcoming) and needs {fewest} regular ones beside "
+                f"them (2 per taste cluster and per near-duplicate pair); use at least {least}"
             )
 
     @property

@@ -115,8 +115,9 @@ def test_show_fields_are_plausible(world) -> None:
 def test_config_is_validated() -> None:
     with pytest.raises(ConfigError):
         WorldConfig(n_clusters=len(syn.GENRE_FAMILIES) + 1)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"40 shows are too few.* use at least 116"):
         WorldConfig(n_shows=40)  # fewer regular shows than the planted structures need
+    WorldConfig(n_shows=116)  # the least it names is enough
     empty, _ = generate_world(WorldConfig(n_users=20, n_shows=200, n_events=0))
     assert empty.events.height == 0 and canonicalize(empty).events.height == 0
 
