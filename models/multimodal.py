@@ -304,7 +304,7 @@ def _nothing_to_learn(data: TrainingData) -> DataError:
     """No co-watched pair and no user with two shows left to train on."""
     users, events = data.frame["user_id"].nunique(), len(data.frame)
     return DataError(
-        "training set multimodal_v1",
+        f"training set {data.feature_service}",
         f"{events:,} positives from {users:,} users leave the multimodal model no user with "
         "two shows to learn from (one show of each user is held out for validation): give it "
         "more events, or leave multimodal out of [models] train",

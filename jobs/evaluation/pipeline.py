@@ -427,7 +427,8 @@ def evaluate(
     with tempfile.TemporaryDirectory(prefix="tvrec-eval-") as tmp:
         pipeline = SplitPipeline(ds, settings, Path(tmp), quiet=quiet)
         pipeline.few = few
-        extra = {f"tvrec ({m})": pipeline.model_topk(m) for m in models}
+        trained = sorted(models, key=lambda m: m == "ensemble")  # its members before it
+        extra = {f"tvrec ({m})": pipeline.model_topk(m) for m in trained}
         report = score_peers(ds, extra_models=extra, seed=seed, sp=sp, few=few)
     report.ablation = ablation_table(pipeline.ablations, sp, MetricConfig())
     report.notes += pipeline.fit_notes
