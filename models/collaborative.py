@@ -130,7 +130,7 @@ class _DenoisingTask(TrainTask):
         self.net, self.histories, self.cfg = net, histories, cfg
         self.batch, self.device = batch, device
         self.optimizer = torch.optim.Adam(
-            net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+            net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
         )
 
     def plan(self, epoch: int, rngs: Rngs) -> Sequence[torch.Tensor]:

@@ -621,7 +621,9 @@ class _FusionTask(TrainTask):
         self, net: FusionNet, rows: Batchable, val: Batchable | None, cfg: EnsembleConfig
     ) -> None:
         self.net, self.rows, self.val, self.cfg = net, rows, val, cfg
-        self.optimizer = torch.optim.AdamW(net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            net.parameters(), cfg.lr, weight_decay=cfg.weight_decay, fused=True
+        )
         self.monitor = "val_ndcg" if val is not None else None
 
     def plan(self, epoch: int, rngs: Rngs) -> list[np.ndarray]:

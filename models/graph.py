@@ -732,7 +732,7 @@ class _GraphTask(TrainTask):
         self.net = model._net()
         self.device = model.runtime.device
         self.optimizer = torch.optim.Adam(
-            self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
+            self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, fused=True
         )
         self.watched = graph.edge_index.get(WATCHED, torch.zeros(2, 0, dtype=torch.long))  # (2, E)
         self.pairs = graph.cowatch_pairs()  # (M, 2)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,20 +41,48 @@ SINGLE_FIELDS = {
 }
 
 
+class _BucketLookup(torch.autograd.Function):
+    """table[ids] for a small (buckets, k) table and many ids, its gradient summed per
+    bucket by `bincount`: on the CPU an embedding's backward (a scatter per id) or a one-hot
+    matmul costs ten times more (the temporal model's gap biases; the show prior's age
+    curve, where an embedding's backward took 35 of a 46 ms step on the demo catalogue)."""
+
+    @staticmethod
+    def forward(ctx: Any, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(ids)
+        ctx.buckets = table.shape[0]
+        return table[ids]  # (..., k)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (ids,) = ctx.saved_tensors
+        flat, grad = ids.reshape(-1), grad.reshape(-1, grad.shape[-1]).float()
+        sums = [torch.bincount(flat, grad[:, h], ctx.buckets) for h in range(grad.shape[1])]
+        return torch.stack(sums, 1), None
+
+
+def bucket_lookup(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Rows (..., k) of a small (buckets, k) table at bucket ids (...), with a cheap backward."""
+    return _BucketLookup.apply(table, ids)
+
+
 # ---- user histories: one padding convention --------------------------------------------------
 def pad_histories(
     histories: Sequence[Sequence[int] | np.ndarray], length: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Show rows per user, oldest first -> (index (b, L) long, mask (b, L) bool, True = a real
     show): the last `length` shows, right-aligned, so the most recent is always in slot L-1."""
-    index = torch.zeros(len(histories), length, dtype=torch.long)
-    mask = torch.zeros(len(histories), length, dtype=torch.bool)
-    for i, h in enumerate(histories):
-        h = list(h)[-length:]
-        if h:
-            index[i, length - len(h) :] = torch.as_tensor(h, dtype=torch.long)
-            mask[i, length - len(h) :] = True
-    return index, mask
+    tails = [np.asarray(h, dtype=np.int64)[-length:] for h in histories]
+    sizes = np.array([len(t) for t in tails], dtype=np.int64)  # (b,) real shows a row
+    index = np.zeros((len(tails), length), dtype=np.int64)
+    mask = np.zeros((len(tails), length), dtype=bool)
+    if sizes.any():  # one scatter instead of a copy per row (a row a few microseconds)
+        rows = np.repeat(np.arange(len(tails)), sizes)  # (n_real,)
+        first = np.repeat(np.cumsum(sizes) - sizes, sizes)  # (n_real,) offset of its row
+        cols = length - np.repeat(sizes, sizes) + np.arange(len(rows)) - first
+        index[rows, cols] = np.concatenate(tails)
+        mask[rows, cols] = True
+    return torch.from_numpy(index), torch.from_numpy(mask)
 
 
 def seen_mask(index: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:

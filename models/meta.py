@@ -424,7 +424,7 @@ class _MetaTask(TrainTask):
         self.seq, self.memory, self.val = seq, memory, val
         self.monitor = "val_ndcg" if val else None
         self.optimizer = torch.optim.Adam(
-            self.net.parameters(), lr=lr, weight_decay=cfg.weight_decay
+            self.net.parameters(), lr=lr, weight_decay=cfg.weight_decay, fused=True
         )
         self.batch = cfg.batch_size * model.runtime.batch_multiplier
 

@@ -445,7 +445,7 @@ class MultimodalModel(Recommender, name="multimodal", config=MultimodalConfig):
         groups = [{"params": rest, "lr": cfg.lr}]
         if any(p.requires_grad for p in text):
             groups.append({"params": [p for p in text if p.requires_grad], "lr": cfg.text_lr})
-        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, fused=True)
 
     def _recall_at_10(self, split: _Split) -> float:
         """Share of validation users whose held-out next show is in their top 10."""

@@ -34,6 +34,7 @@ from torch import nn
 from tvrec.pipelines.model_inputs import TrainingData
 
 from .content import user_sequences
+from .layers import bucket_lookup
 from .runtime import Runtime
 from .trainer import Rngs, StepResult, Trainer, TrainerConfig, TrainTask
 
@@ -89,7 +90,8 @@ class ShowPrior(nn.Module):
 
     def content(self, shows: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
         """The content part: (n, dim) show vectors, (b, n) age buckets -> (b, n) logits."""
-        return self.prior_mlp(shows).squeeze(-1)[None, :] + self.age_curve(ages).squeeze(-1)
+        age = bucket_lookup(self.age_curve.weight, ages).squeeze(-1)  # (b, n)
+        return self.prior_mlp(shows).squeeze(-1)[None, :] + age
 
     def forward(self, shows: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
         """(n, dim) vectors of the whole catalogue, (b, n) age buckets -> (b, n) prior logits."""
@@ -159,11 +161,13 @@ def fit_prior(
     with torch.no_grad():
         prior.show_bias.weight.zero_()
         prior.watched.zero_()
-    opt = torch.optim.AdamW(content, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(content, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     losses = _fit(_PriorTask(prior, opt, cfg, watches, cfg.steps), "content", rngs)
     # the content part is fitted and calibrated on its own: now each watched show's own bias
     prior.watched[torch.as_tensor(np.unique(np.concatenate(sequences)))] = True
-    opt = torch.optim.Adam([*prior.show_bias.parameters(), prior.log_scale], lr=cfg.bias_lr)
+    opt = torch.optim.Adam(
+        [*prior.show_bias.parameters(), prior.log_scale], lr=cfg.bias_lr, fused=True
+    )
     return losses + _fit(_PriorTask(prior, opt, cfg, watches, cfg.bias_steps), "bias", rngs)
 
 
@@ -198,9 +202,11 @@ class _Watches:
         when = torch.as_tensor([int(self.days[u][c]) for u, c in pairs], device=device)
         with torch.no_grad():
             users = self.embed_users(prefixes).float().to(device)  # (b, dim)
+        # the user's earlier shows leave the softmax: (b, n), one scatter for the batch
         seen = torch.zeros(len(pairs), len(self.shows), dtype=torch.bool, device=device)
-        for i, prefix in enumerate(prefixes):  # the user's earlier shows leave the softmax
-            seen[i, torch.as_tensor(prefix, dtype=torch.long, device=device)] = True
+        lengths = [len(p) for p in prefixes]
+        rows = torch.as_tensor(np.repeat(np.arange(len(prefixes)), lengths), device=device)
+        seen[rows, torch.as_tensor(np.concatenate(prefixes), device=device)] = True
         seen[torch.arange(len(pairs), device=device), targets] = False
         return users, age_buckets(self.premiered_days, when), seen, targets
 

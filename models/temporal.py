@@ -75,6 +75,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import ModelConfig, Recommender, TrainingData, UserTable
+from .layers import bucket_lookup
 from .losses import fp32, masked_info_nce
 from .trainer import Rngs, StepResult, TrainTask
 
@@ -559,28 +560,9 @@ def gap_buckets(later_us: torch.Tensor, earlier_us: torch.Tensor) -> torch.Tenso
     return torch.bucketize(later_us - earlier_us, edges, right=True)
 
 
-class _BucketLookup(torch.autograd.Function):
-    """table[ids] for a small (buckets, heads) table and many ids, its gradient summed per
-    bucket by `bincount`: on the CPU an embedding's backward (a scatter per pair) or a one-hot
-    matmul costs ten times more."""
-
-    @staticmethod
-    def forward(ctx: Any, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(ids)
-        ctx.buckets = table.shape[0]
-        return table[ids]  # (..., heads)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (ids,) = ctx.saved_tensors
-        flat, grad = ids.reshape(-1), grad.reshape(-1, grad.shape[-1]).float()
-        sums = [torch.bincount(flat, grad[:, h], ctx.buckets) for h in range(grad.shape[1])]
-        return torch.stack(sums, 1), None
-
-
 def bucket_bias(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Per-head biases (..., heads) of gap bucket ids (...) from a (buckets, heads) table."""
-    return _BucketLookup.apply(table, ids)
+    return bucket_lookup(table, ids)
 
 
 class TemporalAttention(nn.Module):

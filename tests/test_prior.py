@@ -31,6 +31,26 @@ def test_age_buckets_known_values() -> None:
     assert int(got.max()) < N_AGE_BUCKETS
 
 
+def test_the_age_term_has_the_gradient_of_an_embedding_lookup() -> None:
+    """The age curve's lookup sums its gradient by bincount (models/prior.py: _BucketLookup);
+    it must match what nn.Embedding's backward gives, bucket by bucket."""
+    gen = torch.Generator().manual_seed(0)
+    prior = ShowPrior(DIM, n_shows=40)
+    with torch.no_grad():
+        prior.age_curve.weight.normal_(generator=gen)
+    shows = torch.randn(40, DIM, generator=gen)
+    ages = torch.randint(0, N_AGE_BUCKETS, (16, 40), generator=gen)
+    upstream = torch.randn(16, 40, generator=gen)
+    (prior.content(shows, ages) * upstream).sum().backward()
+    reference = torch.nn.Embedding(N_AGE_BUCKETS, 1)
+    reference.weight.data.copy_(prior.age_curve.weight.data)
+    (reference(ages).squeeze(-1) * upstream).sum().backward()
+    assert prior.age_curve.weight.grad is not None and reference.weight.grad is not None
+    assert torch.allclose(prior.age_curve.weight.grad, reference.weight.grad, atol=1e-5)
+    assert torch.equal(prior.content(shows, ages) - prior.prior_mlp(shows).squeeze(-1)[None],
+                       reference(ages).squeeze(-1))  # fmt: skip
+
+
 def test_prior_learns_popularity_from_content_and_carries_it_to_unwatched_shows() -> None:
     gen = np.random.default_rng(0)
     n = 60
