@@ -128,15 +128,14 @@ def _checked_dataset(
     import polars as pl
 
     from tvrec.pipelines.build import check_as_of
-    from tvrec.pipelines.errors import ConfigError
     from tvrec.pipelines.ingest import load_dataset, read_lake
 
     dataset = load_dataset(source, fmt, options or settings.ingest) if source else None
-    if dataset is not None and not dataset.events.height and settings.models.train:
-        raise ConfigError(
-            f"{source}: dataset {dataset.name!r} has no viewing events ({dataset.shows.height:,} "
-            "shows, a catalogue alone): the nightly job trains on events; publish the "
-            "catalogue with `tvrec ingest`, or add an events file"
+    if dataset is not None and settings.models.train:
+        dataset.require_events(
+            "the nightly job trains on events; publish the catalogue with `tvrec ingest`, or "
+            "add an events file",
+            where=f"{source}: ",
         )
     if as_of is not None:
         events = dataset if dataset is not None else _current_lake(settings, read_lake)

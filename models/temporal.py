@@ -560,11 +560,6 @@ def gap_buckets(later_us: torch.Tensor, earlier_us: torch.Tensor) -> torch.Tenso
     return torch.bucketize(later_us - earlier_us, edges, right=True)
 
 
-def bucket_bias(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Per-head biases (..., heads) of gap bucket ids (...) from a (buckets, heads) table."""
-    return bucket_lookup(table, ids)
-
-
 class TemporalAttention(nn.Module):
     """Multi-head attention whose logits get a learned bias per head and gap bucket; keys a
     query may not see are masked out (each query must be allowed at least one key)."""
@@ -586,7 +581,7 @@ class TemporalAttention(nn.Module):
         split = lambda t: t.view(b, -1, self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
         q = split(self.to_q(queries))  # (b, h, q, d_h)
         k, v = (split(t) for t in self.to_kv(keys).chunk(2, -1))  # (b, h, k, d_h) each
-        bias = bucket_bias(self.gap_bias, gaps).permute(0, 3, 1, 2)  # (b, h, q, k)
+        bias = bucket_lookup(self.gap_bias, gaps).permute(0, 3, 1, 2)  # (b, h, q, k)
         mask = bias.masked_fill(~allowed[:, None], float("-inf")).to(q.dtype)
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(attended.transpose(1, 2).reshape(b, nq, d))  # (b, q, d)

@@ -114,6 +114,15 @@ class Dataset:
             "users": self.users,
         }
 
+    def require_events(self, purpose: str, where: str = "") -> None:
+        """Refuse a catalogue without viewing events (ConfigError): `purpose` says what
+        needs them, `where` prefixes the message (the source path)."""
+        if not self.events.height:
+            raise ConfigError(
+                f"{where}dataset {self.name!r} has no viewing events ({self.shows.height:,} "
+                f"shows, a catalogue alone): {purpose}"
+            )
+
     def manifest(self) -> dict:
         ts = self.events["event_timestamp"]
         return {

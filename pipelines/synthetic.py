@@ -298,12 +298,12 @@ class WorldConfig:
             raise ConfigError("planted show counts must be >= 0")
         fewest = 2 * self.n_clusters + 2 * self.n_near_duplicate_pairs  # regular shows
         if self.n_regular < fewest:
-            least = self.n_shows - self.n_regular + fewest
+            planted = sum(specials)  # n_shows - n_regular
             raise ConfigError(
-                f"{self.n_shows} shows are too few: the world plants "
-                f"{self.n_shows - self.n_regular} special shows (near-duplicate copies, "
-                f"December, cold-start and upcoming) and needs {fewest} regular ones beside "
-                f"them (2 per taste cluster and per near-duplicate pair); use at least {least}"
+                f"{self.n_shows} shows are too few: the world plants {planted} special shows "
+                f"(near-duplicate copies, December, cold-start and upcoming) and needs "
+                f"{fewest} regular ones beside them (2 per taste cluster and per near-duplicate "
+                f"pair); use at least {planted + fewest}"
             )
 
     @property

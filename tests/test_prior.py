@@ -32,7 +32,7 @@ def test_age_buckets_known_values() -> None:
 
 
 def test_the_age_term_has_the_gradient_of_an_embedding_lookup() -> None:
-    """The age curve's lookup sums its gradient by bincount (models/prior.py: _BucketLookup);
+    """The age curve's lookup sums its gradient by bincount (models/layers.py: bucket_lookup);
     it must match what nn.Embedding's backward gives, bucket by bucket."""
     gen = torch.Generator().manual_seed(0)
     prior = ShowPrior(DIM, n_shows=40)

@@ -36,7 +36,6 @@ from tvrec.jobs.evaluation.report import (
 from tvrec.jobs.evaluation.splitting import FewShot, Split, few_shot, split
 from tvrec.pipelines.config import Settings
 from tvrec.pipelines.contract import EVENTS_SCHEMA, Dataset
-from tvrec.pipelines.errors import ConfigError
 from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.workdir import Workdir
 
@@ -416,11 +415,7 @@ def evaluate(
     """Score each of tvrec's `models` alone (one feature build shared) against the peers;
     with `few_shot_users`, that many users (seeded) are held out of training and scored
     from their first 5 events (`splitting.few_shot`)."""
-    if not ds.events.height:
-        raise ConfigError(
-            f"dataset {ds.name!r} has no viewing events ({ds.shows.height:,} shows, a "
-            "catalogue alone): an evaluation scores recommendations against held-out events"
-        )
+    ds.require_events("an evaluation scores recommendations against held-out events")
     sp = split(ds, seed=seed)
     few = few_shot(sp, few_shot_users, seed=seed) if few_shot_users else None
     sp = few.held_out(sp) if few else sp
