@@ -137,12 +137,28 @@ def _checked_dataset(
             "add an events file",
             where=f"{source}: ",
         )
-    if as_of is not None:
-        events = dataset if dataset is not None else _current_lake(settings, read_lake)
-        if events is not None:
-            before = events.events.filter(pl.col("event_timestamp") < as_of)
-            check_as_of(events, before, as_of)
+    events = dataset if dataset is not None else _current_lake(settings, read_lake)
+    if as_of is not None and events is not None:
+        before = events.events.filter(pl.col("event_timestamp") < as_of)
+        check_as_of(events, before, as_of)
+    if events is not None:
+        _preflight(settings, events, as_of)
     return dataset
+
+
+def _preflight(settings: Settings, dataset: Dataset, as_of: datetime | None) -> None:
+    """Each model the job trains refuses, here, a log it certainly cannot learn from
+    (`Recommender.preflight`), rather than after the models before it trained."""
+    import polars as pl
+
+    from tvrec.jobs.train import preflight
+    from tvrec.pipelines.build import default_as_of
+
+    if not settings.models.train or dataset.events.is_empty():
+        return
+    cut = as_of or default_as_of(dataset)
+    events = dataset.events.filter(pl.col("event_timestamp") < cut)
+    preflight(settings, settings.models.train, events, dataset.shows)
 
 
 def _current_lake(settings: Settings, read: Any) -> Dataset | None:

@@ -24,6 +24,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
@@ -345,6 +346,23 @@ def user_events(wd: Workdir, user: str) -> int:
     return int(scan.select(pl.len()).collect().item())
 
 
+def unwatched_aired_shows(wd: Workdir, user: str, as_of: str) -> int:
+    """Shows of the lake premiered by `as_of` (or undated) that `user` had not watched
+    before it: what the nightly job could recommend them (jobs/recommend.py excludes the
+    rest)."""
+    import polars as pl
+
+    moment = datetime.fromisoformat(as_of)
+    shows = pl.scan_parquet(wd.lake / "shows.parquet").filter(
+        pl.col("premiered").is_null() | (pl.col("premiered") <= moment.date())
+    )
+    watched = pl.scan_parquet(wd.lake / "events.parquet").filter(
+        (pl.col("user_id") == user) & (pl.col("event_timestamp") < moment)
+    )
+    rest = shows.join(watched.select("show_id").unique(), on="show_id", how="anti")
+    return int(rest.select(pl.len()).collect().item())
+
+
 def results_frame(
     shows: ShowList, ranked: Sequence[tuple[str, float]], ranks: Sequence[int] | None = None
 ) -> list[dict[str, Any]]:
@@ -395,6 +413,12 @@ def user_query(ctx: Context, user: str, k: int) -> Answer:
 def unknown_user_message(ctx: Context, table: TopTable, user: str) -> str:
     """Why a user has no row: new since the as-of time, or no such id at all."""
     n_events = user_events(ctx.wd, user)
+    if n_events and table.as_of and not unwatched_aired_shows(ctx.wd, user, table.as_of):
+        return (
+            f"no recommendations for user {user!r} in {USER_TABLE} v{table.version} (as of "
+            f"{table.as_of}): they had watched every show aired by then; similar shows and "
+            "text queries still answer (`tvrec query --show`, `--text`)"
+        )
     if n_events:
         return (
             f"unknown user {user!r}: they have {n_events} event(s) in the lake but no "

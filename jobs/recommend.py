@@ -145,7 +145,9 @@ def _serve(
     show_similar = show_similar.with_columns(**{c: pl.lit(v) for c, v in stamp.items()})
     forecast = _forecast(wd, lake, log)
     with log.stage("publish"):
-        refs = _stage_tables(wd, release, lake, user_topk, show_similar, stamp, len(users))
+        # a user who has seen every aired show has nothing left to be recommended
+        open_users = sum(len(e) < len(ids) for e in exclude)
+        refs = _stage_tables(wd, release, lake, user_topk, show_similar, stamp, open_users)
         if forecast is not None:
             _stage_forecast(wd, release, lake, forecast)
         _write_recommendations(release, user_topk, as_of)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from tvrec.jobs.tracking import TRAINING_PLOT, TrainingRun, build_tracker, plot_training
@@ -27,6 +27,8 @@ from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.workdir import Workdir
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from tvrec.models.distributed import World
 
 
@@ -65,6 +67,21 @@ def training_data(
             load_model(published) if (published / MANIFEST).exists() else None,
         )
     return data
+
+
+def preflight(
+    settings: Settings, stages: Iterable[str], events: pl.DataFrame, shows: pl.DataFrame
+) -> None:
+    """Each model of `stages` refuses, before any of them trains, a log it certainly cannot
+    learn from (`Recommender.preflight`): `events` are those before the as-of."""
+    import polars as pl
+
+    from tvrec.pipelines.model_inputs import watched_pairs
+
+    events = events.filter(pl.col("show_id").is_in(shows["show_id"]))
+    positives = watched_pairs(events.select("user_id", "show_id", "event_timestamp").to_pandas())
+    for stage in stages:
+        registered(stage).preflight(positives, settings.models.params(stage))
 
 
 def train_stage(

@@ -182,6 +182,15 @@ class Recommender(ABC):
         except ValidationError as exc:
             raise ConfigError(config_problems(cls.name, cls.config_class, exc)) from None
 
+    @classmethod
+    def preflight(cls, positives: pd.DataFrame, params: Mapping[str, Any]) -> None:
+        """Refuse (DataError), before anything is written or trained, a log this model
+        certainly cannot learn from with these settings: its watched pairs before the as-of
+        (`watched_pairs`: user_id, show_id, event_timestamp). The nightly job asks every model
+        it will train, so a refusal comes in seconds, not after the other models trained;
+        nothing to refuse here (`fit` says what it cannot use)."""
+        return None
+
     # ---- what each model implements ------------------------------------------------------
     @abstractmethod
     def fit(self, data: TrainingData) -> dict[str, Any]:

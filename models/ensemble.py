@@ -81,6 +81,7 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -497,6 +498,25 @@ def _thin_window(events: int, users: int) -> DataError:
     )
 
 
+def _no_window_user(positives: pd.DataFrame, cfg: EnsembleConfig, timed: bool) -> DataError:
+    """`preflight`'s refusal: no user the fusion's window could hold."""
+    users = positives["user_id"].nunique()
+    where = (
+        f"the last {cfg.window_share:.0%} of the {len(positives):,} watched pairs by time"
+        if timed
+        else f"a seeded {cfg.window_share:.0%} of the {len(positives):,} watched pairs"
+    )
+    return DataError(
+        "the events before the as-of",
+        f"the ensemble's validation window ({where}) would hold no user with an earlier "
+        f"show to rank from ({users:,} user{'s' * (users != 1)} in all, the new users held "
+        "out among them), so the "
+        "fusion would have nothing to learn from: give it more users and events, raise "
+        "[models.ensemble] window_share, or serve a single model ([models] serve, and "
+        "leave the ensemble out of [models] train)",
+    )
+
+
 def _seconds(values: pd.Series) -> np.ndarray:
     ts = pd.to_datetime(values, utc=True)
     return ts.dt.as_unit("us").astype("int64").to_numpy() / 1e6
@@ -706,6 +726,24 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         self._companions: dict[str, Recommender] = {}  # see `companions`
 
     # ---- training ---------------------------------------------------------------------------
+    @classmethod
+    def preflight(cls, positives: pd.DataFrame, params: Mapping[str, Any]) -> None:
+        """Refuse a log whose validation window certainly holds no user to learn from, the
+        refusal `fit` would make only after every other stage trained. On a timed log the
+        window is the last `window_share` of the positives by time: this is `fit`'s own cut.
+        On an untimed one it is a seeded draw over the training set's rows, so only what
+        holds for every draw counts: no user outside the new users has two shows."""
+        model = cls(cls.parse_config(params))
+        if is_timed(positives):
+            _, window, _, _ = model._cut(positives)
+            if window.empty:
+                raise _no_window_user(positives, model.config, timed=True)
+            return
+        new = set(model._new_users(positives).users)
+        shows = positives.loc[~positives["user_id"].isin(new), "user_id"].value_counts()
+        if not (shows > 1).any():
+            raise _no_window_user(positives, model.config, timed=False)
+
     def fit(self, data: TrainingData) -> dict[str, Any]:
         cfg, started = self.config, time.perf_counter()
         torch.manual_seed(cfg.seed)
@@ -949,9 +987,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         cfg = self.config
         held = held_out(positives, cfg.window_share, cfg.seed)
         before, window = positives[~held], positives[held]
-        # new users, as the few-shot protocol holds them out: a seeded share of everyone
-        cap = math.ceil(cfg.new_share * positives["user_id"].nunique())
-        new = NewUsers.draw(positives, cfg, cap)
+        new = self._new_users(positives)
         shows = sorted(set(window["show_id"]))
         wanted = min(round(cfg.cold_shows * len(shows)), cfg.candidates)
         cold = [] if wanted < 2 else sorted(
@@ -959,6 +995,12 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         )  # fmt: skip
         before = before[~before["user_id"].isin(set(new.users)) & ~before["show_id"].isin(cold)]
         return before, window[window["user_id"].isin(set(before["user_id"]))], new, cold
+
+    def _new_users(self, positives: pd.DataFrame) -> NewUsers:
+        """The new users, as the few-shot protocol holds them out: a seeded `new_share` of
+        everyone (at most `new_users`; only users with more than `support` positives)."""
+        cap = math.ceil(self.config.new_share * positives["user_id"].nunique())
+        return NewUsers.draw(positives, self.config, cap)
 
     def _rows(
         self, members: Members, window: pd.DataFrame, new: NewUsers, cold: list[str]

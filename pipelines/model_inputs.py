@@ -90,8 +90,14 @@ class TrainingData:
 
     def positives(self) -> pd.DataFrame:
         """Unique watched (user_id, show_id) pairs with their first event_timestamp."""
-        pos = self.frame.loc[self.frame["label"] == 1, ["user_id", "show_id", "event_timestamp"]]
-        return pos.sort_values("event_timestamp").drop_duplicates(["user_id", "show_id"])
+        return watched_pairs(self.frame.loc[self.frame["label"] == 1])
+
+
+def watched_pairs(events: pd.DataFrame) -> pd.DataFrame:
+    """Unique watched (user_id, show_id) pairs of `events` with their first event_timestamp:
+    a model's positives (`TrainingData.positives`), or a log's before any training set."""
+    pos = events[["user_id", "show_id", "event_timestamp"]]
+    return pos.sort_values("event_timestamp").drop_duplicates(["user_id", "show_id"])
 
 
 def lake_snapshot(wd: Workdir) -> str:

@@ -28,12 +28,13 @@ from bad_inputs import (
     contract_dir,
     events_with,
     good_events_frame,
+    one_viewer,
     tree_digest,
 )
 from typer.testing import CliRunner
 
 from tvrec.jobs.cli import _finite, app
-from tvrec.pipelines.config import IngestSettings
+from tvrec.pipelines.config import MODEL_ENV, IngestSettings
 from tvrec.pipelines.ingest import ingest
 from tvrec.pipelines.workdir import Workdir
 
@@ -80,14 +81,21 @@ def time_limit(seconds: int) -> Iterator[None]:
 
 def test_corpus_is_large_enough() -> None:
     assert len(CASE_NAMES) >= 45
-    assert sum(name.startswith("run-") for name in CASE_NAMES) <= 5  # `tvrec run` is slower
+    assert sum(name.startswith("run-") for name in CASE_NAMES) <= 7  # `tvrec run` is slower
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_bad_input_is_refused_and_changes_nothing(
-    name: str, corpus: dict[str, Case], good_workdir: Path, tmp_path: Path
+    name: str,
+    corpus: dict[str, Case],
+    good_workdir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     case = corpus[name]
+    if case.default_models:
+        for env in MODEL_ENV.values():
+            monkeypatch.delenv(env, raising=False)
     work = tmp_path / "work"
     shutil.copytree(good_workdir, work, symlinks=True)
     if case.toml is not None:
@@ -110,6 +118,20 @@ def test_bad_input_is_refused_and_changes_nothing(
 
 
 # ---- what is accepted -----------------------------------------------------------------------
+def test_a_viewer_who_has_seen_every_show_is_served_nothing_and_told_why(tmp_path: Path) -> None:
+    """One viewer who watched all 30 shows: the night publishes (it was a ValueError, "1
+    user_ids have no rows", from the table's check) and `tvrec query --user` says why the
+    list is empty instead of "probably new since then"."""
+    data = contract_dir(tmp_path, "data", **one_viewer(timed=True))
+    work = ["--workdir", str(tmp_path / "work")]
+    res = runner.invoke(app, ["run", "--data", str(data), *work])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["query", "--user", "u1", *work])
+    assert res.exit_code == 2 and "they had watched every show aired by then" in res.output
+    res = runner.invoke(app, ["query", "--show", "1", *work])
+    assert res.exit_code == 0, res.output
+
+
 def _ingest(src: Path, work: Path, *extra: str) -> dict:
     res = runner.invoke(app, ["ingest", str(src), "--workdir", str(work), "--json", *extra])
     assert res.exit_code == 0, res.output

@@ -292,6 +292,28 @@ def test_a_window_with_nothing_to_learn_is_a_clear_error(data: TrainingData) -> 
         model.fit(thin)
 
 
+def test_preflight_refuses_before_training_what_fit_would_refuse(data: TrainingData) -> None:
+    """`preflight` (asked by the nightly job before any model trains) is fit's own cut on a
+    timed log: the world passes, each user's first show alone (the log fit refuses above)
+    is refused. On an untimed log the window is a draw over rows, so it refuses only when no
+    draw could hold a user: nobody but the drawn new users has two shows."""
+    positives = data.positives()
+    EnsembleModel.preflight(positives, {})
+    thin = positives.groupby("user_id").head(1)
+    with pytest.raises(DataError, match=r"last 10% of the [\d,]+ watched pairs by time"):
+        EnsembleModel.preflight(thin, {})
+    untimed = positives.assign(event_timestamp=positives["event_timestamp"].min())
+    EnsembleModel.preflight(untimed, {})
+    with pytest.raises(DataError, match=r"a seeded 10% of the [\d,]+ watched pairs"):
+        EnsembleModel.preflight(untimed.groupby("user_id").head(1), {})
+    counts = untimed["user_id"].value_counts()
+    one = untimed[untimed["user_id"] == counts.index[0]]  # over `support` shows: drawn as new
+    with pytest.raises(DataError, match=r"\(1 user in all"):
+        EnsembleModel.preflight(one, {})
+    light = counts.index[counts.between(2, 5)][0]  # never drawn as new: it can be in it
+    EnsembleModel.preflight(pd.concat([one, untimed[untimed["user_id"] == light]]), {})
+
+
 def test_recent_days_is_one_of_the_windows_it_counts() -> None:
     with pytest.raises(ConfigError, match="recent_days"):
         EnsembleModel.create(Runtime.cpu(), {"recent_days": 14})

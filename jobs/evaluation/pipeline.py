@@ -419,6 +419,9 @@ def evaluate(
     sp = split(ds, seed=seed)
     few = few_shot(sp, few_shot_users, seed=seed) if few_shot_users else None
     sp = few.held_out(sp) if few else sp
+    from tvrec.jobs.train import preflight
+
+    preflight(settings, models, sp.train, ds.shows)  # refused now, not after models trained
     with tempfile.TemporaryDirectory(prefix="tvrec-eval-") as tmp:
         pipeline = SplitPipeline(ds, settings, Path(tmp), quiet=quiet)
         pipeline.few = few
