@@ -1176,8 +1176,9 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             for j, i in enumerate(few):
                 drop = [*members.ease.histories.get(user_ids[i], []), *rows[i][rows[i] >= 0]]
                 scores[j, drop + (list(exclude[i]) if exclude else [])] = -np.inf
-            top = np.argsort(-scores, 1, kind="stable")[:, :r]  # (f, r)
-            out[few] = np.where(np.isfinite(np.take_along_axis(scores, top, 1)), top, -1)
+            top = np.argsort(-scores, 1, kind="stable")[:, :r]  # (f, min(r, n))
+            picks = np.where(np.isfinite(np.take_along_axis(scores, top, 1)), top, -1)
+            out[few, : top.shape[1]] = picks  # a catalogue under r shows: the rest -1
         return np.concatenate([rows, out], 1)
 
     @torch.inference_mode()

@@ -520,9 +520,19 @@ def test_a_routed_user_is_also_offered_the_rankers_own_top_shows(fitted: Ensembl
         expected = np.argsort(-scores[i], kind="stable")[: model.config.ranker_candidates]
         assert picks[i].tolist() == expected.tolist()
         assert not set(picks[i]) & (set(model.histories[u]) | set(before[i]))
+    # more picks asked for than the catalogue has shows (a 30-show catalogue against the
+    # default 50; it was a numpy shape error): the same picks first, then -1
+    r, n = model.config.ranker_candidates, len(model.show_ids)
+    model.config = model.config.model_copy(update={"ranker_candidates": n + 7})
+    wide = model._with_linked(members, users, retrieved)[:, -(n + 7) :]  # type: ignore[attr-defined]
+    assert (wide[:, n:] == -1).all() and (wide[len(few) :] == -1).all()
+    assert wide[: len(few), :r].tolist() == picks[: len(few)].tolist()
+    for i, u in enumerate(few):
+        shown = wide[i][wide[i] >= 0]
+        assert len(set(shown)) == len(shown) and not set(shown) & set(model.histories[u])
     model.new_user_ranker = "fusion"
     plain = model._with_linked(members, users, retrieved)  # type: ignore[attr-defined]
-    assert plain.shape[1] == got.shape[1] - model.config.ranker_candidates
+    assert plain.shape[1] == got.shape[1] - r
 
 
 def _new_user_rows(n: int, gap: float, seed: int = 0) -> ens.Batchable:
