@@ -283,9 +283,8 @@ def hard_negative_table(
     text_np = text.numpy()
     for start in range(0, n, 1024):
         rows = np.arange(start, min(n, start + 1024))
-        table[rows] = _hard_rows(
-            rows, audience, viewers, active, genre_bin, text_np, cowatched, cfg
-        )
+        found = _hard_rows(rows, audience, viewers, active, genre_bin, text_np, cowatched, cfg)
+        table[rows, : found.shape[1]] = found  # a catalogue under hard_pool shows: -1 after
     return table
 
 
@@ -299,7 +298,7 @@ def _hard_rows(
     cowatched: sp.csr_matrix,
     cfg: ContrastiveConfig,
 ) -> np.ndarray:
-    """Hard-negative candidates of a chunk of anchor rows (chunk, hard_pool)."""
+    """Hard-negative candidates of a chunk of anchor rows (chunk, min(hard_pool, n))."""
     inter = (audience[rows] @ audience.T).toarray()  # (chunk, n)
     jaccard = inter / np.maximum(viewers[rows, None] + viewers[None, :] - inter, 1.0)
     cosine = text[rows] @ text.T  # (chunk, n)

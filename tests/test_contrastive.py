@@ -226,6 +226,25 @@ def test_hard_negatives_share_a_genre_but_not_the_audience(
     assert not pairs & hard_pairs and not {(b, a) for a, b in pairs} & hard_pairs
 
 
+def test_hard_negatives_of_a_catalogue_smaller_than_the_pool() -> None:
+    """Four shows of one genre against `hard_pool` 10 (it was a numpy shape error that failed
+    a night on a two-show catalogue): shows 0 and 1 share an audience and are co-watched, so
+    neither is the other's negative; 2 and 3 are everyone's; the rest of each row is -1."""
+    import scipy.sparse as sp
+
+    viewers = [range(0, 4), range(0, 4), range(4, 8), range(8, 12)]  # show -> its users
+    cells = [(s, u) for s, users in enumerate(viewers) for u in users]
+    rows, cols = zip(*cells, strict=True)
+    audience = sp.csr_matrix((np.ones(len(cells)), (rows, cols)), shape=(4, 12))
+    cowatched = sp.csr_matrix(([4.0, 4.0], ([0, 1], [1, 0])), shape=(4, 4))
+    genres, text = torch.ones(4, 1, dtype=torch.long), torch.eye(4)
+    table = hard_negative_table(audience, genres, text, cowatched, ContrastiveConfig())
+    assert table.shape == (4, 10)
+    found = [set(row[row >= 0].tolist()) for row in table]
+    assert found == [{2, 3}, {2, 3}, {0, 1, 3}, {0, 1, 2}]
+    assert all((row[len(f) :] == -1).all() for row, f in zip(table, found, strict=True))
+
+
 # ---- the GPU profile's path ------------------------------------------------------------------
 def test_gpu_profile_path_runs_with_autocast_on_cpu(data: TrainingData, tmp_path: Path) -> None:
     """The GPU profile's code path (bigger batches, bf16 autocast), exercised on CPU."""
