@@ -137,7 +137,8 @@ def _checked_dataset(
             "add an events file",
             where=f"{source}: ",
         )
-    events = dataset if dataset is not None else _current_lake(settings, read_lake)
+    wanted = as_of is not None or settings.models.train  # the lake is read for these alone
+    events = dataset if dataset is not None or not wanted else _current_lake(settings, read_lake)
     if as_of is not None and events is not None:
         before = events.events.filter(pl.col("event_timestamp") < as_of)
         check_as_of(events, before, as_of)

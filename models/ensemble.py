@@ -510,8 +510,8 @@ def _no_window_user(positives: pd.DataFrame, cfg: EnsembleConfig, timed: bool) -
         "the events before the as-of",
         f"the ensemble's validation window ({where}) would hold no user with an earlier "
         f"show to rank from ({users:,} user{'s' * (users != 1)} in all, the new users held "
-        "out among them), so the "
-        "fusion would have nothing to learn from: give it more users and events, raise "
+        "out among them), so the fusion would have nothing to learn from: give it more users "
+        "and events, raise "
         "[models.ensemble] window_share, or serve a single model ([models] serve, and "
         "leave the ensemble out of [models] train)",
     )
