@@ -26,11 +26,13 @@ from tvrec.pipelines.config import Settings
 from tvrec.pipelines.workdir import Workdir
 
 
-def task_of(workdir: Path) -> mm._MultimodalTask:
-    """The multimodal model's training task as `fit` builds it (the configured settings)."""
+def task_of(workdir: Path, overrides: dict[str, Any] | None = None) -> mm._MultimodalTask:
+    """The multimodal model's training task as `fit` builds it (the configured settings, with
+    `overrides` of its `[models.multimodal]` settings)."""
     settings = Settings.load(workdir)
     runtime = Runtime.detect(settings.hardware.profile)
-    model = registered("multimodal").create(runtime, settings.models.params("multimodal"))
+    params = settings.models.params("multimodal") | (overrides or {})
+    model = registered("multimodal").create(runtime, params)
     assert isinstance(model, mm.MultimodalModel)
     data = training_data(Workdir(settings.workdir), model, settings)
     content = content_of(data, max_people=model.config.max_people)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+from torch import nn
 
-from tvrec.models.layers import pad_histories, seen_mask
+from tvrec.models.layers import CrossAttentionFusion, packed_encoder, pad_histories, seen_mask
 
 
 def test_pad_histories_keeps_the_latest_shows_right_aligned() -> None:
@@ -40,3 +42,70 @@ def test_seen_mask_marks_only_real_history_entries() -> None:
         [True, False, True, False],
         [False, True, False, False],
     ]
+
+
+def _encoder(dim: int = 32, heads: int = 4) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(
+        dim, heads, 2 * dim, 0.1, activation="gelu", batch_first=True, norm_first=True
+    )
+    return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+
+def _tokens(b: int = 64, n: int = 9, dim: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random tokens and a padding mask hiding about half of them (the last never)."""
+    gen = torch.Generator().manual_seed(0)
+    pad = torch.rand(b, n, generator=gen) < 0.5  # (b, n)
+    pad[:, -1] = False
+    return torch.randn(b, n, dim, generator=gen), pad
+
+
+def _without_dropout(module: nn.Module) -> nn.Module:
+    for m in module.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+        if isinstance(m, nn.MultiheadAttention):
+            m.dropout = 0.0
+    return module.train()
+
+
+def test_packed_encoder_is_the_stock_encoder_on_real_tokens() -> None:
+    torch.manual_seed(0)
+    encoder = _encoder().eval()
+    tokens, pad = _tokens()
+    with torch.no_grad():
+        stock = encoder(tokens, src_key_padding_mask=pad)
+        packed = packed_encoder(encoder, tokens, pad)
+    assert torch.allclose(packed[~pad], stock[~pad], atol=1e-5)
+    assert packed[pad].abs().max() == 0.0  # padding positions are zeros, not computed
+
+    # training: the same gradients for every parameter and input (dropout off to compare)
+    encoder = _without_dropout(encoder)
+    weights = torch.randn_like(tokens) * (~pad).unsqueeze(-1)  # a loss on real tokens only
+    grads = []
+    for forward in (
+        lambda t: encoder(t, src_key_padding_mask=pad),
+        lambda t: packed_encoder(encoder, t, pad),
+    ):
+        encoder.zero_grad()
+        given = tokens.clone().requires_grad_()
+        (forward(given) * weights).sum().backward()
+        grads.append([given.grad] + [p.grad.clone() for p in encoder.parameters()])
+    for stock_grad, packed_grad in zip(*grads, strict=True):
+        assert torch.allclose(packed_grad, stock_grad, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_cross_attention_fusion_projects_only_real_content_tokens(training: bool) -> None:
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(32, 4, 2, 0.1)
+    fusion = _without_dropout(fusion) if training else fusion.eval()
+    content, pad = _tokens()
+    text = torch.randn(64, 4, 32)
+    kv = fusion.norm_content(content)
+    stock, _ = fusion.cross(
+        fusion.norm_text(text), kv, kv, key_padding_mask=pad, need_weights=False
+    )
+    assert torch.allclose(fusion._attend(fusion.norm_text(text), content, pad), stock, atol=1e-5)
+    # what stands at a padded position does not matter
+    noise = content + 100 * torch.randn_like(content) * pad.unsqueeze(-1)
+    assert torch.allclose(fusion(text, noise, pad), fusion(text, content, pad), atol=1e-5)
