@@ -68,13 +68,14 @@ def _without_dropout(module: nn.Module) -> nn.Module:
     return module.train()
 
 
-def test_packed_encoder_is_the_stock_encoder_on_real_tokens() -> None:
+@pytest.mark.parametrize("group", [16, 256])  # rows attended together: four groups, one
+def test_packed_encoder_is_the_stock_encoder_on_real_tokens(group: int) -> None:
     torch.manual_seed(0)
     encoder = _encoder().eval()
     tokens, pad = _tokens()
     with torch.no_grad():
         stock = encoder(tokens, src_key_padding_mask=pad)
-        packed = packed_encoder(encoder, tokens, pad)
+        packed = packed_encoder(encoder, tokens, pad, group)
     assert torch.allclose(packed[~pad], stock[~pad], atol=1e-5)
     assert packed[pad].abs().max() == 0.0  # padding positions are zeros, not computed
 
@@ -82,10 +83,9 @@ def test_packed_encoder_is_the_stock_encoder_on_real_tokens() -> None:
     encoder = _without_dropout(encoder)
     weights = torch.randn_like(tokens) * (~pad).unsqueeze(-1)  # a loss on real tokens only
     grads = []
-    for forward in (
-        lambda t: encoder(t, src_key_padding_mask=pad),
-        lambda t: packed_encoder(encoder, t, pad),
-    ):
+    stock_forward = lambda t: encoder(t, src_key_padding_mask=pad)  # noqa: E731
+    packed_forward = lambda t: packed_encoder(encoder, t, pad, group)  # noqa: E731
+    for forward in (stock_forward, packed_forward):
         encoder.zero_grad()
         given = tokens.clone().requires_grad_()
         (forward(given) * weights).sum().backward()
