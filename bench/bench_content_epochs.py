@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -75,10 +76,7 @@ def catalogue(task: mm._MultimodalTask, lake: Path) -> tuple[list, list, list[se
         for r in range(links.shape[0])
         if links.indptr[r + 1] > links.indptr[r]
     ]
-    counts: dict[str, int] = {}
-    for g in genres:
-        for name in g:
-            counts[name] = counts.get(name, 0) + 1
+    counts = Counter(name for g in genres for name in g)
     asked = [(g, g.lower()) for g, n in sorted(counts.items()) if n >= 100]
     return pairs, asked, genres
 

@@ -319,14 +319,14 @@ class _AttentionGroups:
         rank = (real.cumsum(1) - 1)[order].masked_select(mask)  # (r,) place in its row
         local = (torch.arange(b, device=pad.device) % group)[:, None].expand(b, n)
         local = local.masked_select(mask)  # (r,) the token's row within its group
-        counts = counts[order].tolist()
+        counts = counts[order]  # (b,) sorted
         sizes, shapes, slots, keys, start = [], [], [], [], 0
         for first in range(0, b, group):
-            rows = counts[first : first + group]
-            size, width = sum(rows), rows[-1]  # sorted: the last row is the longest
+            rows = counts[first : first + group]  # (rows,)
+            size, width = int(rows.sum()), int(rows[-1])  # sorted: the last is the longest
             slots.append(local[start : start + size] * width + rank[start : start + size])
             wide = torch.arange(width, device=pad.device)
-            keys.append((wide < torch.tensor(rows, device=pad.device)[:, None])[:, None, None])
+            keys.append((wide < rows[:, None])[:, None, None])  # (rows, 1, 1, width)
             sizes.append(size)
             shapes.append((len(rows), width))
             start += size
