@@ -1,7 +1,10 @@
 """Per-step overheads the trainers share, each against the way it was done before, in the
 same process: the show prior's step (age curve by an embedding vs `bucket_lookup`), padding
-user histories (a copy per row vs one scatter), and Adam's update (one tensor at a time vs
-fused). Sizes are the demo world's: 1,500 shows, batches of 256 watches, dim 128.
+user histories (a copy per row vs one scatter), Adam's update (one tensor at a time vs
+fused), and dropout (torch's vs `fast_dropout`, forward and backward). Sizes are the demo
+world's: 1,500 shows, batches of 256 watches, dim 128; dropout at the anime multimodal
+encoder's packed width (20,480 tokens x 256, its feed-forward) and a temporal step's tokens
+(64 windows x 50 events x 64).
 
     python bench/bench_step_overheads.py [--repeat 50]
 
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tvrec.models.layers import pad_histories
+from tvrec.models.layers import fast_dropout, pad_histories
 from tvrec.models.prior import ShowPrior, age_buckets
 
 
@@ -87,6 +90,17 @@ def adam_step(**kwargs: bool) -> Callable[[], None]:
     return opt.step
 
 
+def dropout_step(shape: tuple[int, ...], fast: bool) -> Callable[[], None]:
+    """Dropout (p = 0.1) forward and backward on a tensor of `shape`."""
+    x = torch.randn(*shape, requires_grad=True)
+    drop = fast_dropout if fast else F.dropout
+
+    def step() -> None:
+        drop(x, 0.1, True).sum().backward()
+
+    return step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=50)
@@ -102,6 +116,14 @@ def main() -> None:
         "Adam update (203 tensors, 1.8 M values)": (
             adam_step(foreach=False),
             adam_step(fused=True),
+        ),
+        "dropout (20,480 x 256, forward and backward)": (
+            dropout_step((20_480, 256), False),
+            dropout_step((20_480, 256), True),
+        ),
+        "dropout (64 x 50 x 64, forward and backward)": (
+            dropout_step((64, 50, 64), False),
+            dropout_step((64, 50, 64), True),
         ),
     }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeat}")

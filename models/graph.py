@@ -70,6 +70,7 @@ from torch.nn import functional as F
 from tvrec.pipelines import import_quietly
 
 from .base import ModelConfig, Recommender, TrainingData
+from .layers import FastDropout
 from .losses import bpr, info_nce, sampled_softmax
 from .trainer import Rngs, StepResult, TrainTask
 
@@ -507,7 +508,7 @@ class SageGatConv(nn.Module):
         self.att_dst = nn.Parameter(torch.empty(heads, self.channels))
         self.att_edge = nn.Linear(edge_dim, heads, bias=False) if edge_dim else None
         self.gate = nn.Parameter(torch.zeros(1))  # g = 0.5: half mean, half attention
-        self.attention_dropout = nn.Dropout(dropout)
+        self.attention_dropout = FastDropout(dropout)
         nn.init.xavier_uniform_(self.att_src)
         nn.init.xavier_uniform_(self.att_dst)
 
@@ -587,7 +588,7 @@ class GraphNet(nn.Module):
         self.bias_head = nn.Linear(d, 1)
         self.genre_head = nn.Linear(d, structure.n_genres) if structure.n_genres else None
         self.network_head = nn.Linear(d, structure.n_networks) if structure.n_networks else None
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = FastDropout(cfg.dropout)
         self.temperature = cfg.temperature
         for table in (self.user_arch, self.show_id_arch, *self.entity_arch.values()):
             nn.init.normal_(table.weight, std=0.1)  # small: Adam turns them quickly

@@ -68,6 +68,35 @@ def bucket_lookup(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return _BucketLookup.apply(table, ids)
 
 
+# ---- dropout with a cheap mask on the CPU ----------------------------------------------------
+FAST_DROPOUT_MIN = 1 << 15  # elements; below this the generator's set-up costs more than it saves
+
+
+def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """`F.dropout(x, p, training)`, its mask drawn from 16-bit words of numpy's PCG64 on the
+    CPU: torch's CPU generator (MT19937) draws one 32-bit word per element, which made
+    dropout 15 % of an anime multimodal step (29 ms for 2.6 M elements; this: about 5). The
+    generator is seeded from torch's, so `torch.manual_seed` still fixes every mask; p is
+    kept to 1 / 65,536. CUDA tensors and small ones go to `F.dropout`."""
+    if not training or p <= 0.0:
+        return x
+    if x.is_cuda or x.numel() < FAST_DROPOUT_MIN or p >= 1.0:
+        return F.dropout(x, p, training)
+    seed = int(torch.randint(0, 2**62, (1,)))  # from torch's global generator
+    n = x.numel()  # four 16-bit words from each raw 64-bit draw
+    words = np.random.PCG64(seed).random_raw((n + 3) // 4).view(np.uint16)[:n]
+    keep = torch.from_numpy(words >= round(p * 65536)).view(x.shape)
+    # where() saves only the boolean mask for backward (x * mask would save a float one)
+    return torch.where(keep, x, x.new_zeros(())) * (1.0 / (1.0 - p))
+
+
+class FastDropout(nn.Dropout):
+    """`nn.Dropout` through `fast_dropout` (the same state dict: it has none)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fast_dropout(x, self.p, self.training)
+
+
 # ---- user histories: one padding convention --------------------------------------------------
 def pad_histories(
     histories: Sequence[Sequence[int] | np.ndarray], length: int
@@ -266,10 +295,10 @@ def packed_encoder(
     groups = _AttentionGroups.of(pad, group)
     x = tokens.reshape(b * n, d).index_select(0, groups.gather)  # (r', dim), groups in turn
     for layer in encoder.layers:
-        x = x + layer.dropout1(_grouped_attention(layer.self_attn, layer.norm1(x), groups))
-        x = x + layer.dropout2(
-            layer.linear2(layer.dropout(F.gelu(layer.linear1(layer.norm2(x)))))
-        )  # (r', dim)
+        p, on = layer.dropout.p, layer.training  # dropout1, dropout and dropout2 share p
+        x = x + fast_dropout(_grouped_attention(layer.self_attn, layer.norm1(x), groups), p, on)
+        hidden = fast_dropout(F.gelu(layer.linear1(layer.norm2(x))), p, on)  # (r', ffn)
+        x = x + fast_dropout(layer.linear2(hidden), p, on)  # (r', dim)
     return _unpacked(x, groups.scatter, b * n).view(b, n, d)
 
 

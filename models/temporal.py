@@ -75,7 +75,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import ModelConfig, Recommender, TrainingData, UserTable
-from .layers import bucket_lookup
+from .layers import FastDropout, bucket_lookup
 from .losses import fp32, masked_info_nce
 from .trainer import Rngs, StepResult, TrainTask
 
@@ -598,7 +598,7 @@ class TemporalBlock(nn.Module):
         self.ffn = nn.Sequential(
             nn.Linear(dim, ffn_mult * dim), nn.GELU(), nn.Linear(ffn_mult * dim, dim)
         )
-        self.drop = nn.Dropout(dropout)
+        self.drop = FastDropout(dropout)
 
     def forward(
         self, x: torch.Tensor, memory: torch.Tensor, allowed: torch.Tensor, gaps: torch.Tensor
@@ -633,7 +633,7 @@ class TemporalNet(nn.Module):
         self.trend_weight = nn.Parameter(torch.tensor(1.0))  # beta, on log λ_s(day of T)
         self.popularity_weights = nn.Parameter(torch.zeros(N_FEATURES))  # w, on x_s(day of T)
         self.time_arch = SeasonalTimeEncoding(dim)
-        self.token_drop = nn.Dropout(cfg.dropout)
+        self.token_drop = FastDropout(cfg.dropout)
         self.time_causal = nn.ModuleList(
             TemporalBlock(dim, cfg.heads, cfg.ffn_mult, cfg.dropout) for _ in range(cfg.layers)
         )

@@ -7,7 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from tvrec.models.layers import CrossAttentionFusion, packed_encoder, pad_histories, seen_mask
+from tvrec.models.layers import (
+    FAST_DROPOUT_MIN,
+    CrossAttentionFusion,
+    FastDropout,
+    fast_dropout,
+    packed_encoder,
+    pad_histories,
+    seen_mask,
+)
 
 
 def test_pad_histories_keeps_the_latest_shows_right_aligned() -> None:
@@ -109,3 +117,43 @@ def test_cross_attention_fusion_projects_only_real_content_tokens(training: bool
     # what stands at a padded position does not matter
     noise = content + 100 * torch.randn_like(content) * pad.unsqueeze(-1)
     assert torch.allclose(fusion(text, noise, pad), fusion(text, content, pad), atol=1e-5)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_fast_dropout_drops_a_share_p_and_rescales_the_rest(p: float) -> None:
+    x = torch.rand(FAST_DROPOUT_MIN * 8) + 0.5  # no zeros of its own
+    x.requires_grad_(True)
+    y = fast_dropout(x, p, training=True)
+    kept = y != 0
+    # 262,144 draws: the kept share's standard error is under 0.001
+    assert abs(float(kept.float().mean()) - (1 - p)) < 0.005
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p))
+    y.sum().backward()
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, kept.float() / (1 - p))  # the same mask backwards
+
+
+def test_fast_dropout_is_fixed_by_torch_seed_and_fresh_each_call() -> None:
+    x = torch.ones(FAST_DROPOUT_MIN * 2)
+    torch.manual_seed(3)
+    first, second = fast_dropout(x, 0.2, True), fast_dropout(x, 0.2, True)
+    torch.manual_seed(3)
+    assert torch.equal(fast_dropout(x, 0.2, True), first)
+    assert not torch.equal(first, second)  # a new mask each call
+    # masks of neighbouring calls are independent: agreement is what chance gives (0.68)
+    assert abs(float(((first != 0) == (second != 0)).float().mean()) - 0.68) < 0.01
+
+
+def test_fast_dropout_module_is_nn_dropout_outside_training() -> None:
+    layer = FastDropout(0.3)
+    x = torch.randn(4, FAST_DROPOUT_MIN)
+    assert layer.state_dict() == {}  # swapping nn.Dropout for it leaves checkpoints as they were
+    layer.eval()
+    assert torch.equal(layer(x), x)
+    layer.train()
+    small = torch.ones(10)  # below FAST_DROPOUT_MIN: torch's own dropout
+    torch.manual_seed(0)
+    expected = nn.functional.dropout(small, 0.3, True)
+    torch.manual_seed(0)
+    assert torch.equal(layer(small), expected)
+    assert torch.equal(fast_dropout(x, 0.0, True), x)
