@@ -290,7 +290,10 @@ def packed_encoder(
     longest row (the tokens left-aligned: attention has no positions). The real tokens'
     outputs and gradients are the stock encoder's; a catalogue whose shows have few of the
     widest row's genres saves most (anime: 21 positions a show, about 10 real). Every show
-    needs a real token (`token_dropout` keeps the last)."""
+    needs a real token (`token_dropout` keeps the last). An encoder of another shape (post-norm
+    layers, another activation, a final norm) runs as it is, its padding zeroed."""
+    if not _packable(encoder):
+        return encoder(tokens, src_key_padding_mask=pad).masked_fill(pad.unsqueeze(-1), 0.0)
     b, n, d = tokens.shape
     groups = _AttentionGroups.of(pad, group)
     x = tokens.reshape(b * n, d).index_select(0, groups.gather)  # (r', dim), groups in turn
@@ -300,6 +303,16 @@ def packed_encoder(
         hidden = fast_dropout(F.gelu(layer.linear1(layer.norm2(x))), p, on)  # (r', ffn)
         x = x + fast_dropout(layer.linear2(hidden), p, on)  # (r', dim)
     return _unpacked(x, groups.scatter, b * n).view(b, n, d)
+
+
+def _packable(encoder: nn.TransformerEncoder) -> bool:
+    """Whether `packed_encoder`'s layer (pre-norm, exact GELU, no final norm) is `encoder`'s."""
+
+    def gelu(f: object) -> bool:
+        return f is F.gelu or (isinstance(f, nn.GELU) and f.approximate == "none")
+
+    layers = list(encoder.layers)
+    return encoder.norm is None and all(x.norm_first and gelu(x.activation) for x in layers)
 
 
 def _bucketed(flat: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:

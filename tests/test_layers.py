@@ -102,6 +102,33 @@ def test_packed_encoder_is_the_stock_encoder_on_real_tokens(group: int) -> None:
         assert torch.allclose(packed_grad, stock_grad, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"norm_first": False},  # post-norm
+        {"activation": "relu"},
+        {"activation": nn.GELU(approximate="tanh")},
+        {"final_norm": True},
+    ],
+)
+def test_packed_encoder_runs_another_encoder_shape_as_it_is(shape: dict) -> None:
+    """The packed path computes a pre-norm, exact-GELU layer; any other layer (or a final
+    norm) gets the stock encoder's own output, not a silently different one."""
+    torch.manual_seed(0)
+    final = shape.pop("final_norm", False)
+    kwargs = {"activation": "gelu", "norm_first": True} | shape
+    layer = nn.TransformerEncoderLayer(32, 4, 64, 0.1, batch_first=True, **kwargs)
+    norm = nn.LayerNorm(32) if final else None
+    encoder = nn.TransformerEncoder(layer, 2, norm=norm, enable_nested_tensor=False)
+    encoder = _without_dropout(encoder)  # training mode: torch's fast path would hide tanh
+    tokens, pad = _tokens()
+    with torch.no_grad():
+        stock = encoder(tokens, src_key_padding_mask=pad)
+        packed = packed_encoder(encoder, tokens, pad)
+    assert torch.allclose(packed[~pad], stock[~pad], atol=1e-6)
+    assert packed[pad].abs().max() == 0.0
+
+
 @pytest.mark.parametrize("training", [False, True])
 def test_cross_attention_fusion_projects_only_real_content_tokens(training: bool) -> None:
     torch.manual_seed(0)
