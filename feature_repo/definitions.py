@@ -69,7 +69,8 @@ show_metadata = FeatureView(
     tags={"family": "show"},
 )
 
-# MiniLM embedding of "title. description" (384 floats, L2-normalised), cached by content hash.
+# MiniLM embedding of "title. description. Genre, Genre" (384 floats, L2-normalised; the
+# genre names let a catalogue without descriptions answer genre queries), cached by content hash.
 show_text = FeatureView(
     name="show_text",
     entities=[show],

@@ -2,7 +2,7 @@
 
 What a show *is*, as tensors, from the catalogue content `pipelines.model_inputs` hands in
 (read point in time there: metadata and the MiniLM text embedding through the model's Feast
-FeatureService, cast and crew from the graph edge tables, raw "title. description" text for
+FeatureService, cast and crew from the graph edge tables, raw "title. description. Genres" text for
 fine-tuning a text encoder). And what users did: each user's recent shows, and co-watched
 show pairs, from the positives of the training set (never from a side channel).
 """

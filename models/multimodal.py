@@ -3,7 +3,7 @@
 A show is embedded from content alone, so a show nobody has watched yet gets a vector as
 good as any other, and free text lands in the same space (`tvrec query --text`):
 
-    text_arch:   pooled transformer embedding of "title. description" -> a few text tokens
+    text_arch:   pooled transformer embedding of "title. description. Genres" -> a few text tokens
     meta_arch:   a transformer encoder over metadata tokens (genres, network, platforms,
                  year, seasons, runtime, age rating, type, language; each a value embedding
                  plus a field embedding; a genre also adds the vector of its genre cluster)

@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 import polars as pl
 
+from .features.text import show_text
 from .workdir import Workdir
 
 CHECKPOINTS = "checkpoints"
@@ -45,7 +46,7 @@ class CatalogueContent:
     features: pd.DataFrame  # the FeatureService's show features (`<view>__<feature>` columns)
     credits: dict[str, list[str]]  # show_id -> person ids, in credit order
     vocab: dict[str, list]  # the feature build's vocabularies (genres, networks, ...)
-    raw_text: list[str]  # "title. description"
+    raw_text: list[str]  # "title. description. Genre, Genre" (features.text.show_text)
     titles: list[str] = field(default_factory=list)  # the titles alone (empty: not read)
 
 
@@ -181,9 +182,11 @@ def _credits(path: Path) -> dict[str, list[str]]:
 
 
 def _text(wd: Workdir, show_ids: list[str]) -> tuple[list[str], list[str]]:
-    """Each show's "title. description" and its title alone, from one read of the lake."""
-    shows = pl.read_parquet(wd.lake / "shows.parquet", columns=["show_id", "title", "description"])
-    raw = (shows["title"] + ". " + shows["description"].fill_null("")).to_list()
+    """Each show's text as the Feast text embedding reads it (`show_text`: "title.
+    description. Genre, Genre") and its title alone, from one read of the lake."""
+    columns = ["show_id", "title", "description", "genres"]
+    shows = pl.read_parquet(wd.lake / "shows.parquet", columns=columns)
+    raw = shows.select(show_text())["text"].to_list()
     text = dict(zip(shows["show_id"], raw, strict=True))
     title = dict(zip(shows["show_id"], shows["title"].fill_null("").to_list(), strict=True))
     return [text.get(s, "") for s in show_ids], [title.get(s, "") for s in show_ids]

@@ -999,6 +999,33 @@ def test_text_content_hash_and_identical_texts(tmp_path: Path, encoder: text.Tex
     assert text.content_hash("x", "model-a") != text.content_hash("x", "model-b")
 
 
+def test_show_text_carries_the_genres_and_skips_missing_parts() -> None:
+    shows = make_shows(
+        [
+            {"show_id": "a", "title": "Kimi", "description": "A story.", "genres": ["Drama"]},
+            {"show_id": "b", "title": "Umi", "genres": ["Romance", "School"]},
+            {"show_id": "c", "title": "Sora", "description": " ", "genres": []},
+        ]
+    )
+    got = shows.select(text.show_text())["text"].to_list()
+    assert got == ["Kimi. A story. Drama", "Umi. Romance, School", "Sora"]
+
+
+def test_genre_names_find_shows_whose_titles_say_nothing(
+    tmp_path: Path, encoder: text.TextEncoder
+) -> None:
+    """Anime's catalogue has titles and genres, no descriptions: a genre name asked as a text
+    query finds that genre's show only through the genres in the show's text."""
+    planted = {"Romance": "Kimi no Sora", "Horror": "Hoshi no Umi", "Sports": "Ao no Kaze",
+               "Mecha": "Tsuki no Michi", "Cooking": "Yume no Hana"}  # fmt: skip
+    shows = make_shows([{"show_id": g, "title": t, "genres": [g]} for g, t in planted.items()])
+    table = text.show_text_embeddings(shows, tmp_path / "c.parquet", encoder).table
+    shown = np.asarray(table["text_embedding"].to_list())  # (5, 384)
+    asked = encoder.encode([g.lower() for g in planted])  # (5, 384)
+    found = [table["show_id"][int(i)] for i in (asked @ shown.T).argmax(1)]
+    assert found == list(planted)
+
+
 class _FailingWrite(Exception):
     pass
 

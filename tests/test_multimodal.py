@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
+import polars as pl
 import pytest
 import torch
 
@@ -38,6 +39,7 @@ from tvrec.models.multimodal import (
 from tvrec.models.runtime import Runtime
 from tvrec.models.text_tower import encode_query, load_encoder, resolve_encoder
 from tvrec.pipelines.errors import DataError
+from tvrec.pipelines.features.text import MODEL_NAME, content_hash
 from tvrec.pipelines.model_inputs import catalogue_content
 from tvrec.pipelines.synthetic import GENRE_FAMILIES, PlantedTruth
 from tvrec.pipelines.workdir import Workdir
@@ -136,6 +138,22 @@ def test_text_query_retrieves_its_genre_family(
         precision[name] = np.mean([truth.show_cluster[ids[i]] == cluster for i in top])
     # chance is about 1/8; every family's query finds mostly its own shows
     assert np.mean(list(precision.values())) > 0.85 and min(precision.values()) >= 0.7, precision
+
+
+def test_fine_tuned_text_is_the_text_feast_embedded(
+    cold_data: TrainingData, built_workdir: Workdir
+) -> None:
+    """A fine-tuning encoder (GPU profile) reads the same text as the Feast embedding."""
+    content = cold_data.content
+    assert content is not None
+    stored = pl.read_parquet(built_workdir.features / "show_text.parquet")
+    stored = dict(stored.select("show_id", "content_hash").unique("show_id").iter_rows())
+    hashes = [content_hash(t, MODEL_NAME) for t in content.raw_text]
+    assert hashes == [stored[s] for s in content.show_ids]
+    shows = pl.read_parquet(built_workdir.lake / "shows.parquet").select("show_id", "genres")
+    genres = dict(shows.iter_rows())
+    endings = [", ".join(genres[s]) for s in content.show_ids]
+    assert all(e and t.endswith(e) for t, e in zip(content.raw_text, endings, strict=True))
 
 
 def test_genre_clusters_recover_the_genre_families(
