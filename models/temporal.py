@@ -691,11 +691,13 @@ class TemporalNet(nn.Module):
         history = self.attend_in_time(tokens, events)  # (b, L, d)
         return self.read_at(history, events, at)
 
-    def show_prior(self, signals: torch.Tensor) -> torch.Tensor:
-        """The prior of every show on a day, beta * log λ + w . x + b_s, from its `signals`
-        (..., n, 1 + N_FEATURES) that day: log λ, then the popularity features x. (..., n)."""
+    def show_prior(self, signals: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The prior of shows on a day, beta * log λ + w . x + b_s, from their `signals`
+        (..., n, 1 + N_FEATURES) that day: log λ, then the popularity features x. (..., n).
+        The shows are every show, or the catalogue `rows` (n,) the signals were taken at."""
         weights = torch.cat([self.trend_weight[None], self.popularity_weights])  # (1 + F,)
-        return signals @ weights.to(signals.dtype) + self.show_bias.weight[1:, 0]
+        bias = self.show_bias.weight[1:, 0] if rows is None else self.show_bias.weight[rows + 1, 0]
+        return signals @ weights.to(signals.dtype) + bias
 
 
 # ---- users' sequences --------------------------------------------------------------------------
@@ -877,11 +879,14 @@ class _NextShowTask(TrainTask):
             return StepResult(net.trend_weight * 0.0, {"train_loss": 0.0}, weight=0.0)
         day = self._days(at[target])  # (N,) the query's day: its prior is that day's
         negatives = self._negatives(n, rngs).to(device)  # (K,)
+        # priors only where the loss reads them: each target on its day, the negatives on
+        # the batch's days (every show on every day was (U, n), most of it never read)
+        positive_prior = net.show_prior(self.signals[day, shows], shows)  # (N,)
         days, day = torch.unique(day, return_inverse=True)  # the batch's days (U,), (N,)
-        priors = net.show_prior(self.signals[days])  # (U, n) every show on those days
+        negative_prior = net.show_prior(self.signals[days][:, negatives], negatives)  # (U, K)
         vectors = net.show_vectors.weight
-        positive = (users * vectors[shows + 1]).sum(-1) + priors[day, shows]  # (N,)
-        negative = users @ vectors[negatives + 1].T + priors[day[:, None], negatives[None, :]]
+        positive = (users * vectors[shows + 1]).sum(-1) + positive_prior  # (N,)
+        negative = users @ vectors[negatives + 1].T + negative_prior[day]  # (N, K)
         negative = negative + math.log(n / len(negatives))  # (N, K), sampled-softmax correction
         seen = self._seen(events, at, negatives)[target]  # (N, K) watched before the query
         exclude = seen | (negatives[None, :] == shows[:, None])
