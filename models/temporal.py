@@ -883,7 +883,8 @@ class _NextShowTask(TrainTask):
         # the batch's days (every show on every day was (U, n), most of it never read)
         positive_prior = net.show_prior(self.signals[day, shows], shows)  # (N,)
         days, day = torch.unique(day, return_inverse=True)  # the batch's days (U,), (N,)
-        negative_prior = net.show_prior(self.signals[days][:, negatives], negatives)  # (U, K)
+        signals = self.signals[days[:, None], negatives]  # (U, K, 1 + F), not (U, n, 1 + F)
+        negative_prior = net.show_prior(signals, negatives)  # (U, K)
         vectors = net.show_vectors.weight
         positive = (users * vectors[shows + 1]).sum(-1) + positive_prior  # (N,)
         negative = users @ vectors[negatives + 1].T + negative_prior[day]  # (N, K)
