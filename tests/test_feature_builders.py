@@ -1005,10 +1005,20 @@ def test_show_text_carries_the_genres_and_skips_missing_parts() -> None:
             {"show_id": "a", "title": "Kimi", "description": "A story.", "genres": ["Drama"]},
             {"show_id": "b", "title": "Umi", "genres": ["Romance", "School"]},
             {"show_id": "c", "title": "Sora", "description": " ", "genres": []},
+            {"show_id": "d", "title": "Kimi no Na wa.", "description": "Two meet.", "genres": []},
+            {"show_id": "e", "title": "Why?", "genres": ["Drama"]},
+            {"show_id": "f", "title": "", "description": "Only this", "genres": ["Drama"]},
         ]
     )
     got = shows.select(text.show_text())["text"].to_list()
-    assert got == ["Kimi. A story. Drama", "Umi. Romance, School", "Sora"]
+    assert got == [
+        "Kimi. A story. Drama",
+        "Umi. Romance, School",
+        "Sora",
+        "Kimi no Na wa. Two meet.",  # no second full stop after a title that ends a sentence
+        "Why? Drama",
+        "Only this. Drama",
+    ]
 
 
 def test_genre_names_find_shows_whose_titles_say_nothing(

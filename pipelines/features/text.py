@@ -104,19 +104,16 @@ def show_text() -> pl.Expr:
     title = pl.col("title").fill_null("").str.strip_chars()
     desc = pl.col("description").fill_null("").str.strip_chars()
     genres = pl.col("genres").list.join(", ").fill_null("").str.strip_chars()
-    text = pl.when(desc == "").then(title).otherwise(title + ". " + desc)
-    return (
-        pl.when(genres == "")
-        .then(text)
-        .when(text == "")
-        .then(genres)
-        .otherwise(
-            text
-            + pl.when(text.str.ends_with(".")).then(pl.lit(" ")).otherwise(pl.lit(". "))
-            + genres
-        )
-        .alias("text")
-    )
+    return _sentences(_sentences(title, desc), genres).alias("text")
+
+
+def _sentences(first: pl.Expr, then: pl.Expr) -> pl.Expr:
+    """`first` and `then` as two sentences ('Kimi no Na wa. Drama', 'Why? Drama', 'Lupin.
+    Drama'): a full stop between them unless `first` already ends a sentence; either alone
+    when the other is empty."""
+    stop = pl.when(first.str.contains(r"[.!?]$")).then(pl.lit(" ")).otherwise(pl.lit(". "))
+    joined = first + stop + then
+    return pl.when(then == "").then(first).when(first == "").then(then).otherwise(joined)
 
 
 def content_hash(text: str, model_name: str) -> str:
