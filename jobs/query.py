@@ -352,10 +352,10 @@ def unwatched_aired_shows(wd: Workdir, user: str, as_of: str) -> int:
     rest)."""
     import polars as pl
 
+    from tvrec.pipelines.contract import aired_by
+
     moment = datetime.fromisoformat(as_of)
-    shows = pl.scan_parquet(wd.lake / "shows.parquet").filter(
-        pl.col("premiered").is_null() | (pl.col("premiered") <= moment.date())
-    )
+    shows = pl.scan_parquet(wd.lake / "shows.parquet").filter(aired_by(moment.date()))
     watched = pl.scan_parquet(wd.lake / "events.parquet").filter(
         (pl.col("user_id") == user) & (pl.col("event_timestamp") < moment)
     )

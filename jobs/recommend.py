@@ -34,7 +34,7 @@ from tvrec.jobs.release import (
 from tvrec.models.base import ModelManifest, Recommender
 from tvrec.models.registry import load_model
 from tvrec.pipelines.config import IndexSettings, RecommendSettings
-from tvrec.pipelines.contract import Dataset
+from tvrec.pipelines.contract import Dataset, aired_by
 from tvrec.pipelines.errors import ConfigError
 from tvrec.pipelines.ingest import read_lake
 from tvrec.pipelines.progress import StageLog
@@ -277,7 +277,7 @@ def _recall(
 
 def _not_premiered(shows: pl.DataFrame, ids: list[str], as_of: date) -> set[int]:
     """Rows of shows whose premiere is after the as-of date (unknown dates stay eligible)."""
-    later = set(shows.filter(pl.col("premiered") > as_of)["show_id"].to_list())
+    later = set(shows.filter(~aired_by(as_of))["show_id"].to_list())
     return {i for i, s in enumerate(ids) if s in later}
 
 

@@ -139,6 +139,12 @@ def empty(table: str) -> pl.DataFrame:
     return pl.DataFrame(schema=SCHEMAS[table])
 
 
+def aired_by(day: date) -> pl.Expr:
+    """Shows premiered on or before `day`, or undated: the shows that may be recommended
+    at that day (the nightly job leaves the rest out; `tvrec query` counts what is left)."""
+    return pl.col("premiered").is_null() | (pl.col("premiered") <= day)
+
+
 # ---- reading files ------------------------------------------------------------------------
 TABLE_SUFFIXES = (".parquet", ".csv", ".tsv", ".csv.gz", ".tsv.gz")
 ENCODINGS = ("utf-8", "latin-1", "cp1252", "mac-roman")
