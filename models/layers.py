@@ -384,16 +384,16 @@ def _grouped_attention(
     d, heads = x.shape[1], attention.num_heads
     qkv = F.linear(x, attention.in_proj_weight, attention.in_proj_bias)  # (r', 3 * dim)
     parts = qkv.split(groups.sizes) if groups.sizes else (qkv,)
-    out = []
+    out, n_groups = [], len(groups.shapes)  # parts: the groups', then the ghosts' if any
     for part, (rows, width), slot, keys in zip(
-        parts, groups.shapes, groups.slots, groups.keys, strict=False
+        parts[:n_groups], groups.shapes, groups.slots, groups.keys, strict=True
     ):
         laid = part.new_zeros(rows * width, 3 * d).index_copy(0, slot, part)
         split = laid.view(rows, width, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
         q, k, v = split.unbind(0)  # each (rows, h, width, d_h)
         attended = _heads_attention(attention, q, k, v, keys)  # (rows, width, dim)
         out.append(attended.reshape(rows * width, d).index_select(0, slot))
-    if len(parts) > len(groups.shapes):  # the ghosts
+    if len(parts) > n_groups:  # the ghosts
         out.append(x.new_zeros(len(parts[-1]), d))
     return attention.out_proj(torch.cat(out))  # (r', dim)
 
