@@ -139,9 +139,11 @@ def empty(table: str) -> pl.DataFrame:
     return pl.DataFrame(schema=SCHEMAS[table])
 
 
-def aired_by(day: date) -> pl.Expr:
-    """Shows premiered on or before `day`, or undated: the shows that may be recommended
-    at that day (the nightly job leaves the rest out; `tvrec query` counts what is left)."""
+def aired_by(day: date | pl.Expr) -> pl.Expr:
+    """Shows premiered on or before `day` (a date, or a date per row), or undated: the shows
+    that may be recommended at that day (the nightly job leaves the rest out, `tvrec query`
+    counts what is left, training rows draw negatives only from them, the cold slice ranks
+    them)."""
     return pl.col("premiered").is_null() | (pl.col("premiered") <= day)
 
 

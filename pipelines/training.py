@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from .build import read_manifest
+from .contract import aired_by
 from .errors import ConfigError
 from .ingest import read_lake
 from .store import feature_store, historical_features, historical_table, values_per_row
@@ -74,10 +75,7 @@ def entity_rows(
         .filter(
             pl.col("first_watch").is_null() | (pl.col("first_watch") >= pl.col("event_timestamp"))
         )
-        .filter(
-            pl.col("premiered").is_null()
-            | (pl.col("premiered") <= pl.col("event_timestamp").dt.date())
-        )
+        .filter(aired_by(pl.col("event_timestamp").dt.date()))
         .unique(subset=["user_id", "event_timestamp", "show_id"], keep="first", maintain_order=True)
     )
     neg = (

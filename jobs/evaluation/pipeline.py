@@ -35,7 +35,7 @@ from tvrec.jobs.evaluation.report import (
 )
 from tvrec.jobs.evaluation.splitting import FewShot, Split, few_shot, split
 from tvrec.pipelines.config import Settings
-from tvrec.pipelines.contract import EVENTS_SCHEMA, Dataset
+from tvrec.pipelines.contract import EVENTS_SCHEMA, Dataset, aired_by
 from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.workdir import Workdir
 
@@ -156,8 +156,7 @@ def cold_candidates(shows: pl.DataFrame, sp: Split) -> list[str]:
     Chosen from the catalogue, not from which shows the test period happened to watch."""
     seen = sp.train["show_id"].unique().implode()
     test_end = (sp.test["event_timestamp"].max() or split_as_of(sp)).date()
-    on_air = pl.col("premiered").is_null() | (pl.col("premiered") <= test_end)
-    new = shows.filter(~pl.col("show_id").is_in(seen) & on_air)
+    new = shows.filter(~pl.col("show_id").is_in(seen) & aired_by(test_end))
     return new["show_id"].unique().sort().to_list()
 
 
