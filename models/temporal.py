@@ -882,12 +882,12 @@ class _NextShowTask(TrainTask):
         # priors only where the loss reads them: each target on its day, the negatives on
         # the batch's days (every show on every day was (U, n), most of it never read)
         positive_prior = net.show_prior(self.signals[day, shows], shows)  # (N,)
-        days, day = torch.unique(day, return_inverse=True)  # the batch's days (U,), (N,)
+        days, day_of = torch.unique(day, return_inverse=True)  # batch's days (U,), each's (N,)
         signals = self.signals[days[:, None], negatives]  # (U, K, 1 + F), not (U, n, 1 + F)
         negative_prior = net.show_prior(signals, negatives)  # (U, K)
         vectors = net.show_vectors.weight
         positive = (users * vectors[shows + 1]).sum(-1) + positive_prior  # (N,)
-        negative = users @ vectors[negatives + 1].T + negative_prior[day]  # (N, K)
+        negative = users @ vectors[negatives + 1].T + negative_prior[day_of]  # (N, K)
         negative = negative + math.log(n / len(negatives))  # (N, K), sampled-softmax correction
         seen = self._seen(events, at, negatives)[target]  # (N, K) watched before the query
         exclude = seen | (negatives[None, :] == shows[:, None])
