@@ -153,7 +153,8 @@ class FineTunedText(nn.Module):
             layer.requires_grad_(True)
         if checkpointing and self.transformer.supports_gradient_checkpointing:
             self.transformer.config.use_cache = False  # no decoder cache to keep
-            self.transformer.activation_checkpointing_enable({"use_reentrant": False})
+            enable = getattr(self.transformer, "activation_checkpointing_enable", None)
+            (enable or self.transformer.gradient_checkpointing_enable)({"use_reentrant": False})
 
     @property
     def hidden_size(self) -> int:
