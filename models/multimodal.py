@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from torch import nn
 from tvrec.pipelines.errors import DataError
 
 from . import text_tower
-from .base import ModelConfig, Recommender, TrainingData
+from .base import ModelConfig, ModelFormatError, Recommender, TrainingData
 from .content import ShowContent, ShowTensors, content_of, cowatch_pairs, user_histories
 from .layers import (
     CastTokenPool,
@@ -352,6 +353,7 @@ class MultimodalModel(Recommender, name="multimodal", config=MultimodalConfig):
     person_vocab: dict[str, int]
     sizes: dict[str, int]
     _raw_text: list[str]  # the catalogue's raw text, while fine-tuning
+    _loaded_tower: Path | None = None  # a loaded model's text tower (its fine-tuned encoder)
 
     @property
     def finetune(self) -> bool:
@@ -570,9 +572,29 @@ class MultimodalModel(Recommender, name="multimodal", config=MultimodalConfig):
         self.catalogue = ShowTensors(**state["content"])
         self.show_vectors = state["show_vectors"]
 
+    @classmethod
+    def load(cls, directory: Path) -> MultimodalModel:
+        """`Recommender.load`, remembering the text tower: a fine-tuned encoder stays there
+        (not in the state), and a copy of this model (the ensemble's) must save it too."""
+        model = super().load(directory)
+        assert isinstance(model, MultimodalModel)
+        model._loaded_tower = Path(directory) / TEXT_TOWER
+        return model
+
     def save_artifacts(self, directory: Path) -> None:
         """The text tower `tvrec query --text` reads: encoder reference, head, prior column."""
         self._save_text_tower(directory / TEXT_TOWER, int(self._catalogue().text.shape[1]))
+        if self.finetuned and self._net().text_arch.encoder is None:  # loaded: copy its encoder
+            self._copy_loaded_encoder(directory / TEXT_TOWER / text_tower.ENCODER_DIR)
+
+    def _copy_loaded_encoder(self, target: Path) -> None:
+        source = (self._loaded_tower or Path()) / text_tower.ENCODER_DIR
+        if not source.is_dir():
+            raise ModelFormatError(
+                f"the multimodal model's fine-tuned text encoder is missing ({source}); "
+                "retrain it (`tvrec train --stage multimodal`)"
+            )
+        shutil.copytree(source, target, dirs_exist_ok=True)
 
     def _save_text_tower(self, directory: Path, text_dim: int) -> None:
         cfg, arch = self.config, self._net().text_arch

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ import pytest
 import torch
 
 from tvrec.jobs.train import load_model
-from tvrec.models.base import TrainingData
+from tvrec.models.base import ModelFormatError, TrainingData
 from tvrec.models.content import content_of
 from tvrec.models.multimodal import (
     MultimodalConfig,
@@ -257,6 +258,17 @@ def test_gpu_profile_fine_tunes_top_layers(data: TrainingData, tmp_path: Path) -
         expected = mm._net().embed_text(encoder.eval()([words])).numpy()[0]
     got = encode_query(tmp_path / "model" / "text_tower", words)  # (dim + 1,): prior column 0
     np.testing.assert_allclose(got, np.append(expected, 0.0), atol=1e-5)
+
+    # a loaded copy (the ensemble publishes its content model's tower so) carries the encoder
+    # along: without it `tvrec query --text` failed on the GPU profile (H200, 2026-12-04)
+    again = MultimodalModel.load(tmp_path / "model")
+    assert again._net().text_arch.encoder is None  # the state holds no encoder
+    again.save_artifacts(tmp_path / "copy")
+    copied = encode_query(tmp_path / "copy" / "text_tower", words)
+    np.testing.assert_allclose(copied, got, atol=1e-6)
+    shutil.rmtree(tmp_path / "model" / "text_tower" / "encoder")
+    with pytest.raises(ModelFormatError, match="fine-tuned text encoder is missing"):
+        MultimodalModel.load(tmp_path / "model").save_artifacts(tmp_path / "copy2")
 
 
 def test_a_step_is_padded_to_a_bucket_with_masked_copies() -> None:
