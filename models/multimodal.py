@@ -400,7 +400,11 @@ class MultimodalModel(Recommender, name="multimodal", config=MultimodalConfig):
         if self.finetune:
             source = text_tower.resolve_encoder(cfg.text_model)
             encoder = FineTunedText(
-                source, cfg.text_max_length, cfg.finetune_layers, cfg.gradient_checkpointing
+                source,
+                cfg.text_max_length,
+                cfg.finetune_layers,
+                cfg.gradient_checkpointing,
+                chunk=64 * self.runtime.batch_multiplier,  # fewer, larger launches on a GPU
             )
         elif not text_tower.is_feature_store_encoder(cfg.text_model):
             text = self._frozen_text(content.raw_text)  # (n_shows, text_dim)
@@ -418,8 +422,9 @@ class MultimodalModel(Recommender, name="multimodal", config=MultimodalConfig):
         """When fine-tuning: the step's shows' pooled text, through the encoder (with grad)."""
         if not self.finetuned:
             return None
-        raw = self._raw_text
-        return self._net().text_arch.pooled([raw[r] for r in rows.tolist()])
+        encoder = self._net().text_arch.encoder
+        assert encoder is not None
+        return encoder.rows(self._raw_text, rows)
 
     def _refresh_text(self, raw_text: list[str]) -> None:
         """When fine-tuning: the catalogue's pooled text from the encoder as it is now."""
@@ -427,8 +432,10 @@ class MultimodalModel(Recommender, name="multimodal", config=MultimodalConfig):
         if not self.finetuned:
             return
         net = self._net().eval()
+        assert net.text_arch.encoder is not None
+        every = torch.arange(len(raw_text))
         with torch.no_grad(), self.runtime.autocast():
-            pooled = net.text_arch.pooled(raw_text).float()  # (n_shows, text_dim)
+            pooled = net.text_arch.encoder.rows(raw_text, every).float()  # (n_shows, text_dim)
         self.catalogue = dataclasses.replace(self._catalogue(), text=pooled)
 
     def _frozen_text(self, texts: list[str]) -> torch.Tensor:

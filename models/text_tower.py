@@ -109,6 +109,28 @@ def embed_texts(
     return torch.cat(chunks)  # (n, hidden)
 
 
+def embed_tokens(
+    encoder: nn.Module,
+    tokens: dict[str, torch.Tensor],
+    lengths: np.ndarray | None,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """`embed_texts` for texts already tokenized: `tokens` (n, L) tensors on the encoder's
+    device; with `lengths` (n,) of right-padded texts, each chunk is cut to its longest.
+    Returns (n, hidden)."""
+    import torch
+
+    n = len(next(iter(tokens.values())))
+    chunks = []
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        width = None if lengths is None else max(1, int(lengths[start:stop].max()))
+        batch = {k: v[start:stop, :width] for k, v in tokens.items()}  # (b, width) each
+        states = encoder(**batch).last_hidden_state  # (b, width, hidden)
+        chunks.append(mean_pool(states, batch["attention_mask"]))
+    return torch.cat(chunks)  # (n, hidden)
+
+
 def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(batch, n_tokens, hidden) states -> (batch, hidden) unit vectors over real tokens."""
     import torch

@@ -30,6 +30,7 @@ import torch
 from tvrec.jobs.train import load_model
 from tvrec.models.base import ModelFormatError, TrainingData
 from tvrec.models.content import content_of
+from tvrec.models.layers import FineTunedText
 from tvrec.models.multimodal import (
     MultimodalConfig,
     MultimodalModel,
@@ -312,3 +313,20 @@ def test_tiny_data_trains_or_says_what_is_missing(data: TrainingData) -> None:
     singles = frame.drop_duplicates("user_id").head(5)
     with pytest.raises(DataError, match=r"5 positives from 5 users .* no user with two shows"):
         MultimodalModel(cfg, Runtime.cpu()).fit(dataclasses.replace(data, frame=singles))
+
+
+def test_fine_tuned_rows_match_the_texts_encoded_one_by_one() -> None:
+    """`FineTunedText.rows` (the catalogue tokenized once, chunks cut to their longest text)
+    gives what encoding the same texts afresh gives, and tokenizes a list only once."""
+    texts = ["Hollow Verdict. Crime", "A much longer description of a show. " * 6, "Why?", "x"]
+    encoder = FineTunedText(resolve_encoder(None), 64, 1, chunk=2).eval()
+    rows = torch.tensor([3, 1, 1, 0, 2])
+    with torch.no_grad():
+        got = encoder.rows(texts, rows)  # (5, 384)
+        want = encoder([texts[r] for r in rows.tolist()])
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-6)
+        cached = encoder._catalogue
+        encoder.rows(texts, rows[:2])
+        assert encoder._catalogue is cached  # the same list: not tokenized again
+        encoder.rows(list(texts), rows[:2])
+        assert encoder._catalogue is not cached
