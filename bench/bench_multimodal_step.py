@@ -1,8 +1,11 @@
 """Where a multimodal training step's time goes, on a work directory with built features (the
 demo's, say): seconds a step over a few steps, the epoch-end validation, and the operators of
-one step under torch.profiler, grouped by input shape.
+one step under torch.profiler, grouped by input shape. On the GPU profile (a CUDA machine, or
+`[hardware] profile = "gpu"`) timings wait for the device, and the profile adds CUDA kernels
+and labels the step's phases (the fine-tuned text encoder, the rest of the loss, backward,
+the optimizer).
 
-    python bench/bench_multimodal_step.py WORKDIR [--steps 3] [--rows 20]
+    python bench/bench_multimodal_step.py WORKDIR [--steps 3] [--rows 20] [--finetune auto|on|off]
 
 The work directory is read, not written (no model is published).
 """
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from tvrec.jobs.train import registered, training_data
 from tvrec.models import multimodal as mm
@@ -43,10 +46,31 @@ def task_of(workdir: Path, overrides: dict[str, Any] | None = None) -> mm._Multi
 
 
 def step(task: mm._MultimodalTask, batch: Any, rngs: Rngs) -> None:
-    result = task.loss(batch, rngs)
+    with record_function("## loss (text encoder inside)"):
+        result = task.loss(batch, rngs)
     task.optimizer.zero_grad(set_to_none=True)
-    result.loss.backward()
-    task.optimizer.step()
+    with record_function("## backward"):
+        result.loss.backward()
+    with record_function("## optimizer"):
+        task.optimizer.step()
+    sync()
+
+
+def sync() -> None:
+    """Wait for the device, so that a timing covers the work it queued."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def label_text_encoder(task: mm._MultimodalTask) -> None:
+    """Name the fine-tuned encoder's share of a step in the profile."""
+    encode = task.model._step_text
+
+    def labelled(rows: torch.Tensor) -> torch.Tensor | None:
+        with record_function("## text encoder (fine-tuned)"):
+            return encode(rows)
+
+    task.model._step_text = labelled  # type: ignore[method-assign]
 
 
 def main() -> None:
@@ -54,10 +78,18 @@ def main() -> None:
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--steps", type=int, default=3, help="steps timed after a warm-up")
     parser.add_argument("--rows", type=int, default=20, help="operator rows printed")
+    parser.add_argument(
+        "--finetune", choices=["auto", "on", "off"], default="auto",
+        help="fine-tune the text encoder (auto: on the GPU profile)",
+    )  # fmt: skip
     args = parser.parse_args()
-    task, rngs = task_of(args.workdir), Rngs.seeded(0)
+    finetune = {"auto": None, "on": True, "off": False}[args.finetune]
+    task, rngs = task_of(args.workdir, {"finetune_text": finetune}), Rngs.seeded(0)
+    label_text_encoder(task)
     plan = task.plan(0, rngs)
     pairs, users = len(plan[0][0]), len(plan[0][1])
+    runtime = task.model.runtime
+    print(f"profile {runtime.profile} on {runtime.device}, text fine-tuned {task.model.finetuned}")
     print(f"steps an epoch {len(plan)}, pairs a step {pairs}, users a step {users}")
     step(task, plan[0], rngs)  # warm-up
     timed = plan[1 : 1 + args.steps]
@@ -67,13 +99,20 @@ def main() -> None:
     print(f"seconds a step {(time.perf_counter() - start) / len(timed):.3f}")
     start = time.perf_counter()
     task.end_epoch(0)
+    sync()
     print(f"epoch-end validation s {time.perf_counter() - start:.2f}")
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, record_shapes=True) as prof:
         step(task, plan[(1 + args.steps) % len(plan)], rngs)
-    table = prof.key_averages(group_by_input_shape=True).table(
-        sort_by="self_cpu_time_total", row_limit=args.rows, max_shapes_column_width=70
-    )
-    print(table)
+    averages = prof.key_averages()
+    phases = [e for e in averages if e.key.startswith("## ")]
+    for e in sorted(phases, key=lambda e: e.key):
+        print(f"{e.key[3:]:<32} CPU {e.cpu_time_total / 1e3:9.1f} ms")
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    if cuda:
+        print(averages.table(sort_by=sort, row_limit=args.rows))
 
 
 if __name__ == "__main__":
