@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -55,12 +56,18 @@ class Runtime:
         gather gradients otherwise sum in whatever order threads finish). Both restored
         afterwards; yields the thread count used."""
         before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-        if deterministic and self.device.type == "cuda":  # cuBLAS's reproducible workspace
+        cuda = deterministic and self.device.type == "cuda"
+        if cuda:  # cuBLAS's reproducible workspace
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            _say_cuda_is_partly_deterministic()
         torch.set_num_threads(threads or before[0])
         torch.use_deterministic_algorithms(deterministic, warn_only=True)
         try:
-            yield threads or before[0]
+            with warnings.catch_warnings():
+                if cuda:  # said once above, not once per kernel and step
+                    for message in _NONDETERMINISTIC_CUDA:
+                        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+                yield threads or before[0]
         finally:
             torch.set_num_threads(before[0])
             torch.use_deterministic_algorithms(before[1])
@@ -84,6 +91,22 @@ class Runtime:
         if self.mixed_precision and native_bf16(self.device.type):
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+# torch's warnings for CUDA kernels without a deterministic version (seen on an H200: cuDNN
+# and memory-efficient attention backward, bincount), hidden while a model trains
+_NONDETERMINISTIC_CUDA = (
+    r".*does not have a deterministic implementation",
+    r".*defaults to a non-deterministic algorithm",
+)
+
+
+@functools.cache
+def _say_cuda_is_partly_deterministic() -> None:
+    console.print(
+        "[dim]deterministic kernels on CUDA: some have none (attention backward), so a GPU "
+        "run repeats only up to those[/]"
+    )
 
 
 @functools.cache

@@ -135,6 +135,37 @@ def test_training_context_follows_the_hardware_settings() -> None:
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
 
 
+def test_cuda_nondeterminism_warnings_are_said_once_not_per_kernel(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CUDA with deterministic kernels, torch warns per kernel that has none (an H200 run
+    printed them for attention backward and bincount, every stage): while training they are
+    hidden behind one line; other warnings pass, and nothing stays filtered afterwards."""
+    import warnings
+
+    import torch
+
+    from tvrec.models import runtime
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)  # restored afterwards
+    runtime._say_cuda_is_partly_deterministic.cache_clear()  # said once a process
+    cuda_like = Runtime("gpu", torch.device("cuda"), 8, True)  # no CUDA call is made
+    nondeterministic = "_bincount_cuda does not have a deterministic implementation, but you set"
+    attention = "cuDNN Attention defaults to a non-deterministic algorithm."
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with cuda_like.training(1):
+            warnings.warn(nondeterministic, UserWarning, stacklevel=1)
+            warnings.warn(attention, UserWarning, stacklevel=1)
+            warnings.warn("something else", UserWarning, stacklevel=1)
+        warnings.warn(nondeterministic, UserWarning, stacklevel=1)
+        with Runtime.cpu().training(1):
+            warnings.warn(nondeterministic, UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["something else"] + [nondeterministic] * 2
+    said = " ".join(capsys.readouterr().err.split())  # the console writes to stderr, wrapped
+    assert said.count("so a GPU run repeats only up to those") == 1
+
+
 def test_one_thread_for_a_request_is_restored() -> None:
     import torch
     from threadpoolctl import threadpool_info
