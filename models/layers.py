@@ -182,10 +182,9 @@ class FineTunedText(nn.Module):
         cut to its longest text (right padding), as the tokenizer would pad it."""
         tokens, lengths = self._tokenized(texts)
         picked = {k: v[rows.to(v.device)] for k, v in tokens.items()}  # (b, L) each
-        lengths = lengths[rows.cpu().numpy()]  # (b,) real tokens a text
-        if self.tokenizer.padding_side != "right":
-            lengths = None  # left padding: no cut
-        return text_tower.embed_tokens(self.transformer, picked, lengths, self.chunk)
+        right = self.tokenizer.padding_side == "right"  # left padding: no cut
+        cut = lengths[rows.cpu().numpy()] if right else None  # (b,) real tokens a text
+        return text_tower.embed_tokens(self.transformer, picked, cut, self.chunk)
 
     def _tokenized(self, texts: list[str]) -> tuple[dict[str, torch.Tensor], np.ndarray]:
         """The catalogue's token tensors (n, L) on the encoder's device and lengths (n,)."""
