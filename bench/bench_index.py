@@ -30,7 +30,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from tvrec.index.backends import IndexConfig, VectorIndex, build_index, measure_recall
+from tvrec.index.backends import IndexConfig, build_index, recall_against_brute_force
 from tvrec.index.hardware import detect_hardware
 
 DIM, CENTRES, QUERIES, SEED = 129, 1_000, 1_000, 3
@@ -49,18 +49,6 @@ def mixture(n: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray
     return x.astype(np.float32)
 
 
-def recall_at(index: VectorIndex, x: np.ndarray, q: np.ndarray, k: int) -> float:
-    """`measure_recall`; for an exact index off faiss's CPU path (torch on the GPU), the
-    same share of faiss's CPU brute-force top-k, measured rather than taken for 1.0."""
-    got = measure_recall(index, x, q, k)
-    if got is not None:
-        return got
-    _, want = faiss.knn(q, x, k, metric=faiss.METRIC_INNER_PRODUCT)  # (q, k) "dot"
-    _, ids = index.search(q, k)  # (q, k)
-    hits = sum(len(set(w) & set(g)) for w, g in zip(want, ids, strict=True))
-    return hits / want.size
-
-
 def one(
     x: np.ndarray, q: np.ndarray, name: str, ks: list[int], repeats: int, device: str = "cpu"
 ) -> dict[str, Any]:
@@ -74,7 +62,9 @@ def one(
         index.search(q, max(ks))
         times.append(time.perf_counter() - t0)
     exact_cpu = name == "flat" and index.backend_name.startswith("faiss-cpu")
-    recall = {f"recall@{k}": 1.0 if exact_cpu else recall_at(index, x, q, k) for k in ks}
+    recall = {
+        f"recall@{k}": 1.0 if exact_cpu else recall_against_brute_force(index, x, q, k) for k in ks
+    }
     return {
         "structure": name,
         "backend": index.backend_name,
