@@ -595,8 +595,9 @@ class MultimodalModel(Recommender, name="multimodal", config=MultimodalConfig):
             self._copy_loaded_encoder(directory / TEXT_TOWER / text_tower.ENCODER_DIR)
 
     def _copy_loaded_encoder(self, target: Path) -> None:
-        source = (self._loaded_tower or Path()) / text_tower.ENCODER_DIR
-        if not source.is_dir():
+        tower = self._loaded_tower  # None: not loaded from a directory, nowhere to copy from
+        source = tower / text_tower.ENCODER_DIR if tower else None
+        if source is None or not source.is_dir():
             raise ModelFormatError(
                 f"the multimodal model's fine-tuned text encoder is missing ({source}); "
                 "retrain it (`tvrec train --stage multimodal`)"
