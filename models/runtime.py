@@ -56,15 +56,15 @@ class Runtime:
         gather gradients otherwise sum in whatever order threads finish). Both restored
         afterwards; yields the thread count used."""
         before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-        cuda = deterministic and self.device.type == "cuda"
-        if cuda:  # cuBLAS's reproducible workspace
+        deterministic_cuda = deterministic and self.device.type == "cuda"
+        if deterministic_cuda:  # cuBLAS's reproducible workspace
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             _say_cuda_is_partly_deterministic()
         torch.set_num_threads(threads or before[0])
         torch.use_deterministic_algorithms(deterministic, warn_only=True)
         try:
             with warnings.catch_warnings():
-                if cuda:  # said once above, not once per kernel and step
+                if deterministic_cuda:  # said once above, not once per kernel and step
                     for message in _NONDETERMINISTIC_CUDA:
                         warnings.filterwarnings("ignore", message=message, category=UserWarning)
                 yield threads or before[0]
