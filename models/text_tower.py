@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,8 +105,7 @@ def embed_texts(
             max_length=max_length,
             return_tensors="pt",
         ).to(device)
-        states = encoder(**batch).last_hidden_state  # (batch, n_tokens, hidden)
-        chunks.append(mean_pool(states, batch["attention_mask"]))
+        chunks.append(pooled_states(encoder, batch))
     return torch.cat(chunks)  # (n, hidden)
 
 
@@ -126,9 +126,14 @@ def embed_tokens(
         stop = min(start + batch_size, n)
         width = None if lengths is None else max(1, int(lengths[start:stop].max()))
         batch = {k: v[start:stop, :width] for k, v in tokens.items()}  # (b, width) each
-        states = encoder(**batch).last_hidden_state  # (b, width, hidden)
-        chunks.append(mean_pool(states, batch["attention_mask"]))
+        chunks.append(pooled_states(encoder, batch))
     return torch.cat(chunks)  # (n, hidden)
+
+
+def pooled_states(encoder: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """One tokenized chunk (b, n_tokens) through the encoder, mean-pooled: (b, hidden)."""
+    states = encoder(**batch).last_hidden_state  # (b, n_tokens, hidden)
+    return mean_pool(states, batch["attention_mask"])
 
 
 def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
