@@ -425,6 +425,7 @@ def run(
     }
     rows.update(
         {
+            "wall time": f"{record['seconds']:.1f}s",
             "user_topk rows": record["counts"]["user_topk"],
             "show_similar rows": record["counts"]["show_similar"],
             "model": record["model_version"],

@@ -7,6 +7,7 @@ left behind is swept first. Everything served changes in one step at the end: th
 from __future__ import annotations
 
 import contextlib
+import time
 import traceback
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +43,7 @@ def run_nightly(
     from tvrec.pipelines.build import build_features
     from tvrec.pipelines.ingest import publish_lake
 
-    log = StageLog(quiet=quiet)
+    log, began = StageLog(quiet=quiet), time.perf_counter()
     with log.stage("read and check input") if source else contextlib.nullcontext():
         dataset = _checked_dataset(settings, source, fmt, as_of, ingest_options)
     wd = Workdir(settings.workdir)
@@ -89,6 +90,7 @@ def run_nightly(
                 "as_of": build.as_of,
                 "model_version": rec.model_version,
                 "stages": log.seconds,
+                "seconds": round(time.perf_counter() - began, 1),  # the job's wall time
                 "counts": counts,
                 "metrics": metrics,
                 "release": rec.release,

@@ -200,6 +200,8 @@ def test_nightly_run_records_and_refuses_overlap(world_dir: Path, tmp_path: Path
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout)
     assert record["status"] == "succeeded" and record["counts"]["user_topk"] > 0
+    # the wall time (rounded to 0.1 s): the stages one after another, and more
+    assert record["seconds"] >= sum(record["stages"].values()) - 0.05
     assert record["metrics"]["index"] == {"type": "flat", "recall_at_5": None}  # exact
     runs = Catalog(work).runs()
     assert [r["status"] for r in runs] == ["succeeded"]
