@@ -220,10 +220,11 @@ class TextTokens(nn.Module):
         self.head = text_tower.text_head(text_dim, dim)
         self.encoder: FineTunedText | None = None  # set when fine-tuning
 
-    def pooled(self, texts: list[str]) -> torch.Tensor:
-        """Raw texts through the fine-tuned encoder: (b, text_dim)."""
+    def pooled(self, texts: list[str], rows: torch.Tensor) -> torch.Tensor:
+        """The catalogue's raw `texts` at `rows` (b,) through the fine-tuned encoder:
+        (b, text_dim)."""
         assert self.encoder is not None, "pooled() needs a text encoder to fine-tune"
-        return self.encoder(texts)
+        return self.encoder.rows(texts, rows)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         tokens = self.to_tokens(pooled).view(-1, self.n_tokens, self.dim)  # (b, n_text, dim)

@@ -422,9 +422,7 @@ class MultimodalModel(Recommender, name="multimodal", config=MultimodalConfig):
         """When fine-tuning: the step's shows' pooled text, through the encoder (with grad)."""
         if not self.finetuned:
             return None
-        encoder = self._net().text_arch.encoder
-        assert encoder is not None
-        return encoder.rows(self._raw_text, rows)
+        return self._net().text_arch.pooled(self._raw_text, rows)
 
     def _refresh_text(self, raw_text: list[str]) -> None:
         """When fine-tuning: the catalogue's pooled text from the encoder as it is now."""
@@ -432,10 +430,9 @@ class MultimodalModel(Recommender, name="multimodal", config=MultimodalConfig):
         if not self.finetuned:
             return
         net = self._net().eval()
-        assert net.text_arch.encoder is not None
         every = torch.arange(len(raw_text))
         with torch.no_grad(), self.runtime.autocast():
-            pooled = net.text_arch.encoder.rows(raw_text, every).float()  # (n_shows, text_dim)
+            pooled = net.text_arch.pooled(raw_text, every).float()  # (n_shows, text_dim)
         self.catalogue = dataclasses.replace(self._catalogue(), text=pooled)
 
     def _frozen_text(self, texts: list[str]) -> torch.Tensor:
