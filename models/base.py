@@ -247,6 +247,19 @@ class Recommender(ABC):
         protocol). False: this model cannot (it serves only the users it trained on)."""
         return False
 
+    @classmethod
+    def at_cut(cls, data: TrainingData, before: pd.DataFrame, cut: datetime) -> TrainingData:
+        """`data` as a copy of this model trained before `cut` sees it (the ensemble's model
+        members, before its window): `before` as the training rows (events before the cut,
+        the window's pairs left out), no Feast rows of the as-of (a model that reads only the
+        catalogue's metadata from them keeps those)."""
+        import dataclasses
+
+        content = data.content if cls.reads_catalogue_only else None
+        return dataclasses.replace(
+            data, frame=before, as_of=cut, content=content, parts=(), graph=None
+        )
+
     def advance(self, data: TrainingData) -> bool:
         """Move this fitted model to `data`'s as-of without training it again: the users'
         histories and what it reads of the shows at the as-of come from `data` (every event

@@ -55,13 +55,17 @@ similar. A user unknown to training gets [0, 1]: the show bias alone ranks for t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
+import polars as pl
 import torch
 from pydantic import Field, model_validator
 from torch import nn
@@ -193,6 +197,17 @@ class GraphStructure:
     def from_state(cls, state: dict[str, Any]) -> GraphStructure:
         return cls(**(state | {"relations": [tuple(r) for r in state["relations"]]}))
 
+    def fits(self, other: GraphStructure) -> bool:
+        """Whether a network of this shape encodes `other`'s graph: the same nodes but
+        users, its relations among these with the same attributes, the same show features."""
+        nodes = {t: n for t, n in self.num_nodes.items() if t != USER}
+        return (
+            nodes == {t: n for t, n in other.num_nodes.items() if t != USER}
+            and set(other.relations) <= set(self.relations)
+            and all(self.edge_dims[key(r)] == other.edge_dims[key(r)] for r in other.relations)
+            and self.show_features == other.show_features
+        )
+
 
 def key(edge_type: EdgeType) -> str:
     return "__".join(edge_type)
@@ -238,6 +253,16 @@ class GraphTensors:
         x = graph[SHOW].x.float() if "x" in graph[SHOW] else torch.zeros(n_shows, 1)
         notes = list(getattr(graph, "notes", []) or [])
         return cls(num_nodes, edge_index, edge_attr, x, known, genres, network, notes)
+
+    def only(self, relations: Sequence[EdgeType]) -> GraphTensors:
+        """These tensors with the edges of `relations` alone (a network trained without a
+        relation has no convolution for it)."""
+        keep = set(relations)
+        return dataclasses.replace(
+            self,
+            edge_index={r: e for r, e in self.edge_index.items() if r in keep},
+            edge_attr={r: a for r, a in self.edge_attr.items() if r in keep},
+        )
 
     def structure(self, metapaths: Sequence[str]) -> GraphStructure:
         """The network's shape on this graph: its relations, and those of `metapaths` whose
@@ -601,6 +626,21 @@ class GraphNet(nn.Module):
             for r in structure.relations
         }
 
+    def adopt_users(self, users: list[str], trained: list[str]) -> None:
+        """The user ID table re-indexed to `users`: a trained user keeps their vector, any
+        other starts at zero."""
+        old, row = self.user_arch.weight.detach(), {u: i for i, u in enumerate(trained)}
+        table = nn.Embedding(max(len(users), 1), old.shape[1]).to(old.device)
+        nn.init.zeros_(table.weight)
+        pairs = [(i, row[u]) for i, u in enumerate(users) if u in row]
+        if pairs:
+            at, rows = torch.as_tensor(pairs, device=old.device).T
+            table.weight.data[at] = old[rows]
+        self.user_arch = table
+        self.structure = dataclasses.replace(
+            self.structure, num_nodes=self.structure.num_nodes | {USER: len(users)}
+        )
+
     def inputs(
         self, sub: SubGraph, show_x: torch.Tensor, id_keep: torch.Tensor
     ) -> dict[str, torch.Tensor]:
@@ -903,6 +943,39 @@ class GraphModel(Recommender, name="graph", config=GraphConfig):
         metrics |= {"train_seconds": seconds, "profile": self.runtime.profile}
         self.make_manifest(data, cfg.dim + 1, metrics)
         return metrics
+
+    @classmethod
+    def at_cut(cls, data: TrainingData, before: pd.DataFrame, cut: datetime) -> TrainingData:
+        """The base's copy, with the graph of `before`'s pairs as of the cut: watched and
+        co-watch edges from their events alone (a co-watch pair formed by a window event
+        would tell the member what the window holds)."""
+        from tvrec.pipelines.graph_inputs import graph_before
+
+        if data.graph is None:
+            raise ValueError("the graph model reads the TV graph: build its inputs with graph=True")
+        pairs = pl.from_pandas(before[["user_id", "show_id"]].astype(str))
+        graph = graph_before(data.graph, pairs, cut)
+        return dataclasses.replace(super().at_cut(data, before, cut), graph=graph)
+
+    def advance(self, data: TrainingData) -> bool:
+        """To `data`'s as-of: its graph (every user, watched and co-watch edge up to it)
+        encoded by the weights as trained. A user the training graph did not hold gets a
+        zero ID vector: the shows they watched speak for them."""
+        cfg, net = self.config, self._net()
+        if data.graph is None or list(data.graph[SHOW].ids) != self.show_ids:
+            return False
+        graph = GraphTensors.of(data.graph, cfg.cowatch_top_k).only(net.structure.relations)
+        if not net.structure.fits(graph.structure(cfg.metapaths)):
+            return False  # another catalogue's nodes: the trained vectors would not line up
+        users = list(data.graph[USER].ids)
+        unseen = len(set(users) - set(self.user_ids))
+        net.adopt_users(users, self.user_ids)
+        self.user_ids = users
+        self.histories = _histories(data, set(self.show_ids))
+        self._embed_all(graph, NeighbourSampler(graph, cfg.fanouts))
+        self.restamp(data)
+        self.fitted(self.manifest).metrics.update(n_users=len(users), advance_new_users=unseen)
+        return True
 
     @torch.no_grad()
     def _embed_all(self, graph: GraphTensors, sampler: NeighbourSampler) -> dict[str, torch.Tensor]:

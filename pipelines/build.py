@@ -38,6 +38,9 @@ class BuildSummary:
     events_used: int
     events_after_as_of: int
     seconds: dict[str, float] = field(default_factory=dict)
+    # how co-watch pairs were formed (`graph_inputs.CowatchRule`): a graph built again from
+    # fewer events (the ensemble's graph member at its cut) forms them the same way
+    cowatch: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -104,6 +107,7 @@ def build_features(
         texts_encoded=encoded,
         events_used=events.height,
         events_after_as_of=ds.events.height - events.height,
+        cowatch={"max_user_history": fs.max_user_history, "min_users": fs.cowatch_min_users},
     )
     with log.stage("write feature tables"):
         _publish(workdir, tables, edges, vocab, summary)

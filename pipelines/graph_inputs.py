@@ -23,6 +23,11 @@ it; credits, genres, networks and platforms are catalogue facts (static).
 Every node and edge type is present, possibly empty (a dataset without credits has no person
 nodes and no credited edges: the model says so in its metrics); `graph.notes` holds what the
 edges cannot say (untimed events), for the model's metrics and the run record.
+
+`graph.events` (user_id, show_id, event_timestamp, weight: the events the watched edges come
+from) and `graph.cowatch_rule` (how the feature build formed co-watch pairs) let
+`graph_before` build the same graph again from fewer events: as a model trained before a cut
+on some of the users' pairs would see it (the ensemble's graph member).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import polars as pl
 import torch
 
 from . import import_quietly
+from .features.graph import cowatch_edges as cowatch_pairs
 from .features.temporal import cut_events
 
 if TYPE_CHECKING:
@@ -63,6 +69,14 @@ N_SHOW_TYPES = 8  # show types one-hot (the most common; the rest share "other")
 
 
 @dataclass(frozen=True)
+class CowatchRule:
+    """How the feature build formed co-watch pairs (`[features]`, kept in its manifest)."""
+
+    max_user_history: int
+    min_users: int
+
+
+@dataclass(frozen=True)
 class Edges:
     """One relation's edges as node rows: src (E,), dst (E,) int64, optional attributes."""
 
@@ -80,12 +94,21 @@ def reverse(edge_type: tuple[str, str, str]) -> tuple[str, str, str]:
 
 def graph_inputs(wd: Workdir, show_ids: list[str], as_of: datetime) -> HeteroData:
     """The graph of the work directory's lake and graph features as of `as_of`."""
+    from .build import read_manifest
     from .ingest import read_lake
 
-    return build_graph(read_lake(wd), wd.features / GRAPH_DIR, show_ids, as_of)
+    rule = read_manifest(wd).get("cowatch")  # absent: features built before it was kept
+    rule = CowatchRule(**rule) if rule else None
+    return build_graph(read_lake(wd), wd.features / GRAPH_DIR, show_ids, as_of, rule)
 
 
-def build_graph(lake: Dataset, graph_dir: Path, show_ids: list[str], as_of: datetime) -> HeteroData:
+def build_graph(
+    lake: Dataset,
+    graph_dir: Path,
+    show_ids: list[str],
+    as_of: datetime,
+    cowatch_rule: CowatchRule | None = None,
+) -> HeteroData:
     """The graph of `lake` (events cut to `as_of`) and the edge tables in `graph_dir`."""
     import_quietly("torch_geometric")  # its first import, without PyG's import-time warning
     from torch_geometric.data import HeteroData
@@ -110,7 +133,46 @@ def build_graph(lake: Dataset, graph_dir: Path, show_ids: list[str], as_of: date
     _relation(graph, COWATCH, cowatch, with_reverse=False)
     graph.as_of = as_of.isoformat()
     graph.notes = notes
+    graph.timed = lake.timed
+    graph.events = events.select("user_id", "show_id", "event_timestamp", "weight")
+    graph.cowatch_rule = cowatch_rule
     return graph
+
+
+def graph_before(graph: HeteroData, pairs: pl.DataFrame, cut: datetime) -> HeteroData:
+    """`graph` as a model trained before `cut` on the (user, show) `pairs` alone sees it:
+    users, watched and co-watch edges from those pairs' events strictly before the cut, built
+    as `build_graph` builds them (co-watch pairs formed again by the feature build's rule, so
+    that no pair formed by another event counts); show features and the catalogue's relations
+    as they are (static facts)."""
+    import_quietly("torch_geometric")
+    from torch_geometric.data import HeteroData
+
+    rule, events = getattr(graph, "cowatch_rule", None), getattr(graph, "events", None)
+    if rule is None or events is None:
+        raise ValueError("the graph's features were built by an older tvrec: build them again")
+    events = cut_events(events, cut).join(pairs.select("user_id", "show_id").unique(),
+                                          on=["user_id", "show_id"], how="semi")  # fmt: skip
+    show_ids = list(graph["show"].ids)
+    show_row = {s: i for i, s in enumerate(show_ids)}
+    users = sorted(events["user_id"].unique().to_list())
+    out = HeteroData()
+    _nodes(out, "user", users)
+    _nodes(out, "show", show_ids)
+    out["show"].x = graph["show"].x
+    _relation(out, WATCHED, watched_edges(events, users, show_row, cut, graph.timed))
+    for rel, node_type, _, _ in CATALOGUE_RELATIONS:
+        _nodes(out, node_type, list(graph[node_type].ids))
+        for edge_type in (("show", rel, node_type), reverse(("show", rel, node_type))):
+            for name, value in graph[edge_type].items():
+                out[edge_type][name] = value
+    frame = cowatch_pairs(events, cut, rule.max_user_history, rule.min_users)
+    _relation(out, COWATCH, cowatch_edges(frame, show_row, cut), with_reverse=False)
+    for name in ("notes", "timed", "cowatch_rule", "roles"):
+        if hasattr(graph, name):
+            out[name] = getattr(graph, name)
+    out.as_of, out.events = cut.isoformat(), events
+    return out
 
 
 # ---- nodes ----------------------------------------------------------------------------------

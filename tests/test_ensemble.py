@@ -248,6 +248,79 @@ def test_a_model_member_trains_once_and_serves_advanced_to_the_as_of(
     assert "tvrec train --stage temporal" in metrics["members_left_out"]["temporal"]
 
 
+def test_the_graph_member_reads_the_graph_before_the_window(
+    inputs_of: Callable[[str], TrainingData],
+) -> None:
+    """The graph model as a member, at the fusion's cut: its graph holds only the pairs it
+    trains on (no window pair, new user or cold show), their events before the cut, and the
+    co-watch pairs those events alone form (min_users users watching both); the catalogue's
+    relations as at the as-of."""
+    from tvrec.models.graph import GraphModel
+    from tvrec.pipelines.graph_inputs import COWATCH, WATCHED
+
+    data = _as_of(inputs_of("graph"), CUT)
+    data = dataclasses.replace(data, graph=inputs_of("graph").graph)  # the as-of's graph
+    model = EnsembleModel.create(Runtime.cpu(), SETTINGS | {"new_users": 50})
+    _, window, new, cold = model._cut(data.positives())  # type: ignore[attr-defined]
+    cut = datetime.fromtimestamp(ens._seconds(window["event_timestamp"]).min(), UTC)
+    frame = ens._before(data.frame, window, cut, set(new.users), set(cold))
+    graph = GraphModel.at_cut(data, frame, cut).graph
+    users, shows = graph["user"].ids, graph["show"].ids
+    src, dst = graph[WATCHED].edge_index.numpy()
+    edges = set(zip(np.asarray(users)[src], np.asarray(shows)[dst], strict=True))
+    assert edges == set(zip(frame["user_id"], frame["show_id"], strict=True))
+    assert not {u for u, _ in edges} & set(new.users) and not {s for _, s in edges} & set(cold)
+    assert not edges & set(zip(window["user_id"], window["show_id"], strict=True))
+    # co-watch: exactly the pairs two users of `frame` watched both of
+    watched = frame.groupby("user_id")["show_id"].apply(lambda s: sorted(set(s)))
+    counts: dict[tuple[str, str], int] = {}
+    for seen in watched:
+        for i, a in enumerate(seen):
+            for b in seen[i + 1 :]:
+                counts[(a, b)] = counts.get((a, b), 0) + 1
+    a, b = graph[COWATCH].edge_index.numpy()
+    pairs = {tuple(sorted((shows[i], shows[j]))) for i, j in zip(a, b, strict=True)}
+    assert pairs == {p for p, n in counts.items() if n >= 2}
+    assert len(pairs) < data.graph[COWATCH].edge_index.shape[1] // 2  # the window's are gone
+    genre = ("show", "has_genre", "genre")
+    assert torch.equal(graph[genre].edge_index, data.graph[genre].edge_index)
+
+
+def test_the_graph_model_is_a_member_trained_before_the_window_and_advanced(
+    inputs_of: Callable[[str], TrainingData], tmp_path: Path, one_torch_thread: None
+) -> None:
+    """With `models = ["graph"]` advanced, the graph model is trained on the graph before
+    the window, fused, and served on the as-of's graph with its trained weights: every
+    user of the as-of scored (those it never saw from their watched shows), its vectors
+    those of the as-of's edges."""
+    from tvrec.pipelines.model_inputs import MemberInputs
+
+    data = _as_of(inputs_of("ensemble"), CUT)
+    graph_data = inputs_of("graph")
+    graph_data = dataclasses.replace(_as_of(graph_data, CUT), graph=graph_data.graph)
+    small = {"dim": 16, "epochs": 1, "min_steps": 20, "batch_size": 256}
+    data = dataclasses.replace(
+        data, members={"graph": MemberInputs(graph_data, small)}, checkpoint_dir=None
+    )
+    settings = {"epochs": 2, "candidates": 50, "models": ["graph"], "advance": True}
+    model = EnsembleModel.create(Runtime.cpu(), settings)
+    with Runtime.cpu().training(1):
+        metrics = model.fit(data)
+    assert "graph" in metrics["members"], metrics["members_left_out"]
+    served = model.fitted(model.served).models["graph"]
+    assert served.user_ids == list(graph_data.graph["user"].ids)
+    manifest = served.fitted(served.manifest)
+    assert manifest.as_of == data.as_of.isoformat() > manifest.metrics["trained_as_of"]
+    new_users = model._cut(data.positives())[2].users[:20]  # type: ignore[attr-defined]
+    vectors = served.user_embeddings(new_users)  # never in the member's graph at the cut
+    assert np.isfinite(vectors).all() and (np.abs(vectors[:, :-1]).sum(1) > 0.5).all()
+    assert np.unique(vectors.round(4), axis=0).shape[0] == len(new_users)
+    assert model.companions() == {"graph": served}
+    model.save(tmp_path / "ensemble")
+    loaded = EnsembleModel.load(tmp_path / "ensemble").served.models["graph"]  # type: ignore[union-attr]
+    np.testing.assert_allclose(loaded.user_embeddings(new_users), vectors, rtol=1e-6)
+
+
 def test_advance_names_members_or_all_or_none() -> None:
     """`advance`: a list of model members (by default the temporal model alone, MLTA served
     from its own stage), `true` for every member, `false` for none; a name that is no member
@@ -258,6 +331,7 @@ def test_advance_names_members_or_all_or_none() -> None:
     assert config(advance=False).advance == []
     assert config(advance=["temporal"]).advance == ["temporal"] == config().advance
     assert config(models=["meta"]).advance == []  # the default's temporal is no member there
+    assert config(models=["meta", "graph"], advance=["graph"]).advance == ["graph"]
     with pytest.raises(ValueError, match=r"advance names \['graph'\]"):
         config(advance=["graph"])
 
@@ -644,11 +718,12 @@ def test_the_demo_serves_the_ensemble_by_default(tmp_path: Path, default_models:
     """`tvrec demo` (a small world) with the default models (all six; short fits here): the
     temporal model and MLTA are members (the temporal model trained once, before the window,
     advanced and published by the ensemble; MLTA trained again there, its own stage's copy
-    serving), graph and contrastive published beside them; the published user_topk has a confidence
-    in [0, 1] and a leading member on every row, ranks dense, and `tvrec query --user` shows
-    both. Similar shows and text queries come from the multimodal model's space: planted
-    near-duplicates come first (the demo's own similar-shows list starts with its pair), and
-    a genre family's words find that family's shows (the demo ends with such a text query)."""
+    serving), graph and contrastive published beside them; the
+    published user_topk has a confidence in [0, 1] and a leading member on every row, ranks
+    dense, and `tvrec query --user` shows both. Similar shows and text queries come from the
+    multimodal model's space: planted near-duplicates come first (the demo's own
+    similar-shows list starts with its pair), and a genre family's words find that family's
+    shows (the demo ends with such a text query)."""
     work = tmp_path / "work"
     work.mkdir()
     (work / "tvrec.toml").write_text(
