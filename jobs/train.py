@@ -41,10 +41,15 @@ def registered(name: str) -> type[Recommender]:
 
 
 def training_data(
-    wd: Workdir, model: type[Recommender] | Recommender, settings: Settings | None = None
+    wd: Workdir,
+    model: type[Recommender] | Recommender,
+    settings: Settings | None = None,
+    as_member: bool = False,
 ) -> TrainingData:
     """Everything `model` trains on, as of the current feature build; a model built on other
-    models (`Recommender.member_models`) also gets each member's inputs and published copy."""
+    models (`Recommender.member_models`) also gets each member's inputs and published copy.
+    `as_member`: inputs another model trains it on, before its own cut too (`Recommender.at_cut`:
+    a graph keeps the events it was built from)."""
     data = model_inputs(
         wd,
         model.feature_service,
@@ -53,6 +58,7 @@ def training_data(
         content_service=model.content_service,
         model_name=model.name,
         graph=model.needs_graph,
+        graph_events=as_member,
     )
     if not isinstance(model, Recommender):
         return data
@@ -62,7 +68,7 @@ def training_data(
         params = settings.models.params(name) if settings is not None else {}
         published = wd.root / "models" / name
         data.members[name] = MemberInputs(
-            training_data(wd, member) if name in trained else None,
+            training_data(wd, member, as_member=True) if name in trained else None,
             dict(params),
             load_model(published) if (published / MANIFEST).exists() else None,
         )

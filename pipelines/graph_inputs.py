@@ -25,9 +25,10 @@ nodes and no credited edges: the model says so in its metrics); `graph.notes` ho
 edges cannot say (untimed events), for the model's metrics and the run record.
 
 `graph.events` (user_id, show_id, event_timestamp, weight: the events the watched edges come
-from) and `graph.cowatch_rule` (how the feature build formed co-watch pairs) let
-`graph_before` build the same graph again from fewer events: as a model trained before a cut
-on some of the users' pairs would see it (the ensemble's graph member).
+from; kept only when asked, `keep_events`, as a long log's events are large) and
+`graph.cowatch_rule` (how the feature build formed co-watch pairs) let `graph_before` build
+the same graph again from fewer events: as a model trained before a cut on some of the users'
+pairs would see it (the ensemble's graph member).
 """
 
 from __future__ import annotations
@@ -92,14 +93,17 @@ def reverse(edge_type: tuple[str, str, str]) -> tuple[str, str, str]:
     return (dst, f"rev_{rel}", src)
 
 
-def graph_inputs(wd: Workdir, show_ids: list[str], as_of: datetime) -> HeteroData:
+def graph_inputs(
+    wd: Workdir, show_ids: list[str], as_of: datetime, keep_events: bool = False
+) -> HeteroData:
     """The graph of the work directory's lake and graph features as of `as_of`."""
     from .build import read_manifest
     from .ingest import read_lake
 
     rule = read_manifest(wd).get("cowatch")  # absent: features built before it was kept
     rule = CowatchRule(**rule) if rule else None
-    return build_graph(read_lake(wd), wd.features / GRAPH_DIR, show_ids, as_of, rule)
+    lake = read_lake(wd)
+    return build_graph(lake, wd.features / GRAPH_DIR, show_ids, as_of, rule, keep_events)
 
 
 def build_graph(
@@ -108,6 +112,7 @@ def build_graph(
     show_ids: list[str],
     as_of: datetime,
     cowatch_rule: CowatchRule | None = None,
+    keep_events: bool = False,
 ) -> HeteroData:
     """The graph of `lake` (events cut to `as_of`) and the edge tables in `graph_dir`."""
     import_quietly("torch_geometric")  # its first import, without PyG's import-time warning
@@ -134,7 +139,8 @@ def build_graph(
     graph.as_of = as_of.isoformat()
     graph.notes = notes
     graph.timed = lake.timed
-    graph.events = events.select("user_id", "show_id", "event_timestamp", "weight")
+    columns = ("user_id", "show_id", "event_timestamp", "weight")
+    graph.events = events.select(columns) if keep_events else None
     graph.cowatch_rule = cowatch_rule
     return graph
 
@@ -149,8 +155,10 @@ def graph_before(graph: HeteroData, pairs: pl.DataFrame, cut: datetime) -> Heter
     from torch_geometric.data import HeteroData
 
     rule, events = getattr(graph, "cowatch_rule", None), getattr(graph, "events", None)
-    if rule is None or events is None:
-        raise ValueError("the graph's features were built by an older tvrec: build them again")
+    if rule is None:
+        raise ValueError("the features were built by an older tvrec: run `tvrec features build`")
+    if events is None:
+        raise ValueError("the graph was built without its events (`keep_events`)")
     events = cut_events(events, cut).join(pairs.select("user_id", "show_id").unique(),
                                           on=["user_id", "show_id"], how="semi")  # fmt: skip
     show_ids = list(graph["show"].ids)

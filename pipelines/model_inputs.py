@@ -119,10 +119,12 @@ def model_inputs(
     content_service: str | None = None,
     model_name: str | None = None,
     graph: bool = False,
+    graph_events: bool = False,
 ) -> TrainingData:
     """The inputs of a model trained from `feature_service`, as of the current feature build;
     `content` adds the catalogue's content (its show features from `content_service`, else
-    `feature_service`), `graph` the TV graph, `model_name` a checkpoint directory."""
+    `feature_service`), `graph` the TV graph (`graph_events`: with the events it was built
+    from, to build it again as of an earlier cut), `model_name` a checkpoint directory."""
     from .build import read_manifest
     from .ingest import read_lake
     from .training import read_parts, training_set_parts
@@ -146,14 +148,14 @@ def model_inputs(
         ),
         checkpoint_dir=wd.root / CHECKPOINTS / model_name if model_name else None,
         parts=tuple(parts),
-        graph=_graph(wd, shows, as_of) if graph else None,
+        graph=_graph(wd, shows, as_of, graph_events) if graph else None,
     )
 
 
-def _graph(wd: Workdir, show_ids: list[str], as_of: datetime) -> Any:
+def _graph(wd: Workdir, show_ids: list[str], as_of: datetime, events: bool) -> Any:
     from .graph_inputs import graph_inputs
 
-    return graph_inputs(wd, show_ids, as_of)
+    return graph_inputs(wd, show_ids, as_of, keep_events=events)
 
 
 def catalogue_content(

@@ -248,18 +248,28 @@ def test_a_model_member_trains_once_and_serves_advanced_to_the_as_of(
     assert "tvrec train --stage temporal" in metrics["members_left_out"]["temporal"]
 
 
+@pytest.fixture(scope="module")
+def graph_member(built_workdir: Workdir) -> TrainingData:
+    """The graph model's inputs as a member's (its graph keeps the events it was built from)."""
+    from tvrec.jobs.train import training_data
+    from tvrec.models.graph import GraphModel
+
+    data = training_data(built_workdir, GraphModel, as_member=True)
+    return dataclasses.replace(data, checkpoint_dir=None)
+
+
 def test_the_graph_member_reads_the_graph_before_the_window(
-    inputs_of: Callable[[str], TrainingData],
+    graph_member: TrainingData, inputs_of: Callable[[str], TrainingData]
 ) -> None:
     """The graph model as a member, at the fusion's cut: its graph holds only the pairs it
     trains on (no window pair, new user or cold show), their events before the cut, and the
     co-watch pairs those events alone form (min_users users watching both); the catalogue's
-    relations as at the as-of."""
+    relations as at the as-of. The graph model's own stage keeps no events (a long log's are
+    large), and a graph without them is refused at a cut, not built from nothing."""
     from tvrec.models.graph import GraphModel
     from tvrec.pipelines.graph_inputs import COWATCH, WATCHED
 
-    data = _as_of(inputs_of("graph"), CUT)
-    data = dataclasses.replace(data, graph=inputs_of("graph").graph)  # the as-of's graph
+    data = _as_of(graph_member, CUT)  # the graph stays the as-of's
     model = EnsembleModel.create(Runtime.cpu(), SETTINGS | {"new_users": 50})
     _, window, new, cold = model._cut(data.positives())  # type: ignore[attr-defined]
     cut = datetime.fromtimestamp(ens._seconds(window["event_timestamp"]).min(), UTC)
@@ -284,10 +294,17 @@ def test_the_graph_member_reads_the_graph_before_the_window(
     assert len(pairs) < data.graph[COWATCH].edge_index.shape[1] // 2  # the window's are gone
     genre = ("show", "has_genre", "genre")
     assert torch.equal(graph[genre].edge_index, data.graph[genre].edge_index)
+    own = inputs_of("graph")
+    assert getattr(own.graph, "events", None) is None
+    with pytest.raises(ValueError, match="without its events"):
+        GraphModel.at_cut(own, frame, cut)
 
 
 def test_the_graph_model_is_a_member_trained_before_the_window_and_advanced(
-    inputs_of: Callable[[str], TrainingData], tmp_path: Path, one_torch_thread: None
+    graph_member: TrainingData,
+    inputs_of: Callable[[str], TrainingData],
+    tmp_path: Path,
+    one_torch_thread: None,
 ) -> None:
     """With `models = ["graph"]` advanced, the graph model is trained on the graph before
     the window, fused, and served on the as-of's graph with its trained weights: every
@@ -296,8 +313,7 @@ def test_the_graph_model_is_a_member_trained_before_the_window_and_advanced(
     from tvrec.pipelines.model_inputs import MemberInputs
 
     data = _as_of(inputs_of("ensemble"), CUT)
-    graph_data = inputs_of("graph")
-    graph_data = dataclasses.replace(_as_of(graph_data, CUT), graph=graph_data.graph)
+    graph_data = _as_of(graph_member, CUT)  # the graph stays the as-of's
     small = {"dim": 16, "epochs": 1, "min_steps": 20, "batch_size": 256}
     data = dataclasses.replace(
         data, members={"graph": MemberInputs(graph_data, small)}, checkpoint_dir=None
