@@ -926,10 +926,8 @@ class GraphModel(Recommender, name="graph", config=GraphConfig):
 
     def fit(self, data: TrainingData) -> dict[str, Any]:
         cfg, started = self.config, time.perf_counter()
-        if data.graph is None:
-            raise ValueError("the graph model reads the TV graph: build its inputs with graph=True")
         torch.manual_seed(cfg.seed)
-        graph = GraphTensors.of(data.graph, cfg.cowatch_top_k)
+        graph = GraphTensors.of(_graph_of(data), cfg.cowatch_top_k)
         self.show_ids = list(data.graph[SHOW].ids)
         self.user_ids = list(data.graph[USER].ids)
         self.histories = _histories(data, set(self.show_ids))
@@ -951,10 +949,8 @@ class GraphModel(Recommender, name="graph", config=GraphConfig):
         would tell the member what the window holds)."""
         from tvrec.pipelines.graph_inputs import graph_before
 
-        if data.graph is None:
-            raise ValueError("the graph model reads the TV graph: build its inputs with graph=True")
         pairs = pl.from_pandas(before[["user_id", "show_id"]].astype(str))
-        graph = graph_before(data.graph, pairs, cut)
+        graph = graph_before(_graph_of(data), pairs, cut)
         return dataclasses.replace(super().at_cut(data, before, cut), graph=graph)
 
     def advance(self, data: TrainingData) -> bool:
@@ -1090,6 +1086,13 @@ def _convs(net: GraphNet) -> Iterator[tuple[EdgeType, SageGatConv]]:
     """The first encoder layer's convolution of each relation."""
     for name, conv in net.encoder[0].convs.items():  # PyG keys them by edge type
         yield (tuple(name.split("__")) if isinstance(name, str) else tuple(name)), conv
+
+
+def _graph_of(data: TrainingData) -> Any:
+    """The TV graph the model reads (a HeteroData), or why there is none."""
+    if data.graph is None:
+        raise ValueError("the graph model reads the TV graph: build its inputs with graph=True")
+    return data.graph
 
 
 def _histories(data: TrainingData, shows: set[str]) -> dict[str, list[str]]:
