@@ -1,10 +1,12 @@
 """Per-step overheads the trainers share, each against the way it was done before, in the
 same process: the show prior's step (age curve by an embedding vs `bucket_lookup`), padding
 user histories (a copy per row vs one scatter), Adam's update (one tensor at a time vs
-fused), and dropout (torch's vs `fast_dropout`, forward and backward). Sizes are the demo
-world's: 1,500 shows, batches of 256 watches, dim 128; dropout at the anime multimodal
-encoder's packed width (20,480 tokens x 256, its feed-forward) and a temporal step's tokens
-(64 windows x 50 events x 64).
+fused), dropout (torch's vs `fast_dropout`, forward and backward), the temporal model's
+seasonal exposure (a gathered row per show vs one per origin) and its negatives' prior rows
+(advanced indexing vs one flat `index_select`). Sizes are the demo world's: 1,500 shows,
+batches of 256 watches, dim 128; dropout at the anime multimodal encoder's packed width
+(20,480 tokens x 256, its feed-forward) and a temporal step's tokens (64 windows x 50
+events x 64).
 
     python bench/bench_step_overheads.py [--repeat 50]
 
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 
 from tvrec.models.layers import fast_dropout, pad_histories
 from tvrec.models.prior import ShowPrior, age_buckets
+from tvrec.models.temporal import N_CELLS, rows_at, seasonal_exposure
 
 
 def median_ms(fn: Callable[[], object], repeat: int) -> float:
@@ -101,6 +104,39 @@ def dropout_step(shape: tuple[int, ...], fast: bool) -> Callable[[], None]:
     return step
 
 
+def exposure_step(fast: bool) -> Callable[[], None]:
+    """The seasonal level's exposure of 32 origins x 1,500 shows over 365 days (50 shows
+    premiered inside the window), forward and backward."""
+    gen = torch.Generator().manual_seed(0)
+    o, n = 32, 1500
+    exposure = torch.rand(o, 366, N_CELLS, generator=gen).cumsum(1).requires_grad_()
+    year = torch.rand(o, n, 12, generator=gen).requires_grad_()
+    week = torch.rand(o, n, 7, generator=gen).requires_grad_()
+    on_air = torch.randint(0, 2000, (o, n), generator=gen).clamp(max=365)
+    on_air[:, :50] = torch.randint(0, 365, (o, 50), generator=gen)
+
+    def gathered() -> torch.Tensor:
+        cells = (year[..., :, None] * week[..., None, :]).reshape(o, n, N_CELLS)
+        return (exposure.gather(1, on_air[..., None].expand(o, n, N_CELLS)) * cells).sum(-1)
+
+    def step() -> None:
+        days = seasonal_exposure(exposure, on_air, year, week) if fast else gathered()
+        days.sum().backward()
+
+    return step
+
+
+def prior_rows(fast: bool) -> Callable[[], torch.Tensor]:
+    """A temporal step's negatives' signals: 646 days x 512 shows of a (730, 1,500, 9) table."""
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(730, 1500, 9, generator=gen)
+    days = torch.randint(0, 730, (1600,), generator=gen).unique()
+    shows = torch.randint(0, 1500, (512,), generator=gen)
+    if fast:
+        return lambda: rows_at(table, days, shows)
+    return lambda: table[days[:, None], shows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=50)
@@ -124,6 +160,14 @@ def main() -> None:
         "dropout (64 x 50 x 64, forward and backward)": (
             dropout_step((64, 50, 64), False),
             dropout_step((64, 50, 64), True),
+        ),
+        "seasonal exposure (32 origins x 1,500 shows, forward and backward)": (
+            exposure_step(False),
+            exposure_step(True),
+        ),
+        "temporal negatives' prior rows (646 days x 512 shows x 9)": (
+            prior_rows(False),
+            prior_rows(True),
         ),
     }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeat}")

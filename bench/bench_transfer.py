@@ -14,7 +14,10 @@ against the best peer's:
 - `ml-500`: MovieLens-100k's first 500 users (by id), every rating (a smaller timed log).
 
     python bench/bench_transfer.py [--sets ml-pos,anime-1k,ml-500] [--seeds 0,1,2]
-        [--scratch DIR] [--json]
+        [--settings TOML] [--scratch DIR] [--json]
+
+`--settings` names a tvrec.toml whose settings every run gets too (the fusion's seed is
+added to its `[models.ensemble]` table), to measure settings other than the defaults.
 
 Each evaluation runs in its own `tvrec` process, one at a time (about 3 minutes for a
 MovieLens set and 8 for anime-1k on 2 cores).
@@ -87,10 +90,20 @@ def anime_1k(out: Path) -> str:
 SETS: dict[str, Callable[[Path], str]] = {"ml-pos": ml_pos, "anime-1k": anime_1k, "ml-500": ml_500}
 
 
-def evaluate(data: Path, fmt: str, work: Path, seed: int) -> dict:
-    """One `tvrec evaluate --models meta,ensemble` with the fusion's seed; its report.json."""
+def settings_with_seed(settings: str, seed: int) -> str:
+    """`settings` (tvrec.toml text) with the fusion's seed in its `[models.ensemble]` table."""
+    lines, head = settings.splitlines(), "[models.ensemble]"
+    if head not in (line.strip() for line in lines):
+        return f"{head}\nseed = {seed}\n\n{settings}"
+    at = next(i for i, line in enumerate(lines) if line.strip() == head)
+    return "\n".join([*lines[: at + 1], f"seed = {seed}", *lines[at + 1 :]]) + "\n"
+
+
+def evaluate(data: Path, fmt: str, work: Path, seed: int, settings: str = "") -> dict:
+    """One `tvrec evaluate --models meta,ensemble` with the fusion's seed (and `settings`,
+    tvrec.toml text); its report.json."""
     work.mkdir(parents=True)
-    (work / "tvrec.toml").write_text(f"[models.ensemble]\nseed = {seed}\n")
+    (work / "tvrec.toml").write_text(settings_with_seed(settings, seed))
     out = work / "report"
     cmd = [sys.executable, "-c", ENTRY, "evaluate", "--data", str(data), "-f", fmt]
     cmd += ["--models", "meta,ensemble", "-w", str(work), "--out", str(out)]
@@ -121,9 +134,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sets", default=",".join(SETS))
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--settings", type=Path, default=None, help="a tvrec.toml every run gets")
     p.add_argument("--scratch", type=Path, default=None, help="kept; default: a temp dir")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    if args.settings and not args.settings.is_file():
+        sys.exit(f"--settings: {args.settings} not found")
+    settings = args.settings.read_text(encoding="utf-8") if args.settings else ""
     names = args.sets.split(",")
     unknown = sorted(set(names) - set(SETS))
     if unknown:
@@ -139,7 +156,8 @@ def main() -> None:
         fmt = SETS[name](data)
         for seed in seeds:
             t0 = time.perf_counter()
-            fig = figures(evaluate(data, fmt, scratch / name / f"seed{seed}", seed))
+            report = evaluate(data, fmt, scratch / name / f"seed{seed}", seed, settings)
+            fig = figures(report)
             fig |= {"seed": seed, "minutes": round((time.perf_counter() - t0) / 60, 1)}
             results.setdefault(name, []).append(fig)
             print(f"{name} seed {seed}: {fig}", file=sys.stderr, flush=True)

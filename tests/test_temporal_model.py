@@ -41,6 +41,7 @@ from tvrec.models.base import TrainingData
 from tvrec.models.runtime import Runtime
 from tvrec.models.temporal import (
     DAY_US,
+    N_CELLS,
     WEEKDAYS,
     EventBatch,
     ShowCalendar,
@@ -49,6 +50,8 @@ from tvrec.models.temporal import (
     TemporalNet,
     feast_state,
     release_timing,
+    rows_at,
+    seasonal_exposure,
     to_us,
 )
 from tvrec.pipelines.synthetic import WEEKDAY_FACTOR, PlantedTruth
@@ -307,6 +310,38 @@ def test_calendar_counts_only_earlier_views() -> None:
         assert torch.equal(before, after), field
     later = np.array([origin + 1, origin + 10])
     assert not torch.equal(base.state(later, 20.0).views, more.state(later, 20.0).views)
+
+
+def test_seasonal_exposure_and_prior_rows_equal_their_direct_forms() -> None:
+    """The level's seasonal exposure (one row per origin for shows on air all window, their
+    own row for the rest) and the negatives' prior rows (one flat index_select) equal the
+    direct forms they replace, values and gradients: shows that premiered inside the window,
+    on the origin day (0 days) and long before."""
+    gen = torch.Generator().manual_seed(0)
+    o, n = 4, 60
+    exposure = torch.rand(o, 366, N_CELLS, generator=gen).cumsum(1).requires_grad_()
+    year = torch.rand(o, n, 12, generator=gen).requires_grad_()
+    week = torch.rand(o, n, 7, generator=gen).requires_grad_()
+    age = torch.randint(0, 900, (o, n), generator=gen)
+    age[:, :10] = torch.randint(0, 40, (10,), generator=gen)  # young shows
+    age[0, 0] = 0
+    weights = torch.rand(o, n, generator=gen)
+    for window in (7, 30, 365):
+        on_air = age.clamp(max=window)
+        cells = (year[..., :, None] * week[..., None, :]).reshape(o, n, N_CELLS)
+        direct = (exposure.gather(1, on_air[..., None].expand(o, n, N_CELLS)) * cells).sum(-1)
+        fast = seasonal_exposure(exposure, on_air, year, week)
+        torch.testing.assert_close(fast, direct)
+        inputs = (exposure, year, week)
+        for a, b in zip(
+            torch.autograd.grad((fast * weights).sum(), inputs),
+            torch.autograd.grad((direct * weights).sum(), inputs),
+            strict=True,
+        ):
+            torch.testing.assert_close(a, b)
+    table = torch.rand(30, 50, 9, generator=gen)
+    days, shows = torch.tensor([0, 7, 29]), torch.randint(0, 50, (20,), generator=gen)
+    assert torch.equal(rows_at(table, days, shows), table[days[:, None], shows])
 
 
 def test_a_query_reads_only_earlier_events() -> None:
