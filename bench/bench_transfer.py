@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -141,6 +142,12 @@ def main() -> None:
     if args.settings and not args.settings.is_file():
         sys.exit(f"--settings: {args.settings} not found")
     settings = args.settings.read_text(encoding="utf-8") if args.settings else ""
+    try:
+        given = tomllib.loads(settings)
+    except tomllib.TOMLDecodeError as exc:
+        sys.exit(f"--settings: {args.settings}: {exc}")
+    if "seed" in given.get("models", {}).get("ensemble", {}):
+        sys.exit(f"--settings: {args.settings} sets [models.ensemble] seed; --seeds sets it")
     names = args.sets.split(",")
     unknown = sorted(set(names) - set(SETS))
     if unknown:
