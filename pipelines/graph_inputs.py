@@ -37,7 +37,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -76,6 +76,12 @@ class CowatchRule:
     max_user_history: int
     min_users: int
 
+    @classmethod
+    def of(cls, manifest: dict[str, Any]) -> CowatchRule | None:
+        """The rule a features manifest records; None for features built before it was."""
+        rule = manifest.get("cowatch")
+        return cls(**rule) if rule else None
+
 
 @dataclass(frozen=True)
 class Edges:
@@ -94,16 +100,18 @@ def reverse(edge_type: tuple[str, str, str]) -> tuple[str, str, str]:
 
 
 def graph_inputs(
-    wd: Workdir, show_ids: list[str], as_of: datetime, keep_events: bool = False
+    wd: Workdir,
+    show_ids: list[str],
+    as_of: datetime,
+    cowatch_rule: CowatchRule | None = None,
+    keep_events: bool = False,
 ) -> HeteroData:
-    """The graph of the work directory's lake and graph features as of `as_of`."""
-    from .build import read_manifest
+    """The graph of the work directory's lake and graph features as of `as_of`
+    (`cowatch_rule`: the features manifest's, `CowatchRule.of`)."""
     from .ingest import read_lake
 
-    rule = read_manifest(wd).get("cowatch")  # absent: features built before it was kept
-    rule = CowatchRule(**rule) if rule else None
     lake = read_lake(wd)
-    return build_graph(lake, wd.features / GRAPH_DIR, show_ids, as_of, rule, keep_events)
+    return build_graph(lake, wd.features / GRAPH_DIR, show_ids, as_of, cowatch_rule, keep_events)
 
 
 def build_graph(

@@ -129,7 +129,8 @@ def model_inputs(
     from .ingest import read_lake
     from .training import read_parts, training_set_parts
 
-    as_of = datetime.fromisoformat(read_manifest(wd)["as_of"])
+    manifest = read_manifest(wd)
+    as_of = datetime.fromisoformat(manifest["as_of"])
     out = wd.cache / TRAINING / feature_service
     parts = training_set_parts(wd, feature_service, out, as_of=as_of, negatives=negatives)
     frame = read_parts(parts, KEYS)
@@ -148,14 +149,16 @@ def model_inputs(
         ),
         checkpoint_dir=wd.root / CHECKPOINTS / model_name if model_name else None,
         parts=tuple(parts),
-        graph=_graph(wd, shows, as_of, graph_events) if graph else None,
+        graph=_graph(wd, shows, as_of, manifest, graph_events) if graph else None,
     )
 
 
-def _graph(wd: Workdir, show_ids: list[str], as_of: datetime, events: bool) -> Any:
-    from .graph_inputs import graph_inputs
+def _graph(
+    wd: Workdir, show_ids: list[str], as_of: datetime, manifest: dict[str, Any], events: bool
+) -> Any:
+    from .graph_inputs import CowatchRule, graph_inputs
 
-    return graph_inputs(wd, show_ids, as_of, keep_events=events)
+    return graph_inputs(wd, show_ids, as_of, CowatchRule.of(manifest), keep_events=events)
 
 
 def catalogue_content(
