@@ -10,6 +10,7 @@ data snapshot and as-of time, and a format version that `load` checks).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
@@ -253,8 +254,6 @@ class Recommender(ABC):
         members, before its window): `before` as the training rows (events before the cut,
         the window's pairs left out), no Feast rows of the as-of (a model that reads only the
         catalogue's metadata from them keeps those)."""
-        import dataclasses
-
         content = data.content if cls.reads_catalogue_only else None
         return dataclasses.replace(
             data, frame=before, as_of=cut, content=content, parts=(), graph=None
