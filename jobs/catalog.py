@@ -150,7 +150,14 @@ class Catalog:
             raise ConfigError(
                 f"no published {name!r} table yet: run `tvrec run` or `tvrec recommend`"
             )
-        return pl.read_parquet(cur.path)
+        try:
+            return pl.read_parquet(cur.path)
+        except (OSError, pl.exceptions.PolarsError) as exc:  # cut off, overwritten, removed
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"{cur.path}: the published {name!r} table cannot be read ({why}); publish "
+                "it again (`tvrec recommend`) or roll back (`tvrec publish --list`)"
+            ) from None
 
     def versions(self, name: str | None = None) -> list[TableVersion]:
         """Every recorded version (of `name`), marked current where the release serves it."""

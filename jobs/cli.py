@@ -92,10 +92,22 @@ def _settings(workdir: Path | None) -> Settings:
 def _table_file(out_file: Path) -> Path:
     """`--out` for a table: a .parquet or .csv name in a directory that exists (written
     aside there and swapped in)."""
+    import tempfile
+
     if out_file.suffix.lower() not in (".parquet", ".csv"):
         raise ConfigError(f"--out {out_file}: use a .parquet or .csv file name")
-    if not out_file.parent.is_dir():
-        raise ConfigError(f"--out {out_file}: no directory {out_file.parent}; create it first")
+    parent = out_file.parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"--out {out_file}: {parent} is a file, not a directory")
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out_file}: no directory {parent}; create it first")
+    if out_file.is_dir():
+        raise ConfigError(f"--out {out_file}: a directory has that name; give a file name")
+    try:  # before any work: a place the table cannot be written to fails now, not at the end
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".tvrec-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--out {out_file}: cannot write in {parent} ({exc.strerror})") from None
     return out_file
 
 
@@ -107,12 +119,31 @@ def _dir_out(out_dir: Path) -> Path:
     return out_dir
 
 
-def _writing(settings: Settings, command: str) -> AbstractContextManager[None]:
+def _writing(
+    settings: Settings, command: str, creates: bool = False
+) -> AbstractContextManager[None]:
     """The work directory's writer lock for `command`: refused at once, naming the holder,
-    while another command writes there (jobs/locks.py)."""
+    while another command writes there (jobs/locks.py). A command that only works on what
+    is already there (`creates` false) is refused when there is no work directory, instead
+    of leaving a new one behind with its lock file (a mistyped `-w`)."""
     from tvrec.jobs.locks import run_lock
 
+    if not creates:
+        _existing(settings)
     return run_lock(settings.workdir, command)
+
+
+def _existing(settings: Settings) -> Path:
+    """The work directory, which must exist: a mistyped `-w` is named, not read as empty."""
+    from tvrec.pipelines.config import WORKDIR_ENV
+
+    root = Path(settings.workdir)
+    if not root.is_dir():
+        raise ConfigError(
+            f"{root}: no work directory there; check -w / {WORKDIR_ENV}, or create one with "
+            "`tvrec run --data DIR` (or `tvrec ingest DIR`)"
+        )
+    return root
 
 
 def parse_as_of(value: str | datetime | None) -> datetime:
@@ -177,7 +208,7 @@ def ingest(
     options = _ingest_settings(settings, encoding)
     t0 = time.perf_counter()
     dataset = load_dataset(directory, fmt, options)  # bad input fails here, before the lock
-    with _writing(settings, "tvrec ingest"):
+    with _writing(settings, "tvrec ingest", creates=True):
         publish_lake(dataset, Workdir(settings.workdir), fmt)
     summary = summarize(dataset, fmt, time.perf_counter() - t0)
     if as_json:
@@ -303,7 +334,7 @@ def features_config(
     settings = _settings(workdir)
     root = settings.workdir
     if init:
-        with _writing(settings, "tvrec features config --init"):
+        with _writing(settings, "tvrec features config --init", creates=True):
             write_config(root, redis=redis, ray=ray)
     store = feature_store(root)
     kind, where = online_endpoint(store)
@@ -354,7 +385,9 @@ def features_training_set(
     ] = "collaborative_v1",
     negatives: Annotated[int, typer.Option(min=0, help="Negatives per positive.")] = 1,
     seed: Annotated[int, typer.Option(help="Negative-sampling seed.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Keep only the most recent N events.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Keep only the most recent N events.")
+    ] = None,
     workdir: WorkdirOpt = None,
     as_of: AsOfOpt = None,
 ) -> None:
@@ -556,6 +589,8 @@ def publish(
     from tvrec.jobs import release as releases
 
     settings = _settings(workdir)
+    if list_ and rollback is not None:
+        raise ConfigError("--list and --rollback: give one of them")
     if rollback is not None:
         with _writing(settings, "tvrec publish --rollback"):
             r = releases.rollback(settings.workdir, rollback or None)
@@ -565,7 +600,7 @@ def publish(
             return
         out.print(f"release {r.number} is current again (model {r.model_version}, as of {r.as_of})")
         return
-    kept = releases.list_releases(settings.workdir)  # --list (the default)
+    kept = releases.list_releases(_existing(settings))  # --list (the default)
     if as_json:
         print_json([r.to_json() for r in kept])
         return
@@ -614,11 +649,16 @@ def export_user_topk(
     out_file = _table_file(out_file)
     frame = Catalog(_settings(workdir).workdir).read_current("user_topk")
     tmp = out_file.with_name(f".{out_file.name}.tmp")
-    if out_file.suffix.lower() == ".csv":
-        frame.write_csv(tmp)
-    else:
-        frame.write_parquet(tmp)
-    tmp.replace(out_file)
+    try:
+        if out_file.suffix.lower() == ".csv":
+            frame.write_csv(tmp)
+        else:
+            frame.write_parquet(tmp)
+        tmp.replace(out_file)
+    except OSError as exc:  # the disk filled up, the directory went away: nothing left behind
+        raise ConfigError(f"--out {out_file}: cannot write it ({exc.strerror or exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     out.print(f"wrote {frame.height:,} rows to {out_file}")
 
 
@@ -668,7 +708,7 @@ def evaluate(
     for name in names:
         registered(name)  # unknown names fail before any work
     inside = target.resolve().is_relative_to(settings.workdir)
-    with _writing(settings, "tvrec evaluate") if inside else contextlib.nullcontext():
+    with _writing(settings, "tvrec evaluate", creates=True) if inside else contextlib.nullcontext():
         report = run_evaluation(ds, settings, target, models=names, few_shot_users=few_shot_users)
     if as_json:
         print_json(report.to_json())

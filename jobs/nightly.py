@@ -44,6 +44,7 @@ def run_nightly(
     from tvrec.pipelines.ingest import publish_lake
 
     log, began = StageLog(quiet=quiet), time.perf_counter()
+    _check_served(settings)
     with log.stage("read and check input") if source else contextlib.nullcontext():
         dataset = _checked_dataset(settings, source, fmt, as_of, ingest_options)
     wd = Workdir(settings.workdir)
@@ -116,6 +117,27 @@ def run_nightly(
                 error="".join(traceback.format_exception_only(exc)).strip(),
             )
             raise
+
+
+def _check_served(settings: Settings) -> None:
+    """Refuse, before anything is read or written, a run that trains everything and then
+    has nothing to serve: `models.serve` neither trained tonight (by its own stage, or
+    published by the ensemble as a member it advances) nor trained by an earlier run."""
+    from tvrec.models.registry import config_class
+    from tvrec.pipelines.errors import ConfigError
+
+    models, serve = settings.models, settings.models.serve
+    if serve in models.train or (Path(settings.workdir) / "models" / serve).exists():
+        return
+    if "ensemble" in models.train:
+        ensemble = config_class("ensemble").model_validate(models.params("ensemble"))
+        if serve in getattr(ensemble, "advance", []):  # published by the ensemble
+            return
+    raise ConfigError(
+        f"models.serve {serve!r} is not in models.train {list(models.train)} and has no "
+        f"trained copy in {settings.workdir}/models: add it to models.train (or "
+        f"TVREC_TRAIN), or train it first (`tvrec train --stage {serve}`)"
+    )
 
 
 def _checked_dataset(

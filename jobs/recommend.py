@@ -31,8 +31,8 @@ from tvrec.jobs.release import (
     stage_release,
     write_manifest,
 )
-from tvrec.models.base import ModelManifest, Recommender
-from tvrec.models.registry import load_model
+from tvrec.models.base import ModelFormatError, ModelManifest, Recommender
+from tvrec.models.registry import UnknownModelError, load_model, names
 from tvrec.pipelines.config import IndexSettings, RecommendSettings
 from tvrec.pipelines.contract import Dataset, aired_by
 from tvrec.pipelines.errors import ConfigError
@@ -82,6 +82,8 @@ def recommend_stage(
     make it current (the users' table over `sharding.shards` parallel workers when more than
     one: jobs/shards.py). Callers hold the work directory's writer lock."""
     log = log or StageLog()
+    if model_name not in names():  # a name, never a path: `..` would copy the work directory
+        raise ConfigError(str(UnknownModelError(model_name)))
     source = wd.require(
         f"models/{model_name}", f"train it first: `tvrec train --stage {model_name}`"
     )
@@ -91,7 +93,10 @@ def recommend_stage(
     lake = read_lake(wd)
     with stage_release(wd.root, run_id) as release:
         shutil.copytree(source, release.model_dir)  # the release keeps its own copy
-        model = load_model(release.model_dir)
+        try:
+            model = load_model(release.model_dir)
+        except ModelFormatError as exc:  # name the user's file, not the release's copy
+            raise ModelFormatError(str(exc).replace(str(release.model_dir), str(source))) from None
         settings = (index or IndexSettings(), sharding or RecommendSettings())
         summary = _serve(wd, release, model, lake, k, log, *settings)
         with log.stage("feast: serving views"):  # online before current: a failure keeps both

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -120,7 +121,10 @@ class ModelManifest:
         path = Path(directory) / MANIFEST
         if not path.exists():
             raise ModelFormatError(f"{directory}: no {MANIFEST}; not a saved tvrec model")
-        return cls(**json.loads(path.read_text()))
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+            raise ModelFormatError(f"{path}: not a tvrec model manifest ({exc})") from None
 
 
 class Recommender(ABC):
@@ -388,9 +392,27 @@ class Recommender(ABC):
                 f"reads format {cls.format_version}; retrain it (`tvrec train --stage {cls.name}`)"
             )
         model = cls(cls.parse_config(manifest.config), Runtime.cpu())
-        model.set_state(torch.load(directory / STATE, map_location="cpu", weights_only=True))
+        model.set_state(_saved_state(directory / STATE, cls.name))
         model.manifest = manifest
         return model
+
+
+def _saved_state(path: Path, name: str) -> dict[str, Any]:
+    """A saved model's tensors, or a ModelFormatError naming the file when it is missing,
+    truncated or not what `save` wrote (torch says so with a RuntimeError from its reader)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        why = "missing"
+    except PermissionError as exc:
+        why = exc.strerror or "permission denied"
+    except (OSError, EOFError, RuntimeError):  # torch's zip reader on a cut-off file
+        why = "truncated or damaged"
+    except pickle.UnpicklingError:  # not tensors and plain values: not a file `save` wrote
+        why = "not a model file tvrec wrote"
+    raise ModelFormatError(
+        f"{path}: the saved model cannot be read ({why}); retrain it (`tvrec train --stage {name}`)"
+    )
 
 
 def config_problems(name: str, config: type[ModelConfig], exc: ValidationError) -> str:

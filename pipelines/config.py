@@ -238,6 +238,11 @@ class Settings(Strict):
 
         from .errors import ConfigError
 
+        for place in (wd, *wd.parents):  # the nearest part of the path that exists
+            if place.exists():
+                if not place.is_dir():
+                    raise ConfigError(f"work directory {wd}: {place} is a file, not a directory")
+                break
         data: dict = {}
         cfg = wd / CONFIG_FILE
         if cfg.exists():
@@ -246,6 +251,12 @@ class Settings(Strict):
                     data = tomllib.load(f)
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{cfg}: not valid TOML: {exc}") from None
+            except UnicodeDecodeError as exc:  # TOML is UTF-8 (without a byte-order mark)
+                raise ConfigError(
+                    f"{cfg}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
+                ) from None
+            except OSError as exc:  # a directory of that name, unreadable
+                raise ConfigError(f"{cfg}: cannot be read ({exc.strerror or exc})") from None
         data["workdir"] = wd
         where = str(cfg)
         for key, env in MODEL_ENV.items():

@@ -427,6 +427,35 @@ def _runs(root: Path) -> list[Case]:
     ]  # fmt: skip
 
 
+def _commands(root: Path) -> list[Case]:
+    """Mistakes in the commands that work on a work directory: a path for a model name, a
+    served model nothing trains, an output that cannot be a table file."""
+    (root / "out-is-a-directory.csv").mkdir(parents=True)
+    write(root / "a-file", "not a directory\n")
+    serve_untrained = '[models]\ntrain = ["collaborative"]\nserve = "ease"\n'
+    return [
+        # `..` copied the whole work directory into a release of itself
+        Case("recommend-model-path", ("recommend", "--model", ".."),
+             (r"unknown model '\.\.'; available: collaborative",)),
+        Case("recommend-model-lake", ("recommend", "--model", "../lake"),
+             (r"unknown model '\.\./lake'",)),
+        # refused before the lake and features were replaced and a model trained for nothing
+        Case("run-serve-untrained",
+             ("run", "--data", str(contract_dir(root, "run-serve-untrained"))),
+             (r"models\.serve 'ease' is not in models\.train \['collaborative'\] and has no "
+              r"trained copy", r"tvrec train --stage ease"),
+             toml=serve_untrained, default_models=True),
+        Case("export-out-is-a-directory",
+             ("export", "user-topk", "--out", str(root / "out-is-a-directory.csv")),
+             (r"out-is-a-directory\.csv: a directory has that name",)),
+        Case("export-out-under-a-file",
+             ("export", "user-topk", "--out", str(root / "a-file" / "x.csv")),
+             (r"a-file is a file, not a directory",)),
+        Case("publish-list-and-rollback", ("publish", "--list", "--rollback", "1"),
+             (r"--list and --rollback: give one of them",)),
+    ]  # fmt: skip
+
+
 def one_viewer(timed: bool) -> dict[str, str]:
     """shows.csv and events.csv of one viewer: 50 events on 30 shows (a day apart, or all
     at one instant, as an untimed export has them)."""
@@ -440,7 +469,8 @@ def one_viewer(timed: bool) -> dict[str, str]:
 
 
 BUILDERS: tuple[Builder, ...] = (
-    _timestamps, _parquet, _weights, _file_types, _wrong_files, _text, _adapters, _runs
+    _timestamps, _parquet, _weights, _file_types, _wrong_files, _text, _adapters, _runs,
+    _commands,
 )  # fmt: skip
 
 

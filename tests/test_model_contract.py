@@ -26,7 +26,7 @@ import torch
 
 from tvrec.jobs.train import training_data
 from tvrec.models import registry
-from tvrec.models.base import MANIFEST, ModelFormatError, Recommender, TrainingData
+from tvrec.models.base import MANIFEST, STATE, ModelFormatError, Recommender, TrainingData
 from tvrec.models.runtime import Runtime
 from tvrec.models.trainer import History, Trainer
 from tvrec.pipelines.errors import ConfigError
@@ -268,6 +268,32 @@ def test_load_refuses_another_format_version(fitted: Fitted, tmp_path: Path) -> 
 
 # ---- ONNX ------------------------------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_load_names_a_damaged_file(fitted: Fitted, tmp_path: Path) -> None:
+    """A saved model whose weights are cut off, overwritten or gone, or whose manifest is not
+    JSON, is refused with the file named and the stage to retrain (it was torch's or json's
+    traceback, one of them advising `weights_only=False`)."""
+    name = fitted.name
+    state = (fitted.saved / STATE).read_bytes()
+    for label, damage in (
+        ("truncated or damaged", lambda p: p.write_bytes(state[: len(state) // 2])),
+        ("not a model file tvrec wrote", lambda p: p.write_bytes(b"garbage\n")),
+        ("missing", lambda p: p.unlink()),
+    ):
+        copy = tmp_path / label.replace(" ", "-")
+        shutil.copytree(fitted.saved, copy)
+        damage(copy / STATE)
+        with pytest.raises(ModelFormatError) as err:
+            registry.load_model(copy)
+        message = str(err.value)
+        assert str(copy / STATE) in message and label in message, message
+        assert f"tvrec train --stage {name}" in message and "weights_only" not in message
+    broken = tmp_path / "manifest"
+    shutil.copytree(fitted.saved, broken)
+    (broken / MANIFEST).write_text("{")
+    with pytest.raises(ModelFormatError, match="not a tvrec model manifest"):
+        registry.load_model(broken)
+
+
 def test_onnx_show_encoder_matches_similarity_vectors(fitted: Fitted, tmp_path: Path) -> None:
     model = fitted.model
     export = getattr(model, "export_onnx", None)

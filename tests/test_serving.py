@@ -170,6 +170,12 @@ def test_rollback_and_cli(tmp_path: Path) -> None:
         res = runner.invoke(app, args)
         assert res.exit_code == 2 and says in res.stderr, res.output
         assert not bad.exists()
+    table = Catalog(tmp_path).current("user_topk").path  # type: ignore[union-attr]
+    table.write_bytes(table.read_bytes()[:100])  # cut off: it was polars' ComputeError
+    res = runner.invoke(app, ["export", "user-topk", "--out", str(out), "--workdir", str(tmp_path)])
+    message = " ".join(res.stderr.split())
+    assert res.exit_code == 2 and f"{table}: the published 'user_topk' table cannot" in message
+    assert "Traceback" not in res.output and not list(tmp_path.glob(".export.csv*"))
 
 
 def test_unknown_table_has_clear_error(tmp_path: Path) -> None:
