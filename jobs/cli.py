@@ -78,7 +78,7 @@ EncodingOpt = Annotated[
     typer.Option(
         "--encoding",
         help="Text encoding of the input files: utf-8 (default), latin-1, cp1252, mac-roman "
-        "(default: [ingest] encoding in tvrec.toml, else UTF-8; u.item of MovieLens latin-1).",
+        "(default: \\[ingest] encoding in tvrec.toml, else UTF-8; u.item of MovieLens latin-1).",
     ),
 ]
 
@@ -481,7 +481,7 @@ def train(
             "--nproc",
             min=1,
             help="Processes that train the model together (data-parallel, torchrun; gloo on "
-            "CPU, NCCL on GPU); the planned batch is split between them. Default: [hardware] "
+            "CPU, NCCL on GPU); the planned batch is split between them. Default: \\[hardware] "
             "processes (1).",
         ),
     ] = None,
@@ -542,8 +542,8 @@ def recommend(
         typer.Option(
             "--shards",
             min=1,
-            help="User shards searched by parallel workers (default: [recommend] shards; "
-            "the workers: [recommend] engine).",
+            help="User shards searched by parallel workers (default: \\[recommend] shards; "
+            "the workers: \\[recommend] engine).",
         ),
     ] = None,
     workdir: WorkdirOpt = None,
@@ -700,13 +700,16 @@ def evaluate(
     from tvrec.pipelines.contract import canonicalize
 
     settings = _settings(workdir)
-    ds = canonicalize(load_raw(data, fmt))
-    target = _dir_out(out_dir or settings.workdir / "reports" / ds.name)
     names = tuple(m.strip() for m in models.split(",") if m.strip())
+    if not names:  # the peers alone would be scored, and exit 0, as if tvrec had been
+        known = ", ".join(model_names())
+        raise ConfigError(f"--models {models!r}: name at least one tvrec model ({known})")
     from tvrec.jobs.train import registered
 
     for name in names:
-        registered(name)  # unknown names fail before any work
+        registered(name)  # unknown names fail before any work, the data read included
+    ds = canonicalize(load_raw(data, fmt))
+    target = _dir_out(out_dir or settings.workdir / "reports" / ds.name)
     inside = target.resolve().is_relative_to(settings.workdir)
     with _writing(settings, "tvrec evaluate", creates=True) if inside else contextlib.nullcontext():
         report = run_evaluation(ds, settings, target, models=names, few_shot_users=few_shot_users)

@@ -360,6 +360,9 @@ def _configure_logging() -> None:
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # faiss tells at INFO which of its builds it tried first ("Could not load library with
+    # AVX2 support due to: ModuleNotFoundError(...)"): read as an error in the job's log
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 # ---- the command line ---------------------------------------------------------------------
@@ -400,7 +403,8 @@ def start(
     workdir: WorkdirOpt = None,
 ) -> None:
     """Run the scheduler until SIGTERM/SIGINT; refused if one already runs here."""
-    wd = Settings.load(workdir).workdir
+    settings = Settings.load(workdir)
+    wd = settings.workdir
     overrides = {
         "cron": cron,
         "source": data.resolve() if data else None,
@@ -411,6 +415,7 @@ def start(
     }
     config = _merged_config(wd, overrides)
     _check_startable(config)
+    _check_data(config, settings)
     if detach:
         _detach(wd, config)
         return
@@ -443,6 +448,17 @@ def _check_startable(config: ScheduleConfig) -> None:
     resolve_job(config.job)
     if config.trigger().get_next_fire_time(None, datetime.now(UTC)) is None:
         raise ConfigError(f"cron {config.cron!r} never fires")
+
+
+def _check_data(config: ScheduleConfig, settings: Settings) -> None:
+    """The dataset as it is now must pass the nightly run's own checks (the file, column and
+    rows named), or the first anyone hears of a missing column is the 02:00 run's failure.
+    The data may still change before then; the run checks it again. Checked for the
+    nightly job only."""
+    from tvrec.pipelines.ingest import load_dataset
+
+    if config.job == DEFAULT_JOB:  # another job reads `source` its own way
+        load_dataset(config.source, config.format, settings.ingest)
 
 
 def _detach(workdir: Path, config: ScheduleConfig) -> None:

@@ -24,7 +24,7 @@ import pandas as pd
 import polars as pl
 import pyarrow.parquet as pq
 
-from .build import read_manifest
+from .build import check_as_of, read_manifest
 from .contract import aired_by
 from .errors import ConfigError
 from .ingest import read_lake
@@ -121,6 +121,7 @@ def _entity_parts(
     history = ds.events.filter(pl.col("event_timestamp") < as_of).sort(
         "event_timestamp", maintain_order=True
     )
+    check_as_of(ds, history, as_of)  # no event before it: refused, not an empty training set
     events = history.tail(limit) if limit is not None else history
     first_watch = first_watches(history) if negatives else None
     for i, start in enumerate(range(0, max(events.height, 1), part_events)):

@@ -453,6 +453,10 @@ def _commands(root: Path) -> list[Case]:
              (r"a-file is a file, not a directory",)),
         Case("publish-list-and-rollback", ("publish", "--list", "--rollback", "1"),
              (r"--list and --rollback: give one of them",)),
+        # the peers alone were scored and the run exited 0
+        Case("evaluate-no-models",
+             ("evaluate", "--data", str(contract_dir(root, "evaluate-no-models")), "--models", ""),
+             (r"--models '': name at least one tvrec model \(collaborative",)),
     ]  # fmt: skip
 
 

@@ -394,3 +394,30 @@ def test_movielens_matches_the_outside_benchmark(tmp_path: Path) -> None:
     assert report.split["kind"] == "temporal"
     assert report.result("EASE").metrics.ndcg == pytest.approx(0.211, abs=0.03)
     assert report.result("MostPop").metrics.ndcg < report.result("ItemKNN").metrics.ndcg
+
+
+def test_few_shot_asking_for_more_users_than_there_are_says_so(tmp_path: Path) -> None:
+    """`--few-shot 1000` on eight users, one of them with more than five pairs: the one is
+    held out and the report says it was not the thousand asked (it was silent)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from tvrec.jobs.cli import app
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shows = "".join(f"s{i},Show {i},Drama,A show\n" for i in range(1, 9))
+    (data / "shows.csv").write_text("show_id,title,genres,description\n" + shows)
+    pairs = [(1, s) for s in range(1, 9)] + [(u, s) for u in range(2, 9) for s in (u - 1, u)]
+    events = "".join(
+        f"u{u},s{s},2024-01-{n % 28 + 1:02d}T00:00:00Z\n" for n, (u, s) in enumerate(pairs)
+    )
+    (data / "events.csv").write_text("user_id,show_id,event_timestamp\n" + events)
+    args = ["evaluate", "--data", str(data), "--models", "ease", "--few-shot", "1000", "--json"]
+    res = CliRunner().invoke(app, [*args, "--workdir", str(tmp_path / "w")])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["split"]["few_shot"]["users"] == 1
+    note = "few-shot: 1 of the 1,000 users asked held out: only 1 have more than 5 watched pairs"
+    assert note in report["notes"], report["notes"]

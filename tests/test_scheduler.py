@@ -95,6 +95,13 @@ def test_cron_weekdays_follow_crontab_and_bad_settings_are_refused(tmp_path: Pat
     ]:
         res = runner.invoke(schedule_app, [*args, *extra])
         assert res.exit_code == 2 and message in res.stderr, res.output
+    # the nightly job's data is checked now, as the run will check it: it was saved and the
+    # missing column first said at 02:00
+    (tmp_path / "shows.csv").write_text("show_id,title\n1,Alpha\n")
+    (tmp_path / "events.csv").write_text("user_id,show_id,ts\nu1,1,1704067200\n")
+    res = runner.invoke(schedule_app, args)
+    message = " ".join(res.stderr.split())
+    assert res.exit_code == 2 and "events.csv, column 'event_timestamp'" in message, res.output
     assert not (tmp_path / "w" / "schedule.json").exists()
 
 

@@ -75,3 +75,14 @@ def test_cli_export_writes_every_part(built_workdir: Workdir, tmp_path: Path) ->
         n = len(pd.read_parquet(out)) if name.endswith(".parquet") else len(pd.read_csv(out))
         assert f"wrote {n:,} rows" in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.csv", "train.parquet"]
+
+
+def test_cli_refuses_an_as_of_before_every_event(built_workdir: Workdir, tmp_path: Path) -> None:
+    """It wrote an empty training set and exited 0; `tvrec run` and `features build` refuse
+    such an as-of, and so does this, before any file is written."""
+    out = tmp_path / "train.parquet"
+    args = ["features", "training-set", "--out", str(out), "--as-of", "1990-01-01"]
+    res = CliRunner().invoke(app, [*args, "--workdir", str(built_workdir.root)])
+    message = " ".join(res.output.split())
+    assert res.exit_code == 2 and "is not after the first event" in message, res.output
+    assert list(tmp_path.iterdir()) == []

@@ -429,6 +429,11 @@ def evaluate(
         report = score_peers(ds, extra_models=extra, seed=seed, sp=sp, few=few)
     report.ablation = ablation_table(pipeline.ablations, sp, MetricConfig())
     report.notes += pipeline.fit_notes
+    if few is not None and len(few.users) < few_shot_users:  # asked for more than there are
+        report.notes.append(
+            f"few-shot: {len(few.users):,} of the {few_shot_users:,} users asked held out: only "
+            f"{len(few.users):,} have more than {few.k} watched pairs"
+        )
     if pipeline.split is not None:
         report.notes += _pipeline_notes(pipeline, pipeline.split)
         report.forecast, report.timing = _forecast_sections(ds, pipeline, pipeline.split)
