@@ -373,6 +373,12 @@ def _adapters(root: Path) -> list[Case]:
     write(stream / "hulu_titles.csv", "show_id,type,title\ns1,Movie,A\ns2,Movie,B,extra\n")
     tvmaze = root / "tvmaze-bad"
     write(tvmaze / "tvmaze_shows.json", b'[{"id": 1, "name": "Caf\x81"}]')
+    object_id = root / "tvmaze-object-id"  # it became show "{'a': 1}" titled "['x']"
+    write(
+        object_id / "tvmaze_shows.json", '[{"id": 1, "name": "A"}, {"id": {"a": 1}, "name": ["x"]}]'
+    )
+    runtime = root / "tvmaze-runtime-text"  # it was polars' text, the field unnamed
+    write(runtime / "tvmaze_shows.json", '[{"id": 1, "name": "A", "runtime": "long"}]')
     ml = ("--format", "movielens-100k")
     return [
         Case("movielens-far-epoch", ingest(far, *ml),
@@ -386,6 +392,10 @@ def _adapters(root: Path) -> list[Case]:
              (r"hulu_titles\.csv: rows with the wrong number", r"line 3 has 4 \(too many\)")),
         Case("tvmaze-cp1252", ingest(tvmaze, "--format", "tvmaze", "--encoding", "cp1252"),
              (r"tvmaze_shows\.json: bytes that are not cp1252", r"\(line 1\)")),
+        Case("tvmaze-object-id", ingest(object_id, "--format", "tvmaze"),
+             (r"tvmaze_shows\.json, column 'id': field 'id' is not a single value", r"rows 2\b")),
+        Case("tvmaze-runtime-text", ingest(runtime, "--format", "tvmaze"),
+             (r"column 'runtime': field 'runtime' is not a number", r"rows 1\b")),
     ]  # fmt: skip
 
 
