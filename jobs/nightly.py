@@ -119,19 +119,26 @@ def run_nightly(
             raise
 
 
+def check_input(settings: Settings, source: Path, fmt: str) -> None:
+    """What a run over `source` would refuse before writing anything, checked without
+    running it (`tvrec schedule start`, so a bad dataset is said now, not at 02:00)."""
+    _check_served(settings)
+    _checked_dataset(settings, source, fmt, None, None)
+
+
 def _check_served(settings: Settings) -> None:
     """Refuse, before anything is read or written, a run that trains everything and then
     has nothing to serve: `models.serve` neither trained tonight (by its own stage, or
     published by the ensemble as a member it advances) nor trained by an earlier run."""
-    from tvrec.models.registry import config_class
+    from tvrec.models.ensemble import EnsembleModel
     from tvrec.pipelines.errors import ConfigError
 
     models, serve = settings.models, settings.models.serve
     if serve in models.train or (Path(settings.workdir) / "models" / serve).exists():
         return
     if "ensemble" in models.train:
-        ensemble = config_class("ensemble").model_validate(models.params("ensemble"))
-        if serve in getattr(ensemble, "advance", []):  # published by the ensemble
+        ensemble = EnsembleModel.parse_config(models.params("ensemble"))
+        if serve in ensemble.advance:  # published by the ensemble (`companions`)
             return
     raise ConfigError(
         f"models.serve {serve!r} is not in models.train {list(models.train)} and has no "

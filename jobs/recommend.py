@@ -32,7 +32,7 @@ from tvrec.jobs.release import (
     write_manifest,
 )
 from tvrec.models.base import ModelFormatError, ModelManifest, Recommender
-from tvrec.models.registry import UnknownModelError, load_model, names
+from tvrec.models.registry import load_model
 from tvrec.pipelines.config import IndexSettings, RecommendSettings
 from tvrec.pipelines.contract import Dataset, aired_by
 from tvrec.pipelines.errors import ConfigError
@@ -82,8 +82,9 @@ def recommend_stage(
     make it current (the users' table over `sharding.shards` parallel workers when more than
     one: jobs/shards.py). Callers hold the work directory's writer lock."""
     log = log or StageLog()
-    if model_name not in names():  # a name, never a path: `..` would copy the work directory
-        raise ConfigError(str(UnknownModelError(model_name)))
+    from tvrec.jobs.train import registered
+
+    registered(model_name)  # a name, never a path: `..` would copy the work directory
     source = wd.require(
         f"models/{model_name}", f"train it first: `tvrec train --stage {model_name}`"
     )

@@ -455,10 +455,10 @@ def _check_data(config: ScheduleConfig, settings: Settings) -> None:
     rows named), or the first anyone hears of a missing column is the 02:00 run's failure.
     The data may still change before then; the run checks it again. Checked for the
     nightly job only."""
-    from tvrec.pipelines.ingest import load_dataset
+    from tvrec.jobs.nightly import check_input
 
     if config.job == DEFAULT_JOB:  # another job reads `source` its own way
-        load_dataset(config.source, config.format, settings.ingest)
+        check_input(settings, config.source, config.format)
 
 
 def _detach(workdir: Path, config: ScheduleConfig) -> None:

@@ -126,23 +126,24 @@ def _not_a_number(v: Any) -> bool:
     return v is not None and (isinstance(v, bool) or not isinstance(v, int | float))
 
 
-# (field as TVmaze names it, how to read it from a show object, what it must be)
-FIELD_CHECKS: tuple[tuple[str, Callable[[dict[str, Any]], Any], Callable[[Any], bool]], ...] = (
-    ("id", lambda s: s.get("id"), _not_a_value),
-    ("name", lambda s: s.get("name"), _not_a_value),
-    ("runtime", lambda s: s.get("runtime"), _not_a_number),
-    ("rating.average", lambda s: _get(s, "rating", "average"), _not_a_number),
-    ("weight", lambda s: s.get("weight"), _not_a_number),
+ShowField = tuple[str, Callable[[dict[str, Any]], Any], Callable[[Any], bool], str]
+# (field as TVmaze names it, how to read it from a show object, whether it is bad, what it
+# must be instead)
+FIELD_CHECKS: tuple[ShowField, ...] = (
+    ("id", lambda s: s.get("id"), _not_a_value, "a single value (text or a number)"),
+    ("name", lambda s: s.get("name"), _not_a_value, "a single value (text or a number)"),
+    ("runtime", lambda s: s.get("runtime"), _not_a_number, "a number"),
+    ("rating.average", lambda s: _get(s, "rating", "average"), _not_a_number, "a number"),
+    ("weight", lambda s: s.get("weight"), _not_a_number, "a number"),
 )
 
 
 def _require_values(items: list[dict[str, Any]], source: str) -> None:
     """A DataError naming the field and the records where an id or a name is an object or a
     list (it became its Python text: show id "{'a': 1}"), or a number field holds text."""
-    for field, read, bad in FIELD_CHECKS:
+    for field, read, bad, kind in FIELD_CHECKS:
         where = [i + 1 for i, item in enumerate(items) if bad(read(item))]
         if where:
-            kind = "a number" if bad is _not_a_number else "a single value (text or a number)"
             raise DataError(source, f"field '{field}' is not {kind}", column=field, rows=where[:50])
 
 
