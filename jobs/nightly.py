@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,10 +39,7 @@ def run_nightly(
 
     A new dataset is read and checked (`ingest_options`, default `[ingest]`; and that the
     as-of leaves events to learn from) before the lock is taken or anything is written."""
-    from tvrec.jobs.recommend import recommend_stage
-    from tvrec.jobs.train import train_model
-    from tvrec.pipelines.build import build_features
-    from tvrec.pipelines.ingest import publish_lake
+    from tvrec.pipelines.store import check_online_store
 
     log, began = StageLog(quiet=quiet), time.perf_counter()
     _check_served(settings)
@@ -49,74 +47,103 @@ def run_nightly(
         dataset = _checked_dataset(settings, source, fmt, as_of, ingest_options)
     wd = Workdir(settings.workdir)
     wd.root.mkdir(parents=True, exist_ok=True)
-    from tvrec.pipelines.store import check_online_store
-
     check_online_store(wd.root)  # a Redis that is down fails the run before anything is written
     with run_lock(wd.root):
         wd.sweep()
         catalog = Catalog(wd.root)
-        run_id = catalog.start_run(
-            "nightly",
-            as_of=as_of.isoformat() if as_of else None,
-            source=str(source) if source else None,
+        run = _Run(
+            catalog.start_run(
+                "nightly",
+                as_of=as_of.isoformat() if as_of else None,
+                source=str(source) if source else None,
+            )
         )
-        counts: dict[str, Any] = {}
-        metrics: dict[str, Any] = {}
         try:
-            if dataset is not None:
-                with log.stage("publish lake"):
-                    publish_lake(dataset, wd, fmt)
-                    counts["lake"] = {k: v.height for k, v in dataset.tables().items()}
-            build = build_features(wd, settings, as_of, log=log)
-            counts["features"] = build.rows
-            for stage in settings.models.train:
-                metrics[stage] = _stage_metrics(train_model(wd, settings, stage, log))
-            rec = recommend_stage(
-                wd,
-                k=k or settings.models.k,
-                log=log,
-                run_id=run_id,
-                model_name=settings.models.serve,
-                index=settings.index,
-                sharding=settings.recommend,
-            )
-            counts["user_topk"], counts["show_similar"] = rec.user_rows, rec.show_rows
-            metrics["users_per_second"] = rec.users_per_second
-            metrics["recommend_shards"] = rec.shards
-            metrics["index"] = {"type": rec.index_type, f"recall_at_{rec.recall_depth}": rec.recall}
-            metrics["stage_peak_rss_mb"] = dict(log.peak_rss_mb)
-            record = {
-                "run_id": run_id,
-                "status": "succeeded",
-                "as_of": build.as_of,
-                "model_version": rec.model_version,
-                "stages": log.seconds,
-                "seconds": round(time.perf_counter() - began, 1),  # the job's wall time
-                "counts": counts,
-                "metrics": metrics,
-                "release": rec.release,
-                "versions": {"user_topk": rec.user_version, "show_similar": rec.show_version},
-            }
-            catalog.finish_run(
-                run_id,
-                status="succeeded",
-                stages=log.seconds,
-                counts=counts,
-                metrics=metrics,
-                as_of=build.as_of,
-            )
-            return record
+            record = _stages(settings, wd, dataset, fmt, as_of, k, log, run)
         except BaseException as exc:
-            metrics["stage_peak_rss_mb"] = dict(log.peak_rss_mb)
+            run.metrics["stage_peak_rss_mb"] = dict(log.peak_rss_mb)
             catalog.finish_run(
-                run_id,
+                run.run_id,
                 status="failed",
                 stages=log.seconds,
-                counts=counts,
-                metrics=metrics,
+                counts=run.counts,
+                metrics=run.metrics,
                 error="".join(traceback.format_exception_only(exc)).strip(),
             )
             raise
+        record["seconds"] = round(time.perf_counter() - began, 1)  # the job's wall time
+        catalog.finish_run(
+            run.run_id,
+            status="succeeded",
+            stages=log.seconds,
+            counts=run.counts,
+            metrics=run.metrics,
+            as_of=record["as_of"],
+        )
+        return record
+
+
+@dataclass
+class _Run:
+    """What a run records as its stages go: filled in place, so a failure keeps the counts
+    and metrics of the stages before it."""
+
+    run_id: str
+    counts: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _stages(
+    settings: Settings,
+    wd: Workdir,
+    dataset: Dataset | None,
+    fmt: str,
+    as_of: datetime | None,
+    k: int | None,
+    log: StageLog,
+    run: _Run,
+) -> dict[str, Any]:
+    """Publish the lake (a new dataset), build the features, train each model, serve one;
+    returns the run record without its wall time."""
+    from tvrec.jobs.recommend import recommend_stage
+    from tvrec.jobs.train import train_model
+    from tvrec.pipelines.build import build_features
+    from tvrec.pipelines.ingest import publish_lake
+
+    counts, metrics = run.counts, run.metrics
+    if dataset is not None:
+        with log.stage("publish lake"):
+            publish_lake(dataset, wd, fmt)
+            counts["lake"] = {name: t.height for name, t in dataset.tables().items()}
+    build = build_features(wd, settings, as_of, log=log)
+    counts["features"] = build.rows
+    for stage in settings.models.train:
+        metrics[stage] = _stage_metrics(train_model(wd, settings, stage, log))
+    rec = recommend_stage(
+        wd,
+        k=k or settings.models.k,
+        log=log,
+        run_id=run.run_id,
+        model_name=settings.models.serve,
+        index=settings.index,
+        sharding=settings.recommend,
+    )
+    counts["user_topk"], counts["show_similar"] = rec.user_rows, rec.show_rows
+    metrics["users_per_second"] = rec.users_per_second
+    metrics["recommend_shards"] = rec.shards
+    metrics["index"] = {"type": rec.index_type, f"recall_at_{rec.recall_depth}": rec.recall}
+    metrics["stage_peak_rss_mb"] = dict(log.peak_rss_mb)
+    return {
+        "run_id": run.run_id,
+        "status": "succeeded",
+        "as_of": build.as_of,
+        "model_version": rec.model_version,
+        "stages": log.seconds,
+        "counts": counts,
+        "metrics": metrics,
+        "release": rec.release,
+        "versions": {"user_topk": rec.user_version, "show_similar": rec.show_version},
+    }
 
 
 def check_input(settings: Settings, source: Path, fmt: str) -> None:
