@@ -62,24 +62,11 @@ def run_nightly(
             record = _stages(settings, wd, dataset, fmt, as_of, k, log, run)
         except BaseException as exc:
             run.metrics["stage_peak_rss_mb"] = dict(log.peak_rss_mb)
-            catalog.finish_run(
-                run.run_id,
-                status="failed",
-                stages=log.seconds,
-                counts=run.counts,
-                metrics=run.metrics,
-                error="".join(traceback.format_exception_only(exc)).strip(),
-            )
+            error = "".join(traceback.format_exception_only(exc)).strip()
+            run.finish(catalog, log, status="failed", error=error)
             raise
         record["seconds"] = round(time.perf_counter() - began, 1)  # the job's wall time
-        catalog.finish_run(
-            run.run_id,
-            status="succeeded",
-            stages=log.seconds,
-            counts=run.counts,
-            metrics=run.metrics,
-            as_of=record["as_of"],
-        )
+        run.finish(catalog, log, status="succeeded", as_of=record["as_of"])
         return record
 
 
@@ -91,6 +78,25 @@ class _Run:
     run_id: str
     counts: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    def finish(
+        self,
+        catalog: Catalog,
+        log: StageLog,
+        status: str,
+        error: str | None = None,
+        as_of: str | None = None,
+    ) -> None:
+        """Record the run's end with its stages, counts and metrics so far."""
+        catalog.finish_run(
+            self.run_id,
+            status=status,
+            stages=log.seconds,
+            counts=self.counts,
+            metrics=self.metrics,
+            error=error,
+            as_of=as_of,
+        )
 
 
 def _stages(
