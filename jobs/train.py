@@ -84,7 +84,7 @@ def preflight(
 
     from tvrec.pipelines.model_inputs import watched_pairs
 
-    events = events.filter(pl.col("show_id").is_in(shows["show_id"]))
+    events = events.filter(pl.col("show_id").is_in(shows["show_id"].implode()))
     positives = watched_pairs(events.select("user_id", "show_id", "event_timestamp").to_pandas())
     for stage in stages:
         registered(stage).preflight(positives, settings.models.params(stage))

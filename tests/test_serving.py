@@ -192,7 +192,10 @@ def test_served_model_is_as_of_the_feature_build(served_workdir: Workdir) -> Non
     )
 
 
-def test_nightly_run_records_and_refuses_overlap(world_dir: Path, tmp_path: Path) -> None:
+def test_nightly_run_records_and_refuses_overlap(
+    world_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tvrec.jobs import train as train_module
     from tvrec.jobs.locks import run_lock
 
     work = tmp_path / "work"
@@ -215,6 +218,19 @@ def test_nightly_run_records_and_refuses_overlap(world_dir: Path, tmp_path: Path
     res = runner.invoke(app, ["query", "--user", "u0001", "--workdir", str(work), "--json"])
     assert res.exit_code == 0, res.output
     assert len(json.loads(res.stdout)["results"]) == 5
+    served = require_release(work).number
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("trainer broke")
+
+    # a run that fails after the features: recorded as failed with its error and the counts
+    # of the stages before it; what is served stays
+    monkeypatch.setattr(train_module, "train_model", broken)
+    res = runner.invoke(app, ["run", "--workdir", str(work), "-k", "5"])
+    assert res.exit_code != 0
+    failed = Catalog(work).runs()[0]
+    assert failed["status"] == "failed" and "trainer broke" in failed["error"]
+    assert json.loads(failed["counts"])["features"] and require_release(work).number == served
 
 
 def test_an_approximate_index_reports_its_recall(served_workdir: Workdir, tmp_path: Path) -> None:
