@@ -83,7 +83,7 @@ EncodingOpt = Annotated[
 ]
 
 
-def _settings(workdir: Path | None) -> Settings:
+def _settings(workdir: str | None) -> Settings:
     from tvrec.pipelines.config import Settings
 
     return Settings.load(workdir)
@@ -327,10 +327,18 @@ def features_config(
 ) -> None:
     """Show which feature_store.yaml the work directory uses and its stores; --init writes
     the work directory's own copy (docs/scale-out.md)."""
-    from tvrec.pipelines.store import feast_config, feature_store, online_endpoint, write_config
+    from tvrec.pipelines.store import (
+        check_redis,
+        feast_config,
+        feature_store,
+        online_endpoint,
+        write_config,
+    )
 
     if (redis is not None or ray is not None) and not init:
         raise ConfigError("--redis and --ray go with --init (they set the copy's stores)")
+    if redis is not None:
+        check_redis(redis)  # before the lock and the work directory are touched
     settings = _settings(workdir)
     root = settings.workdir
     if init:

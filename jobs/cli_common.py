@@ -10,7 +10,6 @@ import json
 import sys
 from collections.abc import Callable, Mapping
 from functools import cached_property, wraps
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -43,7 +42,7 @@ class LazyConsole:
 err = LazyConsole(stderr=True)
 
 WorkdirOpt = Annotated[
-    Path | None,
+    str | None,  # a string: `-w ""` is refused (Settings.load), not read as Path(".")
     typer.Option(
         "--workdir", "-w", envvar="TVREC_WORKDIR", help="Work directory (default ./tvrec-work)."
     ),

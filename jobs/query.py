@@ -42,7 +42,7 @@ from tvrec.jobs.query_store import (
 )
 from tvrec.jobs.release import NO_RELEASE_HINT, Release, current_release
 from tvrec.pipelines.errors import ConfigError, DataError, EngineError
-from tvrec.pipelines.workdir import Workdir
+from tvrec.pipelines.workdir import WORKDIR_ENV, Workdir, workdir_root
 
 if TYPE_CHECKING:
     import click
@@ -68,9 +68,6 @@ SUGGEST_CUTOFF = 0.4  # ... and to be offered as a suggestion when nothing match
 MAX_SUGGESTIONS = 5
 MAX_CANDIDATES = 10  # ambiguous matches listed in the error
 DEFAULT_K = 10
-# How Settings.load finds the work directory (tvrec.pipelines.config, which imports pydantic)
-WORKDIR_ENV = "TVREC_WORKDIR"
-DEFAULT_WORKDIR = "tvrec-work"
 CONFIG_FILE = "tvrec.toml"
 MAX_CACHED_RELEASES = 4
 
@@ -714,11 +711,11 @@ def answer_query(
     return text_query(ctx, text or "", k)
 
 
-def resolve_workdir(workdir: Path | None) -> Path:
+def resolve_workdir(workdir: str | None) -> Path:
     """The work directory exactly as `Settings.load` resolves it (flag, $TVREC_WORKDIR,
     default). Its `tvrec.toml` is validated when there is one, as for every command; without
     one there is nothing to validate and pydantic is not imported."""
-    root = Path(workdir or os.environ.get(WORKDIR_ENV) or DEFAULT_WORKDIR).resolve()
+    root = workdir_root(workdir)  # an empty -w refused
     if not (root / CONFIG_FILE).exists():
         return root
     from tvrec.pipelines.config import Settings
@@ -782,7 +779,7 @@ def query_command(
         typer.Option("-k", "--k", min=1, help=f"How many results (default: up to {DEFAULT_K})."),
     ] = None,
     workdir: Annotated[
-        Path | None,
+        str | None,  # a string: `-w ""` is refused, not read as Path(".")
         typer.Option(
             "--workdir", "-w", envvar="TVREC_WORKDIR", help="Work directory (default ./tvrec-work)."
         ),
@@ -866,15 +863,13 @@ def parse_plain(args: Sequence[str]) -> dict[str, Any] | None:
 
 
 def typed_options(kwargs: dict[str, Any]) -> dict[str, Any] | None:
-    """-k as an int of at least 1, --workdir as a Path (None: let typer report it)."""
+    """-k as an int of at least 1 (None: let typer report it)."""
     k = kwargs.get("k")
     if k is not None:
         if not (k.isascii() and k.isdigit() and int(k) >= 1):
             return None
         kwargs["k"] = int(k)
-    if "workdir" in kwargs:
-        kwargs["workdir"] = Path(kwargs["workdir"])
-    elif os.environ.get(WORKDIR_ENV) == "":
+    if "workdir" not in kwargs and os.environ.get(WORKDIR_ENV) == "":
         return None  # how typer reads an empty $TVREC_WORKDIR is its business
     return kwargs
 

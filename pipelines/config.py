@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-WORKDIR_ENV = "TVREC_WORKDIR"
+from .workdir import DEFAULT_WORKDIR, workdir_root
+from .workdir import WORKDIR_ENV as WORKDIR_ENV  # re-exported: where commands import it
+
 # over tvrec.toml's [models] train / serve (comma-separated names): a quick run of one model
 MODEL_ENV = {"train": "TVREC_TRAIN", "serve": "TVREC_SERVE"}
-DEFAULT_WORKDIR = "tvrec-work"
 CONFIG_FILE = "tvrec.toml"
 
 
@@ -233,7 +234,7 @@ class Settings(Strict):
     @classmethod
     def load(cls, workdir: Path | str | None = None) -> Settings:
         """Settings for a work directory: flag, then $TVREC_WORKDIR, then the default."""
-        wd = Path(workdir or os.environ.get(WORKDIR_ENV) or DEFAULT_WORKDIR).resolve()
+        wd = workdir_root(workdir)
         from pydantic import ValidationError
 
         from .errors import ConfigError

@@ -221,11 +221,45 @@ def _gunzip(path: Path, data: bytes) -> bytes:
         raise DataError(str(path), f"not a readable gzip file ({exc})") from None
 
 
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an archive with files, an empty one
+PARQUET_MAGIC = b"PAR1"
+
+
+def _text_kind(path: Path) -> str:
+    """What a text input is by its name: CSV, TSV, JSON, else text."""
+    suffix = Path(path.name.removesuffix(".gz")).suffix.lower()
+    return {".csv": "CSV", ".tsv": "TSV", ".json": "JSON"}.get(suffix, "text")
+
+
+def _looks_like(data: bytes) -> str:
+    """What the first bytes of a file look like: an archive, compressed data, text."""
+    if data.startswith(ZIP_MAGIC):
+        return "a ZIP archive"
+    if data[:2] == b"\x1f\x8b":
+        return "gzip-compressed data"
+    head = data[:4096].decode("utf-8", "ignore").lstrip(BOM).lstrip()
+    if not head or b"\x00" in data[:4096]:
+        return "binary data"
+    line = head.split("\n", 1)[0]
+    if head[0] in "[{":
+        return "JSON text"
+    if "," in line or "\t" in line:
+        return "CSV text" if "," in line else "tab-separated text"
+    return "text"
+
+
 def _refuse_foreign(path: Path, data: bytes, encoding: str | None) -> None:
-    """A DataError for text files that are really something else (gzip, Parquet, UTF-16)."""
+    """A DataError for text files that are really something else (ZIP, gzip, Parquet,
+    UTF-16)."""
+    if data.startswith(ZIP_MAGIC):
+        raise DataError(
+            str(path),
+            f"the file is a ZIP archive, not {_text_kind(path)}; unzip it (an Excel workbook "
+            "is one too: save the sheet as CSV)",
+        )
     if data[:2] == b"\x1f\x8b":
         raise DataError(str(path), "the file is gzip-compressed; name it with a .gz suffix")
-    if data[:4] == b"PAR1":
+    if data[:4] == PARQUET_MAGIC:
         raise DataError(str(path), "the file is Parquet; name it with a .parquet suffix")
     if encoding is None and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise DataError(str(path), "the file is UTF-16 (byte-order mark); re-save it as UTF-8")
@@ -408,6 +442,9 @@ def read_table(path: Path, encoding: str | None = None) -> pl.DataFrame:
     a string."""
     data = read_input(path)
     if path.suffix == ".parquet":
+        if not data.startswith(PARQUET_MAGIC):
+            what = _looks_like(data) if data.strip() else "an empty file"
+            raise DataError(str(path), f"not a Parquet file (it starts like {what})")
         try:
             df = pl.read_parquet(io.BytesIO(data))
         except Exception as exc:  # pyarrow/polars raise many kinds
@@ -664,6 +701,14 @@ def _extras_json(df: pl.DataFrame, known: set[str]) -> pl.Expr:
     )
 
 
+# The shows' number columns: what each holds, as the message for a bad value says it.
+SHOW_NUMBERS = {
+    "seasons": "a count of seasons, 0 or more; blank if unknown",
+    "episodes": "a count of episodes, 0 or more; blank if unknown",
+    "runtime_minutes": "minutes, 0 or more; blank if unknown",
+}
+
+
 def canonical_shows(df: pl.DataFrame, source: str) -> pl.DataFrame:
     _require(df, "shows", source)
     _check_types(df, source, SHOWS_SCHEMA)
@@ -696,9 +741,10 @@ def canonical_shows(df: pl.DataFrame, source: str) -> pl.DataFrame:
             exprs.append(pl.lit(None, dtype=dtype).alias(col))
         elif dtype == pl.String:
             exprs.append(pl.col(col).cast(pl.String).str.strip_chars().alias(col))
-        elif dtype in (pl.Int32(), pl.Float64()):
-            num = pl.col(col).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
-            exprs.append(num.cast(dtype, strict=False).alias(col))
+        elif col in SHOW_NUMBERS:
+            whole = dtype == pl.Int32()
+            values = number_column(df, col, source, SHOW_NUMBERS[col], whole=whole)
+            exprs.append(values.cast(dtype).alias(col))
         else:
             exprs.append(pl.col(col).cast(dtype).alias(col))
     return df.select(exprs)
@@ -717,16 +763,24 @@ def _require_known_shows(df: pl.DataFrame, source: str, show_ids: pl.Series, wha
         )
 
 
-def _number_column(df: pl.DataFrame, col: str, source: str, what: str) -> pl.Series:
+def number_column(
+    df: pl.DataFrame, col: str, source: str, what: str, whole: bool = False
+) -> pl.Series:
     """`col` as Float64 (blank -> null); a DataError for text that is not a number and for
-    NaN, infinite or negative numbers."""
+    NaN, infinite or negative numbers; with `whole`, for fractions and numbers beyond an
+    Int32 too. `what` says what the column holds, in the message."""
     text = df[col].cast(pl.String).str.strip_chars().replace("", None)
     values = text.cast(pl.Float64, strict=False)
-    problems = (
+    problems = [
         (values.is_null() & text.is_not_null(), "is not a number"),
         (values.is_nan() | values.is_infinite(), "is NaN or infinite"),
         (values < 0, "is negative"),
-    )
+    ]
+    if whole:
+        problems += [
+            (values.round(0) != values, "is not a whole number"),
+            (values > 2**31 - 1, "is too large"),
+        ]
     for mask, why in problems:
         mask = mask.fill_null(False)
         if mask.any():
@@ -739,7 +793,7 @@ def _weights(df: pl.DataFrame, source: str) -> pl.Series:
     if "weight" not in df.columns:
         return pl.repeat(1.0, df.height, eager=True, dtype=pl.Float64)
     rule = f"a weight is a number from 0 to {MAX_WEIGHT:g}; blank means 1"
-    values = _number_column(df, "weight", source, rule)
+    values = number_column(df, "weight", source, rule)
     big = (values > MAX_WEIGHT).fill_null(False)
     if big.any():
         examples = [str(v) for v in values.filter(big).head(5).to_list()]
@@ -764,7 +818,7 @@ def canonical_events(
     _require_known_shows(df, source, show_ids, "events")
     weight = _weights(df, source)
     seconds = (
-        _number_column(df, "watch_seconds", source, "seconds watched; blank if unknown")
+        number_column(df, "watch_seconds", source, "seconds watched; blank if unknown")
         if "watch_seconds" in df.columns
         else pl.repeat(None, df.height, eager=True, dtype=pl.Float64)
     )

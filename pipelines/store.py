@@ -96,9 +96,27 @@ def write_config(workdir: Path, redis: str | None = None, ray: str | None = None
 
 
 def _redis_block(redis: str) -> str:
-    if not redis.split(",")[0].strip():
+    check_redis(redis)
+    return f'online_store:\n  type: redis\n  connection_string: "{redis}"\n'
+
+
+def check_redis(redis: str) -> None:
+    """A ConfigError for a `--redis` value Redis cannot be reached at: no host, or a port
+    that is not a number from 1 to 65535 (Feast's form: HOST[:PORT] nodes, then ,key=value
+    options such as db=N)."""
+    nodes = [node for node in redis.split(",") if "=" not in node]
+    hosts = [node.rpartition(":")[0] if ":" in node else node for node in nodes]
+    if not nodes or not all(hosts):
         raise ConfigError(f"--redis {redis!r}: give HOST:PORT, optionally ,db=N")
-    return f'online_store:\n  type: redis\n  connection_string: "{_plain(redis, "--redis")}"\n'
+    for node in nodes:
+        _, sep, port = node.rpartition(":")
+        if not sep:
+            continue  # Redis's own port, 6379
+        if not (port.isascii() and port.isdigit()):
+            raise ConfigError(f"--redis {redis!r}: port {port!r} is not a number")
+        if not 1 <= int(port) <= 65535:
+            raise ConfigError(f"--redis {redis!r}: port {int(port)} is not 1-65535")
+    _plain(redis, "--redis")
 
 
 def _plain(value: str, option: str) -> str:

@@ -23,7 +23,24 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .errors import ConfigError
+
 VERSIONS = ".versions"
+# How a command finds the work directory: `-w`, then $TVREC_WORKDIR, then ./tvrec-work (here,
+# not in pipelines.config, so that `tvrec query` finds it without importing pydantic)
+WORKDIR_ENV = "TVREC_WORKDIR"
+DEFAULT_WORKDIR = "tvrec-work"
+
+
+def workdir_root(flag: Path | str | None) -> Path:
+    """The work directory `-w` names (else $TVREC_WORKDIR, else ./tvrec-work), resolved. An
+    empty or blank `-w` is refused: it read as the current directory (an unset shell variable
+    in `-w "$WORK"`)."""
+    if isinstance(flag, str) and not flag.strip():
+        raise ConfigError(
+            f"-w / {WORKDIR_ENV} {flag!r}: an empty path; name a directory (. for the current one)"
+        )
+    return Path(flag or os.environ.get(WORKDIR_ENV) or DEFAULT_WORKDIR).resolve()
 
 
 class Workdir:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +90,12 @@ def parquet(path: Path, frame: pl.DataFrame) -> Path:
 
 def events_with(column: str, values: list[str]) -> str:
     """EVENTS with `column` of its four rows replaced by `values`."""
-    lines = EVENTS.splitlines()
+    return table_with(EVENTS, column, values)
+
+
+def table_with(table: str, column: str, values: list[str]) -> str:
+    """The CSV text `table` with `column` of its rows replaced by `values`."""
+    lines = table.splitlines()
     header = lines[0].split(",")
     i = header.index(column)
     rows = []
@@ -187,6 +194,86 @@ def _weights(root: Path) -> list[Case]:
     ]
 
 
+NUMBERED_SHOWS = (
+    "show_id,title,seasons,episodes,runtime_minutes\n"
+    "1,Alpha,2,20,45\n"
+    "2,Beta,3,30,50.5\n"
+    "3,Gamma,1,8,30\n"
+)
+# name, the shows column, its 3 values, expect (each was read as null, or kept, silently)
+SHOW_NUMBER_SPECS: list[tuple[str, str, list[str], tuple[str, ...]]] = [
+    ("shows-seasons-text", "seasons", ["2", "three", "1"],
+     (r"shows\.csv, column 'seasons': seasons is not a number \(a count of seasons",
+      r"rows 2\b", r"values 'three'")),
+    ("shows-episodes-negative", "episodes", ["20", "30", "-3"],
+     (r"shows\.csv, column 'episodes': episodes is negative", r"rows 3\b", r"values '-3'")),
+    ("shows-seasons-fraction", "seasons", ["2.5", "3", "1"],
+     (r"column 'seasons': seasons is not a whole number", r"rows 1\b")),
+    ("shows-episodes-too-large", "episodes", ["20", "30", "3000000000"],
+     (r"column 'episodes': episodes is too large", r"rows 3\b")),
+    ("shows-runtime-inf", "runtime_minutes", ["45", "inf", "30"],
+     (r"column 'runtime_minutes': runtime_minutes is NaN or infinite", r"rows 2\b")),
+]  # fmt: skip
+
+
+def _show_numbers(root: Path) -> list[Case]:
+    cases = [
+        Case(name, ingest(contract_dir(root, name, shows_csv=table_with(NUMBERED_SHOWS, col, v))),
+             expect)
+        for name, col, v, expect in SHOW_NUMBER_SPECS
+    ]  # fmt: skip
+    frame = pl.DataFrame(
+        {"show_id": ["1", "2", "3"], "title": ["A", "B", "C"], "seasons": [1, -2, 3]}
+    )
+    return [
+        *cases,
+        parquet_case(root, "parquet-seasons-negative",
+                     (r"shows\.parquet, column 'seasons': seasons is negative", r"rows 2\b"),
+                     "shows", frame),
+    ]  # fmt: skip
+
+
+def _adapter_numbers(root: Path) -> list[Case]:
+    """Numbers in the adapters' own files, named by the file's own column."""
+    titles = "id,title,type,release_year,seasons,runtime\nts1,A,SHOW,2020,-4,30\n"
+    netflix = write(root / "netflix-seasons-negative" / "titles.csv", titles).parent
+    runtime = titles.replace(",-4,30", ",2,long")
+    netflix_runtime = write(root / "netflix-runtime-text" / "titles.csv", runtime).parent
+    year_text = titles.replace("2020,-4", "20x0,4")
+    year = write(root / "netflix-year-text" / "titles.csv", year_text).parent
+    anime = root / "anime-episodes-text"
+    write(anime / "anime_info.dat", "anime_ids\tname\tgenre\ttype\tepisodes\trating\tmembers\n"
+          "1\tA\tDrama\tTV\t12\t8.1\t100\n2\tB\tDrama\tTV\ttwelve\t7.0\t50\n")  # fmt: skip
+    write(anime / "anime_history.dat", "User_ID\tAnime_ID\tFeedback\n1\t1\t1\n")
+    tvmaze = root / "tvmaze-runtime-negative"
+    write(
+        tvmaze / "tvmaze_shows.json",
+        '[{"id": 1, "name": "A", "runtime": 30}, {"id": 2, "name": "B", "runtime": -30}]',
+    )
+    stream = root / "streaming-duration-text"
+    write(
+        stream / "hulu_titles.csv",
+        "show_id,type,title,duration\ns1,Movie,A,90 min\ns2,TV Show,B,three seasons\n",
+    )
+    nf = ("--format", "netflix-titles")
+    return [
+        Case("netflix-seasons-negative", ingest(netflix, *nf),
+             (r"titles\.csv, column 'seasons': seasons is negative", r"rows 1\b", "'-4'")),
+        Case("netflix-runtime-text", ingest(netflix_runtime, *nf),
+             (r"titles\.csv, column 'runtime': runtime is not a number", r"values 'long'")),
+        Case("netflix-year-text", ingest(year, *nf),
+             (r"titles\.csv, column 'release_year': not a number", r"values '20x0'")),
+        Case("anime-episodes-text", ingest(anime, "--format", "anime"),
+             (r"anime_info\.dat, column 'episodes': episodes is not a number", r"rows 2\b",
+              "Unknown")),
+        Case("tvmaze-runtime-negative", ingest(tvmaze, "--format", "tvmaze"),
+             (r"column 'runtime': field 'runtime' is not a number of minutes", r"rows 2\b")),
+        Case("streaming-duration-text", ingest(stream, "--format", "streaming-catalogue"),
+             (r"hulu_titles\.csv, column 'duration': not a duration", r"rows 2\b",
+              "'three seasons'")),
+    ]  # fmt: skip
+
+
 def parquet_case(
     root: Path, name: str, expect: tuple[str, ...], table: str, frame: pl.DataFrame
 ) -> Case:
@@ -235,6 +322,14 @@ def _parquet(root: Path) -> list[Case]:
     ]
 
 
+def zipped(name: str, body: str) -> bytes:
+    """A ZIP archive holding one file `name`."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, body)
+    return buffer.getvalue()
+
+
 def events_as(root: Path, name: str, make: Callable[[Path], object]) -> Path:
     """A contract dataset whose events.csv is whatever `make(path)` puts at that path."""
     directory = contract_dir(root, name, events_csv=None)
@@ -266,6 +361,8 @@ def _wrong_files(root: Path) -> list[Case]:
     corrupt = contract_dir(root, "csv-gz-corrupt", events_csv=None, events_csv_gz=b"\x1f\x8bjunk")
     gz_named_csv = contract_dir(root, "gzip-named-csv", events_csv=gzip.compress(EVENTS.encode()))
     pq_named_csv = events_as(root, "parquet-named-csv", lambda p: parquet(p, good_events_frame()))
+    zip_named_csv = contract_dir(root, "zip-named-csv", events_csv=zipped("events.csv", EVENTS))
+    csv_named_parquet = contract_dir(root, "csv-named-parquet", shows_csv=None, shows_parquet=SHOWS)
     two = contract_dir(root, "two-files-one-table")
     parquet(two / "shows.parquet", pl.DataFrame({"show_id": ["1"], "title": ["A"]}))
     return [
@@ -274,6 +371,10 @@ def _wrong_files(root: Path) -> list[Case]:
         Case("csv-gz-corrupt", ingest(corrupt), (r"events\.csv\.gz: not a readable gzip",)),
         Case("gzip-named-csv", ingest(gz_named_csv), (r"events\.csv: the file is gzip",)),
         Case("parquet-named-csv", ingest(pq_named_csv), (r"events\.csv: the file is Parquet",)),
+        Case("zip-named-csv", ingest(zip_named_csv),
+             (r"events\.csv: the file is a ZIP archive, not CSV",)),  # was: a NUL byte at byte 5
+        Case("csv-named-parquet", ingest(csv_named_parquet),  # was polars': must end with PAR1
+             (r"shows\.parquet: not a Parquet file \(it starts like CSV text\)",)),
         Case("two-files-one-table", ingest(two), (r"table 'shows' is in 2 files", "keep one")),
         Case("events-missing", ingest(contract_dir(root, "events-missing", events_csv=None)),
              (r"required table 'events' not found",)),
@@ -461,6 +562,11 @@ def _commands(root: Path) -> list[Case]:
         Case("export-out-under-a-file",
              ("export", "user-topk", "--out", str(root / "a-file" / "x.csv")),
              (r"a-file is a file, not a directory",)),
+        # both were written into feature_store.yaml, to fail at the first connection
+        Case("redis-port-out-of-range", ("features", "config", "--init", "--redis", "cache:99999"),
+             (r"--redis 'cache:99999': port 99999 is not 1-65535",)),
+        Case("redis-port-not-a-number", ("features", "config", "--init", "--redis", "cache:six"),
+             (r"--redis 'cache:six': port 'six' is not a number",)),
         Case("publish-list-and-rollback", ("publish", "--list", "--rollback", "1"),
              (r"--list and --rollback: give one of them",)),
         # the peers alone were scored and the run exited 0
@@ -483,8 +589,8 @@ def one_viewer(timed: bool) -> dict[str, str]:
 
 
 BUILDERS: tuple[Builder, ...] = (
-    _timestamps, _parquet, _weights, _file_types, _wrong_files, _text, _adapters, _runs,
-    _commands,
+    _timestamps, _parquet, _weights, _show_numbers, _file_types, _wrong_files, _text,
+    _adapters, _adapter_numbers, _runs, _commands,
 )  # fmt: skip
 
 

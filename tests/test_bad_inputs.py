@@ -226,6 +226,17 @@ def test_parquet_integral_float_ids_and_zero_or_blank_weights(tmp_path: Path) ->
     assert sorted(events["weight"].to_list()) == [0.0, 1.0, 1.0, 2.0]
 
 
+def test_show_numbers_blank_zero_and_whole_are_accepted(tmp_path: Path) -> None:
+    """Blank is unknown (null), 0 is a number, 3.0 seasons are 3; anime's "Unknown" episode
+    count is its export's own blank."""
+    shows = "show_id,title,seasons,episodes,runtime_minutes\n1,A,,0,45\n2,B,3.0,,0\n3,C,1,8,\n"
+    _ingest(contract_dir(tmp_path, "data", shows_csv=shows), tmp_path / "work")
+    lake = pl.read_parquet(tmp_path / "work" / "lake" / "shows.parquet")
+    assert lake.select("seasons", "episodes", "runtime_minutes").rows() == [
+        (None, 0, 45.0), (3, None, 0.0), (1, 8, None)
+    ]  # fmt: skip
+
+
 def test_features_json_never_holds_nan() -> None:
     values = {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32("nan"), "d": "x"}
     text = json.dumps(_finite(values), allow_nan=False)
@@ -275,3 +286,58 @@ def test_a_tvrec_toml_that_is_not_utf8_or_a_directory_is_named(tmp_path: Path) -
     toml.mkdir()
     res = runner.invoke(app, ["publish", "--list", "--workdir", str(work)])
     assert res.exit_code == 2 and f"{toml}: cannot be read" in " ".join(res.output.split())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ingest", "data"],
+        ["publish", "--list"],
+        ["features", "config", "--init"],
+        ["schedule", "status"],
+        ["query", "--user", "u1"],
+    ],
+)
+def test_an_empty_work_directory_argument_is_refused(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`-w ""` (an unset shell variable) is refused in one line; it was the current
+    directory, which got a lake, a lock file or a feature_store.yaml."""
+    contract_dir(tmp_path, "data")
+    monkeypatch.chdir(tmp_path)
+    before = tree_digest(tmp_path)
+    res = runner.invoke(app, [*args, "-w", ""])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().splitlines() == [
+        "error: -w / TVREC_WORKDIR '': an empty path; name a directory (. for the current one)"
+    ]
+    assert tree_digest(tmp_path) == before
+
+
+def test_query_fast_path_refuses_an_empty_work_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tvrec.jobs.query import run_query
+
+    monkeypatch.chdir(tmp_path)
+    assert run_query(["--user", "u1", "-w", ""]) == 2
+    assert "-w / TVREC_WORKDIR '': an empty path" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("had_releases", [False, True])
+def test_recommend_of_a_damaged_model_leaves_the_work_directory_as_it_was(
+    had_releases: bool, good_workdir: Path, tmp_path: Path
+) -> None:
+    """The staged release is removed, and so is the `.releases` directory the call made for
+    it (it was left behind, empty); one that was there before stays."""
+    work = tmp_path / "work"
+    shutil.copytree(good_workdir, work, symlinks=True)
+    (work / "models" / "ease").mkdir(parents=True)
+    (work / "models" / "ease" / "manifest.json").write_text("{")
+    if had_releases:
+        (work / ".releases").mkdir()
+    before = tree_digest(work)
+    res = runner.invoke(app, ["recommend", "--model", "ease", "--workdir", str(work)])
+    assert res.exit_code == 2 and "not a tvrec model manifest" in res.output, res.output
+    assert tree_digest(work) == before

@@ -16,6 +16,9 @@ the most-watched history ids: by the `anime_ids` column, 6 -> Death Note (1,013,
 its members: 0.95 joining on `anime_ids`, 0.56 joining on row order. So `anime_ids` is the key.
 
 The export has no timestamps: events are untimed and share one synthetic timestamp.
+Episode counts not known when the export was made (titles still airing) read "Unknown" in the
+Kaggle file (this 5k-user copy has none): that token becomes null; any other episode count
+that is not a whole number of 0 or more is refused.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ..contract import RawDataset
+from ..contract import RawDataset, number_column
 from ..errors import DataError
 from ._common import (
     clean_text,
@@ -45,6 +48,8 @@ RATINGS_FILE = "anime_ratings.dat"
 INFO_FILE = "anime_info.dat"
 EVENT_COLUMNS = ("User_ID", "Anime_ID")
 INFO_COLUMNS = ("anime_ids", "name", "genre", "type", "episodes", "rating", "members")
+UNKNOWN_EPISODES = "Unknown"  # the export's episode count of a title still airing
+EPISODES_RULE = f"a count of episodes, 0 or more; blank or {UNKNOWN_EPISODES} if unknown"
 # The Kaggle export dates from late 2016 / early 2017; every event gets this one instant.
 SYNTHETIC_TIMESTAMP = datetime(2017, 1, 1, tzinfo=UTC)
 UNTIMED_NOTE = (
@@ -76,13 +81,14 @@ def read_shows(path: Path, encoding: str | None = None) -> pl.DataFrame:
     )
     require_values(df, "anime_ids", str(path))
     df = df.with_columns(map_unique(df["name"], html.unescape, pl.String()))
+    episodes = clean_text(pl.col("episodes"))
+    df = df.with_columns(pl.when(episodes != UNKNOWN_EPISODES).then(episodes).alias("episodes"))
     return df.select(
         pl.col("anime_ids").str.strip_chars().alias("show_id"),
         clean_text(pl.col("name")).alias("title"),
         split_list(pl.col("genre"), ",").alias("genres"),
         clean_text(pl.col("type")).alias("type"),
-        # "Unknown" episodes become null when canonicalize casts to Int32
-        clean_text(pl.col("episodes")).alias("episodes"),
+        number_column(df, "episodes", str(path), EPISODES_RULE, whole=True),
         clean_text(pl.col("rating")).alias("rating"),
         clean_text(pl.col("members")).alias("members"),
     )

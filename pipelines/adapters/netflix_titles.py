@@ -6,7 +6,9 @@ Files, comma-separated with a header (CRLF line ends):
                seasons, imdb_id, imdb_score, imdb_votes, tmdb_popularity, tmdb_score -> shows
 - credits.csv  person_id, id (title id), name, character, role ACTOR/DIRECTOR -> credits
 
-The export writes "Unknown" / "[Unknown]" for missing values; those become null / empty lists.
+The export writes "Unknown" / "[Unknown]" for missing values in its text and list columns;
+those become null / empty lists. Its numbers have no such token: release_year, seasons and
+runtime are numbers or blank (seasons and runtime 0 or more), anything else is refused.
 It holds no viewing events.
 """
 
@@ -16,13 +18,14 @@ from pathlib import Path
 
 import polars as pl
 
-from ..contract import RawDataset
+from ..contract import SHOW_NUMBERS, RawDataset, number_column
 from ._common import (
     CATALOGUE_NOTE,
     clean_text,
     empty_events,
     null_placeholder,
     optional_file,
+    parse_number,
     pylist_column,
     read_delimited,
     require_file,
@@ -52,17 +55,19 @@ def read_shows(path: Path, encoding: str | None = None) -> pl.DataFrame:
     df = read_delimited(path, required=TITLE_REQUIRED, encoding=encoding)
     df = with_optional(df, [*TITLE_OPTIONAL, *TITLE_EXTRAS])
     countries = pylist_column(df["production_countries"])
-    year = clean_text(pl.col("release_year")).cast(pl.Int32, strict=False)
+    year = parse_number(df, "release_year", str(path), pl.Int32())
+    seasons = number_column(df, "seasons", str(path), SHOW_NUMBERS["seasons"], whole=True)
+    runtime = number_column(df, "runtime", str(path), SHOW_NUMBERS["runtime_minutes"])
     return df.select(
         clean_text(pl.col("id")).alias("show_id"),
         clean_text(pl.col("title")).alias("title"),
         clean_text(pl.col("description")).alias("description"),
         pylist_column(df["genres"]).alias("genres"),
         pl.lit([PLATFORM], dtype=pl.List(pl.String)).alias("platforms"),
-        pl.date(year, 1, 1).alias("premiered"),
+        pl.date(pl.lit(year), 1, 1).alias("premiered"),
         clean_text(pl.col("type")).alias("type"),
-        clean_text(pl.col("seasons")).alias("seasons"),
-        clean_text(pl.col("runtime")).alias("runtime_minutes"),
+        seasons.alias("seasons"),
+        runtime.alias("runtime_minutes"),
         # the first production country; the full list stays in the attributes
         countries.list.first().alias("country"),
         null_placeholder(pl.col("age_certification")).alias("age_rating"),

@@ -12,7 +12,9 @@ use CRLF line ends; some Hulu descriptions start with a zero-width space.
 - premiered is date_added when that falls in the release year (a platform premiere), else
   January 1 of release_year; date_added itself is kept as an attribute;
 - a known export defect puts the duration in the rating column ("74 min" as rating, empty
-  duration) for a few rows: the value is moved back to the duration.
+  duration) for a few rows: the value is moved back to the duration;
+- a duration is "90 min" or "2 Seasons" (or blank), a release year a number (or blank):
+  anything else is refused, naming the file and row.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ._common import (
     clean_text,
     empty_events,
     map_unique,
+    parse_number,
     person_slug,
     read_delimited,
     require_values,
@@ -78,6 +81,14 @@ def _fix_shifted_duration(df: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _require_durations(df: pl.DataFrame, source: str) -> None:
+    """A DataError naming the rows whose duration is neither "N min" nor "N Season(s)"."""
+    bad = df["duration"].is_not_null() & ~df["duration"].str.contains(_DURATION)
+    if bad.any():
+        why = "not a duration (use '90 min' or '2 Seasons'; blank if unknown)"
+        raise DataError.where(source, why, "duration", bad, df["duration"])
+
+
 def _premiered(date_added: pl.Expr, year: pl.Expr) -> pl.Expr:
     """date_added when it is in the release year, else January 1 of the release year."""
     return (
@@ -100,8 +111,9 @@ def read_catalogue(path: Path, encoding: str | None = None) -> pl.DataFrame:
         raise DataError(str(path), "duplicated show_id", column="show_id", rows=rows_where(dup))
     df = with_optional(df, OPTIONAL).with_columns(clean_text(pl.col(c)) for c in OPTIONAL)
     df = _fix_shifted_duration(df)
+    _require_durations(df, str(path))
     added = pl.col("date_added").str.to_date("%B %d, %Y", strict=False)
-    year = pl.col("release_year").cast(pl.Int32, strict=False)
+    year = pl.lit(parse_number(df, "release_year", str(path), pl.Int32()))
     duration = pl.col("duration")
     return df.select(
         (pl.lit(f"{prefix}:") + clean_text(pl.col("show_id"))).alias("show_id"),

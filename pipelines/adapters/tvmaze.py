@@ -16,6 +16,7 @@ has that slug. Episodes that match no show are only counted in a note.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -126,13 +127,17 @@ def _not_a_number(v: Any) -> bool:
     return v is not None and (isinstance(v, bool) or not isinstance(v, int | float))
 
 
+def _not_minutes(v: Any) -> bool:
+    return _not_a_number(v) or (v is not None and not (math.isfinite(v) and v >= 0))
+
+
 ShowField = tuple[str, Callable[[dict[str, Any]], Any], Callable[[Any], bool], str]
 # (field as TVmaze names it, how to read it from a show object, whether it is bad, what it
 # must be instead)
 FIELD_CHECKS: tuple[ShowField, ...] = (
     ("id", lambda s: s.get("id"), _not_a_value, "a single value (text or a number)"),
     ("name", lambda s: s.get("name"), _not_a_value, "a single value (text or a number)"),
-    ("runtime", lambda s: s.get("runtime"), _not_a_number, "a number"),
+    ("runtime", lambda s: s.get("runtime"), _not_minutes, "a number of minutes (0 or more)"),
     ("rating.average", lambda s: _get(s, "rating", "average"), _not_a_number, "a number"),
     ("weight", lambda s: s.get("weight"), _not_a_number, "a number"),
 )
