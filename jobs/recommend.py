@@ -13,12 +13,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -29,7 +26,6 @@ from tvrec.jobs.catalog import Catalog
 from tvrec.jobs.query_store import show_list
 from tvrec.jobs.release import (
     RECOMMENDATIONS,
-    RELEASES,
     ReleaseStage,
     TableRef,
     stage_release,
@@ -96,7 +92,7 @@ def recommend_stage(
 
     check_online_store(wd.root)  # a networked online store that is not there: before the work
     lake = read_lake(wd)
-    with _no_new_releases_dir_on_failure(wd.root), stage_release(wd.root, run_id) as release:
+    with stage_release(wd.root, run_id) as release:
         shutil.copytree(source, release.model_dir)  # the release keeps its own copy
         try:
             model = load_model(release.model_dir)
@@ -109,22 +105,6 @@ def recommend_stage(
             forecast = summary.forecast_rows > 0
             apply_recommendations(wd.root, as_of, forecast=forecast, release=release.path)
     return summary
-
-
-@contextlib.contextmanager
-def _no_new_releases_dir_on_failure(root: Path) -> Iterator[None]:
-    """On a failure, remove the `.releases` directory this call made for its release, when
-    nothing else is in it (`stage_release` removes the release itself): the work directory
-    is left as it was."""
-    base = Path(root) / RELEASES
-    existed = base.exists()
-    try:
-        yield
-    except BaseException:
-        if not existed:
-            with contextlib.suppress(OSError):  # not empty: it holds something, keep it
-                base.rmdir()
-        raise
 
 
 def _serve(

@@ -193,10 +193,12 @@ def stage_release(root: Path, run_id: str | None = None) -> Iterator[ReleaseStag
     """Yield a fresh release directory to fill; on success it becomes current in one step
     (`make_current`). On any exception it is removed and the current release stays.
 
-    Callers hold the work directory's writer lock (`jobs/locks.py`)."""
+    Callers hold the work directory's writer lock (`jobs/locks.py`); a `.releases` directory
+    made for this release and left empty by its failure is removed too."""
     root = Path(root)
     sweep(root)
     base = root / RELEASES
+    made_base = not base.exists()
     number = _next_number(base)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     path = base / f"r{number:04d}-{stamp}"
@@ -210,6 +212,9 @@ def stage_release(root: Path, run_id: str | None = None) -> Iterator[ReleaseStag
         make_current(root, path)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
+        if made_base:
+            with contextlib.suppress(OSError):  # not empty: something else is in it, kept
+                base.rmdir()
         raise
     prune(root)
 

@@ -140,6 +140,21 @@ def test_failed_check_publishes_nothing(tmp_path: Path) -> None:
     assert len(list((tmp_path / ".releases").iterdir())) == 1
 
 
+def test_a_failed_release_leaves_the_work_directory_as_it_was(tmp_path: Path) -> None:
+    """The first release failing leaves no `.releases` behind; a later one keeps the earlier."""
+    from tvrec.jobs.release import RELEASES
+
+    with pytest.raises(RuntimeError, match="broke"), stage_release(tmp_path):
+        raise RuntimeError("broke")
+    assert list(tmp_path.iterdir()) == []
+    _release(tmp_path, "a")
+    kept = sorted(p.name for p in (tmp_path / RELEASES).iterdir())
+    with pytest.raises(RuntimeError, match="broke"), stage_release(tmp_path):
+        raise RuntimeError("broke")
+    assert sorted(p.name for p in (tmp_path / RELEASES).iterdir()) == kept
+    assert require_release(tmp_path).number == 1
+
+
 def test_rollback_and_cli(tmp_path: Path) -> None:
     for tag in ("a", "b", "c"):
         _release(tmp_path, tag)
