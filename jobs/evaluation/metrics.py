@@ -69,8 +69,9 @@ def topk_frame(topk: TopK) -> pl.DataFrame:
     )
 
 
-def _positions(topk: pl.DataFrame, split: Split, k: int) -> pl.DataFrame:
-    """Each test user's first k distinct unseen shows, with 1-based positions (user, show, pos)."""
+def positions(topk: pl.DataFrame, split: Split, k: int, keep: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Each test user's first k distinct unseen shows, with 1-based positions (user, show, pos,
+    and the columns of `keep`)."""
     train_pairs = split.train.select("user_id", "show_id")
     return (
         topk.filter(pl.col("user_id").is_in(split.test["user_id"].unique().implode()))
@@ -79,14 +80,14 @@ def _positions(topk: pl.DataFrame, split: Split, k: int) -> pl.DataFrame:
         .unique(subset=["user_id", "show_id"], keep="first", maintain_order=True)
         .with_columns(pos=pl.int_range(1, pl.len() + 1).over("user_id"))
         .filter(pl.col("pos") <= k)
-        .select("user_id", "show_id", "pos")
+        .select("user_id", "show_id", "pos", *keep)
     )
 
 
 def per_user_scores(recs: pl.DataFrame, split: Split, k: int = 10) -> pl.DataFrame:
     """One row per test user: n_test, hits, recall and ndcg at k (zero for users without recs).
 
-    `recs` holds (user_id, show_id, pos) rows as `_positions` returns them.
+    `recs` holds (user_id, show_id, pos) rows as `positions` returns them.
     """
     truth = split.test.select("user_id", "show_id", hit=pl.lit(1))
     gains = (
@@ -124,7 +125,7 @@ def bootstrap_ci(
 def evaluate_topk(topk: TopK, split: Split, config: MetricConfig | None = None) -> Metrics:
     """Score a top-k table against `split.test` (train shows are dropped from each list first)."""
     cfg = config or MetricConfig()
-    recs = _positions(topk_frame(topk), split, cfg.k)
+    recs = positions(topk_frame(topk), split, cfg.k)
     users = per_user_scores(recs, split, cfg.k)
     catalogue = split.train["show_id"].n_unique()
     ndcg = users["ndcg"].to_numpy()
@@ -149,5 +150,6 @@ __all__ = [
     "bootstrap_ci",
     "evaluate_topk",
     "per_user_scores",
+    "positions",
     "topk_frame",
 ]

@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from tvrec.jobs.catalog import Catalog
+from tvrec.jobs.evaluation.confidence import confidence_check
 from tvrec.jobs.evaluation.forecast import ForecastWindow, forecast_quality
 from tvrec.jobs.evaluation.metrics import MetricConfig, Metrics, evaluate_topk
 from tvrec.jobs.evaluation.peers import Peer, default_peers
@@ -76,6 +77,8 @@ class SplitPipeline:
         # of its ablation (all members, without each, each alone)
         self.ablations: dict[str, dict[str, pl.DataFrame]] = {}
         self.fit_notes: list[str] = []  # each model's `*_notes` from its fit (the run record's)
+        # per model that publishes a `confidence` (the ensemble): its published top-k with it
+        self.confidences: dict[str, pl.DataFrame] = {}
 
     def model_topk(self, model: str, k: int = 10) -> Callable[[Split], tuple[Any, ...]]:
         """A callable for `run_peer_evaluation`: train and serve `model` on the split, return
@@ -104,6 +107,8 @@ class SplitPipeline:
             if hasattr(served, "ablation"):
                 self.ablations[model] = ablation_topk(served, sp.test_users, k)
             few = few_shot_topk(served, self.few, k) if self.few else None
+            if "confidence" in topk.columns:
+                self.confidences[model] = topk.select("user_id", "rank", "show_id", "confidence")
             return topk.select("user_id", "rank", "show_id"), cold, few
 
         return run
@@ -428,6 +433,9 @@ def evaluate(
         extra = {f"tvrec ({m})": pipeline.model_topk(m) for m in trained}
         report = score_peers(ds, extra_models=extra, seed=seed, sp=sp, few=few)
     report.ablation = ablation_table(pipeline.ablations, sp, MetricConfig())
+    report.confidence = {
+        f"tvrec ({m})": confidence_check(topk, sp) for m, topk in pipeline.confidences.items()
+    }
     report.notes += pipeline.fit_notes
     if few is not None and len(few.users) < few_shot_users:  # asked for more than there are
         report.notes.append(

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from tvrec.jobs.evaluation.confidence import ConfidenceCheck, confidence_chart, confidence_lines
 from tvrec.jobs.evaluation.forecast_report import forecast_chart, forecast_lines, timing_lines
 from tvrec.jobs.evaluation.metrics import Metrics
 
@@ -51,6 +52,8 @@ class EvaluationReport:
     timing: pl.DataFrame | None = None
     # a fusing model without each member and each member alone (see `ablation_table`)
     ablation: pl.DataFrame | None = None
+    # a model's published confidence against the held-out hits (see `confidence_check`)
+    confidence: dict[str, ConfidenceCheck] = field(default_factory=dict)
 
     def result(self, name: str) -> ModelResult:
         return next(r for r in self.results if r.name == name)
@@ -65,6 +68,7 @@ class EvaluationReport:
             "forecast": None if self.forecast is None else self.forecast.to_dicts(),
             "release_timing": None if self.timing is None else self.timing.to_dicts(),
             "ablation": None if self.ablation is None else self.ablation.to_dicts(),
+            "confidence": {name: check.to_json() for name, check in self.confidence.items()},
         }
 
 
@@ -102,6 +106,7 @@ def markdown(report: EvaluationReport) -> str:
             f"| {_fmt_seconds(r.fit_seconds)} |"
         )
     lines += _cold_lines(report, k) + _few_shot_lines(report, k) + _ablation_lines(report, k)
+    lines += confidence_lines(report.confidence, k)
     lines += forecast_lines(report.forecast) + timing_lines(report.timing)
     params = [f"- {r.name}: {_fmt_params(r.params)}" for r in report.results if r.params]
     lines += ["", "Parameters:", "", *params] if params else []
@@ -283,6 +288,10 @@ def write_report(report: EvaluationReport, out_dir: Path) -> list[Path]:
     if report.ablation is not None and report.ablation.height:
         path = out_dir / "ablation.png"
         _ablation_chart(report.ablation, f"NDCG@{k}: ablation — {report.dataset}", path)
+        files.append(path)
+    if report.confidence:
+        path = out_dir / "confidence.png"
+        confidence_chart(report.confidence, f"Hit rate by confidence — {report.dataset}", path)
         files.append(path)
     if report.forecast is not None and report.forecast.height:
         path = out_dir / "forecast_mase.png"

@@ -1,0 +1,169 @@
+"""Does a published `confidence` say which recommendations hit? Checked on the held-out part.
+
+The ensemble publishes each recommendation's `confidence`: the share of its fusion heads' noisy
+draws that keep the show in the user's top ten (models/ensemble.py). It is a stability figure,
+not a probability, so the check is whether it orders recommendations by how often they hit:
+
+- by band: the test users' first k unseen recommendations binned by confidence, each bin's
+  hit rate (the share whose show the user watched in the test part) and mean rank;
+- the AUC of confidence for a hit, over every recommendation, and within each rank (pairs of
+  recommendations at the same place in different users' lists, pooled over ranks): whether it
+  says more than the place alone, which already orders hits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tvrec.jobs.evaluation.metrics import positions, topk_frame
+from tvrec.jobs.evaluation.splitting import Split
+
+BANDS = 5  # equal-width confidence bands over [0, 1]
+
+
+@dataclass
+class ConfidenceCheck:
+    """One model's confidence against the held-out hits (see the module's docstring)."""
+
+    bands: pl.DataFrame  # band, low, high, recommendations, hit_rate, mean_confidence, mean_rank
+    auc: float | None  # None when every recommendation hit, or none did
+    auc_within_rank: float | None
+    recommendations: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bands": self.bands.to_dicts(),
+            "auc": self.auc,
+            "auc_within_rank": self.auc_within_rank,
+            "recommendations": self.recommendations,
+        }
+
+
+def confidence_check(topk: pl.DataFrame, split: Split, k: int = 10) -> ConfidenceCheck:
+    """`topk`: (user_id, rank, show_id, confidence) as published; scored like `evaluate_topk`
+    (each test user's first k shows not seen in training)."""
+    frame = topk_frame(topk).with_columns(topk["confidence"].cast(pl.Float64))
+    recs = positions(frame, split, k, keep=("confidence",)).drop_nulls("confidence")
+    truth = split.test.select("user_id", "show_id").unique().with_columns(hit=pl.lit(True))
+    scored = recs.join(truth, on=["user_id", "show_id"], how="left").with_columns(
+        pl.col("hit").fill_null(False)
+    )
+    conf, hit = scored["confidence"].to_numpy(), scored["hit"].to_numpy()
+    pos = scored["pos"].to_numpy()
+    return ConfidenceCheck(_bands(scored), auc(conf, hit), _auc_within(conf, hit, pos), len(hit))
+
+
+def _bands(scored: pl.DataFrame) -> pl.DataFrame:
+    band = (pl.col("confidence") * BANDS).floor().clip(0, BANDS - 1).cast(pl.Int64)
+    table = (
+        scored.with_columns(band=band)
+        .group_by("band")
+        .agg(
+            recommendations=pl.len(),
+            hit_rate=pl.col("hit").mean(),
+            mean_confidence=pl.col("confidence").mean(),
+            mean_rank=pl.col("pos").mean(),
+        )
+    )
+    low = pl.col("band") / BANDS
+    return table.with_columns(low=low, high=low + 1 / BANDS).sort("band")
+
+
+def auc(score: np.ndarray, positive: np.ndarray) -> float | None:
+    """The chance a random positive scores above a random negative (ties count half)."""
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    return _rank_sum(score, positive) / (n_pos * n_neg)
+
+
+def _rank_sum(score: np.ndarray, positive: np.ndarray) -> float:
+    """Mann-Whitney U of the positives: their summed mid-ranks less n_pos (n_pos + 1) / 2."""
+    order = np.argsort(score, kind="stable")
+    ranks = np.empty(score.size)
+    ranks[order] = np.arange(1, score.size + 1)
+    # ties share the mean of their ranks
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    ranks = np.bincount(inverse, weights=ranks)[inverse] / counts[inverse]
+    n_pos = int(positive.sum())
+    return float(ranks[positive].sum() - n_pos * (n_pos + 1) / 2)
+
+
+def _auc_within(score: np.ndarray, positive: np.ndarray, pos: np.ndarray) -> float | None:
+    """AUC over pairs of a hit and a miss at the same rank, pooled over the ranks."""
+    u = pairs = 0.0
+    for p in np.unique(pos):
+        at = pos == p
+        n_pos = int(positive[at].sum())
+        n_neg = int(at.sum()) - n_pos
+        if n_pos and n_neg:
+            u += _rank_sum(score[at], positive[at])
+            pairs += n_pos * n_neg
+    return u / pairs if pairs else None
+
+
+def confidence_lines(checks: dict[str, ConfidenceCheck], k: int) -> list[str]:
+    """The report's section: per model, a row per confidence band and the two AUCs."""
+    lines: list[str] = []
+    for name, check in checks.items():
+        lines += [
+            "",
+            f"Confidence of {name}: its first {k} recommendations per test user "
+            f"({check.recommendations:,}), by the published `confidence` (the share of the "
+            "fusion's noisy draws keeping the show in the top ten), against whether the user "
+            "watched the show in the test part. AUC of confidence for a hit: "
+            f"{_fmt(check.auc)} over all; {_fmt(check.auc_within_rank)} among recommendations "
+            "at the same rank (0.5: it says nothing the rank does not).",
+            "",
+            "| confidence | recommendations | hit rate | mean rank |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        lines += [_band_row(r) for r in check.bands.iter_rows(named=True)]
+    return lines
+
+
+def _band_row(r: dict[str, Any]) -> str:
+    return (
+        f"| {r['low']:.1f}–{r['high']:.1f} | {r['recommendations']:,} | {r['hit_rate']:.3f} "
+        f"| {r['mean_rank']:.1f} |"
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def confidence_chart(checks: dict[str, ConfidenceCheck], title: str, path: Path) -> None:
+    """Hit rate by confidence band, one group of bars per model, each bar's count above it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    width = 0.8 / max(1, len(checks))
+    for i, (name, check) in enumerate(checks.items()):
+        x = check.bands["band"].to_numpy() + i * width
+        rates = check.bands["hit_rate"].to_numpy()
+        ax.bar(x, rates, width=width, label=name)
+        for xi, rate, n in zip(x, rates, check.bands["recommendations"], strict=True):
+            ax.annotate(f"{n:,}", (xi, rate), xytext=(0, 2), textcoords="offset points",
+                        ha="center", fontsize=7)  # fmt: skip
+    ticks = np.arange(BANDS) + 0.4 - width / 2
+    ax.set_xticks(ticks, [f"{b / BANDS:.1f}–{(b + 1) / BANDS:.1f}" for b in range(BANDS)])
+    ax.set_xlabel("published confidence (bars labelled with their recommendations)")
+    ax.set_ylabel("hit rate in the test part")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+__all__ = ["ConfidenceCheck", "auc", "confidence_chart", "confidence_check", "confidence_lines"]
