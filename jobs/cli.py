@@ -325,8 +325,9 @@ def features_config(
     workdir: WorkdirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show which feature_store.yaml the work directory uses and its stores; --init writes
-    the work directory's own copy (docs/scale-out.md)."""
+    """Show which feature_store.yaml the work directory uses and its stores.
+
+    --init writes the work directory's own copy (docs/scale-out.md)."""
     from tvrec.pipelines.store import (
         check_redis,
         feast_config,
@@ -367,8 +368,9 @@ def features_serve(
     port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535)] = 6566,
     workdir: WorkdirOpt = None,
 ) -> None:
-    """Run Feast's own HTTP feature server on this work directory (`feast serve`):
-    applications POST to /get-online-features for `user_recommendations` and every feature
+    """Run Feast's own HTTP feature server on this work directory (`feast serve`).
+
+    Applications POST to /get-online-features for `user_recommendations` and every feature
     view. Runs until stopped (Ctrl-C)."""
     import os
 
@@ -399,8 +401,9 @@ def features_training_set(
     workdir: WorkdirOpt = None,
     as_of: AsOfOpt = None,
 ) -> None:
-    """Write a point-in-time-correct training set (events + negatives, Feast features),
-    built and written part by part (memory holds one part)."""
+    """Write a point-in-time-correct training set (events + negatives, Feast features).
+
+    Built and written part by part (memory holds one part)."""
     import tempfile
 
     from tvrec.pipelines.training import training_set_parts, write_parts
@@ -592,8 +595,9 @@ def publish(
     workdir: WorkdirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List the releases kept, or roll the served release back (model, index and tables
-    move together)."""
+    """List the releases kept, or roll the served release back.
+
+    The model, its index and its tables move together."""
     from tvrec.jobs import release as releases
 
     settings = _settings(workdir)
@@ -699,9 +703,12 @@ def evaluate(
     workdir: WorkdirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score tvrec's published top-k and its peers (MostPop, RecentPop, ItemKNN, EASE, ALS) on
-    one split; with the temporal model, its show forecasts (MASE) and release timing too;
-    with --few-shot, new users served from their first events."""
+    """Score tvrec's published top-k against its peers on one held-out split.
+
+    The peers: MostPop, RecentPop, ItemKNN, EASE, ALS. With the temporal model, its show
+    forecasts (MASE) and release timing too; with the ensemble, its ablation and whether its
+    confidence says which recommendations hit; with --few-shot, new users served from their
+    first events."""
     from tvrec.jobs.evaluation import evaluate as run_evaluation
     from tvrec.jobs.evaluation import markdown
     from tvrec.pipelines.adapters import load_raw

@@ -6,6 +6,7 @@ when something is first printed (`LazyConsole`).
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from collections.abc import Callable, Mapping
@@ -65,7 +66,17 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(3 if isinstance(exc, EngineError) else 2) from None
 
+    wrapper.__doc__ = reflowed(fn.__doc__)
     return wrapper
+
+
+def reflowed(doc: str | None) -> str | None:
+    """A command's docstring with each paragraph on one line: typer's help keeps a
+    docstring's line breaks, which then fall mid-sentence in a terminal of another width."""
+    if doc is None:
+        return None
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
 def print_json(payload: Any) -> None:
