@@ -131,3 +131,17 @@ def test_every_command_has_help() -> None:
         res = runner.invoke(app, args)
         assert res.exit_code == 0, args
         assert "Usage" in res.output
+
+
+def test_help_paragraphs_are_not_broken_mid_sentence() -> None:
+    """typer keeps a docstring's line breaks: each paragraph is joined onto one line first,
+    so the terminal wraps it (was: 'roll the served release back (model, index and tables' /
+    'move together)')."""
+    from tvrec.jobs.cli_common import reflowed
+
+    assert reflowed("One line\n    and more.\n\n    Second\n    part.") == (
+        "One line and more.\n\nSecond part."
+    )
+    res = runner.invoke(app, ["evaluate", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    assert "With the temporal model, its show forecasts (MASE) and release timing too" in res.output
