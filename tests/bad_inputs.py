@@ -255,6 +255,12 @@ def _adapter_numbers(root: Path) -> list[Case]:
         stream / "hulu_titles.csv",
         "show_id,type,title,duration\ns1,Movie,A,90 min\ns2,TV Show,B,three seasons\n",
     )
+    stream_date = root / "streaming-date-text"
+    write(
+        stream_date / "netflix_titles.csv",
+        'show_id,type,title,date_added\ns1,Movie,A,"September 25, 2021"\ns2,Movie,B,2021-09-24\n'
+        "s3,Movie,C,Septembre 25 2021\n",
+    )
     nf = ("--format", "netflix-titles")
     return [
         Case("netflix-seasons-negative", ingest(netflix, *nf),
@@ -271,6 +277,9 @@ def _adapter_numbers(root: Path) -> list[Case]:
         Case("streaming-duration-text", ingest(stream, "--format", "streaming-catalogue"),
              (r"hulu_titles\.csv, column 'duration': not a duration", r"rows 2\b",
               "'three seasons'")),
+        Case("streaming-date-text", ingest(stream_date, "--format", "streaming-catalogue"),
+             (r"netflix_titles\.csv, column 'date_added': not a date", r"rows 3\b",
+              "'Septembre 25 2021'")),
     ]  # fmt: skip
 
 

@@ -13,8 +13,9 @@ use CRLF line ends; some Hulu descriptions start with a zero-width space.
   January 1 of release_year; date_added itself is kept as an attribute;
 - a known export defect puts the duration in the rating column ("74 min" as rating, empty
   duration) for a few rows: the value is moved back to the duration;
-- a duration is "90 min" or "2 Seasons" (or blank), a release year a number (or blank):
-  anything else is refused, naming the file and row.
+- a duration is "90 min" or "2 Seasons" (or blank), a release year a number (or blank),
+  date_added "September 25, 2021" or 2021-09-25 (or blank): anything else is refused,
+  naming the file and row.
 """
 
 from __future__ import annotations
@@ -89,6 +90,22 @@ def _require_durations(df: pl.DataFrame, source: str) -> None:
         raise DataError.where(source, why, "duration", bad, df["duration"])
 
 
+def _date_added(text: pl.Expr) -> pl.Expr:
+    """The export's "September 25, 2021", or an ISO date (a sheet re-saved); else null."""
+    return pl.coalesce(
+        text.str.to_date("%B %d, %Y", strict=False), text.str.to_date("%Y-%m-%d", strict=False)
+    )
+
+
+def _require_dates(df: pl.DataFrame, source: str) -> None:
+    """A DataError naming the rows whose date_added is not a date (it would be lost)."""
+    text = df["date_added"].str.strip_chars()
+    bad = text.is_not_null() & df.select(_date_added(pl.col("date_added")))["date_added"].is_null()
+    if bad.any():
+        why = "not a date (use 'September 25, 2021' or 2021-09-25; blank if unknown)"
+        raise DataError.where(source, why, "date_added", bad, df["date_added"])
+
+
 def _premiered(date_added: pl.Expr, year: pl.Expr) -> pl.Expr:
     """date_added when it is in the release year, else January 1 of the release year."""
     return (
@@ -112,7 +129,8 @@ def read_catalogue(path: Path, encoding: str | None = None) -> pl.DataFrame:
     df = with_optional(df, OPTIONAL).with_columns(clean_text(pl.col(c)) for c in OPTIONAL)
     df = _fix_shifted_duration(df)
     _require_durations(df, str(path))
-    added = pl.col("date_added").str.to_date("%B %d, %Y", strict=False)
+    _require_dates(df, str(path))
+    added = _date_added(pl.col("date_added"))
     year = pl.lit(parse_number(df, "release_year", str(path), pl.Int32()))
     duration = pl.col("duration")
     return df.select(
