@@ -30,6 +30,9 @@ with an uncertainty published as `confidence`, served in two stages.
     heads:         `heads` residual heads, each trained on its own bootstrap of users
                    (epistemic: their disagreement) and a log-variance head (aleatoric: logits
                    are drawn from N(mean, var) in training, as Kendall & Gal do for classes)
+    calibration:   the chance a recommendation is watched, from both uncertainties, the
+                   fused score, its place and the context (models/calibration.py; fitted on
+                   the window) -> `confidence`
 
 Point in time: the fusion is trained on a window no member trained on. The positives are cut
 (the last `window_share` by time on a timed log, else a seeded random share); members are fitted
@@ -64,9 +67,9 @@ alone: the table `tvrec evaluate` reports.
 Serving: the retrieval stage is EASE-TV's factorised vectors (the FAISS index); its top
 `candidates`, with up to `franchise_candidates` shows linked by title to the user's history
 that it missed (a new season nobody has watched yet: co-watching cannot retrieve it), are
-re-ranked by `rerank`, which also returns each recommendation's confidence
-(the share of the heads' noisy draws in which it stays in the top-k) and the member that
-contributed most to its score (`because`).
+re-ranked by `rerank`, which also returns each recommendation's confidence (`calibration`;
+with `calibrate = false`, the share of the heads' noisy draws in which it stays in the top
+`confidence_k`) and the member that contributed most to its score (`because`).
 
 Show-to-show similarity and text queries come from a content model (`content`, default the
 multimodal one, as published by its own stage): what a show is like is a matter of its
@@ -98,6 +101,7 @@ from torch.nn import functional as F
 from tvrec.pipelines.errors import DataError
 
 from .base import ModelConfig, Recommender, TrainingData
+from .calibration import Calibration, confidence_features
 from .ease import EASEModel, _matrix, cosine_knn, gram, held_out, is_timed
 from .franchise import closest_link, link_strength, title_links
 from .profile import ShowProfiles, premiere_days, sparse_matrix, sparse_state
@@ -117,6 +121,7 @@ RECENT_DAYS = (7, 30, 90)  # the windows of `Members.views`, in its column order
 ONLINE_BATCH = 32  # users per request re-ranked on one thread
 _NONE = np.zeros(0, np.int64)  # no rows
 PADDING_LOGIT = -1e9  # a padded candidate's logit in training: out of every softmax
+CALIBRATION_USERS = 5_000  # window users the confidence's calibration is fitted on, at most
 INITIAL_LOG_VAR = -4.0  # the logits' noise starts at sd 0.14 (scores are standardised)
 
 
@@ -156,6 +161,11 @@ class EnsembleConfig(ModelConfig):
     member_dropout: float = Field(0.2, ge=0, lt=1, description="chance a member is hidden")
     heads: int = Field(4, ge=1, description="residual heads (their spread: epistemic)")
     draws: int = Field(8, ge=1, description="noisy draws per head for the confidence")
+    calibrate: bool = Field(
+        True, description="publish `confidence` as the chance a recommendation is watched, "
+        "a logistic regression fitted on the fusion's window (models/calibration.py); false: "
+        "the share of noisy draws keeping it in the top `confidence_k`",
+    )  # fmt: skip
     confidence_k: int = Field(
         10, ge=1, description="a recommendation's `confidence` is the share of the heads' "
         "noisy draws keeping it in the user's top `confidence_k`: how sure the fusion is that "
@@ -728,6 +738,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         self.scale: dict[str, np.ndarray] = {}  # context mean / std of the training rows
         self.timings: dict[str, Any] = {}  # the model members' fits before the window
         self.new_user_ranker = "fusion"  # or the member ranking new users alone
+        self.calibration: Calibration | None = None  # confidence as a chance (`calibrate`)
         self._companions: dict[str, Recommender] = {}  # see `companions`
 
     # ---- training ---------------------------------------------------------------------------
@@ -785,6 +796,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         train, val = fused.held_out(cfg.val_share, cfg.seed)
         history = self.trainer(data).fit(_FusionTask(self.net, train, val, cfg))
         self.net.eval()
+        self.calibration = self._calibrate(fused) if cfg.calibrate else None
         # chosen on new users the fusion did not train on
         self.new_user_ranker, new_user_ndcg = self._new_user_ranker(
             val if cfg.train_new_users else rows
@@ -810,6 +822,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             "new_user_ranker": self.new_user_ranker,
             "new_user_ndcg": new_user_ndcg,
             "new_user_notes": _new_user_note(self.new_user_ranker, new_user_ndcg, len(new.users)),
+            "confidence": "calibrated" if self.calibration is not None else "stability",
             "cold_shows": len(cold),
             "cold_rows": int(rows.cold.sum()),
             "window_recall": float(rows.labels.sum() / max(len(window), 1)),
@@ -821,6 +834,34 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         metrics |= self.timings
         self.make_manifest(data, int(self.served.ease.show_embeddings()[1].shape[1]), metrics)
         return metrics
+
+    def _calibrate(self, rows: Batchable) -> Calibration | None:
+        """The confidence's logistic regression, fitted on warm window users' top
+        `confidence_k` (at most CALIBRATION_USERS of them, seeded), labelled by the window."""
+        warm = np.flatnonzero(~(rows.cold | rows.new).numpy())
+        if len(warm) > CALIBRATION_USERS:
+            pick = np.random.default_rng(self.config.seed).choice(warm, CALIBRATION_USERS, False)
+            warm = np.sort(pick)
+        if not len(warm):
+            return None
+        batches = [warm[i : i + 256] for i in range(0, len(warm), 256)]
+        parts = [self._confidence_rows(rows.take(users)) for users in batches]
+        width = parts[0][0].shape[-1]
+        feats = np.concatenate([f.reshape(-1, width) for f, _ in parts])
+        return Calibration.fit(feats, np.concatenate([w.reshape(-1) for _, w in parts]))
+
+    @torch.inference_mode()
+    def _confidence_rows(self, r: Batchable) -> tuple[np.ndarray, np.ndarray]:
+        """(b, k, F) the confidence's features of these window users' top `confidence_k` as
+        the fusion ranks them, and (b, k) whether each was watched in the window."""
+        cfg = self.config
+        valid = r.present.any(-1)  # (b, N)
+        logits, log_var, _ = self.fitted(self.net)(r.context, r.members, r.present)
+        score = logits.mean(-1).masked_fill(~valid, float("-inf"))  # (b, N)
+        top = torch.topk(score, min(cfg.confidence_k, score.shape[1]), dim=1).indices
+        stay = _stay_in_top(logits, log_var, top, valid.numpy(), cfg)
+        feats = confidence_features(logits, log_var, score, top, r.context, stay)
+        return feats, r.labels.gather(1, top).numpy() > 0
 
     def member_models(self) -> list[str]:
         return list(self.config.models)
@@ -1186,16 +1227,18 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         net, members = self.fitted(self.net), self.fitted(self.served)
         valid = rows >= 0
         safe = np.where(valid, rows, 0)
-        context, feats, present, _ = self._features(members, user_ids, rows)
-        logits, log_var, weights = net(
-            torch.as_tensor(self._scaled(context)), torch.as_tensor(feats), torch.as_tensor(present)
-        )
+        raw, feats, present, _ = self._features(members, user_ids, rows)
+        context = torch.as_tensor(self._scaled(raw))  # (b, N, C)
+        logits, log_var, weights = net(context, torch.as_tensor(feats), torch.as_tensor(present))
         score, routed = self._routed(members, user_ids, rows, logits.mean(-1), feats, present)
         score = score.masked_fill(torch.as_tensor(~valid), float("-inf"))  # (b, N)
         top = torch.topk(score, min(k, rows.shape[1]), dim=1).indices  # (b, k)
         # a routed user's picks judged by the fusion's draws: low where it disagrees with the
         # ranker (draws ordered as served put every pick at 1.0: docs/benchmarks.md)
         confidence = _stay_in_top(logits, log_var, top, valid, self.config)
+        if self.calibration is not None:  # as the chance each is watched
+            cues = confidence_features(logits, log_var, score, top, context, confidence)
+            confidence = self.calibration.probability(cues)
         contribution = weights * torch.as_tensor(feats[..., 0])  # (b, N, M)
         because = contribution.argmax(-1).gather(1, top).numpy()  # (b, k)
         chosen, best = np.take_along_axis(safe, top.numpy(), 1), score.gather(1, top).numpy()
@@ -1285,6 +1328,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             "names": self.names,
             "left_out": self.left_out,
             "new_user_ranker": self.new_user_ranker,
+            "calibration": self.calibration.state() if self.calibration is not None else None,
             "ease": members.ease.get_state(),
             "ease_config": members.ease.config.model_dump(),
             "knn": torch.as_tensor(np.stack([knn.row, knn.col])),
@@ -1317,6 +1361,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         self.show_ids, self.names = state["shows"], state["names"]
         self.left_out, n = state["left_out"], len(state["shows"])
         self.new_user_ranker = state.get("new_user_ranker", "fusion")  # saved before: fusion
+        self.calibration = Calibration.from_state(state.get("calibration"))  # before: none
         ease = EASEModel(EASEModel.parse_config(state["ease_config"]))
         ease.set_state(state["ease"])
         ij, values = state["knn"].numpy(), state["knn_values"].numpy()
@@ -1408,7 +1453,7 @@ class Reranked:
 
     rows: np.ndarray  # show rows, best first
     scores: np.ndarray
-    confidence: np.ndarray  # share of noisy draws of the heads keeping the show in the top k
+    confidence: np.ndarray  # the chance it is watched (calibrated), else the draws keeping it
     because: np.ndarray  # the member that contributed most to the score
 
 

@@ -1,8 +1,9 @@
 """Does a published `confidence` say which recommendations hit? Checked on the held-out part.
 
-The ensemble publishes each recommendation's `confidence`: the share of its fusion heads' noisy
-draws that keep the show in the user's top ten (models/ensemble.py). It is a stability figure,
-not a probability, so the check is whether it orders recommendations by how often they hit:
+The ensemble publishes each recommendation's `confidence`: the chance it is watched, calibrated
+on the fusion's window (models/calibration.py), or with `calibrate = false` the share of its
+heads' noisy draws keeping the show in the user's top ten. The window's horizon is not the
+test part's, so the check is first whether it orders recommendations by how often they hit:
 
 - by band: the test users' first k unseen recommendations binned by confidence, each bin's
   hit rate (the share whose show the user watched in the test part) and mean rank;
@@ -115,9 +116,8 @@ def confidence_lines(checks: dict[str, ConfidenceCheck], k: int) -> list[str]:
         lines += [
             "",
             f"Confidence of {name}: its first {k} recommendations per test user "
-            f"({check.recommendations:,}), by the published `confidence` (the share of the "
-            "fusion's noisy draws keeping the show in the top ten), against whether the user "
-            "watched the show in the test part. AUC of confidence for a hit: "
+            f"({check.recommendations:,}), by their published `confidence`, against whether "
+            "the user watched the show in the test part. AUC of confidence for a hit: "
             f"{_fmt(check.auc)} over all; {_fmt(check.auc_within_rank)} among recommendations "
             "at the same rank (0.5: it says nothing the rank does not).",
             "",
