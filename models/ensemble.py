@@ -167,10 +167,12 @@ class EnsembleConfig(ModelConfig):
         "the share of noisy draws keeping it in the top `confidence_k`",
     )  # fmt: skip
     confidence_k: int = Field(
-        10, ge=1, description="a recommendation's `confidence` is the share of the heads' "
-        "noisy draws keeping it in the user's top `confidence_k`: how sure the fusion is that "
-        "it belongs among the first ten, the same whatever k is published or asked for (the "
-        "share keeping it in a top 50 put nearly all of its first 30 at 1.0)",
+        10, ge=1, description="the share of the heads' noisy draws keeping a recommendation "
+        "in the user's top `confidence_k` (the calibration's input, and the `confidence` "
+        "itself with `calibrate = false`): how sure the fusion is that it belongs among the "
+        "first ten, the same whatever k is published or asked for (the share keeping it in a "
+        "top 50 put nearly all of its first 30 at 1.0); the calibration is fitted on each "
+        "window user's top `confidence_k`",
     )  # fmt: skip
     neighbours: int = Field(100, ge=1, description="item-kNN neighbours kept per show")
     exact_ease: bool = Field(
