@@ -479,6 +479,7 @@ def linked_outside(directory: Path, sources: dict[str, str]) -> list[str]:
 
 # ---- canonicalization ---------------------------------------------------------------------
 DEFAULT_YEARS = (1900, 2100)  # plausible event years; [ingest] min_year/max_year in tvrec.toml
+PREMIERE_YEARS = (1850, 2200)  # plausible premiere years (films from the 1880s; announced)
 MAX_WEIGHT = 1e9  # larger weights would overflow sums of weights in the features
 MAX_EPOCH_SECONDS = 2.5e11  # about year 9900: beyond it no datetime can hold the value
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)$"
@@ -730,6 +731,11 @@ def canonical_shows(df: pl.DataFrame, source: str) -> pl.DataFrame:
             raise DataError.where(
                 source, "unparsable date (use YYYY-MM-DD)", "premiered", bad, df["premiered"]
             )
+        low, high = PREMIERE_YEARS
+        far = ~parsed.dt.year().is_between(low, high).fill_null(True)
+        if far.any():
+            why = f"premiere outside the plausible years {low}-{high}"
+            raise DataError.where(source, why, "premiered", far, df["premiered"])
         df = df.with_columns(parsed)
     exprs = []
     for col, dtype in SHOWS_SCHEMA.items():

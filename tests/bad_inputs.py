@@ -241,6 +241,7 @@ def _adapter_numbers(root: Path) -> list[Case]:
     netflix_runtime = write(root / "netflix-runtime-text" / "titles.csv", runtime).parent
     year_text = titles.replace("2020,-4", "20x0,4")
     year = write(root / "netflix-year-text" / "titles.csv", year_text).parent
+    far = write(root / "netflix-year-far" / "titles.csv", titles.replace("2020,-4", "99999,4"))
     anime = root / "anime-episodes-text"
     write(anime / "anime_info.dat", "anime_ids\tname\tgenre\ttype\tepisodes\trating\tmembers\n"
           "1\tA\tDrama\tTV\t12\t8.1\t100\n2\tB\tDrama\tTV\ttwelve\t7.0\t50\n")  # fmt: skip
@@ -269,6 +270,9 @@ def _adapter_numbers(root: Path) -> list[Case]:
              (r"titles\.csv, column 'runtime': runtime is not a number", r"values 'long'")),
         Case("netflix-year-text", ingest(year, *nf),
              (r"titles\.csv, column 'release_year': not a number", r"values '20x0'")),
+        Case("netflix-year-far", ingest(far.parent, *nf),
+             (r"titles\.csv, column 'release_year': not a plausible year \(1850-2200\)",
+              r"values '99999'")),
         Case("anime-episodes-text", ingest(anime, "--format", "anime"),
              (r"anime_info\.dat, column 'episodes': episodes is not a number", r"rows 2\b",
               "Unknown")),
@@ -446,6 +450,9 @@ TEXT_SPECS: list[tuple[str, dict[str, str | bytes | None], tuple[str, ...], tupl
      (r"shows\.csv, column 'title': required column missing \(found: show_id, name\)",)),
     ("bad-premiered", {"shows_csv": SHOWS.replace("2021-03-01", "spring")}, (),
      (r"column 'premiered': unparsable date", r"rows 2\b")),
+    ("premiered-year-typo", {"shows_csv": SHOWS.replace("2021-03-01", "0221-03-01")}, (),
+     (r"column 'premiered': premiere outside the plausible years 1850-2200", r"rows 2\b",
+      "0221-03-01")),
     ("credits-unknown-show", {"credits_csv": "show_id,person_id,name\n1,p1,Ann\n8,p2,Bo\n"}, (),
      (r"credits\.csv, column 'show_id': credits for shows that are not", r"rows 2\b")),
     ("users-duplicated", {"users_csv": "user_id,plan\nu1,a\nu1,b\n"}, (),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ..contract import empty, parse_delimited, read_input, read_text_file
+from ..contract import PREMIERE_YEARS, empty, parse_delimited, read_input, read_text_file
 from ..errors import DataError, names_list, rows_where
 
 CATALOGUE_NOTE = "catalogue only: no viewing events"
@@ -108,6 +108,18 @@ def parse_number(df: pl.DataFrame, col: str, source: str, dtype: pl.DataType) ->
         examples = df.filter(bad)[col].head(5).to_list()
         raise DataError(source, "not a number", column=col, rows=rows_where(bad), examples=examples)
     return parsed.cast(dtype).alias(col)
+
+
+def parse_year(df: pl.DataFrame, col: str, source: str) -> pl.Series:
+    """Column `col` as Int32 years; a DataError for text that is not a whole number and for a
+    year outside the plausible premiere years (blank -> null)."""
+    years = parse_number(df, col, source, pl.Int32())
+    low, high = PREMIERE_YEARS
+    far = ~years.is_between(low, high).fill_null(True)
+    if far.any():
+        why = f"not a plausible year ({low}-{high})"
+        raise DataError.where(source, why, col, far, df[col])
+    return years
 
 
 def require_values(df: pl.DataFrame, col: str, source: str) -> None:

@@ -25,7 +25,7 @@ from ._common import (
     empty_events,
     null_placeholder,
     optional_file,
-    parse_number,
+    parse_year,
     pylist_column,
     read_delimited,
     require_file,
@@ -55,7 +55,7 @@ def read_shows(path: Path, encoding: str | None = None) -> pl.DataFrame:
     df = read_delimited(path, required=TITLE_REQUIRED, encoding=encoding)
     df = with_optional(df, [*TITLE_OPTIONAL, *TITLE_EXTRAS])
     countries = pylist_column(df["production_countries"])
-    year = parse_number(df, "release_year", str(path), pl.Int32())
+    year = parse_year(df, "release_year", str(path))
     seasons = number_column(df, "seasons", str(path), SHOW_NUMBERS["seasons"], whole=True)
     runtime = number_column(df, "runtime", str(path), SHOW_NUMBERS["runtime_minutes"])
     return df.select(

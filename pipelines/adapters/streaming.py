@@ -32,7 +32,7 @@ from ._common import (
     clean_text,
     empty_events,
     map_unique,
-    parse_number,
+    parse_year,
     person_slug,
     read_delimited,
     require_values,
@@ -131,7 +131,7 @@ def read_catalogue(path: Path, encoding: str | None = None) -> pl.DataFrame:
     _require_durations(df, str(path))
     _require_dates(df, str(path))
     added = _date_added(pl.col("date_added"))
-    year = pl.lit(parse_number(df, "release_year", str(path), pl.Int32()))
+    year = pl.lit(parse_year(df, "release_year", str(path)))
     duration = pl.col("duration")
     return df.select(
         (pl.lit(f"{prefix}:") + clean_text(pl.col("show_id"))).alias("show_id"),
