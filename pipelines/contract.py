@@ -222,6 +222,7 @@ def _gunzip(path: Path, data: bytes) -> bytes:
 
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an archive with files, an empty one
+GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 
 
@@ -235,7 +236,7 @@ def _looks_like(data: bytes) -> str:
     """What the first bytes of a file look like: an archive, compressed data, text."""
     if data.startswith(ZIP_MAGIC):
         return "a ZIP archive"
-    if data[:2] == b"\x1f\x8b":
+    if data.startswith(GZIP_MAGIC):
         return "gzip-compressed data"
     head = data[:4096].decode("utf-8", "ignore").lstrip(BOM).lstrip()
     if not head or b"\x00" in data[:4096]:
@@ -257,9 +258,9 @@ def _refuse_foreign(path: Path, data: bytes, encoding: str | None) -> None:
             f"the file is a ZIP archive, not {_text_kind(path)}; unzip it (an Excel workbook "
             "is one too: save the sheet as CSV)",
         )
-    if data[:2] == b"\x1f\x8b":
+    if data.startswith(GZIP_MAGIC):
         raise DataError(str(path), "the file is gzip-compressed; name it with a .gz suffix")
-    if data[:4] == PARQUET_MAGIC:
+    if data.startswith(PARQUET_MAGIC):
         raise DataError(str(path), "the file is Parquet; name it with a .parquet suffix")
     if encoding is None and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise DataError(str(path), "the file is UTF-16 (byte-order mark); re-save it as UTF-8")

@@ -104,14 +104,13 @@ def check_redis(redis: str) -> None:
     """A ConfigError for a `--redis` value Redis cannot be reached at: no host, or a port
     that is not a number from 1 to 65535 (Feast's form: HOST[:PORT] nodes, then ,key=value
     options such as db=N)."""
-    nodes = [node for node in redis.split(",") if "=" not in node]
-    hosts = [node.rpartition(":")[0] if ":" in node else node for node in nodes]
-    if not nodes or not all(hosts):
+    nodes = [node.rpartition(":") for node in redis.split(",") if "=" not in node]
+    # (host, ":", port), or ("", "", host) without a port: Redis's own, 6379
+    if not nodes or not all(host if sep else port for host, sep, port in nodes):
         raise ConfigError(f"--redis {redis!r}: give HOST:PORT, optionally ,db=N")
-    for node in nodes:
-        _, sep, port = node.rpartition(":")
+    for _, sep, port in nodes:
         if not sep:
-            continue  # Redis's own port, 6379
+            continue
         if not (port.isascii() and port.isdigit()):
             raise ConfigError(f"--redis {redis!r}: port {port!r} is not a number")
         if not 1 <= int(port) <= 65535:

@@ -85,13 +85,11 @@ def auc(score: np.ndarray, positive: np.ndarray) -> float | None:
 
 
 def _rank_sum(score: np.ndarray, positive: np.ndarray) -> float:
-    """Mann-Whitney U of the positives: their summed mid-ranks less n_pos (n_pos + 1) / 2."""
-    order = np.argsort(score, kind="stable")
-    ranks = np.empty(score.size)
-    ranks[order] = np.arange(1, score.size + 1)
-    # ties share the mean of their ranks
-    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
-    ranks = np.bincount(inverse, weights=ranks)[inverse] / counts[inverse]
+    """Mann-Whitney U of the positives: their summed mid-ranks (ties share the mean of their
+    ranks) less n_pos (n_pos + 1) / 2."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(score)
     n_pos = int(positive.sum())
     return float(ranks[positive].sum() - n_pos * (n_pos + 1) / 2)
 

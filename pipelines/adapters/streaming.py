@@ -97,13 +97,15 @@ def _date_added(text: pl.Expr) -> pl.Expr:
     )
 
 
-def _require_dates(df: pl.DataFrame, source: str) -> None:
-    """A DataError naming the rows whose date_added is not a date (it would be lost)."""
-    text = df["date_added"].str.strip_chars()
-    bad = text.is_not_null() & df.select(_date_added(pl.col("date_added")))["date_added"].is_null()
+def _dates_added(df: pl.DataFrame, source: str) -> pl.Series:
+    """date_added as dates; a DataError naming the rows whose value is not a date (it would
+    be lost)."""
+    added = df.select(_date_added(pl.col("date_added")))["date_added"]
+    bad = df["date_added"].is_not_null() & added.is_null()  # blank is already null
     if bad.any():
         why = "not a date (use 'September 25, 2021' or 2021-09-25; blank if unknown)"
         raise DataError.where(source, why, "date_added", bad, df["date_added"])
+    return added
 
 
 def _premiered(date_added: pl.Expr, year: pl.Expr) -> pl.Expr:
@@ -129,8 +131,7 @@ def read_catalogue(path: Path, encoding: str | None = None) -> pl.DataFrame:
     df = with_optional(df, OPTIONAL).with_columns(clean_text(pl.col(c)) for c in OPTIONAL)
     df = _fix_shifted_duration(df)
     _require_durations(df, str(path))
-    _require_dates(df, str(path))
-    added = _date_added(pl.col("date_added"))
+    added = pl.lit(_dates_added(df, str(path)))
     year = pl.lit(parse_year(df, "release_year", str(path)))
     duration = pl.col("duration")
     return df.select(
