@@ -74,9 +74,10 @@ def test_a_confidence_that_knows_the_hits(world: tuple[Split, pl.DataFrame]) -> 
     scored = sp.test["user_id"].n_unique() * K  # test users only; "seen" dropped, ten each
     assert check.recommendations == scored
     assert check.auc == 1.0 and check.auc_within_rank == 1.0
-    bands = {r["band"]: r for r in check.bands.iter_rows(named=True)}
-    assert bands[0]["hit_rate"] == 0.0 and bands[4]["hit_rate"] == 1.0
-    assert sum(b["recommendations"] for b in bands.values()) == scored
+    bands = check.bands.sort("band")
+    assert bands["hit_rate"].to_list() == [0.0, 1.0]  # two values: two bands, never split
+    assert bands["low"].to_list() == [0.0, 0.95] and bands["high"].to_list() == [0.0, 0.95]
+    assert bands["recommendations"].sum() == scored
 
 
 def test_a_confidence_that_repeats_the_rank_says_nothing_within_it(
@@ -89,8 +90,10 @@ def test_a_confidence_that_repeats_the_rank_says_nothing_within_it(
     check = confidence_check(by_rank, sp, K)
     assert check.auc is not None and check.auc > 0.7  # measured 0.767
     assert check.auc_within_rank == 0.5
-    rates = check.bands.sort("band")["hit_rate"].to_list()
-    assert rates[-1] > 2 * rates[0]  # the top band holds ranks 1-2
+    bands = check.bands.sort("band")
+    rates = bands["hit_rate"].to_list()
+    assert rates[-1] > 2 * rates[0]  # the top band holds rank 1
+    assert bands["mean_rank"].to_list() == sorted(bands["mean_rank"].to_list(), reverse=True)
 
 
 def test_noise_scores_about_a_half(world: tuple[Split, pl.DataFrame]) -> None:
@@ -100,6 +103,9 @@ def test_noise_scores_about_a_half(world: tuple[Split, pl.DataFrame]) -> None:
     check = confidence_check(noisy, sp, K)
     assert check.auc is not None and check.auc_within_rank is not None
     assert abs(check.auc - 0.5) < 0.05 and abs(check.auc_within_rank - 0.5) < 0.05
+    counts = check.bands["recommendations"]
+    assert check.bands.height == 10 and counts.max() - counts.min() <= 1  # deciles, no ties
+    assert check.bands["low"].to_list() == sorted(check.bands["low"].to_list())
 
 
 def test_the_report_shows_it(world: tuple[Split, pl.DataFrame], tmp_path: Path) -> None:
@@ -116,7 +122,7 @@ def test_the_report_shows_it(world: tuple[Split, pl.DataFrame], tmp_path: Path) 
     )
     md = markdown(report)
     assert "Confidence of tvrec (ensemble)" in md and "1.000 over all" in md
-    assert "| 0.8–1.0 |" in md and "| 0.0–0.2 |" in md
+    assert "| 1.000–1.000 | 1.000 |" in md and "| 0.000–0.000 | 0.000 |" in md
     written = {p.name for p in write_report(report, tmp_path)}
     assert "confidence.png" in written
     data = report.to_json()["confidence"]["tvrec (ensemble)"]

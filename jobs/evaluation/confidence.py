@@ -5,8 +5,10 @@ on the fusion's window (models/calibration.py), or with `calibrate = false` the 
 heads' noisy draws keeping the show in the user's top ten. The window's horizon is not the
 test part's, so the check is first whether it orders recommendations by how often they hit:
 
-- by band: the test users' first k unseen recommendations binned by confidence, each bin's
-  hit rate (the share whose show the user watched in the test part) and mean rank;
+- by band: the test users' first k unseen recommendations in ten bands of equal count by
+  confidence (tied values share a band, so a band may hold more or be missing), each band's
+  range, mean confidence, hit rate (the share whose show the user watched in the test part)
+  and mean rank: a reliability diagram, readable when most confidences are small;
 - the AUC of confidence for a hit, over every recommendation, and within each rank (pairs of
   recommendations at the same place in different users' lists, pooled over ranks): whether it
   says more than the place alone, which already orders hits.
@@ -24,7 +26,7 @@ import polars as pl
 from tvrec.jobs.evaluation.metrics import positions, topk_frame
 from tvrec.jobs.evaluation.splitting import Split
 
-BANDS = 5  # equal-width confidence bands over [0, 1]
+BANDS = 10  # bands of equal count (deciles of the confidence)
 
 
 @dataclass
@@ -60,19 +62,22 @@ def confidence_check(topk: pl.DataFrame, split: Split, k: int = 10) -> Confidenc
 
 
 def _bands(scored: pl.DataFrame) -> pl.DataFrame:
-    band = (pl.col("confidence") * BANDS).floor().clip(0, BANDS - 1).cast(pl.Int64)
-    table = (
+    # Deciles by the lowest rank of each value, so that ties never straddle two bands.
+    first = pl.col("confidence").rank("min") - 1
+    band = (first * BANDS / pl.len()).floor().cast(pl.Int64)
+    return (
         scored.with_columns(band=band)
         .group_by("band")
         .agg(
+            low=pl.col("confidence").min(),
+            high=pl.col("confidence").max(),
             recommendations=pl.len(),
             hit_rate=pl.col("hit").mean(),
             mean_confidence=pl.col("confidence").mean(),
             mean_rank=pl.col("pos").mean(),
         )
+        .sort("band")
     )
-    low = pl.col("band") / BANDS
-    return table.with_columns(low=low, high=low + 1 / BANDS).sort("band")
 
 
 def auc(score: np.ndarray, positive: np.ndarray) -> float | None:
@@ -119,8 +124,8 @@ def confidence_lines(checks: dict[str, ConfidenceCheck], k: int) -> list[str]:
             f"{_fmt(check.auc)} over all; {_fmt(check.auc_within_rank)} among recommendations "
             "at the same rank (0.5: it says nothing the rank does not).",
             "",
-            "| confidence | recommendations | hit rate | mean rank |",
-            "| --- | ---: | ---: | ---: |",
+            "| confidence | mean confidence | recommendations | hit rate | mean rank |",
+            "| --- | ---: | ---: | ---: | ---: |",
         ]
         lines += [_band_row(r) for r in check.bands.iter_rows(named=True)]
     return lines
@@ -128,8 +133,8 @@ def confidence_lines(checks: dict[str, ConfidenceCheck], k: int) -> list[str]:
 
 def _band_row(r: dict[str, Any]) -> str:
     return (
-        f"| {r['low']:.1f}–{r['high']:.1f} | {r['recommendations']:,} | {r['hit_rate']:.3f} "
-        f"| {r['mean_rank']:.1f} |"
+        f"| {r['low']:.3f}–{r['high']:.3f} | {r['mean_confidence']:.3f} "
+        f"| {r['recommendations']:,} | {r['hit_rate']:.3f} | {r['mean_rank']:.1f} |"
     )
 
 
@@ -138,24 +143,26 @@ def _fmt(value: float | None) -> str:
 
 
 def confidence_chart(checks: dict[str, ConfidenceCheck], title: str, path: Path) -> None:
-    """Hit rate by confidence band, one group of bars per model, each bar's count above it."""
+    """A reliability diagram: each band's hit rate against its mean confidence, a line per
+    model, and the diagonal a confidence on the test part's own horizon would follow."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    width = 0.8 / max(1, len(checks))
-    for i, (name, check) in enumerate(checks.items()):
-        x = check.bands["band"].to_numpy() + i * width
-        rates = check.bands["hit_rate"].to_numpy()
-        ax.bar(x, rates, width=width, label=name)
-        for xi, rate, n in zip(x, rates, check.bands["recommendations"], strict=True):
-            ax.annotate(f"{n:,}", (xi, rate), xytext=(0, 2), textcoords="offset points",
-                        ha="center", fontsize=7)  # fmt: skip
-    ticks = np.arange(BANDS) + 0.4 - width / 2
-    ax.set_xticks(ticks, [f"{b / BANDS:.1f}–{(b + 1) / BANDS:.1f}" for b in range(BANDS)])
-    ax.set_xlabel("published confidence (bars labelled with their recommendations)")
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    top = 0.0
+    for name, check in checks.items():
+        x, y = check.bands["mean_confidence"].to_numpy(), check.bands["hit_rate"].to_numpy()
+        ax.plot(x, y, marker="o", label=name)
+        top = max(top, float(x.max(initial=0.0)), float(y.max(initial=0.0)))
+    lim = min(1.0, top * 1.05 + 0.02)
+    ax.plot(
+        [0, lim], [0, lim], linestyle="--", color="grey", linewidth=1, label="hit rate = confidence"
+    )
+    ax.set_xlim(0, lim)
+    ax.set_ylim(0, lim)
+    ax.set_xlabel("mean confidence of each tenth of the recommendations")
     ax.set_ylabel("hit rate in the test part")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
