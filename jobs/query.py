@@ -83,14 +83,16 @@ class Answer:
     model_version: str
     as_of: str | None
     heading: str
+    confidence_means: str | None = None  # what `confidence` is the chance of (the model says)
 
     def to_json(self) -> dict[str, Any]:
+        means = {"confidence_means": self.confidence_means} if self.confidence_means else {}
         return {
             "query": self.query,
             "results": self.results,
             "model_version": self.model_version,
             "as_of": self.as_of,
-        }
+        } | means
 
 
 @dataclass(frozen=True)
@@ -393,6 +395,7 @@ def user_query(ctx: Context, user: str, k: int) -> Answer:
         raise ConfigError(unknown_user_message(ctx, table, user))
     k = check_k(ctx, k, len(rows), f"user {user!r}")
     top = rows[:k]
+    reasons = any(r.confidence is not None for r in top)
     return Answer(
         query={"user": user, "k": k},
         results=with_reasons(
@@ -404,7 +407,14 @@ def user_query(ctx: Context, user: str, k: int) -> Answer:
         model_version=ctx.model_version,
         as_of=first_as_of(rows, table),
         heading=f"top {k} for user {user}",
+        confidence_means=confidence_means(ctx.model) if reasons else None,
     )
+
+
+def confidence_means(manifest: dict[str, Any]) -> str | None:
+    """The model's own words for what its `confidence` is (older models have none)."""
+    means = (manifest.get("metrics") or {}).get("confidence_means")
+    return means if isinstance(means, str) and means else None
 
 
 def unknown_user_message(ctx: Context, table: TopTable, user: str) -> str:
@@ -727,9 +737,12 @@ def render(answer: Answer, console: Console) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    caption = f"model {answer.model_version}, as of {answer.as_of}"
+    if answer.confidence_means:
+        caption += f"\nconfidence: {answer.confidence_means}"
     table = Table(
         title=Text(answer.heading),
-        caption=f"model {answer.model_version}, as of {answer.as_of}",
+        caption=Text(caption),
         title_justify="left",
         caption_justify="left",
     )

@@ -825,6 +825,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             "new_user_ndcg": new_user_ndcg,
             "new_user_notes": _new_user_note(self.new_user_ranker, new_user_ndcg, len(new.users)),
             "confidence": "calibrated" if self.calibration is not None else "stability",
+            "confidence_means": self._confidence_means(is_timed(positives), as_of_s - cut_s),
             "cold_shows": len(cold),
             "cold_rows": int(rows.cold.sum()),
             "window_recall": float(rows.labels.sum() / max(len(window), 1)),
@@ -836,6 +837,22 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         metrics |= self.timings
         self.make_manifest(data, int(self.served.ease.show_embeddings()[1].shape[1]), metrics)
         return metrics
+
+    def _confidence_means(self, timed: bool, window_s: float) -> str:
+        """What a published `confidence` is the chance of, for people reading it (`tvrec query
+        --user` prints it): the calibration's labels are the window's watches, so its horizon
+        is the window's span on a timed log, else the window's share of each user's watches."""
+        cfg = self.config
+        if self.calibration is None:
+            k = cfg.confidence_k
+            return f"the share of the fusion's noisy draws keeping the show in the top {k}"
+        if timed:
+            days = max(1, round(window_s / DAY_S))
+            return f"the chance the show is watched within {days} day{'s' if days > 1 else ''}"
+        return (
+            "the chance the show is among the user's next watches, were "
+            f"{cfg.window_share:.0%} of their watches still to come (an untimed log)"
+        )
 
     def _calibrate(self, rows: Batchable) -> Calibration | None:
         """The confidence's logistic regression, fitted on warm window users' top

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,6 +173,29 @@ def test_calibrated_confidence_is_the_chance_of_a_hit(
     )
     assert calibrated is not None and stability is not None
     assert calibrated > 0.62 and calibrated > stability + 0.04, (calibrated, stability)
+
+
+def test_the_confidence_says_its_horizon(fitted: EnsembleModel, data: TrainingData) -> None:
+    """Labelled by the window's watches, the confidence is the chance of a watch within the
+    window's span (the last tenth of the watches before the cut: about a fortnight here); the
+    manifest says so for `tvrec query` to print."""
+    from tvrec.models.ease import held_out
+
+    assert fitted.manifest is not None
+    means = fitted.manifest.metrics["confidence_means"]
+    found = re.fullmatch(r"the chance the show is watched within (\d+) days", means)
+    assert found, means
+    pos = _as_of(data, CUT).positives()
+    held = held_out(pos, fitted.config.window_share, fitted.config.seed)
+    span = (pd.Timestamp(CUT) - pos.loc[held, "event_timestamp"].min()).total_seconds() / 86_400
+    assert abs(int(found[1]) - span) <= 1, (means, span)
+    untimed = fitted._confidence_means(timed=False, window_s=0.0)
+    assert "were 10% of their watches still to come" in untimed, untimed
+    fitted.calibration, calibration = None, fitted.calibration
+    try:
+        assert "noisy draws keeping the show in the top 10" in fitted._confidence_means(True, 0.0)
+    finally:
+        fitted.calibration = calibration
 
 
 def test_confidence_is_a_place_in_the_top_ten_whatever_k_is_served(
@@ -819,6 +843,10 @@ def test_the_demo_serves_the_ensemble_by_default(tmp_path: Path, default_models:
     )
     res = runner.invoke(app, ["query", "--user", user, "--workdir", str(work)])
     assert res.exit_code == 0 and "confidence" in res.output and "because" in res.output
+    means = manifest["metrics"]["confidence_means"]
+    assert "confidence: the chance the show is watched within" in res.output, res.output
+    answer = runner.invoke(app, ["query", "--user", user, "--json", "--workdir", str(work)])
+    assert json.loads(answer.stdout)["confidence_means"] == means
 
     pairs = truth.near_duplicate_pairs
     first = [_ids(_query(work, "--show", a, "-k", "1")) == [b] for a, b in pairs]
