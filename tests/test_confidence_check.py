@@ -18,6 +18,7 @@ from tvrec.jobs.evaluation.report import EvaluationReport, ModelResult, markdown
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 USERS, K = 400, 10
+MEANS = "the chance the show is watched within 9 days"
 
 
 def frame(rows: list[tuple[str, str]]) -> pl.DataFrame:
@@ -118,7 +119,7 @@ def test_the_report_shows_it(world: tuple[Split, pl.DataFrame], tmp_path: Path) 
         | {"train_users": USERS, "catalogue": 11, "test_pairs": sp.test.height}
         | {"test_users": sp.test["user_id"].n_unique()},
         [ModelResult("tvrec (ensemble)", metrics, 1.0)],
-        confidence={"tvrec (ensemble)": confidence_check(knows, sp, MetricConfig().k)},
+        confidence={"tvrec (ensemble)": confidence_check(knows, sp, MetricConfig().k, means=MEANS)},
     )
     md = markdown(report)
     assert "Confidence of tvrec (ensemble)" in md and "1.000 over all" in md
@@ -127,3 +128,4 @@ def test_the_report_shows_it(world: tuple[Split, pl.DataFrame], tmp_path: Path) 
     assert "confidence.png" in written
     data = report.to_json()["confidence"]["tvrec (ensemble)"]
     assert data["auc_within_rank"] == 1.0 and len(data["bands"]) == 2  # only 0 and 1 occur
+    assert f"The model says its confidence is {MEANS}." in md and data["means"] == MEANS

@@ -884,6 +884,10 @@ def test_movielens_temporal_split(movielens_split: SplitRun) -> None:
     # measured 0.269 (0.216-0.326) with the franchise member (0.266 before); temporal alone
     # 0.258, RecentPop 0.229 (x 1.05: 0.240)
     assert metrics.ndcg > 0.26, metrics
+    # the report's confidence check reads what the model says its confidence means (the
+    # chance of a watch within the days the last tenth of the training part's watches span)
+    means = pipeline.confidence_means["ensemble"]
+    assert means is not None and re.fullmatch(r"the chance .* within \d+ days", means), means
 
 
 def test_planted_copies_are_linked_to_their_originals_by_title(

@@ -37,6 +37,7 @@ class ConfidenceCheck:
     auc: float | None  # None when every recommendation hit, or none did
     auc_within_rank: float | None
     recommendations: int
+    means: str | None = None  # what the model says its confidence is the chance of
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,12 +45,16 @@ class ConfidenceCheck:
             "auc": self.auc,
             "auc_within_rank": self.auc_within_rank,
             "recommendations": self.recommendations,
+            "means": self.means,
         }
 
 
-def confidence_check(topk: pl.DataFrame, split: Split, k: int = 10) -> ConfidenceCheck:
+def confidence_check(
+    topk: pl.DataFrame, split: Split, k: int = 10, means: str | None = None
+) -> ConfidenceCheck:
     """`topk`: (user_id, rank, show_id, confidence) as published; scored like `evaluate_topk`
-    (each test user's first k shows not seen in training)."""
+    (each test user's first k shows not seen in training). `means`: the model's own words for
+    what its confidence is the chance of, for the report."""
     frame = topk_frame(topk).with_columns(topk["confidence"].cast(pl.Float64))
     recs = positions(frame, split, k, keep=("confidence",)).drop_nulls("confidence")
     truth = split.test.select("user_id", "show_id").unique().with_columns(hit=pl.lit(True))
@@ -58,7 +63,8 @@ def confidence_check(topk: pl.DataFrame, split: Split, k: int = 10) -> Confidenc
     )
     conf, hit = scored["confidence"].to_numpy(), scored["hit"].to_numpy()
     pos = scored["pos"].to_numpy()
-    return ConfidenceCheck(_bands(scored), auc(conf, hit), _auc_within(conf, hit, pos), len(hit))
+    within = _auc_within(conf, hit, pos)
+    return ConfidenceCheck(_bands(scored), auc(conf, hit), within, len(hit), means)
 
 
 def _bands(scored: pl.DataFrame) -> pl.DataFrame:
@@ -123,12 +129,25 @@ def confidence_lines(checks: dict[str, ConfidenceCheck], k: int) -> list[str]:
             "the user watched the show in the test part. AUC of confidence for a hit: "
             f"{_fmt(check.auc)} over all; {_fmt(check.auc_within_rank)} among recommendations "
             "at the same rank (0.5: it says nothing the rank does not).",
+            *_means_lines(check.means),
             "",
             "| confidence | mean confidence | recommendations | hit rate | mean rank |",
             "| --- | ---: | ---: | ---: | ---: |",
         ]
         lines += [_band_row(r) for r in check.bands.iter_rows(named=True)]
     return lines
+
+
+def _means_lines(means: str | None) -> list[str]:
+    """The model's horizon, beside the test part's: a hit rate above the diagonal of the
+    chart is a test part longer than the model's horizon, not a wrong order."""
+    if not means:
+        return []
+    return [
+        "",
+        f"The model says its confidence is {means}. The test part has a horizon of its own "
+        "(the split's): read the bands' hit rates for their order more than their size.",
+    ]
 
 
 def _band_row(r: dict[str, Any]) -> str:
