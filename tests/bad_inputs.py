@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 import zipfile
 from collections.abc import Callable
@@ -284,6 +285,46 @@ def _adapter_numbers(root: Path) -> list[Case]:
         Case("streaming-date-text", ingest(stream_date, "--format", "streaming-catalogue"),
              (r"netflix_titles\.csv, column 'date_added': not a date", r"rows 3\b",
               "'Septembre 25 2021'")),
+    ]  # fmt: skip
+
+
+TVMAZE_FIELD = r"tvmaze_shows\.json, column '{0}': field '{0}' is not "
+# name, the second show object, what the message says past the field (each was accepted, the
+# value kept off TVmaze's scale or dropped, or refused in polars' words naming no field)
+TVMAZE_SPECS: list[tuple[str, str, str, tuple[str, ...]]] = [
+    ("tvmaze-rating-out-of-scale", '"rating": {"average": 85}', "rating.average",
+     (r"a number from 0 to 10", "'85'")),
+    ("tvmaze-rating-negative", '"rating": {"average": -1}', "rating.average", ("'-1'",)),
+    ("tvmaze-rating-nan", '"rating": {"average": NaN}', "rating.average", ("'NaN'",)),
+    ("tvmaze-rating-number", '"rating": 7.5', "rating",
+     (r"an object such as \{\"average\": 8\.1\}",)),  # the rating was dropped
+    ("tvmaze-weight-over-100", '"weight": 250', "weight", (r"a whole number from 0 to 100",)),
+    ("tvmaze-weight-fraction", '"weight": 50.5', "weight", ("'50.5'",)),  # stored as 50
+    ("tvmaze-weight-infinite", '"weight": 1e400', "weight", ("'Infinity'",)),
+    ("tvmaze-language-list", '"language": ["en"]', "language", (r"text", r"'\[\"en\"\]'")),
+    ("tvmaze-summary-number", '"summary": 5', "summary", ("text",)),
+    ("tvmaze-network-text", '"network": "HBO"', "network", (r"an object such as",)),
+    ("tvmaze-network-country-text", '"network": {"name": "HBO", "country": "US"}',
+     "network.country", (r"\{\"code\": \"US\"\}",)),
+    ("tvmaze-genres-objects", '"genres": [{"name": "Drama"}]', "genres",
+     (r"a list of genre names",)),  # became the genre "{'name': 'Drama'}"
+]  # fmt: skip
+
+
+def _tvmaze_fields(root: Path) -> list[Case]:
+    """TVmaze fields off TVmaze's own scales and types, named by the field and the show."""
+    cases = []
+    for name, fields, field, expect in TVMAZE_SPECS:
+        body = f'[{{"id": 1, "name": "A"}}, {{"id": 2, "name": "B", {fields}}}]'
+        directory = write(root / name / "tvmaze_shows.json", body).parent
+        pattern = TVMAZE_FIELD.format(re.escape(field))
+        cases.append(Case(name, ingest(directory, "--format", "tvmaze"),
+                          (pattern, r"rows 2\b", *expect)))  # fmt: skip
+    boolean = write(root / "tvmaze-id-boolean" / "tvmaze_shows.json", '[{"id": true, "name": "A"}]')
+    return [
+        *cases,
+        Case("tvmaze-id-boolean", ingest(boolean.parent, "--format", "tvmaze"),
+             (TVMAZE_FIELD.format("id") + r"a single value", "'true'")),  # was show "True"
     ]  # fmt: skip
 
 
@@ -606,7 +647,7 @@ def one_viewer(timed: bool) -> dict[str, str]:
 
 BUILDERS: tuple[Builder, ...] = (
     _timestamps, _parquet, _weights, _show_numbers, _file_types, _wrong_files, _text,
-    _adapters, _adapter_numbers, _runs, _commands,
+    _adapters, _adapter_numbers, _tvmaze_fields, _runs, _commands,
 )  # fmt: skip
 
 

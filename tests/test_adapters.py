@@ -440,6 +440,25 @@ def test_tvmaze_bad_json_and_missing_field(tmp_path: Path) -> None:
     assert "column 'name': missing or empty field; rows 2" in str(err.value)
 
 
+def test_tvmaze_scale_ends_and_nulls_are_kept(tmp_path: Path) -> None:
+    """The ends of TVmaze's scales (rating 0-10, weight 0-100, 100.0 as a whole number) and
+    null fields are accepted as they are; only values off the scale are refused."""
+    shows = [
+        {"id": 1, "name": "A", "rating": {"average": 0}, "weight": 0, "network": None},
+        {"id": 2, "name": "B", "rating": {"average": 10}, "weight": 100.0, "genres": "Drama"},
+        {"id": 3, "name": "C", "rating": None, "weight": None, "externals": {"imdb": None}},
+    ]
+    write(tmp_path / "tvmaze_shows.json", json.dumps(shows))
+    ds = canonicalize(load_raw(tmp_path, "tvmaze"))
+    extras = [json.loads(a) for a in ds.shows["attributes"]]
+    assert [(e["rating"], e["weight"]) for e in extras] == [
+        ("0.0", "0"),
+        ("10.0", "100"),
+        (None, None),
+    ]
+    assert ds.shows["genres"].to_list() == [[], ["Drama"], []]
+
+
 # ---- contract format: bad input ------------------------------------------------------------
 SHOWS_OK = "show_id,title\na,Alpha\nb,Beta\nc,Gamma\n"
 EVENTS_OK = "user_id,show_id,event_timestamp\nu1,a,2024-03-01T20:15:00Z\nu2,b,1709324100\n"

@@ -120,7 +120,8 @@ SHOW_SCHEMA: dict[str, pl.DataType] = {
 
 
 def _not_a_value(v: Any) -> bool:
-    return isinstance(v, dict | list)  # an id or a name that would become its Python text
+    # an id or a name that would become its Python text: show id "{'a': 1}", or "True"
+    return isinstance(v, dict | list | bool)
 
 
 def _not_a_number(v: Any) -> bool:
@@ -131,25 +132,93 @@ def _not_minutes(v: Any) -> bool:
     return _not_a_number(v) or (v is not None and not (math.isfinite(v) and v >= 0))
 
 
+def _outside(low: float, high: float, whole: bool = False) -> Callable[[Any], bool]:
+    """A check that a value, where given, is not a finite number from `low` to `high` (a
+    whole one with `whole`): TVmaze's scales, so 85 for a rating out of 10 is refused."""
+
+    def bad(v: Any) -> bool:
+        if v is None:
+            return False
+        if _not_a_number(v) or not (math.isfinite(v) and low <= v <= high):
+            return True
+        return whole and v != int(v)
+
+    return bad
+
+
+def _not_text(v: Any) -> bool:
+    return v is not None and not isinstance(v, str)
+
+
+def _not_genres(v: Any) -> bool:
+    # a list of names (a lone name is read as a list of one); an object inside became its text
+    return _not_text(v) and not (isinstance(v, list) and all(isinstance(g, str) for g in v))
+
+
+def _not_object(v: Any) -> bool:
+    return v is not None and not isinstance(v, dict)  # "HBO" for {"name": "HBO"} was lost
+
+
+# The object fields read, each with an example of its form.
+OBJECTS = {
+    "rating": '{"average": 8.1}',
+    "externals": '{"imdb": "tt0944947"}',
+    "network": '{"name": "HBO"}',
+    "webChannel": '{"name": "Netflix"}',
+}
+
+
 ShowField = tuple[str, Callable[[dict[str, Any]], Any], Callable[[Any], bool], str]
+VALUE = "a single value (text or a number)"
+TEXT = "text"
+
+
+def _channel_checks(channel: str) -> tuple[ShowField, ...]:
+    """The fields read inside a network or web channel: its name and its country's code."""
+    country = 'an object such as {"code": "US"}'
+    return (
+        (f"{channel}.name", lambda s: _get(s, channel, "name"), _not_text, TEXT),
+        (f"{channel}.country", lambda s: _get(s, channel, "country"), _not_object, country),
+        (f"{channel}.country.code", lambda s: _get(s, channel, "country", "code"), _not_text, TEXT),
+    )
+
+
 # (field as TVmaze names it, how to read it from a show object, whether it is bad, what it
 # must be instead)
 FIELD_CHECKS: tuple[ShowField, ...] = (
-    ("id", lambda s: s.get("id"), _not_a_value, "a single value (text or a number)"),
-    ("name", lambda s: s.get("name"), _not_a_value, "a single value (text or a number)"),
+    ("id", lambda s: s.get("id"), _not_a_value, VALUE),
+    ("name", lambda s: s.get("name"), _not_a_value, VALUE),
+    *((f, lambda s, f=f: s.get(f), _not_object, f"an object such as {form}")
+      for f, form in OBJECTS.items()),
     ("runtime", lambda s: s.get("runtime"), _not_minutes, "a number of minutes (0 or more)"),
-    ("rating.average", lambda s: _get(s, "rating", "average"), _not_a_number, "a number"),
-    ("weight", lambda s: s.get("weight"), _not_a_number, "a number"),
-)
+    ("rating.average", lambda s: _get(s, "rating", "average"), _outside(0, 10),
+     "a number from 0 to 10 (TVmaze's average rating)"),
+    ("weight", lambda s: s.get("weight"), _outside(0, 100, whole=True),
+     "a whole number from 0 to 100 (TVmaze's popularity weight)"),
+    *((f, lambda s, f=f: s.get(f), _not_text, TEXT)
+      for f in ("type", "language", "status", "premiered", "summary", "url")),
+    ("externals.imdb", lambda s: _get(s, "externals", "imdb"), _not_text, TEXT),
+    ("genres", lambda s: s.get("genres"), _not_genres, "a list of genre names"),
+    *(check for channel in ("network", "webChannel") for check in _channel_checks(channel)),
+)  # fmt: skip
+
+
+def _shown(value: Any) -> str:
+    """A field's value as the JSON it was (NaN stays NaN, an object stays an object)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _require_values(items: list[dict[str, Any]], source: str) -> None:
-    """A DataError naming the field and the records where an id or a name is an object or a
-    list (it became its Python text: show id "{'a': 1}"), or a number field holds text."""
+    """A DataError naming the field, the records and their values where a field is not what
+    TVmaze gives: an id or a name that is an object or a list, a number field that holds
+    text or lies off TVmaze's scale, a text field that holds anything but text."""
     for field, read, bad, kind in FIELD_CHECKS:
-        where = [i + 1 for i, item in enumerate(items) if bad(read(item))]
+        where = [i for i, item in enumerate(items) if bad(read(item))]
         if where:
-            raise DataError(source, f"field '{field}' is not {kind}", column=field, rows=where[:50])
+            shown = [_shown(read(items[i])) for i in where[:5]]
+            rows = [i + 1 for i in where[:50]]
+            why = f"field '{field}' is not {kind}"
+            raise DataError(source, why, column=field, rows=rows, examples=shown)
 
 
 def read_shows(path: Path, encoding: str | None = None) -> pl.DataFrame:
