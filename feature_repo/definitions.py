@@ -11,14 +11,18 @@ so a value is valid until a newer row replaces it, however old it is: every view
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Float32, Int64, String
 
-WORKDIR = Path(os.environ.get("TVREC_WORKDIR", "tvrec-work")).resolve()
+# Absolute, not relative: the `feast` CLI imports this file as a top-level module.
+from tvrec.pipelines.workdir import workdir_root
+
+# $TVREC_WORKDIR (else ./tvrec-work) as every tvrec command resolves it: an empty variable is
+# the default too (it was the current directory here)
+WORKDIR = workdir_root(None)
 FEATURES = WORKDIR / "features"
 NO_TTL = timedelta(0)  # no expiry: values stay valid until a newer row replaces them
 

@@ -101,21 +101,37 @@ def _redis_block(redis: str) -> str:
 
 
 def check_redis(redis: str) -> None:
-    """A ConfigError for a `--redis` value Redis cannot be reached at: no host, or a port
-    that is not a number from 1 to 65535 (Feast's form: HOST[:PORT] nodes, then ,key=value
-    options such as db=N)."""
-    nodes = [node.rpartition(":") for node in redis.split(",") if "=" not in node]
-    # (host, ":", port), or ("", "", host) without a port: Redis's own, 6379
-    if not nodes or not all(host if sep else port for host, sep, port in nodes):
+    """A ConfigError for a `--redis` value Feast cannot connect with: Feast's form is
+    HOST:PORT nodes, then ,key=value options such as db=N. Feast splits a node at every ':'
+    and its plain Redis store needs the port, so a node must be one host name or IPv4
+    address, one ':' and a port from 1 to 65535."""
+    nodes = [node for node in redis.split(",") if "=" not in node]
+    if not nodes:
         raise ConfigError(f"--redis {redis!r}: give HOST:PORT, optionally ,db=N")
-    for _, sep, port in nodes:
-        if not sep:
-            continue
-        if not (port.isascii() and port.isdigit()):
-            raise ConfigError(f"--redis {redis!r}: port {port!r} is not a number")
-        if not 1 <= int(port) <= 65535:
-            raise ConfigError(f"--redis {redis!r}: port {int(port)} is not 1-65535")
+    for node in nodes:
+        _check_redis_node(redis, node)
     _plain(redis, "--redis")
+
+
+def _check_redis_node(redis: str, node: str) -> None:
+    """One HOST:PORT of `--redis` (the whole value is quoted in the message)."""
+    where = f"--redis {redis!r}" + ("" if node == redis else f" (node {node!r})")
+    if "[" in node or node.count(":") > 1:
+        # "[::1]:6379" became host "[" and port "", "::1:6379" host "" (Feast's parse)
+        raise ConfigError(
+            f"{where}: an IPv6 address, which Feast's Redis connection string "
+            "cannot carry (it splits HOST:PORT at every ':'); give a host name that resolves "
+            "to it (localhost, or a name in /etc/hosts) as HOST:PORT"
+        )
+    host, sep, port = node.partition(":")
+    if not host:
+        raise ConfigError(f"{where}: give HOST:PORT, optionally ,db=N")
+    if not sep:  # Feast's Redis store read node["port"]: a KeyError at the first connection
+        raise ConfigError(f"{where}: give the port too, as {host}:PORT (Redis's own is 6379)")
+    if not (port.isascii() and port.isdigit()):
+        raise ConfigError(f"{where}: port {port!r} is not a number")
+    if not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{where}: port {int(port)} is not 1-65535")
 
 
 def _plain(value: str, option: str) -> str:

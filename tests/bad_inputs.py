@@ -624,6 +624,17 @@ def _commands(root: Path) -> list[Case]:
              (r"--redis 'cache:99999': port 99999 is not 1-65535",)),
         Case("redis-port-not-a-number", ("features", "config", "--init", "--redis", "cache:six"),
              (r"--redis 'cache:six': port 'six' is not a number",)),
+        # Feast splits a node at every ':' ("[::1]:6379" became host "[", port "") and its
+        # Redis store reads the port (a bare host was a KeyError at the first connection)
+        Case("redis-ipv6-bracketed", ("features", "config", "--init", "--redis", "[::1]:6379"),
+             (r"--redis '\[::1\]:6379': an IPv6 address, which Feast's Redis connection "
+              r"string cannot carry", r"a host name that resolves to it .* as HOST:PORT")),
+        Case("redis-ipv6-ambiguous",
+             ("features", "config", "--init", "--redis", "cache:6379,::1:6379,db=1"),
+             (r"\(node '::1:6379'\): an IPv6 address", "HOST:PORT")),
+        Case("redis-no-port", ("features", "config", "--init", "--redis", "cache,db=1"),
+             (r"--redis 'cache,db=1' \(node 'cache'\): give the port too, as cache:PORT",
+              r"\(Redis's own is 6379\)")),
         Case("publish-list-and-rollback", ("publish", "--list", "--rollback", "1"),
              (r"--list and --rollback: give one of them",)),
         # the peers alone were scored and the run exited 0

@@ -10,9 +10,12 @@ import contextlib
 import gzip
 import json
 import math
+import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -323,6 +326,22 @@ def test_query_fast_path_refuses_an_empty_work_directory(
     assert run_query(["--user", "u1", "-w", ""]) == 2
     assert "-w / TVREC_WORKDIR '': an empty path" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_feature_repo_resolves_the_work_directory_as_the_commands_do(tmp_path: Path) -> None:
+    """feature_repo/definitions.py, imported as the `feast` CLI imports it (a top-level
+    module), takes an empty $TVREC_WORKDIR as unset, as every tvrec command does: its
+    feature sources were under the current directory itself instead of ./tvrec-work."""
+    repo = Path(__file__).resolve().parents[1] / "feature_repo"
+    code = (
+        f"import sys; sys.path.insert(0, {str(repo)!r}); import definitions as d; print(d.WORKDIR)"
+    )
+    env = {**os.environ, "TVREC_WORKDIR": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(tmp_path.resolve() / "tvrec-work")
 
 
 @pytest.mark.parametrize("had_releases", [False, True])
