@@ -435,7 +435,21 @@ def parse_delimited(
     cleaned += df.columns[len(names) :]
     if has_header and len(set(cleaned)) == len(cleaned):
         df.columns = cleaned
-    return df
+    return _drop_unnamed(df, names, source) if has_header else df
+
+
+def _drop_unnamed(df: pl.DataFrame, names: list[str], source: str) -> pl.DataFrame:
+    """`df` without the columns whose header name is blank, where every value is blank too
+    (a spreadsheet's trailing separators); a DataError where one holds values, which would
+    be kept under no name, or polars' `_duplicated_0` (a name cut from the header)."""
+    unnamed = [i for i, name in enumerate(names) if not name]
+    for i in unnamed:
+        given = df[:, i].str.strip_chars().fill_null("") != ""
+        if given.any():
+            why = f"column {i + 1} of the header has no name but holds values; name it"
+            shown = df[:, i].filter(given).head(5).to_list()
+            raise DataError(source, why, rows=rows_where(given), examples=shown)
+    return df.drop([df.columns[i] for i in unnamed])
 
 
 def read_table(path: Path, encoding: str | None = None) -> pl.DataFrame:
@@ -741,7 +755,8 @@ def canonical_shows(df: pl.DataFrame, source: str) -> pl.DataFrame:
     exprs = []
     for col, dtype in SHOWS_SCHEMA.items():
         if col == "attributes":
-            exprs.append(_extras_json(df, set(SHOWS_SCHEMA)))
+            # an input column named `attributes` is an extra like any other (it was dropped)
+            exprs.append(_extras_json(df, set(SHOWS_SCHEMA) - {"attributes"}))
         elif col in LIST_COLUMNS:
             exprs.append(_list_column(df, col))
         elif col not in df.columns:

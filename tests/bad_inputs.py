@@ -476,6 +476,10 @@ TEXT_SPECS: list[tuple[str, dict[str, str | bytes | None], tuple[str, ...], tupl
      (r"shows\.csv, column 'show_id': duplicated column name \(columns 1 and 3",)),
     ("duplicate-columns-after-trim", {"shows_csv": SHOWS.replace("title,genres", "title, title ")},
      (), (r"column 'title': duplicated column name \(columns 2 and 3",)),
+    # the weights were read under no name and every event weighed 1
+    ("unnamed-column-with-values", {"events_csv": EVENTS.replace(",weight\n", ",\n")}, (),
+     (r"events\.csv: column 4 of the header has no name but holds values; name it",
+      r"rows 1, 2, 3, 4\b", "'0.5'")),
     ("wrong-delimiter", {"events_csv": EVENTS.replace(",", ";")}, (),
      (r"column 'user_id': required column missing", r"looks separated by ';'")),
     ("huge-unknown-id", {"events_csv": EVENTS.replace("u2,2,", "u2," + "9" * 200_000 + ",")}, (),

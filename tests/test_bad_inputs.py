@@ -240,6 +240,17 @@ def test_show_numbers_blank_zero_and_whole_are_accepted(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_blank_unnamed_columns_are_dropped_and_an_attributes_column_kept(tmp_path: Path) -> None:
+    """A spreadsheet's trailing separators (blank names over blank values) are dropped: they
+    were kept as attributes '{"": null}' (two of them as polars' '_duplicated_0'); an input
+    column named `attributes` is kept among the attributes (it was dropped)."""
+    shows = SHOWS.replace("premiered\n", "premiered,attributes,,\n")
+    shows = shows.replace("-05\n", "-05,gold,,\n").replace("-01\n", "-01,,,\n")
+    _ingest(contract_dir(tmp_path, "data", shows_csv=shows), tmp_path / "work")
+    lake = pl.read_parquet(tmp_path / "work" / "lake" / "shows.parquet")
+    assert lake["attributes"].to_list() == ['{"attributes": "gold"}', *['{"attributes": null}'] * 2]
+
+
 def test_features_json_never_holds_nan() -> None:
     values = {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32("nan"), "d": "x"}
     text = json.dumps(_finite(values), allow_nan=False)
