@@ -561,6 +561,44 @@ def _adapters(root: Path) -> list[Case]:
     ]  # fmt: skip
 
 
+# name, format, the ratings file's second data line, the file and column named (each was an
+# event weight as it was, a blank one 1, or -1 refused as a weight of anime_history.dat)
+RATING_SPECS: list[tuple[str, str, str, str, str]] = [
+    ("movielens-rating-zero", "movielens-100k", "2\t2\t0\t881250949", "u.data", "weight"),
+    ("movielens-rating-blank", "movielens-100k", "2\t2\t\t881250949", "u.data", "weight"),
+    ("movielens-rating-ten", "movielens-100k", "2\t2\t10\t881250949", "u.data", "weight"),
+    ("anime-rating-not-rated", "anime", "1\t2\t-1", "anime_ratings.dat", "Feedback"),
+    ("anime-rating-percent", "anime", "1\t2\t85", "anime_ratings.dat", "Feedback"),
+]
+
+
+def _anime(root: Path, name: str, second_rating: str) -> Path:
+    """A two-title anime directory whose ratings file's second line is `second_rating`."""
+    directory = root / name
+    write(directory / "anime_info.dat", "anime_ids\tname\tgenre\ttype\tepisodes\trating\t"
+          "members\n1\tA\tDrama\tTV\t12\t8.1\t100\n2\tB\tDrama\tTV\t1\t7.0\t50\n")  # fmt: skip
+    write(directory / "anime_history.dat", "User_ID\tAnime_ID\tFeedback\n1\t1\t1\n1\t2\t1\n")
+    write(
+        directory / "anime_ratings.dat", f"User_ID\tAnime_ID\tFeedback\n1\t1\t9\n{second_rating}\n"
+    )
+    return directory
+
+
+def _ratings(root: Path) -> list[Case]:
+    """Ratings off the export's own scale, named in the ratings file by their row."""
+    cases = []
+    for name, fmt, line, file, column in RATING_SPECS:
+        if fmt == "anime":
+            directory = _anime(root, name, line)
+            scale = "1 to 10"
+        else:
+            directory = _movielens(root, name, f"1\t1\t4\t881250949\n{line}\n")
+            scale = "1 to 5"
+        expect = (rf"{re.escape(file)}, column '{column}': not a rating from {scale}", r"rows 2\b")
+        cases.append(Case(name, ingest(directory, "--format", fmt), expect))
+    return cases
+
+
 def _runs(root: Path) -> list[Case]:
     """`tvrec run` cases: each must fail before training and before anything is replaced."""
     year = ["2024-01-01", "9999-06-01", "2024-01-02", "2024-01-03"]
@@ -662,7 +700,7 @@ def one_viewer(timed: bool) -> dict[str, str]:
 
 BUILDERS: tuple[Builder, ...] = (
     _timestamps, _parquet, _weights, _show_numbers, _file_types, _wrong_files, _text,
-    _adapters, _adapter_numbers, _tvmaze_fields, _runs, _commands,
+    _adapters, _adapter_numbers, _tvmaze_fields, _ratings, _runs, _commands,
 )  # fmt: skip
 
 

@@ -110,6 +110,20 @@ def parse_number(df: pl.DataFrame, col: str, source: str, dtype: pl.DataType) ->
     return parsed.cast(dtype).alias(col)
 
 
+def parse_rating(df: pl.DataFrame, col: str, source: str, scale: tuple[int, int]) -> pl.Series:
+    """Column `col` as Float64 ratings on the export's `scale` (lowest, highest); a DataError
+    for text, a blank (it became weight 1) or a number off the scale (the Kaggle anime
+    export's -1 "watched, not rated", or a rating from another scale), named in this file
+    rather than as an event weight."""
+    ratings = parse_number(df, col, source, pl.Float64())
+    low, high = scale
+    bad = ~ratings.is_between(low, high).fill_null(False)  # NaN and blank included
+    if bad.any():
+        why = f"not a rating from {low} to {high} (the export's scale; blank is not allowed)"
+        raise DataError.where(source, why, col, bad, df[col])
+    return ratings
+
+
 def parse_year(df: pl.DataFrame, col: str, source: str) -> pl.Series:
     """Column `col` as Int32 years; a DataError for text that is not a whole number and for a
     year outside the plausible premiere years (blank -> null)."""

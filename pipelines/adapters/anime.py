@@ -30,16 +30,14 @@ from pathlib import Path
 import polars as pl
 
 from ..contract import RawDataset, number_column
-from ..errors import DataError
 from ._common import (
     clean_text,
     map_unique,
     optional_file,
-    parse_number,
+    parse_rating,
     read_delimited,
     require_file,
     require_values,
-    rows_where,
     split_list,
 )
 
@@ -48,6 +46,7 @@ RATINGS_FILE = "anime_ratings.dat"
 INFO_FILE = "anime_info.dat"
 EVENT_COLUMNS = ("User_ID", "Anime_ID")
 INFO_COLUMNS = ("anime_ids", "name", "genre", "type", "episodes", "rating", "members")
+RATING_SCALE = (1, 10)  # Feedback in anime_ratings.dat (its README: "Range of ratings: 1 - 10")
 UNKNOWN_EPISODES = "Unknown"  # the export's episode count of a title still airing
 EPISODES_RULE = f"a count of episodes, 0 or more; blank or {UNKNOWN_EPISODES} if unknown"
 # The Kaggle export dates from late 2016 / early 2017; every event gets this one instant.
@@ -119,11 +118,7 @@ def build_events(history: pl.DataFrame, ratings: pl.DataFrame | None) -> pl.Data
 
 def _read_ratings(path: Path, encoding: str | None = None) -> pl.DataFrame:
     df = _read_interactions(path, encoding)
-    rating = parse_number(df, "Feedback", str(path), pl.Float64())
-    if rating.is_null().any():
-        raise DataError(
-            str(path), "empty rating", column="Feedback", rows=rows_where(rating.is_null())
-        )
+    rating = parse_rating(df, "Feedback", str(path), RATING_SCALE)
     return df.with_columns(rating.alias("rating")).drop("Feedback")
 
 

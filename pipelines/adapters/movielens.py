@@ -19,6 +19,7 @@ from ..errors import DataError
 from ._common import (
     optional_file,
     parse_number,
+    parse_rating,
     read_delimited,
     read_text,
     require_file,
@@ -27,6 +28,7 @@ from ._common import (
 
 ITEM_FIELDS = ("show_id", "title", "release_date", "video_release_date", "imdb_url")
 DATA_FIELDS = ("user_id", "show_id", "weight", "unix_seconds")
+RATING_SCALE = (1, 5)  # u.data's rating, the events' weight
 USER_FIELDS = ("user_id", "age", "gender", "occupation", "zip_code")
 # The flag for "unknown" means "no genre recorded": it does not become a genre.
 NO_GENRE = "unknown"
@@ -70,7 +72,7 @@ def read_events(path: Path, encoding: str | None = None) -> pl.DataFrame:
             far,
             df["unix_seconds"],
         )
-    weight = parse_number(df, "weight", source, pl.Float64())
+    weight = parse_rating(df, "weight", source, RATING_SCALE)
     return pl.DataFrame(
         {
             "user_id": df["user_id"].str.strip_chars(),
