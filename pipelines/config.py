@@ -7,13 +7,15 @@ directory > defaults.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import tomllib
+import types
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .workdir import DEFAULT_WORKDIR, workdir_root
 from .workdir import WORKDIR_ENV as WORKDIR_ENV  # re-exported: where commands import it
@@ -23,8 +25,38 @@ MODEL_ENV = {"train": "TVREC_TRAIN", "serve": "TVREC_SERVE"}
 CONFIG_FILE = "tvrec.toml"
 
 
+def scalar_kind(annotation: Any) -> type | None:
+    """`float` for a field that takes numbers only, `bool` for one that takes true/false only
+    (either may also take None); None for anything else (text, lists, unions with text)."""
+    union = get_origin(annotation) in (Union, types.UnionType)
+    args = set(get_args(annotation) if union else (annotation,)) - {type(None)}
+    if args == {bool}:
+        return bool
+    return float if args and args <= {int, float} else None
+
+
+def no_loose_scalar(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """Refuse what pydantic's lax mode would coerce into a number or a switch: a TOML
+    `epochs = "5"`, `min_year = true` or `calibrate = "yes"` is a mistake to name, not to
+    read as 5, 1 or True."""
+    kind = scalar_kind(model.model_fields[info.field_name or ""].annotation)
+    written = json.dumps(value, default=str)  # as TOML spells it: true, "5"
+    if kind is float and isinstance(value, str):
+        raise ValueError(f"a number is expected, not {written} (write it without quotes)")
+    if kind is float and isinstance(value, bool):
+        raise ValueError(f"a number is expected, not {written}")
+    if kind is bool and value is not None and not isinstance(value, bool):
+        raise ValueError(f"true or false is expected, not {written}")
+    return value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_loose_scalar(cls, value: Any, info: ValidationInfo) -> Any:
+        return no_loose_scalar(cls, value, info)
 
 
 class FeatureSettings(Strict):

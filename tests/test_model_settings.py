@@ -79,6 +79,14 @@ def test_cli_trains_with_the_configured_epochs(built_workdir: Workdir, tmp_path:
             "schedule: not a setting here; did you mean scheduler?",
         ),
         ("[index]\nzz = 1\n", "index.zz: not a setting here; the settings are exact_max, approx"),
+        # numbers and switches as TOML spells them: lax pydantic read these as 5, 1 and True
+        ('[models.ensemble]\nepochs = "5"\n', 'epochs: a number is expected, not "5"'),
+        ("[ingest]\nmin_year = true\n", "ingest.min_year: a number is expected, not true"),
+        (
+            '[models.ensemble]\ncalibrate = "yes"\n',
+            'calibrate: true or false is expected, not "yes"',
+        ),
+        ("[models.ensemble]\ncalibrate = 1\n", "calibrate: true or false is expected, not 1"),
     ],
 )
 def test_bad_settings_are_refused_with_their_name(
@@ -92,6 +100,20 @@ def test_bad_settings_are_refused_with_their_name(
         assert named in res.output and "tvrec.toml" in res.output, res.output
         assert "Traceback" not in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing ran, nothing written
+
+
+def test_numbers_and_switches_still_take_their_own_kinds(tmp_path: Path) -> None:
+    """The strictness refuses text and booleans for numbers only: a whole number for a float
+    setting, null-able settings left unset, lists for tuples and text for paths still read."""
+    from tvrec.models.ensemble import EnsembleModel
+    from tvrec.pipelines.config import Settings, scalar_kind
+
+    assert scalar_kind(int) is float and scalar_kind(float | None) is float
+    assert scalar_kind(bool) is bool and scalar_kind(int | str) is None
+    config = EnsembleModel.parse_config({"lr": 1, "calibrate": False, "epochs": 3})
+    assert config.lr == 1.0 and config.calibrate is False and config.epochs == 3
+    (tmp_path / "tvrec.toml").write_text("[features]\nwindows_days = [7, 30]\n")
+    assert Settings.load(tmp_path).features.windows_days == (7, 30)
 
 
 def test_model_environment_overrides_the_file(
