@@ -168,8 +168,7 @@ def online_endpoint(store: FeatureStore) -> tuple[str, str | None]:
     conn = getattr(cfg, "connection_string", None)
     if not conn:
         return kind, None
-    host_port = conn.split(",")[0].strip()
-    return kind, host_port if ":" in host_port else f"{host_port}:6379"
+    return kind, conn.split(",")[0].strip()  # as written: Feast connects to no other
 
 
 def check_online_store(workdir: Path, timeout: float = 3.0) -> None:
@@ -181,6 +180,11 @@ def check_online_store(workdir: Path, timeout: float = 3.0) -> None:
     kind, where = online_endpoint(feature_store(workdir))
     if where is None:
         return
+    if ":" not in where:  # Feast's Redis store reads node["port"]: a KeyError when it connects
+        raise ConfigError(
+            f"{feast_config(workdir)}: online_store connection_string names {where!r} without "
+            f"a port; write it as {where}:PORT (Redis's own is 6379)"
+        )
     host, _, port = where.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()

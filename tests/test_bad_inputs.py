@@ -371,3 +371,25 @@ def test_recommend_of_a_damaged_model_leaves_the_work_directory_as_it_was(
     res = runner.invoke(app, ["recommend", "--model", "ease", "--workdir", str(work)])
     assert res.exit_code == 2 and "not a tvrec model manifest" in res.output, res.output
     assert tree_digest(work) == before
+
+
+def test_a_redis_online_store_without_a_port_is_refused_before_any_write(tmp_path: Path) -> None:
+    """A feature_store.yaml edited by hand to a bare Redis host: the connection check added
+    Redis's own port and passed where Redis listened there, then Feast's Redis store failed
+    with KeyError 'port' at its first write. Refused naming the file, nothing written."""
+    work = tmp_path / "work"
+    res = runner.invoke(
+        app, ["features", "config", "--init", "--redis", "localhost:6379", "--workdir", str(work)]
+    )
+    assert res.exit_code == 0, res.output
+    config = next(work.glob("**/feature_store.yaml"))
+    text = config.read_text()
+    assert "localhost:6379" in text
+    config.write_text(text.replace("localhost:6379", "localhost"))
+    before = tree_digest(work)
+    res = runner.invoke(app, ["run", "--data", str(contract_dir(tmp_path, "d")), "-w", str(work)])
+    assert res.exit_code == 2, res.output
+    said = " ".join(res.output.split())
+    assert f"{config}: online_store connection_string names 'localhost' without a port" in said
+    assert "write it as localhost:PORT" in said and "Traceback" not in res.output
+    assert tree_digest(work) == before
