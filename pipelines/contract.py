@@ -721,8 +721,11 @@ def _extras_json(df: pl.DataFrame, known: set[str]) -> pl.Expr:
 SHOW_NUMBERS = {
     "seasons": "a count of seasons, 0 or more; blank if unknown",
     "episodes": "a count of episodes, 0 or more; blank if unknown",
-    "runtime_minutes": "minutes, 0 or more; blank if unknown",
+    "runtime_minutes": "minutes, 0 to 10,000; blank if unknown",
 }
+# The largest plausible value where a type's own limit is not one: an episode (or a film) of
+# about a week; 1e300 minutes became a feature's log1p of 690.
+SHOW_NUMBER_MOST = {"runtime_minutes": 10_000.0}
 
 
 def canonical_shows(df: pl.DataFrame, source: str) -> pl.DataFrame:
@@ -765,7 +768,8 @@ def canonical_shows(df: pl.DataFrame, source: str) -> pl.DataFrame:
             exprs.append(pl.col(col).cast(pl.String).str.strip_chars().alias(col))
         elif col in SHOW_NUMBERS:
             whole = dtype == pl.Int32()
-            values = number_column(df, col, source, SHOW_NUMBERS[col], whole=whole)
+            most = SHOW_NUMBER_MOST.get(col)
+            values = number_column(df, col, source, SHOW_NUMBERS[col], whole=whole, most=most)
             exprs.append(values.cast(dtype).alias(col))
         else:
             exprs.append(pl.col(col).cast(dtype).alias(col))
@@ -786,11 +790,16 @@ def _require_known_shows(df: pl.DataFrame, source: str, show_ids: pl.Series, wha
 
 
 def number_column(
-    df: pl.DataFrame, col: str, source: str, what: str, whole: bool = False
+    df: pl.DataFrame,
+    col: str,
+    source: str,
+    what: str,
+    whole: bool = False,
+    most: float | None = None,
 ) -> pl.Series:
     """`col` as Float64 (blank -> null); a DataError for text that is not a number and for
-    NaN, infinite or negative numbers; with `whole`, for fractions and numbers beyond an
-    Int32 too. `what` says what the column holds, in the message."""
+    NaN, infinite or negative numbers, or numbers above `most`; with `whole`, for fractions
+    and numbers beyond an Int32 too. `what` says what the column holds, in the message."""
     text = df[col].cast(pl.String).str.strip_chars().replace("", None)
     values = text.cast(pl.Float64, strict=False)
     problems = [
@@ -798,6 +807,8 @@ def number_column(
         (values.is_nan() | values.is_infinite(), "is NaN or infinite"),
         (values < 0, "is negative"),
     ]
+    if most is not None:
+        problems.append((values > most, f"is above {most:,g}"))
     if whole:
         problems += [
             (values.round(0) != values, "is not a whole number"),

@@ -214,6 +214,10 @@ SHOW_NUMBER_SPECS: list[tuple[str, str, list[str], tuple[str, ...]]] = [
      (r"column 'episodes': episodes is too large", r"rows 3\b")),
     ("shows-runtime-inf", "runtime_minutes", ["45", "inf", "30"],
      (r"column 'runtime_minutes': runtime_minutes is NaN or infinite", r"rows 2\b")),
+    # accepted: a feature's log1p of 690 beside a drama's 4
+    ("shows-runtime-huge", "runtime_minutes", ["45", "30", "1e300"],
+     (r"column 'runtime_minutes': runtime_minutes is above 10,000 \(minutes, 0 to 10,000",
+      r"rows 3\b", r"values '1e300'")),
 ]  # fmt: skip
 
 

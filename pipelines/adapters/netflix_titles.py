@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ..contract import SHOW_NUMBERS, RawDataset, number_column
+from ..contract import SHOW_NUMBER_MOST, SHOW_NUMBERS, RawDataset, number_column
 from ._common import (
     CATALOGUE_NOTE,
     clean_text,
@@ -57,7 +57,8 @@ def read_shows(path: Path, encoding: str | None = None) -> pl.DataFrame:
     countries = pylist_column(df["production_countries"])
     year = parse_year(df, "release_year", str(path))
     seasons = number_column(df, "seasons", str(path), SHOW_NUMBERS["seasons"], whole=True)
-    runtime = number_column(df, "runtime", str(path), SHOW_NUMBERS["runtime_minutes"])
+    most = SHOW_NUMBER_MOST["runtime_minutes"]
+    runtime = number_column(df, "runtime", str(path), SHOW_NUMBERS["runtime_minutes"], most=most)
     return df.select(
         clean_text(pl.col("id")).alias("show_id"),
         clean_text(pl.col("title")).alias("title"),

@@ -25,7 +25,7 @@ from typing import Any
 
 import polars as pl
 
-from ..contract import RawDataset
+from ..contract import SHOW_NUMBER_MOST, RawDataset
 from ..errors import DataError, shorten
 from ._common import (
     CATALOGUE_NOTE,
@@ -128,10 +128,6 @@ def _not_a_number(v: Any) -> bool:
     return v is not None and (isinstance(v, bool) or not isinstance(v, int | float))
 
 
-def _not_minutes(v: Any) -> bool:
-    return _not_a_number(v) or (v is not None and not (math.isfinite(v) and v >= 0))
-
-
 def _outside(low: float, high: float, whole: bool = False) -> Callable[[Any], bool]:
     """A check that a value, where given, is not a finite number from `low` to `high` (a
     whole one with `whole`): TVmaze's scales, so 85 for a rating out of 10 is refused."""
@@ -159,6 +155,7 @@ def _not_object(v: Any) -> bool:
     return v is not None and not isinstance(v, dict)  # "HBO" for {"name": "HBO"} was lost
 
 
+MOST_MINUTES = SHOW_NUMBER_MOST["runtime_minutes"]
 # The object fields read, each with an example of its form.
 OBJECTS = {
     "rating": '{"average": 8.1}',
@@ -190,7 +187,8 @@ FIELD_CHECKS: tuple[ShowField, ...] = (
     ("name", lambda s: s.get("name"), _not_a_value, VALUE),
     *((f, lambda s, f=f: s.get(f), _not_object, f"an object such as {form}")
       for f, form in OBJECTS.items()),
-    ("runtime", lambda s: s.get("runtime"), _not_minutes, "a number of minutes (0 or more)"),
+    ("runtime", lambda s: s.get("runtime"), _outside(0, MOST_MINUTES),
+     f"a number of minutes (0 to {MOST_MINUTES:,g})"),
     ("rating.average", lambda s: _get(s, "rating", "average"), _outside(0, 10),
      "a number from 0 to 10 (TVmaze's average rating)"),
     ("weight", lambda s: s.get("weight"), _outside(0, 100, whole=True),
