@@ -395,7 +395,6 @@ def user_query(ctx: Context, user: str, k: int) -> Answer:
         raise ConfigError(unknown_user_message(ctx, table, user))
     k = check_k(ctx, k, len(rows), f"user {user!r}")
     top = rows[:k]
-    reasons = any(r.confidence is not None for r in top)
     return Answer(
         query={"user": user, "k": k},
         results=with_reasons(
@@ -407,7 +406,7 @@ def user_query(ctx: Context, user: str, k: int) -> Answer:
         model_version=ctx.model_version,
         as_of=first_as_of(rows, table),
         heading=f"top {k} for user {user}",
-        confidence_means=confidence_means(ctx.model) if reasons else None,
+        confidence_means=confidence_means(ctx.model),  # None: a model without confidence
     )
 
 

@@ -23,9 +23,9 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationError
 
-from tvrec.pipelines.config import no_loose_scalar
+from tvrec.pipelines.config import Settled
 from tvrec.pipelines.errors import ConfigError
 from tvrec.pipelines.model_inputs import TrainingData
 
@@ -39,7 +39,7 @@ STATE = "state.pt"
 __all__ = ["MANIFEST", "ModelConfig", "ModelManifest", "Recommender", "TrainingData"]
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(Settled):
     """Hyper-parameters of a model, validated where they enter (extra keys refused).
 
     Every model's config subclasses this and redeclares the defaults it wants; the trainer's
@@ -47,11 +47,6 @@ class ModelConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_loose_scalar(cls, value: Any, info: ValidationInfo) -> Any:
-        return no_loose_scalar(cls, value, info)
 
     dim: int = Field(128, ge=4)
     epochs: int = Field(10, ge=1)

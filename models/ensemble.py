@@ -772,7 +772,8 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
         before, window, new, cold = self._cut(positives)
         if window.empty:
             raise _thin_window(0, 0)
-        cut_s = _seconds(window["event_timestamp"]).min() if is_timed(positives) else as_of_s
+        timed = is_timed(positives)
+        cut_s = _seconds(window["event_timestamp"]).min() if timed else as_of_s
         new.as_of_s = cut_s
         links, no_links = self._franchise_links(data)
         profiles, no_profiles = self._profiles(data)
@@ -825,7 +826,7 @@ class EnsembleModel(Recommender, name="ensemble", config=EnsembleConfig):
             "new_user_ndcg": new_user_ndcg,
             "new_user_notes": _new_user_note(self.new_user_ranker, new_user_ndcg, len(new.users)),
             "confidence": "calibrated" if self.calibration is not None else "stability",
-            "confidence_means": self._confidence_means(is_timed(positives), as_of_s - cut_s),
+            "confidence_means": self._confidence_means(timed, as_of_s - cut_s),
             "cold_shows": len(cold),
             "cold_rows": int(rows.cold.sum()),
             "window_recall": float(rows.labels.sum() / max(len(window), 1)),

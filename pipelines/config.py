@@ -40,23 +40,31 @@ def no_loose_scalar(model: type[BaseModel], value: Any, info: ValidationInfo) ->
     `epochs = "5"`, `min_year = true` or `calibrate = "yes"` is a mistake to name, not to
     read as 5, 1 or True."""
     kind = scalar_kind(model.model_fields[info.field_name or ""].annotation)
-    written = json.dumps(value, default=str)  # as TOML spells it: true, "5"
     if kind is float and isinstance(value, str):
-        raise ValueError(f"a number is expected, not {written} (write it without quotes)")
+        raise ValueError(f"a number is expected, not {_toml(value)} (write it without quotes)")
     if kind is float and isinstance(value, bool):
-        raise ValueError(f"a number is expected, not {written}")
+        raise ValueError(f"a number is expected, not {_toml(value)}")
     if kind is bool and value is not None and not isinstance(value, bool):
-        raise ValueError(f"true or false is expected, not {written}")
+        raise ValueError(f"true or false is expected, not {_toml(value)}")
     return value
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _toml(value: Any) -> str:
+    return json.dumps(value, default=str)  # as TOML spells it: true, "5"
+
+
+class Settled(BaseModel):
+    """A base for settings read from tvrec.toml: numbers and switches as TOML spells them
+    (`no_loose_scalar`); `Strict` and the models' `ModelConfig` build on it."""
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_loose_scalar(cls, value: Any, info: ValidationInfo) -> Any:
         return no_loose_scalar(cls, value, info)
+
+
+class Strict(Settled):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class FeatureSettings(Strict):

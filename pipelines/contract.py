@@ -718,14 +718,14 @@ def _extras_json(df: pl.DataFrame, known: set[str]) -> pl.Expr:
 
 
 # The shows' number columns: what each holds, as the message for a bad value says it.
-SHOW_NUMBERS = {
-    "seasons": "a count of seasons, 0 or more; blank if unknown",
-    "episodes": "a count of episodes, 0 or more; blank if unknown",
-    "runtime_minutes": "minutes, 0 to 10,000; blank if unknown",
-}
 # The largest plausible value where a type's own limit is not one: an episode (or a film) of
 # about a week; 1e300 minutes became a feature's log1p of 690.
 SHOW_NUMBER_MOST = {"runtime_minutes": 10_000.0}
+SHOW_NUMBERS = {
+    "seasons": "a count of seasons, 0 or more; blank if unknown",
+    "episodes": "a count of episodes, 0 or more; blank if unknown",
+    "runtime_minutes": f"minutes, 0 to {SHOW_NUMBER_MOST['runtime_minutes']:,g}; blank if unknown",
+}
 
 
 def canonical_shows(df: pl.DataFrame, source: str) -> pl.DataFrame:
