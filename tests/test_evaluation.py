@@ -379,6 +379,71 @@ def test_ablation_table_scores_each_variant_against_the_full_fusion(
     assert ablation_table({}, hand_split, MetricConfig()) is None
 
 
+# ---- accuracy by history length -----------------------------------------------------------
+HISTORY = {"s1": 2, "s2": 3, "m1": 5, "l1": 41, "l2": 60}  # user -> training pairs; none 11-40
+
+
+@pytest.fixture()
+def history_split() -> Split:
+    """Users with 2, 3 (band 1-3), 5 (4-10), 41 and 60 (41+) training pairs; each will watch
+    one show of their own, "t_<user>"."""
+    train = pairs([(u, f"c{i}") for u, n in HISTORY.items() for i in range(n)])
+    test = pairs([(u, f"t_{u}") for u in HISTORY])
+    return Split(train=train, test=test, kind="random")
+
+
+def hits_for(users: list[str]) -> pl.DataFrame:
+    """A top-k table that finds the test show of `users` (l2's at rank 2) and misses the rest."""
+    rows = [(u, 1, f"t_{u}" if u in users and u != "l2" else "x") for u in HISTORY]
+    rows += [("l2", 2, "t_l2")] if "l2" in users else []
+    return pl.DataFrame(rows, schema=["user_id", "rank", "show_id"], orient="row")
+
+
+def test_history_bands_known_values(history_split: Split) -> None:
+    """Only the long histories are hit: HR 0 for 1-3 and 4-10, 1 for 41+; 11-40 is empty."""
+    from tvrec.jobs.evaluation.metrics import HISTORY_BANDS, evaluate_by_history
+
+    bands = evaluate_by_history(hits_for(["l1", "l2"]), history_split)
+    assert [(b.low, b.high) for b in bands] == list(HISTORY_BANDS)
+    assert [b.label for b in bands] == ["1-3", "4-10", "11-40", "41+"]
+    assert [b.users for b in bands] == [2, 1, 0, 2]
+    assert [b.hr for b in bands] == [0.0, 0.0, None, 1.0]
+    assert bands[3].ndcg == pytest.approx((1 + 1 / math.log2(3)) / 2)  # l1 at 1, l2 at 2
+    assert bands[2].to_json() == {
+        "band": "11-40", "min_events": 11, "max_events": 40, "users": 0,
+        "hr@10": None, "ndcg@10": None,
+    }  # fmt: skip
+    # the bands split the overall per-user scores: user-weighted, they average back to them
+    overall = evaluate_topk(hits_for(["l1", "l2"]), history_split)
+    weighted = sum(b.users * (b.ndcg or 0.0) for b in bands) / overall.users
+    assert weighted == pytest.approx(overall.ndcg)
+
+
+def test_history_bands_in_report(history_split: Split, tmp_path: Path) -> None:
+    """Every model and peer gets the slice in report.json, and report.md one table of it: a
+    model that hits only the short histories scores 1 there and 0 above, "–" where no users."""
+    ds = dataset(pl.concat([history_split.train, history_split.test]), timed=False)
+    extra = {"short": hits_for(["s1", "s2"])}
+    report = score_peers(ds, extra, peers={"MostPop": MostPopular()}, sp=history_split)
+    short = report.result("short").by_history
+    assert short is not None and [b.hr for b in short] == [1.0, 0.0, None, 0.0]
+    assert report.result("MostPop").by_history is not None
+    data = report.to_json()["models"]
+    assert [m["model"] for m in data] == ["MostPop", "short"]
+    assert [b["users"] for b in data[1]["by_history"]] == [2, 1, 0, 2]
+    assert data[1]["by_history"][0]["hr@10"] == 1.0
+    md = markdown(report)
+    header = (
+        "| model | HR@10 1-3 (n=2) | NDCG@10 1-3 | HR@10 4-10 (n=1) | NDCG@10 4-10 "
+        "| HR@10 11-40 (n=0) | NDCG@10 11-40 | HR@10 41+ (n=2) | NDCG@10 41+ |"
+    )
+    assert "By history length:" in md and header in md
+    assert "| short | 1.000 | 1.000 | 0.000 | 0.000 | – | – | 0.000 | 0.000 |" in md
+    assert "\n| MostPop | " in md.split("By history length:")[1]
+    write_report(report, tmp_path)
+    assert '"by_history"' in (tmp_path / "report.json").read_text()
+
+
 # ---- the real benchmark ----------------------------------------------------------------------
 @pytest.mark.slow
 def test_movielens_matches_the_outside_benchmark(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 `evaluate_topk(topk, split)`: HR@k, Recall@k, NDCG@k (with a bootstrap 95% interval over users)
 and catalogue coverage, so peers and tvrec's own published recommendations are scored by the
-same code.
+same code. `evaluate_by_history(topk, split)`: HR@k and NDCG@k of the same per-user scores in
+bands of the test user's history length (HISTORY_BANDS).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import polars as pl
 from tvrec.jobs.evaluation.splitting import Split
 
 TopK = pl.DataFrame | Mapping[str, list[str]]
+# The by-history slice's bands: (fewest, most) training pairs of a test user, None = no bound.
+HISTORY_BANDS: tuple[tuple[int, int | None], ...] = ((1, 3), (4, 10), (11, 40), (41, None))
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,33 @@ class Metrics:
             "coverage": self.coverage,
             "recommended_shows": self.recommended_shows,
             "catalogue": self.catalogue,
+        }
+
+
+@dataclass
+class BandMetrics:
+    """HR@k and NDCG@k of the test users whose history length is in [low, high] (high None: no
+    upper bound); both None when the band has no users."""
+
+    k: int
+    low: int
+    high: int | None
+    users: int
+    hr: float | None
+    ndcg: float | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.low}+" if self.high is None else f"{self.low}-{self.high}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "band": self.label,
+            "min_events": self.low,
+            "max_events": self.high,
+            "users": self.users,
+            f"hr@{self.k}": self.hr,
+            f"ndcg@{self.k}": self.ndcg,
         }
 
 
@@ -143,12 +173,42 @@ def evaluate_topk(topk: TopK, split: Split, config: MetricConfig | None = None) 
     )
 
 
+def history_lengths(split: Split) -> pl.DataFrame:
+    """Each training user's history length: their number of training pairs (user_id, events)."""
+    return split.train.group_by("user_id").agg(events=pl.col("show_id").n_unique())
+
+
+def evaluate_by_history(
+    topk: TopK, split: Split, config: MetricConfig | None = None
+) -> list[BandMetrics]:
+    """HR@k and NDCG@k per band of HISTORY_BANDS, from the per-user scores `evaluate_topk`
+    averages: the test users grouped by their number of training pairs in `split.train`."""
+    cfg = config or MetricConfig()
+    users = per_user_scores(positions(topk_frame(topk), split, cfg.k), split, cfg.k)
+    users = users.join(history_lengths(split), on="user_id", how="left")  # no train pairs: null
+    return [_band(users, low, high, cfg.k) for low, high in HISTORY_BANDS]
+
+
+def _band(users: pl.DataFrame, low: int, high: int | None, k: int) -> BandMetrics:
+    """The band's mean HR and NDCG over its users (None, not a division by zero, when empty)."""
+    events = pl.col("events")
+    band = users.filter(events >= low if high is None else events.is_between(low, high))
+    if band.is_empty():
+        return BandMetrics(k, low, high, 0, None, None)
+    hr = float(np.mean(band["hits"].to_numpy() > 0))
+    return BandMetrics(k, low, high, band.height, hr, float(band["ndcg"].to_numpy().mean()))
+
+
 __all__ = [
+    "HISTORY_BANDS",
+    "BandMetrics",
     "MetricConfig",
     "Metrics",
     "TopK",
     "bootstrap_ci",
+    "evaluate_by_history",
     "evaluate_topk",
+    "history_lengths",
     "per_user_scores",
     "positions",
     "topk_frame",

@@ -4,7 +4,8 @@ tvrec is evaluated as it runs in production: the split's training events are pub
 lake, features are built as of the split's cutoff, the model trains from its Feast training
 set, and the nightly precompute publishes a top-k table. That published table is scored by the
 same code as the peers (most-popular, item-kNN, EASE, ALS); the cold-start slice ranks the
-catalogue's shows with no training event (`cold_candidates`).
+catalogue's shows with no training event (`cold_candidates`), and every model's scores are
+also broken down by the test user's history length (`evaluate_by_history`).
 
 - `evaluate(ds, settings, out_dir, models)`: each of tvrec's models alone against the peers.
 - `run_peer_evaluation(ds, extra, out_dir)`: the peers and any extra models, scored and written.
@@ -26,7 +27,12 @@ import polars as pl
 from tvrec.jobs.catalog import Catalog
 from tvrec.jobs.evaluation.confidence import confidence_check
 from tvrec.jobs.evaluation.forecast import ForecastWindow, forecast_quality
-from tvrec.jobs.evaluation.metrics import MetricConfig, Metrics, evaluate_topk
+from tvrec.jobs.evaluation.metrics import (
+    MetricConfig,
+    Metrics,
+    evaluate_by_history,
+    evaluate_topk,
+)
 from tvrec.jobs.evaluation.peers import Peer, default_peers
 from tvrec.jobs.evaluation.report import (
     EvaluationReport,
@@ -347,7 +353,9 @@ def _peer_results(
         few_m = None
         if few is not None:  # fold-in: scored from the support shows alone
             few_m = evaluate_topk(peer.recommend_from(few.support, cfg.k), few.scored(sp), cfg)
-        results.append(ModelResult(name, metrics_, fit_s, score_s, peer.params(), cold_m, few_m))
+        result = ModelResult(name, metrics_, fit_s, score_s, peer.params(), cold_m, few_m)
+        result.by_history = evaluate_by_history(topk, sp, cfg)
+        results.append(result)
     return results
 
 
@@ -364,6 +372,7 @@ def _extra_results(
         if few is not None and few_topk is not None:
             few_m = evaluate_topk(few_topk, few.scored(sp), cfg)
         result = ModelResult(name, evaluate_topk(topk, sp, cfg), fit_s, cold=cold_m, few_shot=few_m)
+        result.by_history = evaluate_by_history(topk, sp, cfg)
         results.append(result)
     return results
 

@@ -15,7 +15,7 @@ import polars as pl
 
 from tvrec.jobs.evaluation.confidence import ConfidenceCheck, confidence_chart, confidence_lines
 from tvrec.jobs.evaluation.forecast_report import forecast_chart, forecast_lines, timing_lines
-from tvrec.jobs.evaluation.metrics import Metrics
+from tvrec.jobs.evaluation.metrics import BandMetrics, Metrics
 
 
 @dataclass
@@ -27,6 +27,7 @@ class ModelResult:
     params: dict[str, Any] = field(default_factory=dict)  # e.g. EASE's tuned lambda
     cold: Metrics | None = None  # the cold-start slice: ranking among cold shows only
     few_shot: Metrics | None = None  # users held out of training, served from 5 events
+    by_history: list[BandMetrics] | None = None  # the test users by their history length
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +38,7 @@ class ModelResult:
             "params": self.params,
             "cold_start": self.cold.to_json() if self.cold else None,
             "few_shot": self.few_shot.to_json() if self.few_shot else None,
+            "by_history": [b.to_json() for b in self.by_history] if self.by_history else None,
         }
 
 
@@ -105,13 +107,39 @@ def markdown(report: EvaluationReport) -> str:
             f"({m.ndcg_ci[0]:.3f}–{m.ndcg_ci[1]:.3f}) | {m.coverage:.3f} "
             f"| {_fmt_seconds(r.fit_seconds)} |"
         )
-    lines += _cold_lines(report, k) + _few_shot_lines(report, k) + _ablation_lines(report, k)
+    lines += _history_lines(report, k) + _cold_lines(report, k) + _few_shot_lines(report, k)
+    lines += _ablation_lines(report, k)
     lines += confidence_lines(report.confidence, k)
     lines += forecast_lines(report.forecast) + timing_lines(report.timing)
     params = [f"- {r.name}: {_fmt_params(r.params)}" for r in report.results if r.params]
     lines += ["", "Parameters:", "", *params] if params else []
     lines += ["", *[f"> note: {n}" for n in report.notes]]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _history_lines(report: EvaluationReport, k: int) -> list[str]:
+    """The by-history slice: one row per model, HR and NDCG per band of history length."""
+    rows = [(r.name, history) for r in report.results if (history := r.by_history)]
+    if not rows:
+        return []
+    bands = rows[0][1]  # every model is scored on the same test users: the same band sizes
+    head = " | ".join(f"HR@{k} {b.label} (n={b.users:,}) | NDCG@{k} {b.label}" for b in bands)
+    lines = [
+        "",
+        "By history length: the scores above over the test users grouped by their number of "
+        'training pairs (events) in this split; n = users in the band, "–" = no users.',
+        "",
+        f"| model | {head} |",
+        "| --- |" + " ---: |" * (2 * len(bands)),
+    ]
+    for name, scored in rows:
+        cells = " | ".join(f"{_fmt_share(b.hr)} | {_fmt_share(b.ndcg)}" for b in scored)
+        lines.append(f"| {name} | {cells} |")
+    return lines
+
+
+def _fmt_share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def _cold_lines(report: EvaluationReport, k: int) -> list[str]:
