@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from . import skip_feast_import_typechecks
 from .config import WORKDIR_ENV
@@ -109,13 +110,15 @@ def check_redis(redis: str) -> None:
     if not nodes:
         raise ConfigError(f"--redis {redis!r}: give HOST:PORT, optionally ,db=N")
     for node in nodes:
-        _check_redis_node(redis, node)
+        _check_redis_node(
+            f"--redis {redis!r}" + ("" if node == redis else f" (node {node!r})"), node
+        )
     _plain(redis, "--redis")
 
 
-def _check_redis_node(redis: str, node: str) -> None:
-    """One HOST:PORT of `--redis` (the whole value is quoted in the message)."""
-    where = f"--redis {redis!r}" + ("" if node == redis else f" (node {node!r})")
+def _check_redis_node(where: str, node: str) -> None:
+    """One HOST:PORT node of a Redis connection string; `where` names it in the message
+    (the `--redis` value, or the feature_store.yaml that holds it)."""
     if "[" in node or node.count(":") > 1:
         # "[::1]:6379" became host "[" and port "", "::1:6379" host "" (Feast's parse)
         raise ConfigError(
@@ -168,7 +171,11 @@ def online_endpoint(store: FeatureStore) -> tuple[str, str | None]:
     conn = getattr(cfg, "connection_string", None)
     if not conn:
         return kind, None
-    return kind, conn.split(",")[0].strip()  # as written: Feast connects to no other
+    node = conn.split(",")[0].strip()  # Redis's HOST:PORT as written: Feast connects to no other
+    if "://" in node:  # a URL (MongoDB's mongodb://HOST:PORT/...): its host and port
+        url = urlsplit(node)
+        return kind, f"{url.hostname}:{url.port}" if url.port else url.hostname or node
+    return kind, node
 
 
 def check_online_store(workdir: Path, timeout: float = 3.0) -> None:
@@ -180,12 +187,13 @@ def check_online_store(workdir: Path, timeout: float = 3.0) -> None:
     kind, where = online_endpoint(feature_store(workdir))
     if where is None:
         return
-    if ":" not in where:  # Feast's Redis store reads node["port"]: a KeyError when it connects
-        raise ConfigError(
-            f"{feast_config(workdir)}: online_store connection_string names {where!r} without "
-            f"a port; write it as {where}:PORT (Redis's own is 6379)"
-        )
-    host, _, port = where.rpartition(":")
+    if "redis" in kind.lower():  # hand-edited: the checks `--redis` gets (Feast reads
+        # node["port"]: a KeyError at the first write without one; splits IPv6 at each ':')
+        label = f"{feast_config(workdir)}: online_store connection_string {where!r}"
+        _check_redis_node(label, where)
+    host, sep, port = where.rpartition(":")
+    if not sep:  # a URL with its scheme's default port: the store's client finds it
+        return
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except (OSError, ValueError) as exc:

@@ -373,10 +373,21 @@ def test_recommend_of_a_damaged_model_leaves_the_work_directory_as_it_was(
     assert tree_digest(work) == before
 
 
-def test_a_redis_online_store_without_a_port_is_refused_before_any_write(tmp_path: Path) -> None:
-    """A feature_store.yaml edited by hand to a bare Redis host: the connection check added
-    Redis's own port and passed where Redis listened there, then Feast's Redis store failed
-    with KeyError 'port' at its first write. Refused naming the file, nothing written."""
+@pytest.mark.parametrize(
+    ("node", "said_then"),
+    [
+        ("localhost", "'localhost': give the port too, as localhost:PORT"),
+        ("[::1]:6379", "'[::1]:6379': an IPv6 address, which Feast's Redis connection"),
+        ("localhost:99999", "'localhost:99999': port 99999 is not 1-65535"),
+    ],
+)
+def test_a_hand_edited_redis_node_is_refused_before_any_write(
+    tmp_path: Path, node: str, said_then: str
+) -> None:
+    """A feature_store.yaml edited by hand to a Redis node Feast cannot use gets the checks
+    `--redis` gets. A bare host: the connection check added Redis's own port and passed where
+    Redis listened there, then Feast's Redis store failed with KeyError 'port' at its first
+    write. Refused naming the file, nothing written."""
     work = tmp_path / "work"
     res = runner.invoke(
         app, ["features", "config", "--init", "--redis", "localhost:6379", "--workdir", str(work)]
@@ -385,11 +396,31 @@ def test_a_redis_online_store_without_a_port_is_refused_before_any_write(tmp_pat
     config = next(work.glob("**/feature_store.yaml"))
     text = config.read_text()
     assert "localhost:6379" in text
-    config.write_text(text.replace("localhost:6379", "localhost"))
+    config.write_text(text.replace("localhost:6379", node))
     before = tree_digest(work)
     res = runner.invoke(app, ["run", "--data", str(contract_dir(tmp_path, "d")), "-w", str(work)])
     assert res.exit_code == 2, res.output
     said = " ".join(res.output.split())
-    assert f"{config}: online_store connection_string names 'localhost' without a port" in said
-    assert "write it as localhost:PORT" in said and "Traceback" not in res.output
+    assert f"{config}: online_store connection_string {said_then}" in said, said
+    assert "Traceback" not in res.output
     assert tree_digest(work) == before
+
+
+def test_a_url_online_store_is_probed_at_its_host_and_port() -> None:
+    """A store configured by URL (MongoDB's mongodb://HOST:PORT/...) is probed at HOST:PORT,
+    not at 'mongodb://HOST' (the connection check split the URL at its last ':')."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from tvrec.pipelines.store import online_endpoint
+
+    def store(kind: str, conn: str) -> Any:  # a FeatureStore as far as it reads
+        online = SimpleNamespace(type=kind, connection_string=conn)
+        return SimpleNamespace(config=SimpleNamespace(online_store=online))
+
+    assert online_endpoint(store("mongodb", "mongodb://db.example:27017/feast")) == (
+        "mongodb",
+        "db.example:27017",
+    )
+    assert online_endpoint(store("mongodb", "mongodb://db.example")) == ("mongodb", "db.example")
+    assert online_endpoint(store("redis", "cache:6380,db=1")) == ("redis", "cache:6380")
