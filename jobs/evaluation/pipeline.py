@@ -83,9 +83,9 @@ class SplitPipeline:
         # of its ablation (all members, without each, each alone)
         self.ablations: dict[str, dict[str, pl.DataFrame]] = {}
         self.fit_notes: list[str] = []  # each model's `*_notes` from its fit (the run record's)
-        # per model that publishes a `confidence` (the ensemble): its published top-k with it
-        self.confidences: dict[str, pl.DataFrame] = {}
-        self.confidence_means: dict[str, str | None] = {}  # what each model says it means
+        # per model that publishes a `confidence` (the ensemble): its published top-k with it,
+        # and what the model says the confidence is the chance of (None: it says nothing)
+        self.confidences: dict[str, tuple[pl.DataFrame, str | None]] = {}
 
     def model_topk(self, model: str, k: int = 10) -> Callable[[Split], tuple[Any, ...]]:
         """A callable for `run_peer_evaluation`: train and serve `model` on the split, return
@@ -115,9 +115,11 @@ class SplitPipeline:
                 self.ablations[model] = ablation_topk(served, sp.test_users, k)
             few = few_shot_topk(served, self.few, k) if self.few else None
             if "confidence" in topk.columns:
-                self.confidences[model] = topk.select("user_id", "rank", "show_id", "confidence")
                 metrics = served.manifest.metrics if served.manifest else {}
-                self.confidence_means[model] = metrics.get("confidence_means")
+                self.confidences[model] = (
+                    topk.select("user_id", "rank", "show_id", "confidence"),
+                    metrics.get("confidence_means"),
+                )
             return topk.select("user_id", "rank", "show_id"), cold, few
 
         return run
@@ -446,8 +448,8 @@ def evaluate(
         report = score_peers(ds, extra_models=extra, seed=seed, sp=sp, few=few)
     report.ablation = ablation_table(pipeline.ablations, sp, MetricConfig())
     report.confidence = {
-        f"tvrec ({m})": confidence_check(topk, sp, means=pipeline.confidence_means.get(m))
-        for m, topk in pipeline.confidences.items()
+        f"tvrec ({m})": confidence_check(topk, sp, means=means)
+        for m, (topk, means) in pipeline.confidences.items()
     }
     report.notes += pipeline.fit_notes
     if few is not None and len(few.users) < few_shot_users:  # asked for more than there are
