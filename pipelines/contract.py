@@ -498,6 +498,9 @@ PREMIERE_YEARS = (1850, 2200)  # plausible premiere years (films from the 1880s;
 MAX_WEIGHT = 1e9  # larger weights would overflow sums of weights in the features
 MAX_EPOCH_SECONDS = 2.5e11  # about year 9900: beyond it no datetime can hold the value
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)$"
+# Text that shows nothing: whitespace and Unicode's default-ignorable code points (zero-width
+# space U+200B, byte-order mark U+FEFF, word joiner U+2060, soft hyphen, Hangul fillers, ...).
+_INVISIBLE = r"^[\s\p{Default_Ignorable_Code_Point}]*$"
 
 
 def _require(df: pl.DataFrame, table: str, source: str) -> None:
@@ -522,6 +525,12 @@ def _delimiter_hint(columns: list[str]) -> str:
                 ".tsv files tab-separated"
             )
     return ""
+
+
+def blank(expr: pl.Expr) -> pl.Expr:
+    """Whether each text value is missing or shows nothing: empty, whitespace or invisible
+    characters only (a title of one zero-width space is as blank as an empty one)."""
+    return expr.cast(pl.String).str.contains(_INVISIBLE).fill_null(True)
 
 
 def _is_scalar(dtype: pl.DataType) -> bool:
@@ -738,9 +747,11 @@ def canonical_shows(df: pl.DataFrame, source: str) -> pl.DataFrame:
         raise DataError(
             source, "duplicated show_id", column="show_id", rows=rows_where(dup), examples=ex
         )
-    no_title = df["title"].cast(pl.String).str.strip_chars().fill_null("") == ""
+    no_title = df.select(blank(pl.col("title"))).to_series()
     if no_title.any():
-        raise DataError(source, "empty title", column="title", rows=rows_where(no_title))
+        why = "empty title (blank, or only invisible characters such as a zero-width space)"
+        titles = df["title"].cast(pl.String).fill_null("")
+        raise DataError.where(source, why, "title", no_title, titles)
     if "premiered" in df.columns:
         parsed = df.select(_parse_date(df, "premiered", source))["premiered"]
         given = df["premiered"].cast(pl.String).str.strip_chars().fill_null("") != ""

@@ -497,6 +497,12 @@ TEXT_SPECS: list[tuple[str, dict[str, str | bytes | None], tuple[str, ...], tupl
      (r"events\.csv, column 'user_id': empty id", r"rows 4\b")),
     ("missing-required-column", {"shows_csv": "show_id,name\n1,A\n"}, (),
      (r"shows\.csv, column 'title': required column missing \(found: show_id, name\)",)),
+    # a title of invisible characters only (zero-width space; BOM, word joiner, no-break
+    # space) was kept, where a blank one is refused
+    ("title-invisible",
+     {"shows_csv": SHOWS.replace("Beta", "\u200b").replace("Gamma", "\ufeff\u2060\u00a0")}, (),
+     (r"shows\.csv, column 'title': empty title \(blank, or only invisible characters",
+      r"rows 2, 3\b", r"values '\\u200b', '\\ufeff\\u2060\\xa0'")),
     ("bad-premiered", {"shows_csv": SHOWS.replace("2021-03-01", "spring")}, (),
      (r"column 'premiered': unparsable date", r"rows 2\b")),
     ("premiered-year-typo", {"shows_csv": SHOWS.replace("2021-03-01", "0221-03-01")}, (),
@@ -543,6 +549,8 @@ def _adapters(root: Path) -> list[Case]:
     write(
         object_id / "tvmaze_shows.json", '[{"id": 1, "name": "A"}, {"id": {"a": 1}, "name": ["x"]}]'
     )
+    invisible = root / "tvmaze-name-invisible"  # show "\u200b" was kept
+    write(invisible / "tvmaze_shows.json", '[{"id": 1, "name": "A"}, {"id": 2, "name": "\\u200b"}]')
     runtime = root / "tvmaze-runtime-text"  # it was polars' text, the field unnamed
     write(runtime / "tvmaze_shows.json", '[{"id": 1, "name": "A", "runtime": "long"}]')
     ml = ("--format", "movielens-100k")
@@ -560,6 +568,8 @@ def _adapters(root: Path) -> list[Case]:
              (r"tvmaze_shows\.json: bytes that are not cp1252", r"\(line 1\)")),
         Case("tvmaze-object-id", ingest(object_id, "--format", "tvmaze"),
              (r"tvmaze_shows\.json, column 'id': field 'id' is not a single value", r"rows 2\b")),
+        Case("tvmaze-name-invisible", ingest(invisible, "--format", "tvmaze"),
+             (r"tvmaze_shows\.json, column 'title': empty title", r"rows 2\b")),
         Case("tvmaze-runtime-text", ingest(runtime, "--format", "tvmaze"),
              (r"column 'runtime': field 'runtime' is not a number", r"rows 1\b")),
     ]  # fmt: skip
