@@ -325,10 +325,17 @@ def _tvmaze_fields(root: Path) -> list[Case]:
         cases.append(Case(name, ingest(directory, "--format", "tvmaze"),
                           (pattern, r"rows 2\b", *expect)))  # fmt: skip
     boolean = write(root / "tvmaze-id-boolean" / "tvmaze_shows.json", '[{"id": true, "name": "A"}]')
+    fraction = write(
+        root / "tvmaze-id-fraction" / "tvmaze_shows.json",
+        '[{"id": 1, "name": "A"}, {"id": 1.5, "name": "B"}, {"id": NaN, "name": "C"}]',
+    )
     return [
         *cases,
         Case("tvmaze-id-boolean", ingest(boolean.parent, "--format", "tvmaze"),
              (TVMAZE_FIELD.format("id") + r"a single value", "'true'")),  # was show "True"
+        Case("tvmaze-id-fraction", ingest(fraction.parent, "--format", "tvmaze"),
+             (TVMAZE_FIELD.format("id") + r"a single value \(text or a whole number\)",
+              r"rows 2, 3\b", "'1.5', 'NaN'")),  # were shows "1.5" and "nan"
     ]  # fmt: skip
 
 

@@ -459,6 +459,24 @@ def test_tvmaze_scale_ends_and_nulls_are_kept(tmp_path: Path) -> None:
     assert ds.shows["genres"].to_list() == [[], ["Drama"], []]
 
 
+def test_tvmaze_whole_float_ids_read_as_integers(tmp_path: Path) -> None:
+    """A whole float id is the integer it holds, as TVmaze's whole weights are: show 2.0 is
+    show "2" (it was "2.0"), its episodes given show id 2.0 or 2 are counted for it, and the
+    same show written 2 and 2.0 is a duplicated id."""
+    shows = [{"id": 1, "name": "A"}, {"id": 2.0, "name": "B"}]
+    episodes = [{"show_id": 2.0, "season": 1}, {"show": {"id": 2}, "season": 2}]
+    write(tmp_path / "tvmaze_shows.json", json.dumps(shows))
+    write(tmp_path / "tvmaze_episodes.json", json.dumps(episodes))
+    ds = canonicalize(load_raw(tmp_path, "tvmaze"))
+    assert ds.shows.select("show_id", "seasons", "episodes").rows() == [
+        ("1", None, None),
+        ("2", 2, 2),
+    ]
+    write(tmp_path / "tvmaze_shows.json", json.dumps([*shows, {"id": 2, "name": "C"}]))
+    with pytest.raises(DataError, match=r"column 'show_id': duplicated show_id; rows 2, 3"):
+        canonicalize(load_raw(tmp_path, "tvmaze"))
+
+
 # ---- contract format: bad input ------------------------------------------------------------
 SHOWS_OK = "show_id,title\na,Alpha\nb,Beta\nc,Gamma\n"
 EVENTS_OK = "user_id,show_id,event_timestamp\nu1,a,2024-03-01T20:15:00Z\nu2,b,1709324100\n"

@@ -74,12 +74,19 @@ def _require_keys(items: list[dict[str, Any]], keys: tuple[str, ...], source: st
             raise DataError(source, "missing or empty field", column=key, rows=missing[:50])
 
 
+def _id_text(value: Any) -> str:
+    """An id as text: a whole float is the integer it holds (2.0 -> "2", as a whole weight
+    such as 100.0 reads as 100), so it matches the same id written 2."""
+    whole = isinstance(value, float) and math.isfinite(value) and value.is_integer()
+    return str(int(value)) if whole else str(value)
+
+
 def _show_row(show: dict[str, Any]) -> dict[str, Any]:
     """One show object as a row of the shows table (extras become attributes)."""
     channel = show.get("network") or show.get("webChannel")
     genres = show.get("genres") or []
     return {
-        "show_id": str(show["id"]),
+        "show_id": _id_text(show["id"]),
         "title": str(show["name"]).strip(),
         "description": strip_html(show.get("summary")),
         "genres": [str(g) for g in genres] if isinstance(genres, list) else [str(genres)],
@@ -122,6 +129,13 @@ SHOW_SCHEMA: dict[str, pl.DataType] = {
 def _not_a_value(v: Any) -> bool:
     # an id or a name that would become its Python text: show id "{'a': 1}", or "True"
     return isinstance(v, dict | list | bool)
+
+
+def _not_an_id(v: Any) -> bool:
+    # a number must be whole (1.5 became show "1.5"; NaN show "nan") and exact as a float
+    if isinstance(v, float):
+        return not (math.isfinite(v) and v.is_integer() and abs(v) <= 2.0**53)
+    return _not_a_value(v)
 
 
 def _not_a_number(v: Any) -> bool:
@@ -167,6 +181,7 @@ OBJECTS = {
 
 ShowField = tuple[str, Callable[[dict[str, Any]], Any], Callable[[Any], bool], str]
 VALUE = "a single value (text or a number)"
+ID = "a single value (text or a whole number)"
 TEXT = "text"
 
 
@@ -183,7 +198,7 @@ def _channel_checks(channel: str) -> tuple[ShowField, ...]:
 # (field as TVmaze names it, how to read it from a show object, whether it is bad, what it
 # must be instead)
 FIELD_CHECKS: tuple[ShowField, ...] = (
-    ("id", lambda s: s.get("id"), _not_a_value, VALUE),
+    ("id", lambda s: s.get("id"), _not_an_id, ID),
     ("name", lambda s: s.get("name"), _not_a_value, VALUE),
     *((f, lambda s, f=f: s.get(f), _not_object, f"an object such as {form}")
       for f, form in OBJECTS.items()),
@@ -238,7 +253,7 @@ def _episode_show(ep: dict[str, Any], by_slug: dict[str, str]) -> str | None:
     """The show id of an episode: explicit where given, else from the slug in its url."""
     explicit = ep.get("show_id") or _get(ep, "show", "id") or _get(ep, "_embedded", "show", "id")
     if explicit is not None:
-        return str(explicit)
+        return _id_text(explicit)
     href = _get(ep, "_links", "show", "href")
     if href and (m := _SHOW_HREF.search(str(href))):
         return m.group(1)
