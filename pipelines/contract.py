@@ -593,17 +593,18 @@ def _id_column(df: pl.DataFrame, col: str, source: str) -> pl.DataFrame:
 
 
 def _list_column(df: pl.DataFrame, col: str) -> pl.Expr:
+    """A list column (genres, platforms): items trimmed, blank ones dropped, repeats removed.
+    A show with none is an empty list, whether its cell is blank or holds separators only
+    ("|"), as every adapter gives it; null only where the input has no such column."""
     if col not in df.columns:
         return pl.lit(None, dtype=pl.List(pl.String)).alias(col)
     if isinstance(df.schema[col], pl.List):
         base = pl.col(col).cast(pl.List(pl.String))
     else:
         base = pl.col(col).cast(pl.String).str.split(LIST_SEPARATOR)
-    return (
-        base.list.eval(pl.element().str.strip_chars().filter(pl.element() != ""))
-        .list.unique(maintain_order=True)
-        .alias(col)
-    )
+    items = base.list.eval(pl.element().str.strip_chars().filter(~blank(pl.element())))
+    none = pl.lit([], dtype=pl.List(pl.String))
+    return items.list.unique(maintain_order=True).fill_null(none).alias(col)
 
 
 def _parse_date(df: pl.DataFrame, col: str, source: str) -> pl.Expr:

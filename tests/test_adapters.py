@@ -558,3 +558,27 @@ def test_contract_good_input(tmp_path: Path) -> None:
         datetime(2024, 3, 1, 20, 15, tzinfo=UTC),
         datetime(2024, 3, 1, 20, 15, tzinfo=UTC),
     ]
+
+
+def test_contract_shows_without_genres_have_empty_lists(tmp_path: Path) -> None:
+    """A show without genres (or platforms) has an empty list whether its cell is blank, holds
+    separators only or invisible characters, or is a Parquet null: the blank cell was null
+    where "|" was [], and every adapter gives []. A table without the column leaves it null
+    (not given)."""
+    rows = ["a,Alpha,Drama|Crime,Netflix", "b,Beta,,", "c,Gamma,|, | \u200b"]
+    write(tmp_path / "shows.csv", "\n".join(["show_id,title,genres,platforms", *rows]) + "\n")
+    write(tmp_path / "events.csv", EVENTS_OK)
+    ds = canonicalize(load_raw(tmp_path))
+    assert ds.shows.select("genres", "platforms").rows() == [
+        (["Drama", "Crime"], ["Netflix"]),
+        ([], []),
+        ([], []),
+    ]
+    (tmp_path / "shows.csv").unlink()
+    genres = pl.Series("genres", [["Drama"], None, [None, " "]], dtype=pl.List(pl.String))
+    pl.DataFrame(
+        {"show_id": ["a", "b", "c"], "title": ["A", "B", "C"], "genres": genres}
+    ).write_parquet(tmp_path / "shows.parquet")
+    ds = canonicalize(load_raw(tmp_path))
+    assert ds.shows["genres"].to_list() == [["Drama"], [], []]
+    assert ds.shows["platforms"].to_list() == [None, None, None]
