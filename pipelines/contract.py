@@ -497,6 +497,12 @@ DEFAULT_YEARS = (1900, 2100)  # plausible event years; [ingest] min_year/max_yea
 PREMIERE_YEARS = (1850, 2200)  # plausible premiere years (films from the 1880s; announced)
 MAX_WEIGHT = 1e9  # larger weights would overflow sums of weights in the features
 MAX_EPOCH_SECONDS = 2.5e11  # about year 9900: beyond it no datetime can hold the value
+# Epoch seconds of 0 or less are refused: 0 and -1 are what an unknown time is stored as far
+# more often than a viewing before 1970 (such a time may be written in ISO-8601 instead).
+PLACEHOLDER_EPOCH = (
+    "epoch seconds of 0 or less, at or before 1970-01-01T00:00:00Z (an unknown time's "
+    "placeholder, such as -1 or 0?); give the real time"
+)
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)$"
 # Text that shows nothing: whitespace and Unicode's default-ignorable code points (zero-width
 # space U+200B, byte-order mark U+FEFF, word joiner U+2060, soft hyphen, Hangul fillers, ...).
@@ -641,11 +647,18 @@ def _from_epoch(seconds: pl.Series) -> tuple[pl.Series, pl.Series]:
     return micros.cast(pl.Datetime("us", "UTC")), far
 
 
+def _epoch_text(strings: pl.Series) -> pl.Series:
+    """The seconds of the (stripped) strings written as epoch numbers; null for the rest."""
+    numeric = strings.str.contains(_NUMBER)
+    return pl.select(pl.when(numeric).then(strings.cast(pl.Float64, strict=False))).to_series()
+
+
 def _from_strings(series: pl.Series) -> tuple[pl.Series, pl.Series]:
     """ISO-8601 or epoch-second strings -> (Datetime(us, UTC), mask of far-out values)."""
     strings = series.cast(pl.String).str.strip_chars()
-    numeric = strings.str.contains(_NUMBER).fill_null(False)
-    epoch, far = _from_epoch(strings.cast(pl.Float64, strict=False))
+    seconds = _epoch_text(strings)
+    numeric = seconds.is_not_null()
+    epoch, far = _from_epoch(seconds)
     iso_strings = strings.filter(~numeric).unique().drop_nulls().to_list()
     mapping = {u: _parse_iso(u) for u in iso_strings}
     far_iso = {u for u, v in mapping.items() if v is _FAR}
@@ -676,11 +689,37 @@ def _to_datetimes(series: pl.Series) -> tuple[pl.Series, pl.Series]:
     return _from_strings(series)
 
 
+def _epoch_values(series: pl.Series) -> pl.Series:
+    """The values given as epoch seconds (numbers, or text of a number) as Float64; null for
+    ISO-8601 text, dates and datetimes."""
+    dtype = series.dtype
+    if dtype.is_numeric():
+        return series.cast(pl.Float64)
+    if isinstance(dtype, pl.Datetime) or dtype == pl.Date:
+        return pl.repeat(None, series.len(), dtype=pl.Float64, eager=True)
+    return _epoch_text(series.cast(pl.String).str.strip_chars())
+
+
+def placeholder_epochs(seconds: pl.Series) -> pl.Series:
+    """Where epoch seconds are 0 or less (see PLACEHOLDER_EPOCH); false where null."""
+    return (seconds <= 0).fill_null(False)
+
+
+def _refuse_placeholder_epochs(series: pl.Series, source: str, column: str) -> None:
+    """A DataError for epoch values of 0 or less (-1 reads as 1969-12-31T23:59:59Z, inside
+    the plausible years); ISO-8601 times before 1970 stay accepted within those years."""
+    placeholder = placeholder_epochs(_epoch_values(series))
+    if placeholder.any():
+        how = "(one before 1970 in ISO-8601, such as 1969-07-20T20:17:00Z) or leave the event out"
+        raise DataError.where(source, f"{PLACEHOLDER_EPOCH} {how}", column, placeholder, series)
+
+
 def parse_timestamps(
     series: pl.Series, source: str, column: str, years: tuple[int, int] = DEFAULT_YEARS
 ) -> pl.Series:
     """ISO-8601 strings or epoch seconds -> Datetime(us, UTC); a DataError for a value that
-    is empty, unparsable or infinite, and for one outside the plausible `years`."""
+    is empty, unparsable or infinite, for one outside the plausible `years`, and for epoch
+    seconds of 0 or less (an unknown time's placeholder)."""
     if not _is_scalar(series.dtype):
         raise DataError(
             source, f"values of type {_type_name(series.dtype)}, not timestamps", column=column
@@ -707,6 +746,7 @@ def parse_timestamps(
             rows=rows_where(off),
             examples=[str(e) for e in series.filter(off).head(5).to_list()],
         )
+    _refuse_placeholder_epochs(series, source, column)
     return out.alias(column)
 
 

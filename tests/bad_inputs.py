@@ -141,6 +141,10 @@ TIMESTAMP_SPECS: list[Spec] = [
      (r"column 'event_timestamp': unparsable timestamp", r"rows 3\b")),
     ("blank-timestamp", ["2024-01-01", "", "2024-01-02", "2024-01-03"],
      (r"column 'event_timestamp': unparsable timestamp", r"rows 2\b")),
+    # an unknown time stored as -1 or 0 (1969-12-31T23:59:59Z, 1970-01-01T00:00:00Z) was kept
+    ("epoch-placeholder", ["2024-01-01", "-1", "0", "2024-01-03"],
+     (r"events\.csv, column 'event_timestamp': epoch seconds of 0 or less, at or before "
+      r"1970-01-01T00:00:00Z", "ISO-8601", r"rows 2, 3\b", r"values '-1', '0'")),
 ]  # fmt: skip
 WEIGHT_RULE = r"a weight is a number from 0 to 1e\+09; blank means 1"
 WEIGHT_SPECS: list[Spec] = [
@@ -359,6 +363,11 @@ def _parquet(root: Path) -> list[Case]:
              "event_timestamp", [1704139200.0, float("inf"), 1.7e9, float("nan")]))),
         ("parquet-datetime-1800", (r"events\.parquet", "plausible years", r"rows 2\b"),
          "events", ev.with_columns((ts_1800 * 1_000_000).cast(pl.Datetime("us")))),
+        ("parquet-epoch-minus-one",
+         (r"events\.parquet, column 'event_timestamp': epoch seconds of 0 or less", r"rows 3\b",
+          "'-1.0'"),
+         "events", ev.with_columns(pl.Series(
+             "event_timestamp", [1704139200.0, 1704139300.0, -1.0, 1704362400.0]))),
         ("parquet-show-id-list", (r"events\.parquet, column 'show_id': values of type list",),
          "events", ev.with_columns(pl.Series("show_id", [[1], [2], [2], [3]]))),
         ("parquet-shows-id-list", (r"shows\.parquet, column 'show_id': values of type list",),
@@ -543,6 +552,7 @@ def _movielens(root: Path, name: str, data: str | None) -> Path:
 
 def _adapters(root: Path) -> list[Case]:
     far = _movielens(root, "movielens-far-epoch", "1\t1\t4\t881250949\n2\t2\t3\t881250949000000\n")
+    minus_one = _movielens(root, "movielens-epoch-minus-one", "1\t1\t4\t881250949\n2\t2\t3\t-1\n")
     ragged = _movielens(root, "movielens-ragged", "1\t1\t4\t88125094\n2\t2\t3\n3\t1\t5\t8812509\n")
     fifo = _movielens(root, "movielens-fifo", None)
     anime = root / "anime-dir"
@@ -564,6 +574,8 @@ def _adapters(root: Path) -> list[Case]:
     return [
         Case("movielens-far-epoch", ingest(far, *ml),
              (r"u\.data, column 'unix_seconds': epoch seconds out of range", r"rows 2\b")),
+        Case("movielens-epoch-minus-one", ingest(minus_one, *ml),
+             (r"u\.data, column 'unix_seconds': epoch seconds of 0 or less", r"rows 2\b", "'-1'")),
         Case("movielens-ragged", ingest(ragged, *ml),
              (r"u\.data: rows with the wrong number of fields", r"line 2 has 3 \(too few\)")),
         Case("movielens-fifo", ingest(fifo, *ml), (r"u\.data: is a FIFO",)),

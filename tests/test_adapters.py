@@ -328,7 +328,7 @@ def test_movielens_item_file_is_latin1(tmp_path: Path) -> None:
     genres = "".join(f"g{i}|{i}\n" for i in range(18)) + "Western|18\n"
     write(tmp_path / "u.genre", genres)
     write(tmp_path / "u.item", f"1|Mis\xe9rables (1995)|05-Mar-1995|||{flags}\n".encode("latin-1"))
-    write(tmp_path / "u.data", "7\t1\t4\t0\n")
+    write(tmp_path / "u.data", "7\t1\t4\t881250949\n")
     raw = load_raw(tmp_path, "movielens-100k")
     ds = canonicalize(raw)
     row = ds.shows.row(0, named=True)
@@ -337,9 +337,9 @@ def test_movielens_item_file_is_latin1(tmp_path: Path) -> None:
         ["Western"],
         date(1995, 3, 5),
     )
-    assert ds.events["event_timestamp"].item() == datetime(1970, 1, 1, tzinfo=UTC)
+    assert ds.events["event_timestamp"].item() == datetime(1997, 12, 4, 15, 55, 49, tzinfo=UTC)
     assert raw.users is None and ds.users.height == 0
-    write(tmp_path / "u.data", "7\t1\t4\t0\n7\t1\tfour\t5\n")
+    write(tmp_path / "u.data", "7\t1\t4\t881250949\n7\t1\tfour\t881250950\n")
     with pytest.raises(DataError) as err:
         load_raw(tmp_path, "movielens-100k")
     assert re.search(r"u\.data, column 'weight': not a number; rows 2", str(err.value))
@@ -582,3 +582,25 @@ def test_contract_shows_without_genres_have_empty_lists(tmp_path: Path) -> None:
     ds = canonicalize(load_raw(tmp_path))
     assert ds.shows["genres"].to_list() == [["Drama"], [], []]
     assert ds.shows["platforms"].to_list() == [None, None, None]
+
+
+def test_contract_epoch_placeholders_are_refused_and_iso_before_1970_kept(tmp_path: Path) -> None:
+    """Epoch seconds of 0 or less (-1 and 0: an unknown time's placeholder, inside the
+    plausible years) are refused, naming the rows and values; a time before 1970 written in
+    ISO-8601 is kept like any time in the plausible years."""
+    write(tmp_path / "shows.csv", SHOWS_OK)
+    events = "user_id,show_id,event_timestamp\nu1,a,{}\nu2,b,{}\nu2,c,1709324100\n"
+    write(tmp_path / "events.csv", events.format("1969-12-31T23:59:59Z", "0.5"))
+    ds = canonicalize(load_raw(tmp_path))
+    assert ds.events["event_timestamp"].to_list()[:2] == [
+        datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC),
+        datetime(1970, 1, 1, 0, 0, 0, 500_000, tzinfo=UTC),
+    ]
+    write(tmp_path / "events.csv", events.format("-1", " 0 "))
+    with pytest.raises(DataError) as err:
+        canonicalize(load_raw(tmp_path))
+    assert re.search(
+        r"events\.csv, column 'event_timestamp': epoch seconds of 0 or less.*; rows 1, 2; "
+        r"values '-1', ' 0 '$",
+        str(err.value),
+    ), str(err.value)

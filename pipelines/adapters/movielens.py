@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ..contract import MAX_EPOCH_SECONDS, RawDataset
+from ..contract import MAX_EPOCH_SECONDS, PLACEHOLDER_EPOCH, RawDataset, placeholder_epochs
 from ..errors import DataError
 from ._common import (
     optional_file,
@@ -50,14 +50,9 @@ def read_genres(path: Path, encoding: str | None = None) -> list[str]:
     return [pairs[i] for i in range(len(pairs))]
 
 
-def read_events(path: Path, encoding: str | None = None) -> pl.DataFrame:
-    """u.data as canonical-ready events (string ids, UTC timestamps, weight = rating)."""
-    df = read_delimited(path, separator="\t", names=DATA_FIELDS, encoding=encoding)
-    source = str(path)
-    for col in ("user_id", "show_id"):
-        ids = parse_number(df, col, source, pl.Int64())
-        if ids.is_null().any():
-            raise DataError(source, "empty id", column=col, rows=rows_where(ids.is_null()))
+def _unix_seconds(df: pl.DataFrame, source: str) -> pl.Series:
+    """u.data's timestamps as Int64 epoch seconds; a DataError for a blank one, one beyond
+    what a datetime holds, and one of 0 or less (an unknown time's placeholder)."""
     seconds = parse_number(df, "unix_seconds", source, pl.Int64())
     if seconds.is_null().any():
         raise DataError(
@@ -72,6 +67,22 @@ def read_events(path: Path, encoding: str | None = None) -> pl.DataFrame:
             far,
             df["unix_seconds"],
         )
+    placeholder = placeholder_epochs(seconds)
+    if placeholder.any():
+        why = f"{PLACEHOLDER_EPOCH} or leave the rating out"
+        raise DataError.where(source, why, "unix_seconds", placeholder, df["unix_seconds"])
+    return seconds
+
+
+def read_events(path: Path, encoding: str | None = None) -> pl.DataFrame:
+    """u.data as canonical-ready events (string ids, UTC timestamps, weight = rating)."""
+    df = read_delimited(path, separator="\t", names=DATA_FIELDS, encoding=encoding)
+    source = str(path)
+    for col in ("user_id", "show_id"):
+        ids = parse_number(df, col, source, pl.Int64())
+        if ids.is_null().any():
+            raise DataError(source, "empty id", column=col, rows=rows_where(ids.is_null()))
+    seconds = _unix_seconds(df, source)
     weight = parse_rating(df, "weight", source, RATING_SCALE)
     return pl.DataFrame(
         {
