@@ -700,18 +700,15 @@ def _epoch_values(series: pl.Series) -> pl.Series:
     return _epoch_text(series.cast(pl.String).str.strip_chars())
 
 
-def placeholder_epochs(seconds: pl.Series) -> pl.Series:
-    """Where epoch seconds are 0 or less (see PLACEHOLDER_EPOCH); false where null."""
-    return (seconds <= 0).fill_null(False)
-
-
-def _refuse_placeholder_epochs(series: pl.Series, source: str, column: str) -> None:
-    """A DataError for epoch values of 0 or less (-1 reads as 1969-12-31T23:59:59Z, inside
-    the plausible years); ISO-8601 times before 1970 stay accepted within those years."""
-    placeholder = placeholder_epochs(_epoch_values(series))
+def refuse_placeholder_epochs(
+    seconds: pl.Series, source: str, column: str, values: pl.Series, how: str
+) -> None:
+    """A DataError for epoch `seconds` of 0 or less (-1 reads as 1969-12-31T23:59:59Z, inside
+    the plausible years), quoting the rows' `values` as given and saying `how` to mend them;
+    null seconds (ISO-8601 text, dates) pass."""
+    placeholder = (seconds <= 0).fill_null(False)
     if placeholder.any():
-        how = "(one before 1970 in ISO-8601, such as 1969-07-20T20:17:00Z) or leave the event out"
-        raise DataError.where(source, f"{PLACEHOLDER_EPOCH} {how}", column, placeholder, series)
+        raise DataError.where(source, f"{PLACEHOLDER_EPOCH} {how}", column, placeholder, values)
 
 
 def parse_timestamps(
@@ -746,7 +743,8 @@ def parse_timestamps(
             rows=rows_where(off),
             examples=[str(e) for e in series.filter(off).head(5).to_list()],
         )
-    _refuse_placeholder_epochs(series, source, column)
+    how = "(one before 1970 in ISO-8601, such as 1969-07-20T20:17:00Z) or leave the event out"
+    refuse_placeholder_epochs(_epoch_values(series), source, column, series, how)
     return out.alias(column)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ..contract import MAX_EPOCH_SECONDS, PLACEHOLDER_EPOCH, RawDataset, placeholder_epochs
+from ..contract import MAX_EPOCH_SECONDS, RawDataset, refuse_placeholder_epochs
 from ..errors import DataError
 from ._common import (
     optional_file,
@@ -67,10 +67,8 @@ def _unix_seconds(df: pl.DataFrame, source: str) -> pl.Series:
             far,
             df["unix_seconds"],
         )
-    placeholder = placeholder_epochs(seconds)
-    if placeholder.any():
-        why = f"{PLACEHOLDER_EPOCH} or leave the rating out"
-        raise DataError.where(source, why, "unix_seconds", placeholder, df["unix_seconds"])
+    how = "or leave the rating out"
+    refuse_placeholder_epochs(seconds, source, "unix_seconds", df["unix_seconds"], how)
     return seconds
 
 
