@@ -503,6 +503,12 @@ PLACEHOLDER_EPOCH = (
     "epoch seconds of 0 or less, at or before 1970-01-01T00:00:00Z (an unknown time's "
     "placeholder, such as -1 or 0?); give the real time"
 )
+# The same placeholder converted before tvrec reads it (a Parquet datetime or an ISO date of
+# the epoch): no viewing log starts at that instant.
+EPOCH_INSTANT = (
+    "exactly 1970-01-01T00:00:00Z, the instant epoch 0 reads as (an unknown time's "
+    "placeholder converted to a date?); give the real time"
+)
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)$"
 # Text that shows nothing: whitespace and Unicode's default-ignorable code points (zero-width
 # space U+200B, byte-order mark U+FEFF, word joiner U+2060, soft hyphen, Hangul fillers, ...).
@@ -537,6 +543,13 @@ def blank(expr: pl.Expr) -> pl.Expr:
     """Whether each text value is missing or shows nothing: empty, whitespace or invisible
     characters only (a title of one zero-width space is as blank as an empty one)."""
     return expr.cast(pl.String).str.contains(_INVISIBLE).fill_null(True)
+
+
+def blank_values(values: list[Any]) -> list[bool]:
+    """`blank` for values read from JSON: None or text that shows nothing is blank; a number,
+    an object or a list is not (what it should be is checked elsewhere)."""
+    text = pl.Series([v if isinstance(v, str) else "-" for v in values], dtype=pl.String)
+    return [v is None or b for v, b in zip(values, text.str.contains(_INVISIBLE), strict=True)]
 
 
 def _is_scalar(dtype: pl.DataType) -> bool:
@@ -744,7 +757,13 @@ def parse_timestamps(
             examples=[str(e) for e in series.filter(off).head(5).to_list()],
         )
     how = "(one before 1970 in ISO-8601, such as 1969-07-20T20:17:00Z) or leave the event out"
-    refuse_placeholder_epochs(_epoch_values(series), source, column, series, how)
+    seconds = _epoch_values(series)
+    refuse_placeholder_epochs(seconds, source, column, series, how)
+    # a placeholder 0 a writer already turned into a date or a datetime: the epoch itself
+    at_epoch = seconds.is_null() & (out.dt.epoch("us") == 0).fill_null(False)
+    if at_epoch.any():
+        why = f"{EPOCH_INSTANT} or leave the event out"
+        raise DataError.where(source, why, column, at_epoch, series)
     return out.alias(column)
 
 

@@ -145,6 +145,8 @@ TIMESTAMP_SPECS: list[Spec] = [
     ("epoch-placeholder", ["2024-01-01", "-1", "0", "2024-01-03"],
      (r"events\.csv, column 'event_timestamp': epoch seconds of 0 or less, at or before "
       r"1970-01-01T00:00:00Z", "ISO-8601", r"rows 2, 3\b", r"values '-1', '0'")),
+    ("iso-epoch-instant", ["2024-01-01", "2024-01-02", "1970-01-01T00:00:00Z", "2024-01-03"],
+     (r"column 'event_timestamp': exactly 1970-01-01T00:00:00Z", r"rows 3\b")),
 ]  # fmt: skip
 WEIGHT_RULE = r"a weight is a number from 0 to 1e\+09; blank means 1"
 WEIGHT_SPECS: list[Spec] = [
@@ -368,6 +370,13 @@ def _parquet(root: Path) -> list[Case]:
           "'-1.0'"),
          "events", ev.with_columns(pl.Series(
              "event_timestamp", [1704139200.0, 1704139300.0, -1.0, 1704362400.0]))),
+        # the placeholder 0 already a datetime (a writer's pd.to_datetime(0)) was a 1970 viewing
+        ("parquet-datetime-epoch",
+         (r"events\.parquet, column 'event_timestamp': exactly 1970-01-01T00:00:00Z, the "
+          r"instant epoch 0 reads as", r"rows 2\b"),
+         "events", ev.with_columns(pl.Series(
+             "event_timestamp", [1704139200_000000, 0, 1704300000_000000, 1704362400_000000],
+             pl.Datetime("us")))),
         ("parquet-show-id-list", (r"events\.parquet, column 'show_id': values of type list",),
          "events", ev.with_columns(pl.Series("show_id", [[1], [2], [2], [3]]))),
         ("parquet-shows-id-list", (r"shows\.parquet, column 'show_id': values of type list",),
@@ -588,7 +597,9 @@ def _adapters(root: Path) -> list[Case]:
         Case("tvmaze-object-id", ingest(object_id, "--format", "tvmaze"),
              (r"tvmaze_shows\.json, column 'id': field 'id' is not a single value", r"rows 2\b")),
         Case("tvmaze-name-invisible", ingest(invisible, "--format", "tvmaze"),
-             (r"tvmaze_shows\.json, column 'title': empty title", r"rows 2\b")),
+             # named under TVmaze's own field, not the shows table's column 'title'
+             (r"tvmaze_shows\.json, column 'name': missing or blank field", r"rows 2\b",
+              r"values '\"\\u200b\"'")),
         Case("tvmaze-runtime-text", ingest(runtime, "--format", "tvmaze"),
              (r"column 'runtime': field 'runtime' is not a number", r"rows 1\b")),
     ]  # fmt: skip

@@ -437,7 +437,10 @@ def test_tvmaze_bad_json_and_missing_field(tmp_path: Path) -> None:
     write(tmp_path / "tvmaze_shows.json", '[{"id": 1, "name": "A"}, {"id": 2}]')
     with pytest.raises(DataError) as err:
         load_raw(tmp_path, "tvmaze")
-    assert "column 'name': missing or empty field; rows 2" in str(err.value)
+    assert "column 'name': missing or blank field" in str(err.value) and "rows 2" in str(err.value)
+    write(tmp_path / "tvmaze_shows.json", '[{"id": 1, "name": "A"}, {"id": 2, "name": " \\t "}]')
+    with pytest.raises(DataError, match=r"column 'name': missing or blank field.*rows 2\b"):
+        load_raw(tmp_path, "tvmaze")  # spaces: named as TVmaze's field, not as column 'title'
 
 
 def test_tvmaze_scale_ends_and_nulls_are_kept(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import polars as pl
 
-from ..contract import SHOW_NUMBER_MOST, RawDataset
+from ..contract import SHOW_NUMBER_MOST, RawDataset, blank_values
 from ..errors import DataError, shorten
 from ._common import (
     CATALOGUE_NOTE,
@@ -68,10 +68,17 @@ def _get(obj: Any, *keys: str) -> Any:
 
 
 def _require_keys(items: list[dict[str, Any]], keys: tuple[str, ...], source: str) -> None:
+    """Every record has each key, and not blank (a name of spaces or of a zero-width space is
+    named here, under the field's own name, not later as the shows table's title)."""
     for key in keys:
-        missing = [i + 1 for i, item in enumerate(items) if item.get(key) in (None, "")]
+        values = [item.get(key) for item in items]
+        missing = [i for i, b in enumerate(blank_values(values)) if b]
         if missing:
-            raise DataError(source, "missing or empty field", column=key, rows=missing[:50])
+            shown = [_shown(values[i]) for i in missing[:5]]
+            why = "missing or blank field (absent, null, or only spaces or invisible characters)"
+            raise DataError(
+                source, why, column=key, rows=[i + 1 for i in missing[:50]], examples=shown
+            )
 
 
 def _id_text(value: Any) -> str:
