@@ -541,6 +541,11 @@ def index_show_answer(
     """Neighbours of the show's own index vector, itself excluded."""
     show_index = load_current_index(ctx)
     available = show_index.index.ntotal - 1
+    if available < 1:  # a search for k = 0 is refused by the index
+        raise ConfigError(
+            f"no shows like {show_id!r}: the release's index holds no other show "
+            f"({show_index.index.ntotal} in all)"
+        )
     k = check_k(ctx, k, min(available, limit) if limit else available, f"show {show_id!r}")
     vector = own_vector(show_index, show_id)  # (dim,)
     hits = show_index.search_ids(vector[None, :], k, exclude_ids=[{show_id}])[0]

@@ -349,6 +349,26 @@ def test_nothing_published_yet(app: typer.Typer, tmp_path: Path) -> None:
     assert code == 2 and "nothing is published" in err and "tvrec run" in err
 
 
+def test_show_in_a_one_show_catalogue_exit_2(app: typer.Typer, tmp_path: Path) -> None:
+    """A release of one show has no similar shows: said, not a traceback from the index's
+    search for k = 0 (the default k is capped at what the index holds)."""
+    work = tmp_path / "work"
+    one = shows_frame().head(1)
+    show_index = make_show_index(
+        show_vectors()[:1], ["s00"], model_name="two_tower", model_version=MODEL_VERSION,
+        feature_service="collaborative_v1", data_snapshot="snap-1", as_of=AS_OF,
+        cfg=IndexConfig(device="cpu"),
+    )  # fmt: skip
+    empty = show_similar_frame(show_vectors(), MODEL_VERSION).clear()
+    releases.publish_release(
+        work, model=MANIFEST, tables={"show_similar": empty}, shows=one, index=show_index
+    )
+    for args in (["--show", "s00"], ["--show", "s00", "-k", "1"]):
+        code, _, err = run(app, work, *args)
+        assert code == 2, args
+        assert "no shows like 's00'" in err and "no other show" in err, err
+
+
 @contextlib.contextmanager
 def catalogue_held(workdir: Path) -> Iterator[None]:
     """Another process holds catalog.duckdb open for writing (as a publishing job does)."""
