@@ -68,9 +68,9 @@ class Strict(Settled):
 
 
 class FeatureSettings(Strict):
-    """Knobs of `tvrec features build`."""
+    """Knobs of `tvrec features build` (the popularity windows are fixed: 7, 30 and 365 days,
+    the Feast views' views_7d, views_30d and views_365d)."""
 
-    windows_days: tuple[int, ...] = (7, 30, 365)
     text_batch_size: int = Field(64, ge=1)
     cowatch_min_users: int = Field(2, ge=1, description="co-watch edges need this many users")
     max_user_history: int = Field(200, ge=1, description="cap per user for co-watch pairs")

@@ -721,6 +721,11 @@ def _commands(root: Path) -> list[Case]:
         Case("redis-no-port", ("features", "config", "--init", "--redis", "cache,db=1"),
              (r"--redis 'cache,db=1' \(node 'cache'\): give the port too, as cache:PORT",
               r"\(Redis's own is 6379\)")),
+        # read and never used: the popularity windows are Feast's views_7d, 30d and 365d
+        Case("toml-windows-days", ingest(contract_dir(root, "toml-windows-days")),
+             (r"tvrec\.toml\b.*: features\.windows_days: not a setting here; the settings are "
+              r"text_batch_size",),
+             toml="[features]\nwindows_days = [14]\n"),
         Case("publish-list-and-rollback", ("publish", "--list", "--rollback", "1"),
              (r"--list and --rollback: give one of them",)),
         # the peers alone were scored and the run exited 0

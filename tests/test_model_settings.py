@@ -102,7 +102,9 @@ def test_bad_settings_are_refused_with_their_name(
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing ran, nothing written
 
 
-def test_numbers_and_switches_still_take_their_own_kinds(tmp_path: Path) -> None:
+def test_numbers_and_switches_still_take_their_own_kinds(
+    tmp_path: Path, default_models: None
+) -> None:
     """The strictness refuses text and booleans for numbers only: a whole number for a float
     setting, null-able settings left unset, lists for tuples and text for paths still read."""
     from tvrec.models.ensemble import EnsembleModel
@@ -112,8 +114,8 @@ def test_numbers_and_switches_still_take_their_own_kinds(tmp_path: Path) -> None
     assert scalar_kind(bool) is bool and scalar_kind(int | str) is None
     config = EnsembleModel.parse_config({"lr": 1, "calibrate": False, "epochs": 3})
     assert config.lr == 1.0 and config.calibrate is False and config.epochs == 3
-    (tmp_path / "tvrec.toml").write_text("[features]\nwindows_days = [7, 30]\n")
-    assert Settings.load(tmp_path).features.windows_days == (7, 30)
+    (tmp_path / "tvrec.toml").write_text('[models]\ntrain = ["ease"]\nserve = "ease"\n')
+    assert Settings.load(tmp_path).models.train == ("ease",)
 
 
 def test_model_environment_overrides_the_file(
