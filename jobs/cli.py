@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from tvrec.jobs.release import Release
     from tvrec.pipelines.config import IngestSettings, Settings
+    from tvrec.pipelines.contract import Dataset
 
 
 def _schedule_group() -> click.Command:
@@ -724,6 +725,7 @@ def evaluate(
     for name in names:
         registered(name)  # unknown names fail before any work, the data read included
     ds = canonicalize(load_raw(data, fmt))
+    _require_test_pairs(ds)
     target = _dir_out(out_dir or settings.workdir / "reports" / ds.name)
     inside = target.resolve().is_relative_to(settings.workdir)
     with _writing(settings, "tvrec evaluate", creates=True) if inside else contextlib.nullcontext():
@@ -733,6 +735,26 @@ def evaluate(
         return
     out.print(markdown(report))
     out.print(f"report and plots in {target}")
+
+
+def _require_test_pairs(ds: Dataset) -> None:
+    """Refuse a dataset whose held-out split (the one `evaluate` scores on) has no test pair:
+    every model would score zeros. A dataset without events is refused by the evaluation."""
+    from tvrec.jobs.evaluation.splitting import split
+
+    if ds.events.is_empty():
+        return
+    sp = split(ds)
+    if sp.test.height:
+        return
+    held = f"its events from {sp.cutoff.isoformat()} on" if sp.cutoff else "20% of its events"
+    users, shows = ds.events["user_id"].n_unique(), ds.events["show_id"].n_unique()
+    raise ConfigError(
+        f"dataset {ds.name!r}: the evaluation's {sp.kind} split holds out {held}, and none is "
+        "a new show for a user who also has training events: nothing to score "
+        f"({ds.events.height:,} events, {users:,} users, {shows:,} shows); evaluate on more "
+        "viewing history"
+    )
 
 
 @export_app.command("onnx")

@@ -732,6 +732,12 @@ def _commands(root: Path) -> list[Case]:
         Case("evaluate-no-models",
              ("evaluate", "--data", str(contract_dir(root, "evaluate-no-models")), "--models", ""),
              (r"--models '': name at least one tvrec model \(collaborative",)),
+        # every test event is a user's first (or an old show): a report of zeros, exit 0
+        Case("evaluate-no-test-pairs",
+             ("evaluate", "--data", str(contract_dir(root, "evaluate-no-test-pairs"))),
+             (r"dataset 'evaluate-no-test-pairs': the evaluation's temporal split holds out "
+              r"its events from 2024-01-04T05:57:00\+00:00 on", r"nothing to score",
+              r"\(4 events, 3 users, 3 shows\)")),
     ]  # fmt: skip
 
 
