@@ -298,6 +298,7 @@ class Settings(Strict):
                 ) from None
             except OSError as exc:  # a directory of that name, unreadable
                 raise ConfigError(f"{cfg}: cannot be read ({exc.strerror or exc})") from None
+            refuse_workdir_key(data, cfg)
         data["workdir"] = wd
         where = str(cfg)
         for key, env in MODEL_ENV.items():
@@ -313,6 +314,18 @@ class Settings(Strict):
         except ValidationError as exc:
             problems = "; ".join(setting_problem(e, cls) for e in exc.errors())
             raise ConfigError(f"{where}: {problems}") from None
+
+
+def refuse_workdir_key(data: dict[str, Any], cfg: Path) -> None:
+    """A ConfigError for a `workdir` key in tvrec.toml: the file is found through the work
+    directory, which would silently win over it."""
+    from .errors import ConfigError
+
+    if "workdir" in data:
+        raise ConfigError(
+            f"{cfg}: workdir: not a setting here (this file is read from the work directory "
+            f"itself); choose the work directory with --workdir or ${WORKDIR_ENV}"
+        )
 
 
 def setting_problem(error: Any, model: type[BaseModel], prefix: str = "") -> str:

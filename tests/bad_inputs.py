@@ -726,6 +726,10 @@ def _commands(root: Path) -> list[Case]:
              (r"tvrec\.toml\b.*: features\.windows_days: not a setting here; the settings are "
               r"text_batch_size",),
              toml="[features]\nwindows_days = [14]\n"),
+        # overridden by the directory the file was read from, without a word
+        Case("toml-workdir", ingest(contract_dir(root, "toml-workdir")),
+             (r"tvrec\.toml: workdir: not a setting here", r"--workdir or \$TVREC_WORKDIR"),
+             toml='workdir = "/srv/tvrec"\n'),
         Case("publish-list-and-rollback", ("publish", "--list", "--rollback", "1"),
              (r"--list and --rollback: give one of them",)),
         # the peers alone were scored and the run exited 0
