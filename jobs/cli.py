@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import click
     from rich.table import Table
 
+    from tvrec.jobs.evaluation.splitting import Split
     from tvrec.jobs.release import Release
     from tvrec.pipelines.config import IngestSettings, Settings
     from tvrec.pipelines.contract import Dataset
@@ -725,11 +726,13 @@ def evaluate(
     for name in names:
         registered(name)  # unknown names fail before any work, the data read included
     ds = canonicalize(load_raw(data, fmt))
-    _require_test_pairs(ds)
+    held_out = _test_split(ds)
     target = _dir_out(out_dir or settings.workdir / "reports" / ds.name)
     inside = target.resolve().is_relative_to(settings.workdir)
     with _writing(settings, "tvrec evaluate", creates=True) if inside else contextlib.nullcontext():
-        report = run_evaluation(ds, settings, target, models=names, few_shot_users=few_shot_users)
+        report = run_evaluation(
+            ds, settings, target, models=names, few_shot_users=few_shot_users, sp=held_out
+        )
     if as_json:
         print_json(report.to_json())
         return
@@ -737,17 +740,18 @@ def evaluate(
     out.print(f"report and plots in {target}")
 
 
-def _require_test_pairs(ds: Dataset) -> None:
-    """Refuse a dataset whose held-out split (the one `evaluate` scores on) has no test pair:
-    every model would score zeros. A dataset without events is refused by the evaluation."""
-    from tvrec.jobs.evaluation.splitting import split
+def _test_split(ds: Dataset) -> Split | None:
+    """The split `evaluate` scores on, refused when it has no test pair (every model would
+    score zeros); None without events (the evaluation refuses those)."""
+    from tvrec.jobs.evaluation.splitting import SplitConfig, split
 
     if ds.events.is_empty():
-        return
+        return None
     sp = split(ds)
     if sp.test.height:
-        return
-    held = f"its events from {sp.cutoff.isoformat()} on" if sp.cutoff else "20% of its events"
+        return sp
+    share = f"{1 - SplitConfig().train_share:.0%} of its events"
+    held = f"its events from {sp.cutoff.isoformat()} on" if sp.cutoff else share
     users, shows = ds.events["user_id"].n_unique(), ds.events["show_id"].n_unique()
     raise ConfigError(
         f"dataset {ds.name!r}: the evaluation's {sp.kind} split holds out {held}, and none is "

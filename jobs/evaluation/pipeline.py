@@ -429,12 +429,14 @@ def evaluate(
     quiet: bool = True,
     few_shot_users: int = 0,
     seed: int = 42,
+    sp: Split | None = None,
 ) -> EvaluationReport:
     """Score each of tvrec's `models` alone (one feature build shared) against the peers;
     with `few_shot_users`, that many users (seeded) are held out of training and scored
-    from their first 5 events (`splitting.few_shot`)."""
+    from their first 5 events (`splitting.few_shot`). `sp`: the split of `ds` by `seed`
+    where the caller has it already."""
     ds.require_events("an evaluation scores recommendations against held-out events")
-    sp = split(ds, seed=seed)
+    sp = sp or split(ds, seed=seed)
     few = few_shot(sp, few_shot_users, seed=seed) if few_shot_users else None
     sp = few.held_out(sp) if few else sp
     from tvrec.jobs.train import preflight
