@@ -11,6 +11,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# OpenMP's threads (torch's, MKL's, FAISS's) sleep when a parallel region ends instead of
+# spinning ~3 ms for the next one: read when OpenMP loads, so it is set before anything imports
+# torch or faiss. Spinning threads of two processes on the same cores (the nightly job beside an
+# evaluation, or beside any busy process) wait on each other's time slices: training ran 4-15x
+# slower; sleeping costs a few percent alone (bench/bench_thread_waits.py). OMP_WAIT_POLICY=
+# ACTIVE in the environment brings spinning back.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Warnings third-party libraries raise about each other or about our use of them that a
 # `tvrec` user can do nothing about. Each is matched narrowly (its message, and its category),
