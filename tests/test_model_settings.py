@@ -199,3 +199,40 @@ def test_one_thread_for_a_request_is_restored() -> None:
         assert torch.get_num_threads() == 1
         assert all(lib["num_threads"] == 1 for lib in threadpool_info())
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(
+    ("module", "given", "expected"),
+    [
+        ("tvrec.models.temporal", None, "PASSIVE"),  # a model module: torch after the setting
+        ("tvrec.index", None, "PASSIVE"),  # faiss likewise
+        ("tvrec.models.temporal", "ACTIVE", "ACTIVE"),  # the environment's own choice is kept
+    ],
+)
+def test_openmp_threads_sleep_unless_told(module: str, given: str | None, expected: str) -> None:
+    """OpenMP reads OMP_WAIT_POLICY once, as torch or faiss loads it: the data layer sets it
+    first (spinning threads made a training 2.6-5x slower beside other work), in a fresh
+    process as a user's would be."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env |= {"OMP_WAIT_POLICY": given} if given else {}
+    # the policy each of torch and faiss finds as it is first imported
+    probe = f"""
+import json, os, sys
+seen = {{}}
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("torch", "faiss"):
+            seen.setdefault(name, os.environ.get("OMP_WAIT_POLICY"))
+sys.meta_path.insert(0, Spy())
+import {module}
+print(json.dumps(seen))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen and set(seen.values()) == {expected}, seen
