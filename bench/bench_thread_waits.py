@@ -1,9 +1,10 @@
 """Training time under OpenMP's two ways of waiting, alone and beside other work.
 
-tvrec sets OMP_WAIT_POLICY=PASSIVE (pipelines/__init__.py): torch's, MKL's and FAISS's OpenMP
-threads sleep when a parallel region ends. OpenMP's own default (an unset policy) spins for a
-while first, which can be a little faster on an idle machine and is far slower on a shared
-one: a spinning thread holds a core the other process's threads are waiting for. Each model
+tvrec sets GOMP_SPINCOUNT=3000 where OMP_WAIT_POLICY is unset (pipelines/__init__.py): torch's,
+MKL's and FAISS's OpenMP threads spin about 30 us when a parallel region ends, then sleep.
+OpenMP's own default spins up to ~3 ms, which is far slower on a shared machine: a spinning
+thread holds a core the other process's threads are waiting for; OMP_WAIT_POLICY=PASSIVE
+sleeps at once. Each model
 trains (as `tvrec train --stage <model>` does, default hyper-parameters, torch's default
 threads) in its own child process under each way:
 
@@ -48,11 +49,13 @@ wd = Workdir(root / "work")
 ingest(root / "world", "contract", wd)
 build_features(wd, Settings.load(wd.root), log=StageLog(quiet=True))
 """
-# the two ways, as the child's first line: torch imported before tvrec (OpenMP reads its unset
-# policy: spin, then sleep), or tvrec's data layer first (it sets OMP_WAIT_POLICY=PASSIVE)
+# the ways, as the child's first line: torch imported before tvrec (OpenMP's unset policy: spin
+# up to ~3 ms, then sleep), tvrec's data layer first (it sets GOMP_SPINCOUNT=3000: ~30 us), or
+# OMP_WAIT_POLICY=PASSIVE (sleep at once)
 WAYS = {
     "spin (OpenMP's default)": "import torch\n",
-    "sleep (tvrec's default)": "import tvrec.pipelines\n",
+    "spin 3,000 then sleep (tvrec's default)": "import tvrec.pipelines\n",
+    "sleep (OMP_WAIT_POLICY=PASSIVE)": 'import os\nos.environ["OMP_WAIT_POLICY"] = "PASSIVE"\n',
 }
 
 

@@ -11,13 +11,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# OpenMP's threads (torch's, MKL's, FAISS's) sleep when a parallel region ends instead of
-# spinning ~3 ms for the next one: read when OpenMP loads, so it is set before anything imports
-# torch or faiss. Spinning threads of two processes on the same cores (the nightly job beside an
-# evaluation, or beside any busy process) wait on each other's time slices: training ran 4-15x
-# slower; sleeping costs a few percent alone (bench/bench_thread_waits.py). OMP_WAIT_POLICY=
-# ACTIVE in the environment brings spinning back.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's threads (torch's, MKL's, FAISS's) spin about 30 us when a parallel region ends, then
+# sleep; OpenMP's own default spins up to ~3 ms, holding a core another process's threads wait
+# for: training ran 2.6-5x slower beside another training or one busy process. Read as OpenMP
+# loads, so set before anything imports torch or faiss; only where the environment leaves the
+# wait policy open (OMP_WAIT_POLICY=PASSIVE sleeps at once: the fastest on a shared machine,
+# about 5% slower alone; bench/bench_thread_waits.py).
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "3000")
 
 # Warnings third-party libraries raise about each other or about our use of them that a
 # `tvrec` user can do nothing about. Each is matched narrowly (its message, and its category),
