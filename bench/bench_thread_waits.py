@@ -1,12 +1,11 @@
-"""Training time under OpenMP's two ways of waiting, alone and beside other work.
+"""Training time under OpenMP's ways of waiting, alone and beside other work.
 
 tvrec sets GOMP_SPINCOUNT=3000 where OMP_WAIT_POLICY is unset (pipelines/__init__.py): torch's,
 MKL's and FAISS's OpenMP threads spin about 30 us when a parallel region ends, then sleep.
 OpenMP's own default spins up to ~3 ms, which is far slower on a shared machine: a spinning
 thread holds a core the other process's threads are waiting for; OMP_WAIT_POLICY=PASSIVE
-sleeps at once. Each model
-trains (as `tvrec train --stage <model>` does, default hyper-parameters, torch's default
-threads) in its own child process under each way:
+sleeps at once. Each model trains (as `tvrec train --stage <model>` does, default
+hyper-parameters, torch's default threads) in its own child process under each way:
 
 - alone: nothing else running;
 - two at once: two trainings of the same model on two copies of the work directory;
@@ -16,7 +15,7 @@ A small synthetic world by default so that the slow cells stay minutes, not hour
 Markdown table of the training stage's seconds; `--json` the figures.
 
     python bench/bench_thread_waits.py [--models contrastive,meta] [--users 1500 --shows 500
-        --events 60000]
+        --events 60000] [--spincounts 3000,30000]
 """
 
 from __future__ import annotations
