@@ -31,22 +31,15 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench_train import CHILD
+from bench_train import CHILD, PREPARE
 
-PREPARE = r"""
+# the world of the given sizes; bench_train's PREPARE ingests it and builds its features
+WORLD = r"""
 import sys
 from pathlib import Path
-from tvrec.pipelines.build import build_features
-from tvrec.pipelines.config import Settings
-from tvrec.pipelines.ingest import ingest
-from tvrec.pipelines.progress import StageLog
 from tvrec.pipelines.synthetic import WorldConfig, write_world
-from tvrec.pipelines.workdir import Workdir
-root, users, shows, events = Path(sys.argv[1]), *map(int, sys.argv[2:5])
-write_world(root / "world", WorldConfig(n_users=users, n_shows=shows, n_events=events))
-wd = Workdir(root / "work")
-ingest(root / "world", "contract", wd)
-build_features(wd, Settings.load(wd.root), log=StageLog(quiet=True))
+users, shows, events = map(int, sys.argv[2:5])
+write_world(Path(sys.argv[1]), WorldConfig(n_users=users, n_shows=shows, n_events=events))
 """
 # the ways, as the child's first line: torch imported before tvrec (OpenMP's unset policy: spin
 # up to ~3 ms, then sleep), tvrec's data layer first (it sets GOMP_SPINCOUNT=3000: ~30 us), or
@@ -106,7 +99,10 @@ def measure(works: list[Path], model: str, first: str) -> dict[str, float]:
 def run(models: list[str], users: int, shows: int, events: int, ways: dict[str, str]) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="tvrec-bench-waits-") as tmp:
         root = Path(tmp)
-        prepare = [sys.executable, "-c", PREPARE, tmp, str(users), str(shows), str(events)]
+        world = root / "world"
+        sizes = [str(users), str(shows), str(events)]
+        subprocess.run([sys.executable, "-c", WORLD, str(world), *sizes], check=True)
+        prepare = [sys.executable, "-c", PREPARE, tmp, str(world), "contract"]
         subprocess.run(prepare, check=True, capture_output=True)
         works = [root / "work", root / "work2"]
         shutil.copytree(works[0], works[1], symlinks=True)

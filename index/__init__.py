@@ -5,7 +5,7 @@ it is built, and hardware detection imports it only when called on a machine wit
 driver.
 """
 
-# the data layer's process environment (OpenMP threads that sleep, ...) before faiss loads
+# the data layer's process environment (how OpenMP threads wait, ...) before faiss loads
 from .. import pipelines as _pipelines  # noqa: F401
 from .backends import (
     BackendPlan,

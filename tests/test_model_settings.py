@@ -4,7 +4,11 @@ refused where it enters, naming it, before anything runs."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -220,11 +224,6 @@ def test_openmp_threads_spin_briefly_unless_told(
     """OpenMP reads how its threads wait once, as torch or faiss loads it: the data layer sets
     a short spin first (OpenMP's own ~3 ms made a training 2.6-5x slower beside other work),
     in a fresh process as a user's would be."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     keys = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
     env = {k: v for k, v in os.environ.items() if k not in keys} | given
     # what each of torch and faiss finds as it is first imported
